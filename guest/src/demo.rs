@@ -1,0 +1,391 @@
+//! The coreMQTT mutual-auth demo workflow, one iteration: TLS connect with
+//! backoff, CONNECT, SUBSCRIBE with retries, QoS 1 publish loop with the
+//! echo, UNSUBSCRIBE, DISCONNECT. Log lines follow the original's wording.
+
+use mqttbytes::QoS;
+use mqttbytes::v4::{Connect, ConnectReturnCode, Login, SubscribeReasonCode};
+
+use crate::backoff::Backoff;
+use crate::bindings::mqtt_device::runtime::log::Level;
+use crate::bindings::mqtt_device::runtime::mtls_socket::ErrorCode;
+use crate::bindings::mqtt_device::runtime::types::{
+    ConnackRefusal, IterationError, IterationReport, Settings,
+};
+use crate::client::{Client, ClientError, Clock, Event, Flow, Timing, Transport};
+
+/// What the demo needs from the world it runs in.
+pub trait Platform {
+    /// An open connection to the broker.
+    type Conn: Transport;
+    /// The clock the client and the waits use.
+    type Clock: Clock + Clone;
+    /// Opens a mutually-authenticated TLS connection.
+    fn connect(&mut self, host: &str, port: u16, timeout_ms: u32) -> Result<Self::Conn, ErrorCode>;
+    /// The clock.
+    fn clock(&self) -> Self::Clock;
+    /// Writes one log line.
+    fn log(&self, level: Level, message: &str);
+    /// A uniformly random number (for backoff jitter).
+    fn random_u32(&mut self) -> u32;
+}
+
+/// True for failures that retrying cannot fix: certificates, permissions,
+/// TLS version policy.
+pub fn is_permanent(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::NotPermitted
+            | ErrorCode::ServerCertificateUnknownIssuer
+            | ErrorCode::ServerCertificateExpired
+            | ErrorCode::ServerCertificateNameMismatch
+            | ErrorCode::ServerCertificateInvalid
+            | ErrorCode::ClientCertificateRejected
+            | ErrorCode::ClientCertificateRequired
+            | ErrorCode::ProtocolVersionUnsupported
+            | ErrorCode::MessageTooLarge
+    )
+}
+
+/// Runs one demo iteration.
+pub fn run_iteration<P: Platform>(
+    platform: &mut P,
+    settings: &Settings,
+) -> Result<IterationReport, IterationError> {
+    let mut demo = Demo {
+        settings,
+        report: IterationReport { published: 0, acknowledged: 0, echoes: 0, connections: 0 },
+        platform,
+    };
+    demo.run()
+}
+
+struct Demo<'a, P: Platform> {
+    platform: &'a mut P,
+    settings: &'a Settings,
+    report: IterationReport,
+}
+
+impl<P: Platform> Demo<'_, P> {
+    fn info(&self, message: &str) {
+        self.platform.log(Level::Info, message);
+    }
+
+    fn backoff(&self) -> Backoff {
+        let s = self.settings;
+        Backoff::new(s.backoff_base_ms, s.backoff_max_ms, s.backoff_max_attempts)
+    }
+
+    fn run(&mut self) -> Result<IterationReport, IterationError> {
+        let mut client = self.connect_with_backoff()?;
+        let result = self.session(&mut client);
+        if result.is_err() {
+            client.close();
+        }
+        result?;
+        Ok(self.report)
+    }
+
+    fn session(&mut self, client: &mut Client<P::Conn, P::Clock>) -> Result<(), IterationError> {
+        let s = self.settings;
+        self.mqtt_connect(client)?;
+        self.subscribe_with_backoff(client)?;
+        for _ in 0..s.publish_count {
+            self.publish_and_receive_echo(client)?;
+            self.info("Keeping Connection Idle...");
+            self.platform.clock().sleep_ms(s.publish_delay_ms);
+        }
+        self.unsubscribe(client)?;
+        self.info(&format!("Disconnecting the MQTT connection with {}.", s.broker_host));
+        client.disconnect();
+        let unacked = client.outstanding();
+        if !unacked.is_empty() {
+            return Err(IterationError::TimedOut(format!(
+                "PUBACK for packet ids {unacked:?} (QoS 1 publishes not acknowledged by the broker)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Step 1: TLS connection, retried with Full-Jitter backoff.
+    fn connect_with_backoff(&mut self) -> Result<Client<P::Conn, P::Clock>, IterationError> {
+        let s = self.settings;
+        let mut backoff = self.backoff();
+        loop {
+            self.info(&format!("Creating a TLS connection to {}:{}.", s.broker_host, s.broker_port));
+            self.report.connections += 1;
+            match self.platform.connect(&s.broker_host, s.broker_port, s.connect_timeout_ms) {
+                Ok(conn) => {
+                    let timing = Timing {
+                        keep_alive_secs: s.keep_alive_secs,
+                        pingresp_timeout_ms: s.pingresp_timeout_ms,
+                        send_timeout_ms: s.transport_timeout_ms,
+                    };
+                    return Ok(Client::new(conn, self.platform.clock(), timing));
+                }
+                Err(code) if is_permanent(code) => {
+                    self.platform.log(
+                        Level::Error,
+                        &format!("Connection to the broker failed permanently: {code:?}. Not retrying."),
+                    );
+                    return Err(IterationError::TransportPermanent(code));
+                }
+                Err(code) => {
+                    let random = self.platform.random_u32();
+                    match backoff.next_delay_ms(random) {
+                        Some(delay_ms) => {
+                            self.platform.log(
+                                Level::Warn,
+                                &format!(
+                                    "Connection to the broker failed ({code:?}). Retrying connection with backoff and jitter: {delay_ms} ms."
+                                ),
+                            );
+                            self.platform.clock().sleep_ms(delay_ms);
+                        }
+                        None => {
+                            self.platform.log(
+                                Level::Error,
+                                "Connection to the broker failed, all attempts exhausted.",
+                            );
+                            return Err(IterationError::ConnectRetriesExhausted(code));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Step 2: MQTT CONNECT, clean session, keep-alive; CONNACK must accept.
+    fn mqtt_connect(&mut self, client: &mut Client<P::Conn, P::Clock>) -> Result<(), IterationError> {
+        let s = self.settings;
+        self.info(&format!("Creating an MQTT connection to {}.", s.broker_host));
+        let mut connect = Connect::new(s.client_id.clone());
+        connect.keep_alive = s.keep_alive_secs;
+        connect.clean_session = s.clean_session;
+        if let Some(user) = &s.username {
+            connect.login = Some(Login::new(user.clone(), s.password.clone().unwrap_or_default()));
+        }
+        let ack = client.connect(&connect, s.connack_timeout_ms).map_err(iteration_error)?;
+        let refusal = match ack.code {
+            ConnectReturnCode::Success => None,
+            ConnectReturnCode::RefusedProtocolVersion => Some(ConnackRefusal::UnacceptableProtocolVersion),
+            ConnectReturnCode::BadClientId => Some(ConnackRefusal::IdentifierRejected),
+            ConnectReturnCode::ServiceUnavailable => Some(ConnackRefusal::ServerUnavailable),
+            ConnectReturnCode::BadUserNamePassword => Some(ConnackRefusal::BadUserNameOrPassword),
+            ConnectReturnCode::NotAuthorized => Some(ConnackRefusal::NotAuthorized),
+        };
+        if let Some(refusal) = refusal {
+            self.platform.log(Level::Error, &format!("The broker refused the MQTT connection: {refusal:?}."));
+            return Err(IterationError::ConnackRefused(refusal));
+        }
+        if ack.session_present && !s.clean_session {
+            let ids = client.resend_outstanding().map_err(iteration_error)?;
+            if !ids.is_empty() {
+                self.info(&format!("Session resumed: resent unacknowledged publishes {ids:?} with DUP set."));
+            }
+        } else {
+            let ids = client.forget_outstanding();
+            if !ids.is_empty() {
+                self.platform.log(
+                    Level::Warn,
+                    &format!("Clean session: forgot unacknowledged publishes {ids:?}."),
+                );
+            }
+        }
+        self.info(&format!("An MQTT connection is established with {}.", s.broker_host));
+        Ok(())
+    }
+
+    /// Step 3: SUBSCRIBE, resubscribing rejected filters with backoff.
+    fn subscribe_with_backoff(&mut self, client: &mut Client<P::Conn, P::Clock>) -> Result<(), IterationError> {
+        let s = self.settings;
+        let topic = s.topic.clone();
+        let mut backoff = self.backoff();
+        loop {
+            self.info(&format!("Attempt to subscribe to the MQTT topic {topic}."));
+            let pkid = client.subscribe(&[(topic.clone(), QoS::AtLeastOnce)]).map_err(iteration_error)?;
+            self.info(&format!("SUBSCRIBE sent for topic {topic} to broker."));
+            let mut codes = None;
+            let platform = &*self.platform;
+            client
+                .process_loop(s.process_loop_ms, &mut |event| match event {
+                    Event::SubAck(ack) if ack.pkid == pkid => {
+                        codes = Some(ack.return_codes);
+                        Flow::Done
+                    }
+                    other => {
+                        log_event(platform, &topic, other);
+                        Flow::Continue
+                    }
+                })
+                .map_err(iteration_error)?;
+            let Some(codes) = codes else {
+                return Err(IterationError::TimedOut(format!(
+                    "SUBACK for packet id {pkid} within {} ms",
+                    s.process_loop_ms
+                )));
+            };
+            match codes.first() {
+                Some(SubscribeReasonCode::Success(qos)) => {
+                    self.info(&format!("Subscribed to the topic {topic} with maximum QoS {}.", *qos as u8));
+                    return Ok(());
+                }
+                _ => {
+                    let random = self.platform.random_u32();
+                    match backoff.next_delay_ms(random) {
+                        Some(delay_ms) => {
+                            self.platform.log(
+                                Level::Warn,
+                                &format!(
+                                    "Server rejected subscription request. Attempting to re-subscribe to topic {topic} in {delay_ms} ms."
+                                ),
+                            );
+                            self.platform.clock().sleep_ms(delay_ms);
+                        }
+                        None => {
+                            self.platform.log(
+                                Level::Error,
+                                &format!(
+                                    "Server rejected subscription request. All retry attempts have exhausted. Topic={topic}"
+                                ),
+                            );
+                            return Err(IterationError::SubscribeRetriesExhausted(topic));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Step 4, once: PUBLISH at QoS 1, then process until its PUBACK and the
+    /// echo have arrived or the process loop's time is up.
+    fn publish_and_receive_echo(&mut self, client: &mut Client<P::Conn, P::Clock>) -> Result<(), IterationError> {
+        let s = self.settings;
+        self.info(&format!("Publish to the MQTT topic {}.", s.topic));
+        let pkid = client.publish(&s.topic, s.payload.as_bytes()).map_err(iteration_error)?;
+        self.report.published += 1;
+        self.info("Attempt to receive publish message from broker.");
+        let (mut acked, mut echoed) = (false, false);
+        let (mut acks, mut echoes) = (0u32, 0u32);
+        let platform = &*self.platform;
+        let topic = s.topic.clone();
+        client
+            .process_loop(s.process_loop_ms, &mut |event| {
+                match &event {
+                    Event::PubAck(id) => {
+                        acks += 1;
+                        acked |= *id == pkid;
+                    }
+                    Event::Publish(p) if p.topic == topic => {
+                        echoes += 1;
+                        echoed = true;
+                    }
+                    _ => {}
+                }
+                log_event(platform, &topic, event);
+                if acked && echoed { Flow::Done } else { Flow::Continue }
+            })
+            .map_err(iteration_error)?;
+        self.report.acknowledged += acks;
+        self.report.echoes += echoes;
+        if !acked {
+            self.platform.log(
+                Level::Warn,
+                &format!("PUBACK for packet Id {pkid} not received within {} ms.", s.process_loop_ms),
+            );
+        }
+        Ok(())
+    }
+
+    /// Step 5: UNSUBSCRIBE and wait for UNSUBACK.
+    fn unsubscribe(&mut self, client: &mut Client<P::Conn, P::Clock>) -> Result<(), IterationError> {
+        let s = self.settings;
+        let topic = s.topic.clone();
+        self.info(&format!("Unsubscribe from the MQTT topic {topic}."));
+        let pkid = client.unsubscribe(std::slice::from_ref(&topic)).map_err(iteration_error)?;
+        let mut done = false;
+        let mut acks = 0;
+        let platform = &*self.platform;
+        client
+            .process_loop(s.process_loop_ms, &mut |event| match event {
+                Event::UnsubAck(id) if id == pkid => {
+                    done = true;
+                    Flow::Done
+                }
+                other => {
+                    if matches!(other, Event::PubAck(_)) {
+                        acks += 1;
+                    }
+                    log_event(platform, &topic, other);
+                    Flow::Continue
+                }
+            })
+            .map_err(iteration_error)?;
+        self.report.acknowledged += acks;
+        if !done {
+            return Err(IterationError::TimedOut(format!(
+                "UNSUBACK for packet id {pkid} within {} ms",
+                s.process_loop_ms
+            )));
+        }
+        self.info(&format!("Unsubscribed from the topic {topic}."));
+        Ok(())
+    }
+}
+
+/// The event callback of the original (`prvEventCallback`): logs each
+/// incoming packet the way the demo does.
+fn log_event<P: Platform>(platform: &P, topic: &str, event: Event) {
+    match event {
+        Event::PubAck(id) => platform.log(Level::Info, &format!("PUBACK received for packet Id {id}.")),
+        Event::StalePubAck(id) => platform.log(
+            Level::Warn,
+            &format!("PUBACK received for packet Id {id}, which is not outstanding; ignored."),
+        ),
+        Event::Publish(p) => {
+            platform.log(Level::Info, &format!("Incoming QoS : {}", p.qos as u8));
+            if p.topic == topic {
+                platform.log(
+                    Level::Info,
+                    &format!("Incoming Publish Topic Name: {} matches subscribed topic.", p.topic),
+                );
+            } else {
+                platform.log(
+                    Level::Info,
+                    &format!("Incoming Publish Topic Name: {} does not match subscribed topic.", p.topic),
+                );
+            }
+            platform.log(
+                Level::Info,
+                &format!("Incoming Publish Message : {}", String::from_utf8_lossy(&p.payload)),
+            );
+        }
+        Event::SubAck(ack) => platform.log(
+            Level::Warn,
+            &format!("SUBACK for packet Id {} that is not awaited; ignored.", ack.pkid),
+        ),
+        Event::UnsubAck(id) => platform.log(
+            Level::Warn,
+            &format!("UNSUBACK for packet Id {id} that is not awaited; ignored."),
+        ),
+        Event::Unexpected(name) => platform.log(
+            Level::Warn,
+            &format!("Unexpected packet {name} from the broker; ignored."),
+        ),
+    }
+}
+
+/// Maps a client failure to the iteration's error.
+fn iteration_error(e: ClientError) -> IterationError {
+    match e {
+        ClientError::Transport(code) if is_permanent(code) => IterationError::TransportPermanent(code),
+        ClientError::Transport(code) => IterationError::Transport(code),
+        ClientError::Protocol(what) => IterationError::ProtocolViolation(what),
+        ClientError::Timeout(what) => IterationError::TimedOut(what.to_string()),
+        ClientError::KeepAliveTimeout => {
+            IterationError::TimedOut("PINGRESP after PINGREQ (keep-alive)".to_string())
+        }
+        ClientError::OutgoingFull => IterationError::ProtocolViolation(
+            "all outgoing publish records are in use: the broker is not acknowledging".to_string(),
+        ),
+    }
+}
