@@ -82,6 +82,7 @@ impl<P: Platform> Demo<'_, P> {
             client.close();
         }
         result?;
+        self.info("Demo completed successfully.");
         Ok(self.report)
     }
 

@@ -1,0 +1,3 @@
+//! Subcommands of the `host` binary.
+
+pub mod run;

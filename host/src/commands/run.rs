@@ -1,0 +1,173 @@
+//! `host run`: load the TLS material, start the embedded broker if no broker
+//! was given, load the component through the cache, and run it.
+
+use anyhow::{Context, bail};
+use rand_free_id::random_suffix;
+
+use crate::cli::RunArgs;
+use host::bindings::types::Settings;
+use host::component_cache::{self, Source};
+use host::local_broker::LocalBroker;
+use host::mtls_socket::Endpoint;
+use host::runner::{self, Plan};
+use host::state::DeviceState;
+use host::tls::{TlsClient, TlsFiles};
+
+mod rand_free_id {
+    /// Six hex digits from the OS RNG, so two demos do not share a client id.
+    pub fn random_suffix() -> String {
+        let mut b = [0u8; 3];
+        let _ = getrandom::fill(&mut b);
+        hex::encode(b)
+    }
+}
+
+/// Parses `mqtts://HOST:PORT`, `HOST:PORT` or `HOST` (port 8883).
+pub fn parse_endpoint(s: &str) -> anyhow::Result<Endpoint> {
+    let rest = s.strip_prefix("mqtts://").unwrap_or(s);
+    if rest.contains("://") {
+        bail!("{s:?}: only mqtts:// brokers are supported (pass mqtts://HOST:PORT)");
+    }
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            let port = p
+                .parse::<u16>()
+                .map_err(|_| anyhow::anyhow!("{s:?}: bad port {p:?} (pass mqtts://HOST:PORT)"))?;
+            (h.trim_start_matches('[').trim_end_matches(']'), port)
+        }
+        _ => (rest, 8883),
+    };
+    if host.is_empty() {
+        bail!("{s:?}: no host name (pass mqtts://HOST:PORT)");
+    }
+    Ok(Endpoint {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// Runs `host run`.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client_id = args
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("testClient-{}", random_suffix()));
+    let topic = args
+        .topic
+        .clone()
+        .unwrap_or_else(|| format!("{client_id}/example/topic"));
+
+    let (endpoint, files, _local) = match &args.broker {
+        Some(url) => {
+            let endpoint = parse_endpoint(url)?;
+            let ca = args
+                .ca
+                .clone()
+                .context("--broker needs --ca ROOT.pem (the root CA that signed the broker's certificate)")?;
+            let files = TlsFiles {
+                ca,
+                cert: args.cert.clone(),
+                key: args.key.clone(),
+            };
+            (endpoint, files, None)
+        }
+        None => {
+            let local = LocalBroker::start(&client_id).map_err(|e| anyhow::anyhow!("{e} (or pass --broker)"))?;
+            let endpoint = Endpoint {
+                host: "localhost".into(),
+                port: local.mosquitto.port,
+            };
+            tracing::info!(target: "host", "no --broker given: started an embedded mosquitto on 127.0.0.1:{} with client certificates required", endpoint.port);
+            (endpoint, local.files.clone(), Some(local))
+        }
+    };
+    if files.cert.is_none() {
+        tracing::warn!(target: "host", "no --cert/--key: connecting without a client certificate");
+    }
+    let tls = TlsClient::load(&files)?;
+    let allow = args
+        .allow
+        .iter()
+        .map(|a| parse_endpoint(a).with_context(|| format!("bad --allow {a:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let settings = Settings {
+        broker_host: endpoint.host.clone(),
+        broker_port: endpoint.port,
+        client_id: client_id.clone(),
+        topic,
+        payload: args.payload.clone(),
+        publish_count: args.publish_count,
+        publish_delay_ms: args.publish_delay_ms,
+        process_loop_ms: args.process_loop_ms,
+        connack_timeout_ms: args.connack_timeout_ms,
+        transport_timeout_ms: args.transport_timeout_ms,
+        connect_timeout_ms: args.connect_timeout_ms,
+        keep_alive_secs: args.keep_alive_secs,
+        pingresp_timeout_ms: args.pingresp_timeout_ms,
+        backoff_base_ms: args.backoff_base_ms,
+        backoff_max_ms: args.backoff_max_ms,
+        backoff_max_attempts: args.backoff_max_attempts,
+        clean_session: !args.persistent_session,
+        username: args.username.clone(),
+        password: args.password.clone(),
+    };
+
+    let engine = runner::engine()?;
+    let cache_dir = if args.no_cache {
+        None
+    } else {
+        args.cache_dir.clone().or_else(component_cache::default_dir)
+    };
+    let loaded = component_cache::load(&engine, &args.component, cache_dir.as_deref())
+        .with_context(|| format!("cannot load {}", args.component.display()))?;
+    tracing::info!(
+        target: "host",
+        "loaded {}: sha256 {}, {} in {} ms",
+        args.component.display(),
+        &loaded.sha256[..12],
+        match loaded.source {
+            Source::CacheHit => "precompiled cache hit",
+            Source::Compiled => "compiled",
+        },
+        loaded.millis
+    );
+    let linker = runner::linker(&engine)?;
+    let pre = runner::prepare(&linker, &loaded.component)
+        .with_context(|| format!("cannot run {}", args.component.display()))?;
+
+    let plan = Plan {
+        settings: settings.clone(),
+        iterations: args.iterations,
+        iteration_delay_ms: args.iteration_delay_ms,
+    };
+    let make_state = || DeviceState::new(client_id.clone(), runner::sockets_for(&settings, tls.clone(), &allow));
+    tokio::select! {
+        result = runner::run(&pre, &make_state, &plan) => {
+            let n = result?;
+            tracing::info!(target: "host", "{n} iteration(s) completed successfully.");
+            Ok(())
+        }
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!(target: "host", "interrupted; stopping.");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse() {
+        let e = parse_endpoint("mqtts://broker.example:1883").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("broker.example", 1883));
+        let e = parse_endpoint("localhost").unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("localhost", 8883));
+        assert!(parse_endpoint("mqtt://x:1").is_err());
+        assert!(parse_endpoint("mqtts://:1").is_err());
+        assert!(parse_endpoint("x:notaport").is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! Runs sandboxed MQTT device logic: a WebAssembly component of the
+//! `mqtt-device:runtime/device` world gets an mTLS socket to the allowed
+//! broker, OS entropy, a clock and a log; the TLS key stays in the host.
+
+#![deny(unsafe_code)]
+
+pub mod bindings;
+pub mod clock;
+pub mod entropy;
+pub mod log;
+pub mod mtls_socket;
+pub mod state;
+pub mod tls;
+pub mod component_cache;
+pub mod local_broker;
+pub mod mosquitto;
+pub mod pki;
+pub mod runner;

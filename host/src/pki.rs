@@ -1,0 +1,118 @@
+//! Throwaway PKIs made with rcgen: a root CA, and server and client
+//! certificates it signs. Used by the embedded default broker and the tests.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    SanType,
+};
+
+/// A certificate and its private key, PEM.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The certificate, PEM.
+    pub cert_pem: String,
+    /// The private key, PEM (PKCS#8).
+    pub key_pem: String,
+}
+
+/// A root certificate authority that can sign leaf certificates.
+pub struct Authority {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+/// What a leaf certificate is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A TLS server (the broker).
+    Server,
+    /// A TLS client (the device).
+    Client,
+}
+
+/// Validity and naming of a leaf certificate.
+#[derive(Debug, Clone)]
+pub struct LeafOptions {
+    /// Subject common name.
+    pub common_name: String,
+    /// DNS names and IP addresses it is valid for.
+    pub names: Vec<String>,
+    /// Server or client.
+    pub role: Role,
+    /// Not valid after this time (default: 10 years from now).
+    pub not_after: Option<time::OffsetDateTime>,
+}
+
+impl Authority {
+    /// A new self-signed root CA with an ECDSA P-256 key.
+    pub fn new(common_name: &str) -> Result<Self, rcgen::Error> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Self { cert, key })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// Issues a leaf certificate with a fresh ECDSA P-256 key.
+    pub fn issue(&self, options: &LeafOptions) -> Result<Issued, rcgen::Error> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, options.common_name.clone());
+        for name in &options.names {
+            params.subject_alt_names.push(match name.parse::<IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(name.clone().try_into()?),
+            });
+        }
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.extended_key_usages = vec![match options.role {
+            Role::Server => ExtendedKeyUsagePurpose::ServerAuth,
+            Role::Client => ExtendedKeyUsagePurpose::ClientAuth,
+        }];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = options.not_after.unwrap_or(now + time::Duration::days(3650));
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.cert, &self.key)?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Issues a server certificate for `localhost` and `127.0.0.1`.
+    pub fn issue_localhost_server(&self) -> Result<Issued, rcgen::Error> {
+        self.issue(&LeafOptions {
+            common_name: "localhost".into(),
+            names: vec!["localhost".into(), "127.0.0.1".into()],
+            role: Role::Server,
+            not_after: None,
+        })
+    }
+
+    /// Issues a client certificate with common name `client_id`.
+    pub fn issue_client(&self, client_id: &str) -> Result<Issued, rcgen::Error> {
+        self.issue(&LeafOptions {
+            common_name: client_id.into(),
+            names: Vec::new(),
+            role: Role::Client,
+            not_after: None,
+        })
+    }
+}
+
+/// Writes `contents` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, contents: &str) -> std::io::Result<PathBuf> {
+    let path = dir.join(name);
+    std::fs::write(&path, contents)?;
+    Ok(path)
+}
