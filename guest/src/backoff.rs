@@ -84,11 +84,24 @@ mod tests {
 
     #[test]
     fn fixed_sequence_matches_full_jitter() {
-        let randoms = [0x1234_5678u32, 0x9abc_def0, 0x0fed_cba9, 0x7654_3210, 0xdead_beef];
+        let randoms = [
+            0x1234_5678u32,
+            0x9abc_def0,
+            0x0fed_cba9,
+            0x7654_3210,
+            0xdead_beef,
+        ];
         let mut b = Backoff::new(500, 5000, 5);
-        let got: Vec<u32> = randoms.iter().map(|r| b.next_delay_ms(*r).unwrap()).collect();
+        let got: Vec<u32> = randoms
+            .iter()
+            .map(|r| b.next_delay_ms(*r).unwrap())
+            .collect();
         let windows = [500u32, 1000, 2000, 4000, 5000];
-        let want: Vec<u32> = randoms.iter().zip(windows).map(|(r, w)| r % (w + 1)).collect();
+        let want: Vec<u32> = randoms
+            .iter()
+            .zip(windows)
+            .map(|(r, w)| r % (w + 1))
+            .collect();
         assert_eq!(got, want);
     }
 

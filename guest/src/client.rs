@@ -135,7 +135,11 @@ impl<T: Transport, C: Clock> Client<T, C> {
         self.send_packet(&Packet::Connect(connect.clone()))?;
         let start = self.clock.now_ms();
         loop {
-            if let Some(packet) = self.decoder.next_packet().map_err(|e| ClientError::Protocol(e.0))? {
+            if let Some(packet) = self
+                .decoder
+                .next_packet()
+                .map_err(|e| ClientError::Protocol(e.0))?
+            {
                 return match packet {
                     Packet::ConnAck(ack) => Ok(ack),
                     other => Err(ClientError::Protocol(format!(
@@ -218,7 +222,11 @@ impl<T: Transport, C: Clock> Client<T, C> {
     ) -> Result<(), ClientError> {
         let start = self.clock.now_ms();
         loop {
-            while let Some(packet) = self.decoder.next_packet().map_err(|e| ClientError::Protocol(e.0))? {
+            while let Some(packet) = self
+                .decoder
+                .next_packet()
+                .map_err(|e| ClientError::Protocol(e.0))?
+            {
                 if let Some(event) = self.handle(packet)? {
                     if on_event(event) == Flow::Done {
                         return Ok(());
@@ -388,7 +396,11 @@ pub(crate) mod tests {
     }
 
     fn timing() -> Timing {
-        Timing { keep_alive_secs: 60, pingresp_timeout_ms: 5000, send_timeout_ms: 200 }
+        Timing {
+            keep_alive_secs: 60,
+            pingresp_timeout_ms: 5000,
+            send_timeout_ms: 200,
+        }
     }
 
     fn client(reads: Vec<Vec<u8>>) -> (Client<TestTransport, TestClock>, TestTransport) {
@@ -408,7 +420,10 @@ pub(crate) mod tests {
     }
 
     fn connack() -> Vec<u8> {
-        encode(&Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)))
+        encode(&Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::Success,
+            false,
+        )))
     }
 
     #[test]
@@ -428,7 +443,10 @@ pub(crate) mod tests {
         echo.pkid = 9;
         let mut one_read = encode(&Packet::PubAck(PubAck::new(id)));
         one_read.extend(encode(&Packet::Publish(echo.clone())));
-        one_read.extend(encode(&Packet::SubAck(SubAck::new(3, vec![SubscribeReasonCode::Failure]))));
+        one_read.extend(encode(&Packet::SubAck(SubAck::new(
+            3,
+            vec![SubscribeReasonCode::Failure],
+        ))));
         t.reads.borrow_mut().push_back(one_read);
         let mut events = Vec::new();
         c.process_loop(2000, &mut |e| {
@@ -441,14 +459,19 @@ pub(crate) mod tests {
         assert_eq!(events[1], Event::Publish(echo));
         assert!(c.outstanding().is_empty());
         // The echo was acknowledged with its own packet id.
-        assert_eq!(sent_packets(&t).last(), Some(&Packet::PubAck(PubAck::new(9))));
+        assert_eq!(
+            sent_packets(&t).last(),
+            Some(&Packet::PubAck(PubAck::new(9)))
+        );
     }
 
     #[test]
     fn stale_puback_is_not_fatal() {
         let (mut c, t) = client(vec![connack()]);
         c.connect(&Connect::new("id"), 1000).unwrap();
-        t.reads.borrow_mut().push_back(encode(&Packet::PubAck(PubAck::new(42))));
+        t.reads
+            .borrow_mut()
+            .push_back(encode(&Packet::PubAck(PubAck::new(42))));
         let mut events = Vec::new();
         c.process_loop(100, &mut |e| {
             events.push(e);
@@ -462,7 +485,9 @@ pub(crate) mod tests {
     fn pingreq_after_idle_keep_alive_and_missing_pingresp_fails() {
         let (mut c, t) = client(vec![connack()]);
         c.connect(&Connect::new("id"), 1000).unwrap();
-        let err = c.process_loop(120_000, &mut |_| Flow::Continue).unwrap_err();
+        let err = c
+            .process_loop(120_000, &mut |_| Flow::Continue)
+            .unwrap_err();
         assert_eq!(err, ClientError::KeepAliveTimeout);
         assert_eq!(sent_packets(&t).last(), Some(&Packet::PingReq));
     }

@@ -53,7 +53,12 @@ pub fn run_iteration<P: Platform>(
 ) -> Result<IterationReport, IterationError> {
     let mut demo = Demo {
         settings,
-        report: IterationReport { published: 0, acknowledged: 0, echoes: 0, connections: 0 },
+        report: IterationReport {
+            published: 0,
+            acknowledged: 0,
+            echoes: 0,
+            connections: 0,
+        },
         platform,
     };
     demo.run()
@@ -96,7 +101,10 @@ impl<P: Platform> Demo<'_, P> {
             self.platform.clock().sleep_ms(s.publish_delay_ms);
         }
         self.unsubscribe(client)?;
-        self.info(&format!("Disconnecting the MQTT connection with {}.", s.broker_host));
+        self.info(&format!(
+            "Disconnecting the MQTT connection with {}.",
+            s.broker_host
+        ));
         client.disconnect();
         let unacked = client.outstanding();
         if !unacked.is_empty() {
@@ -112,9 +120,15 @@ impl<P: Platform> Demo<'_, P> {
         let s = self.settings;
         let mut backoff = self.backoff();
         loop {
-            self.info(&format!("Creating a TLS connection to {}:{}.", s.broker_host, s.broker_port));
+            self.info(&format!(
+                "Creating a TLS connection to {}:{}.",
+                s.broker_host, s.broker_port
+            ));
             self.report.connections += 1;
-            match self.platform.connect(&s.broker_host, s.broker_port, s.connect_timeout_ms) {
+            match self
+                .platform
+                .connect(&s.broker_host, s.broker_port, s.connect_timeout_ms)
+            {
                 Ok(conn) => {
                     let timing = Timing {
                         keep_alive_secs: s.keep_alive_secs,
@@ -126,7 +140,9 @@ impl<P: Platform> Demo<'_, P> {
                 Err(code) if is_permanent(code) => {
                     self.platform.log(
                         Level::Error,
-                        &format!("Connection to the broker failed permanently: {code:?}. Not retrying."),
+                        &format!(
+                            "Connection to the broker failed permanently: {code:?}. Not retrying."
+                        ),
                     );
                     return Err(IterationError::TransportPermanent(code));
                 }
@@ -156,32 +172,50 @@ impl<P: Platform> Demo<'_, P> {
     }
 
     /// Step 2: MQTT CONNECT, clean session, keep-alive; CONNACK must accept.
-    fn mqtt_connect(&mut self, client: &mut Client<P::Conn, P::Clock>) -> Result<(), IterationError> {
+    fn mqtt_connect(
+        &mut self,
+        client: &mut Client<P::Conn, P::Clock>,
+    ) -> Result<(), IterationError> {
         let s = self.settings;
-        self.info(&format!("Creating an MQTT connection to {}.", s.broker_host));
+        self.info(&format!(
+            "Creating an MQTT connection to {}.",
+            s.broker_host
+        ));
         let mut connect = Connect::new(s.client_id.clone());
         connect.keep_alive = s.keep_alive_secs;
         connect.clean_session = s.clean_session;
         if let Some(user) = &s.username {
-            connect.login = Some(Login::new(user.clone(), s.password.clone().unwrap_or_default()));
+            connect.login = Some(Login::new(
+                user.clone(),
+                s.password.clone().unwrap_or_default(),
+            ));
         }
-        let ack = client.connect(&connect, s.connack_timeout_ms).map_err(iteration_error)?;
+        let ack = client
+            .connect(&connect, s.connack_timeout_ms)
+            .map_err(iteration_error)?;
         let refusal = match ack.code {
             ConnectReturnCode::Success => None,
-            ConnectReturnCode::RefusedProtocolVersion => Some(ConnackRefusal::UnacceptableProtocolVersion),
+            ConnectReturnCode::RefusedProtocolVersion => {
+                Some(ConnackRefusal::UnacceptableProtocolVersion)
+            }
             ConnectReturnCode::BadClientId => Some(ConnackRefusal::IdentifierRejected),
             ConnectReturnCode::ServiceUnavailable => Some(ConnackRefusal::ServerUnavailable),
             ConnectReturnCode::BadUserNamePassword => Some(ConnackRefusal::BadUserNameOrPassword),
             ConnectReturnCode::NotAuthorized => Some(ConnackRefusal::NotAuthorized),
         };
         if let Some(refusal) = refusal {
-            self.platform.log(Level::Error, &format!("The broker refused the MQTT connection: {refusal:?}."));
+            self.platform.log(
+                Level::Error,
+                &format!("The broker refused the MQTT connection: {refusal:?}."),
+            );
             return Err(IterationError::ConnackRefused(refusal));
         }
         if ack.session_present && !s.clean_session {
             let ids = client.resend_outstanding().map_err(iteration_error)?;
             if !ids.is_empty() {
-                self.info(&format!("Session resumed: resent unacknowledged publishes {ids:?} with DUP set."));
+                self.info(&format!(
+                    "Session resumed: resent unacknowledged publishes {ids:?} with DUP set."
+                ));
             }
         } else {
             let ids = client.forget_outstanding();
@@ -192,18 +226,26 @@ impl<P: Platform> Demo<'_, P> {
                 );
             }
         }
-        self.info(&format!("An MQTT connection is established with {}.", s.broker_host));
+        self.info(&format!(
+            "An MQTT connection is established with {}.",
+            s.broker_host
+        ));
         Ok(())
     }
 
     /// Step 3: SUBSCRIBE, resubscribing rejected filters with backoff.
-    fn subscribe_with_backoff(&mut self, client: &mut Client<P::Conn, P::Clock>) -> Result<(), IterationError> {
+    fn subscribe_with_backoff(
+        &mut self,
+        client: &mut Client<P::Conn, P::Clock>,
+    ) -> Result<(), IterationError> {
         let s = self.settings;
         let topic = s.topic.clone();
         let mut backoff = self.backoff();
         loop {
             self.info(&format!("Attempt to subscribe to the MQTT topic {topic}."));
-            let pkid = client.subscribe(&[(topic.clone(), QoS::AtLeastOnce)]).map_err(iteration_error)?;
+            let pkid = client
+                .subscribe(&[(topic.clone(), QoS::AtLeastOnce)])
+                .map_err(iteration_error)?;
             self.info(&format!("SUBSCRIBE sent for topic {topic} to broker."));
             let mut codes = None;
             let platform = &*self.platform;
@@ -227,7 +269,10 @@ impl<P: Platform> Demo<'_, P> {
             };
             match codes.first() {
                 Some(SubscribeReasonCode::Success(qos)) => {
-                    self.info(&format!("Subscribed to the topic {topic} with maximum QoS {}.", *qos as u8));
+                    self.info(&format!(
+                        "Subscribed to the topic {topic} with maximum QoS {}.",
+                        *qos as u8
+                    ));
                     return Ok(());
                 }
                 _ => {
@@ -259,10 +304,15 @@ impl<P: Platform> Demo<'_, P> {
 
     /// Step 4, once: PUBLISH at QoS 1, then process until its PUBACK and the
     /// echo have arrived or the process loop's time is up.
-    fn publish_and_receive_echo(&mut self, client: &mut Client<P::Conn, P::Clock>) -> Result<(), IterationError> {
+    fn publish_and_receive_echo(
+        &mut self,
+        client: &mut Client<P::Conn, P::Clock>,
+    ) -> Result<(), IterationError> {
         let s = self.settings;
         self.info(&format!("Publish to the MQTT topic {}.", s.topic));
-        let pkid = client.publish(&s.topic, s.payload.as_bytes()).map_err(iteration_error)?;
+        let pkid = client
+            .publish(&s.topic, s.payload.as_bytes())
+            .map_err(iteration_error)?;
         self.report.published += 1;
         self.info("Attempt to receive publish message from broker.");
         let (mut acked, mut echoed) = (false, false);
@@ -283,7 +333,11 @@ impl<P: Platform> Demo<'_, P> {
                     _ => {}
                 }
                 log_event(platform, &topic, event);
-                if acked && echoed { Flow::Done } else { Flow::Continue }
+                if acked && echoed {
+                    Flow::Done
+                } else {
+                    Flow::Continue
+                }
             })
             .map_err(iteration_error)?;
         self.report.acknowledged += acks;
@@ -291,18 +345,26 @@ impl<P: Platform> Demo<'_, P> {
         if !acked {
             self.platform.log(
                 Level::Warn,
-                &format!("PUBACK for packet Id {pkid} not received within {} ms.", s.process_loop_ms),
+                &format!(
+                    "PUBACK for packet Id {pkid} not received within {} ms.",
+                    s.process_loop_ms
+                ),
             );
         }
         Ok(())
     }
 
     /// Step 5: UNSUBSCRIBE and wait for UNSUBACK.
-    fn unsubscribe(&mut self, client: &mut Client<P::Conn, P::Clock>) -> Result<(), IterationError> {
+    fn unsubscribe(
+        &mut self,
+        client: &mut Client<P::Conn, P::Clock>,
+    ) -> Result<(), IterationError> {
         let s = self.settings;
         let topic = s.topic.clone();
         self.info(&format!("Unsubscribe from the MQTT topic {topic}."));
-        let pkid = client.unsubscribe(std::slice::from_ref(&topic)).map_err(iteration_error)?;
+        let pkid = client
+            .unsubscribe(std::slice::from_ref(&topic))
+            .map_err(iteration_error)?;
         let mut done = false;
         let mut acks = 0;
         let platform = &*self.platform;
@@ -337,7 +399,9 @@ impl<P: Platform> Demo<'_, P> {
 /// incoming packet the way the demo does.
 fn log_event<P: Platform>(platform: &P, topic: &str, event: Event) {
     match event {
-        Event::PubAck(id) => platform.log(Level::Info, &format!("PUBACK received for packet Id {id}.")),
+        Event::PubAck(id) => {
+            platform.log(Level::Info, &format!("PUBACK received for packet Id {id}."))
+        }
         Event::StalePubAck(id) => platform.log(
             Level::Warn,
             &format!("PUBACK received for packet Id {id}, which is not outstanding; ignored."),
@@ -347,22 +411,34 @@ fn log_event<P: Platform>(platform: &P, topic: &str, event: Event) {
             if p.topic == topic {
                 platform.log(
                     Level::Info,
-                    &format!("Incoming Publish Topic Name: {} matches subscribed topic.", p.topic),
+                    &format!(
+                        "Incoming Publish Topic Name: {} matches subscribed topic.",
+                        p.topic
+                    ),
                 );
             } else {
                 platform.log(
                     Level::Info,
-                    &format!("Incoming Publish Topic Name: {} does not match subscribed topic.", p.topic),
+                    &format!(
+                        "Incoming Publish Topic Name: {} does not match subscribed topic.",
+                        p.topic
+                    ),
                 );
             }
             platform.log(
                 Level::Info,
-                &format!("Incoming Publish Message : {}", String::from_utf8_lossy(&p.payload)),
+                &format!(
+                    "Incoming Publish Message : {}",
+                    String::from_utf8_lossy(&p.payload)
+                ),
             );
         }
         Event::SubAck(ack) => platform.log(
             Level::Warn,
-            &format!("SUBACK for packet Id {} that is not awaited; ignored.", ack.pkid),
+            &format!(
+                "SUBACK for packet Id {} that is not awaited; ignored.",
+                ack.pkid
+            ),
         ),
         Event::UnsubAck(id) => platform.log(
             Level::Warn,
@@ -378,7 +454,9 @@ fn log_event<P: Platform>(platform: &P, topic: &str, event: Event) {
 /// Maps a client failure to the iteration's error.
 fn iteration_error(e: ClientError) -> IterationError {
     match e {
-        ClientError::Transport(code) if is_permanent(code) => IterationError::TransportPermanent(code),
+        ClientError::Transport(code) if is_permanent(code) => {
+            IterationError::TransportPermanent(code)
+        }
         ClientError::Transport(code) => IterationError::Transport(code),
         ClientError::Protocol(what) => IterationError::ProtocolViolation(what),
         ClientError::Timeout(what) => IterationError::TimedOut(what.to_string()),

@@ -108,7 +108,10 @@ pub fn packet_name(packet: &Packet) -> &'static str {
 mod tests {
     use super::*;
     use mqttbytes::QoS;
-    use mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, PubAck, Publish, SubAck, Subscribe, SubscribeReasonCode, UnsubAck, Unsubscribe};
+    use mqttbytes::v4::{
+        ConnAck, Connect, ConnectReturnCode, PubAck, Publish, SubAck, Subscribe,
+        SubscribeReasonCode, UnsubAck, Unsubscribe,
+    };
 
     fn samples() -> Vec<Packet> {
         let mut connect = Connect::new("thing-1");
@@ -121,9 +124,21 @@ mod tests {
             Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)),
             Packet::Publish(publish),
             Packet::PubAck(PubAck::new(7)),
-            Packet::Subscribe(Subscribe { pkid: 1, filters: vec![v4::SubscribeFilter::new("a/b".into(), QoS::AtLeastOnce)] }),
-            Packet::SubAck(SubAck::new(1, vec![SubscribeReasonCode::Success(QoS::AtLeastOnce), SubscribeReasonCode::Failure])),
-            Packet::Unsubscribe(Unsubscribe { pkid: 2, topics: vec!["a/b".into()] }),
+            Packet::Subscribe(Subscribe {
+                pkid: 1,
+                filters: vec![v4::SubscribeFilter::new("a/b".into(), QoS::AtLeastOnce)],
+            }),
+            Packet::SubAck(SubAck::new(
+                1,
+                vec![
+                    SubscribeReasonCode::Success(QoS::AtLeastOnce),
+                    SubscribeReasonCode::Failure,
+                ],
+            )),
+            Packet::Unsubscribe(Unsubscribe {
+                pkid: 2,
+                topics: vec!["a/b".into()],
+            }),
             Packet::UnsubAck(UnsubAck::new(2)),
             Packet::PingReq,
             Packet::PingResp,
@@ -136,7 +151,12 @@ mod tests {
         for packet in samples() {
             let mut d = Decoder::default();
             d.push(&encode(&packet));
-            assert_eq!(d.next_packet().unwrap(), Some(packet.clone()), "{}", packet_name(&packet));
+            assert_eq!(
+                d.next_packet().unwrap(),
+                Some(packet.clone()),
+                "{}",
+                packet_name(&packet)
+            );
             assert_eq!(d.buffered(), 0);
         }
     }
@@ -148,7 +168,12 @@ mod tests {
             for cut in 1..bytes.len() {
                 let mut d = Decoder::default();
                 d.push(&bytes[..cut]);
-                assert_eq!(d.next_packet().unwrap(), None, "{} cut at {cut}", packet_name(&packet));
+                assert_eq!(
+                    d.next_packet().unwrap(),
+                    None,
+                    "{} cut at {cut}",
+                    packet_name(&packet)
+                );
                 d.push(&bytes[cut..]);
                 assert_eq!(d.next_packet().unwrap(), Some(packet.clone()));
             }

@@ -15,9 +15,14 @@ use crate::demo::{self, Platform};
 pub struct Demo;
 
 impl crate::bindings::Guest for Demo {
-    fn run_iteration(settings: Settings, _iteration: u32) -> Result<IterationReport, IterationError> {
+    fn run_iteration(
+        settings: Settings,
+        _iteration: u32,
+    ) -> Result<IterationReport, IterationError> {
         RNG.with(|rng| {
-            let mut platform = HostPlatform { rng: &mut rng.borrow_mut() };
+            let mut platform = HostPlatform {
+                rng: &mut rng.borrow_mut(),
+            };
             demo::run_iteration(&mut platform, &settings)
         })
     }
@@ -58,7 +63,11 @@ impl Transport for mtls_socket::Connection {
     fn send(&mut self, data: &[u8], timeout_ms: u32) -> Result<(), mtls_socket::ErrorCode> {
         mtls_socket::Connection::send(self, data, timeout_ms)
     }
-    fn receive(&mut self, max_len: u32, timeout_ms: u32) -> Result<Vec<u8>, mtls_socket::ErrorCode> {
+    fn receive(
+        &mut self,
+        max_len: u32,
+        timeout_ms: u32,
+    ) -> Result<Vec<u8>, mtls_socket::ErrorCode> {
         mtls_socket::Connection::receive(self, max_len, timeout_ms)
     }
     fn close(&mut self) {
@@ -70,7 +79,12 @@ impl Platform for HostPlatform<'_> {
     type Conn = mtls_socket::Connection;
     type Clock = HostClock;
 
-    fn connect(&mut self, host: &str, port: u16, timeout_ms: u32) -> Result<Self::Conn, mtls_socket::ErrorCode> {
+    fn connect(
+        &mut self,
+        host: &str,
+        port: u16,
+        timeout_ms: u32,
+    ) -> Result<Self::Conn, mtls_socket::ErrorCode> {
         mtls_socket::connect(host, port, timeout_ms)
     }
     fn clock(&self) -> HostClock {

@@ -55,8 +55,12 @@ fn engine_tag(engine: &Engine) -> String {
 /// Reads and compiles the component at `path`, through the cache in `dir`
 /// when one is given.
 pub fn load(engine: &Engine, path: &Path, dir: Option<&Path>) -> anyhow::Result<Loaded> {
-    let wasm = std::fs::read(path)
-        .with_context(|| format!("cannot read component {} (build it first, or check the path)", path.display()))?;
+    let wasm = std::fs::read(path).with_context(|| {
+        format!(
+            "cannot read component {} (build it first, or check the path)",
+            path.display()
+        )
+    })?;
     load_bytes(engine, &wasm, dir)
 }
 
@@ -75,9 +79,11 @@ pub fn load_bytes(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> anyhow::R
             });
         }
     }
-    let serialized = engine
-        .precompile_component(wasm)
-        .map_err(|e| anyhow::anyhow!("not a valid WebAssembly component: {e:#} (build the guest for wasm32-wasip2)"))?;
+    let serialized = engine.precompile_component(wasm).map_err(|e| {
+        anyhow::anyhow!(
+            "not a valid WebAssembly component: {e:#} (build the guest for wasm32-wasip2)"
+        )
+    })?;
     if let Some(file) = &cached {
         if let Err(e) = store(file, &serialized) {
             tracing::warn!(target: "host::cache", "cannot write cache file {}: {e:#}", file.display());
@@ -92,7 +98,10 @@ pub fn load_bytes(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> anyhow::R
     })
 }
 
-#[allow(unsafe_code, reason = "bytes were produced by this engine's precompile_component just now, or by it earlier and verified by SHA-256")]
+#[allow(
+    unsafe_code,
+    reason = "bytes were produced by this engine's precompile_component just now, or by it earlier and verified by SHA-256"
+)]
 fn deserialize(engine: &Engine, serialized: &[u8]) -> anyhow::Result<Component> {
     // SAFETY: see the allow's reason; wasmtime also checks the version and
     // engine settings recorded in the header.

@@ -9,7 +9,8 @@ pub const MAX_ENTROPY: u32 = 4096;
 impl Host for DeviceState {
     async fn get_random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
         let mut bytes = vec![0u8; len.min(MAX_ENTROPY) as usize];
-        getrandom::fill(&mut bytes).map_err(|e| wasmtime::Error::msg(format!("OS RNG failed: {e}")))?;
+        getrandom::fill(&mut bytes)
+            .map_err(|e| wasmtime::Error::msg(format!("OS RNG failed: {e}")))?;
         Ok(bytes)
     }
 }

@@ -6,13 +6,13 @@
 
 pub mod bindings;
 pub mod clock;
-pub mod entropy;
-pub mod log;
-pub mod mtls_socket;
-pub mod state;
-pub mod tls;
 pub mod component_cache;
+pub mod entropy;
 pub mod local_broker;
+pub mod log;
 pub mod mosquitto;
+pub mod mtls_socket;
 pub mod pki;
 pub mod runner;
+pub mod state;
+pub mod tls;

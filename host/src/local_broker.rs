@@ -35,7 +35,9 @@ impl LocalBroker {
     /// Makes a PKI (one CA, a `localhost` server certificate, a client
     /// certificate for `client_id`) and starts mosquitto with it.
     pub fn start(client_id: &str) -> Result<Self, LocalBrokerError> {
-        let dir = tempfile::Builder::new().prefix("mqtt-device-broker-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("mqtt-device-broker-")
+            .tempdir()?;
         let ca = Authority::new("mqtt-device local root CA")?;
         let server = ca.issue_localhost_server()?;
         let client = ca.issue_client(client_id)?;

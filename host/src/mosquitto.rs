@@ -90,7 +90,12 @@ impl Mosquitto {
 
     /// Like [`Mosquitto::start`] on a given port; `persistence` keeps
     /// sessions and queued messages across restarts (in `dir`).
-    pub fn start_on(dir: &Path, tls: &ListenerTls, port: u16, persistence: bool) -> Result<Self, BrokerError> {
+    pub fn start_on(
+        dir: &Path,
+        tls: &ListenerTls,
+        port: u16,
+        persistence: bool,
+    ) -> Result<Self, BrokerError> {
         let binary = binary().ok_or(BrokerError::NotInstalled)?;
         let config = dir.join(format!("mosquitto-{port}.conf"));
         let log = dir.join(format!("mosquitto-{port}.log"));
@@ -123,7 +128,12 @@ impl Mosquitto {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()?;
-        let mut broker = Self { child, port, config, log };
+        let mut broker = Self {
+            child,
+            port,
+            config,
+            log,
+        };
         broker.wait_listening()?;
         Ok(broker)
     }

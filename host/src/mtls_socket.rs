@@ -112,7 +112,9 @@ impl Host for DeviceState {
         match sockets.tls.connect(&host, port, limit(timeout_ms)).await {
             Ok(stream) => {
                 sockets.open += 1;
-                let conn = self.table.push(Connection { stream: Some(stream) })?;
+                let conn = self.table.push(Connection {
+                    stream: Some(stream),
+                })?;
                 Ok(Ok(conn))
             }
             Err(failure) => {

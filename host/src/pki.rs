@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
-    SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 /// A certificate and its private key, PEM.
@@ -50,7 +50,9 @@ impl Authority {
     /// A new self-signed root CA with an ECDSA P-256 key.
     pub fn new(common_name: &str) -> Result<Self, rcgen::Error> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let key = KeyPair::generate()?;
@@ -66,21 +68,28 @@ impl Authority {
     /// Issues a leaf certificate with a fresh ECDSA P-256 key.
     pub fn issue(&self, options: &LeafOptions) -> Result<Issued, rcgen::Error> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, options.common_name.clone());
+        params
+            .distinguished_name
+            .push(DnType::CommonName, options.common_name.clone());
         for name in &options.names {
             params.subject_alt_names.push(match name.parse::<IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
                 Err(_) => SanType::DnsName(name.clone().try_into()?),
             });
         }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         params.extended_key_usages = vec![match options.role {
             Role::Server => ExtendedKeyUsagePurpose::ServerAuth,
             Role::Client => ExtendedKeyUsagePurpose::ClientAuth,
         }];
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::days(1);
-        params.not_after = options.not_after.unwrap_or(now + time::Duration::days(3650));
+        params.not_after = options
+            .not_after
+            .unwrap_or(now + time::Duration::days(3650));
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.cert, &self.key)?;
         Ok(Issued {

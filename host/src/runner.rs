@@ -35,12 +35,17 @@ pub fn linker(engine: &Engine) -> anyhow::Result<Linker<DeviceState>> {
 }
 
 /// Checks `component` against the world and prepares it for instantiation.
-pub fn prepare(linker: &Linker<DeviceState>, component: &Component) -> anyhow::Result<DevicePre<DeviceState>> {
+pub fn prepare(
+    linker: &Linker<DeviceState>,
+    component: &Component,
+) -> anyhow::Result<DevicePre<DeviceState>> {
     let pre = linker.instantiate_pre(component).map_err(|e| {
         anyhow::anyhow!("the component does not match the world {WORLD}: {e:#} (build it against this project's wit/)")
     })?;
     DevicePre::new(pre).map_err(|e| {
-        anyhow::anyhow!("the component does not match the world {WORLD}: {e:#} (it must export run-iteration)")
+        anyhow::anyhow!(
+            "the component does not match the world {WORLD}: {e:#} (it must export run-iteration)"
+        )
     })
 }
 
@@ -68,7 +73,9 @@ pub enum RunError {
         message: String,
     },
     /// The guest trapped.
-    #[error("the device logic trapped in iteration {iteration}: {message} (fix the guest; the host is unaffected)")]
+    #[error(
+        "the device logic trapped in iteration {iteration}: {message} (fix the guest; the host is unaffected)"
+    )]
     Trapped {
         /// Which iteration, from 1.
         iteration: u32,
@@ -94,7 +101,9 @@ pub async fn run(
         iteration += 1;
         if instance.is_none() {
             let mut store = Store::new(pre.engine(), state());
-            let device = pre.instantiate_async(&mut store).await
+            let device = pre
+                .instantiate_async(&mut store)
+                .await
                 .map_err(|e| RunError::Instantiate(e.into()))?;
             instance = Some((store, device));
         }
@@ -102,13 +111,20 @@ pub async fn run(
             unreachable!("instantiated above")
         };
         store.data_mut().sockets.last_failure = None;
-        match device.call_run_iteration(&mut *store, &plan.settings, iteration).await {
+        match device
+            .call_run_iteration(&mut *store, &plan.settings, iteration)
+            .await
+        {
             Ok(Ok(report)) => {
                 succeeded += 1;
                 tracing::info!(target: "host", "{}", report_line(iteration, &report));
             }
             Ok(Err(error)) => {
-                let message = describe(&error, &plan.settings, store.data().sockets.last_failure.as_ref());
+                let message = describe(
+                    &error,
+                    &plan.settings,
+                    store.data().sockets.last_failure.as_ref(),
+                );
                 if plan.iterations.is_some() {
                     return Err(RunError::IterationFailed { iteration, message });
                 }
@@ -153,22 +169,32 @@ pub fn describe(error: &IterationError, settings: &Settings, failure: Option<&Fa
             detail(code)
         ),
         IterationError::TransportPermanent(code) => {
-            format!("TLS connection to {broker} failed, not retried: {}", detail(code))
+            format!(
+                "TLS connection to {broker} failed, not retried: {}",
+                detail(code)
+            )
         }
         IterationError::Transport(code) => format!("connection to {broker} lost: {}", detail(code)),
         IterationError::ConnackRefused(refusal) => {
             let (what, fix) = match refusal {
-                ConnackRefusal::UnacceptableProtocolVersion => {
-                    ("unacceptable protocol version", "use a broker that speaks MQTT 3.1.1")
+                ConnackRefusal::UnacceptableProtocolVersion => (
+                    "unacceptable protocol version",
+                    "use a broker that speaks MQTT 3.1.1",
+                ),
+                ConnackRefusal::IdentifierRejected => {
+                    ("identifier rejected", "pass another --client-id")
                 }
-                ConnackRefusal::IdentifierRejected => ("identifier rejected", "pass another --client-id"),
-                ConnackRefusal::ServerUnavailable => ("server unavailable", "retry later or check the broker"),
-                ConnackRefusal::BadUserNameOrPassword => {
-                    ("bad user name or password", "check --username and --password")
+                ConnackRefusal::ServerUnavailable => {
+                    ("server unavailable", "retry later or check the broker")
                 }
-                ConnackRefusal::NotAuthorized => {
-                    ("not authorized", "allow this client id in the broker's policy")
-                }
+                ConnackRefusal::BadUserNameOrPassword => (
+                    "bad user name or password",
+                    "check --username and --password",
+                ),
+                ConnackRefusal::NotAuthorized => (
+                    "not authorized",
+                    "allow this client id in the broker's policy",
+                ),
             };
             format!("the broker {broker} refused the MQTT connection: {what} ({fix})")
         }
@@ -176,7 +202,9 @@ pub fn describe(error: &IterationError, settings: &Settings, failure: Option<&Fa
             "the broker {broker} rejected the subscription to {topic} after all retries (allow the topic in the broker's policy)"
         ),
         IterationError::TimedOut(what) => {
-            format!("timed out waiting for {what} from {broker} (check the broker's log, or raise --process-loop-ms)")
+            format!(
+                "timed out waiting for {what} from {broker} (check the broker's log, or raise --process-loop-ms)"
+            )
         }
         IterationError::ProtocolViolation(what) => format!(
             "the broker {broker} sent invalid MQTT: {what} (check that --broker points at an MQTT 3.1.1 broker)"
@@ -185,7 +213,11 @@ pub fn describe(error: &IterationError, settings: &Settings, failure: Option<&Fa
 }
 
 /// A socket context that allows exactly the broker in `settings` and `extra`.
-pub fn sockets_for(settings: &Settings, tls: crate::tls::TlsClient, extra: &[crate::mtls_socket::Endpoint]) -> SocketCtx {
+pub fn sockets_for(
+    settings: &Settings,
+    tls: crate::tls::TlsClient,
+    extra: &[crate::mtls_socket::Endpoint],
+) -> SocketCtx {
     let mut allowed = vec![crate::mtls_socket::Endpoint {
         host: settings.broker_host.clone(),
         port: settings.broker_port,

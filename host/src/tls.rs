@@ -22,14 +22,14 @@ pub type TlsConnection = TlsStream<TcpStream>;
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     /// A file could not be read.
-    #[error("cannot read {flag} file {}: {source} (check the path given to {flag})", path.display())]
+    #[error("cannot read {flag} file {}: {cause} (check the path given to {flag})", path.display())]
     Read {
         /// The flag that named the file.
         flag: &'static str,
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: io::Error,
+        cause: io::Error,
     },
     /// A certificate file holds no PEM certificate.
     #[error("{flag} file {} holds no PEM certificate (pass a file with a -----BEGIN CERTIFICATE----- block)", path.display())]
@@ -46,7 +46,9 @@ pub enum CredentialError {
     #[error("--key file {} holds no usable PEM private key (pass a PKCS#8, PKCS#1 RSA or SEC1 EC key)", .0.display())]
     NoKey(PathBuf),
     /// Only one of the certificate and the key was given.
-    #[error("{given} was given without {missing} (pass both the client certificate and its key, or neither)")]
+    #[error(
+        "{given} was given without {missing} (pass both the client certificate and its key, or neither)"
+    )]
     Unpaired {
         /// The flag given.
         given: &'static str,
@@ -54,10 +56,14 @@ pub enum CredentialError {
         missing: &'static str,
     },
     /// The key does not belong to the certificate.
-    #[error("--key does not match the public key of --cert (pass the key the certificate was issued for)")]
+    #[error(
+        "--key does not match the public key of --cert (pass the key the certificate was issued for)"
+    )]
     KeyMismatch,
     /// rustls refused the credentials.
-    #[error("client certificate or key unusable: {0} (pass an RSA, ECDSA or Ed25519 key and its certificate)")]
+    #[error(
+        "client certificate or key unusable: {0} (pass an RSA, ECDSA or Ed25519 key and its certificate)"
+    )]
     Unusable(rustls::Error),
 }
 
@@ -88,14 +94,17 @@ impl std::fmt::Debug for TlsClient {
 }
 
 fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, CredentialError> {
-    std::fs::read(path).map_err(|source| CredentialError::Read {
+    std::fs::read(path).map_err(|cause| CredentialError::Read {
         flag,
         path: path.to_owned(),
-        source,
+        cause,
     })
 }
 
-fn certificates(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
+fn certificates(
+    flag: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
     let pem = read(flag, path)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .filter_map(Result::ok)
@@ -133,17 +142,25 @@ impl TlsClient {
             (Some(cert), Some(key)) => {
                 let chain = certificates("--cert", cert)?;
                 let key = private_key(key)?;
-                builder.with_client_auth_cert(chain, key).map_err(|e| match e {
-                    rustls::Error::InconsistentKeys(_) => CredentialError::KeyMismatch,
-                    other => CredentialError::Unusable(other),
-                })?
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| match e {
+                        rustls::Error::InconsistentKeys(_) => CredentialError::KeyMismatch,
+                        other => CredentialError::Unusable(other),
+                    })?
             }
             (None, None) => builder.with_no_client_auth(),
             (Some(_), None) => {
-                return Err(CredentialError::Unpaired { given: "--cert", missing: "--key" });
+                return Err(CredentialError::Unpaired {
+                    given: "--cert",
+                    missing: "--key",
+                });
             }
             (None, Some(_)) => {
-                return Err(CredentialError::Unpaired { given: "--key", missing: "--cert" });
+                return Err(CredentialError::Unpaired {
+                    given: "--key",
+                    missing: "--cert",
+                });
             }
         };
         Ok(Self {
@@ -165,7 +182,10 @@ impl TlsClient {
             Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
                 Err(Failure::new(
                     FailureKind::TimedOut,
-                    format!("no TLS session with {host}:{port} within {} ms", limit.as_millis()),
+                    format!(
+                        "no TLS session with {host}:{port} within {} ms",
+                        limit.as_millis()
+                    ),
                 ))
             }),
             None => work.await,
@@ -174,28 +194,35 @@ impl TlsClient {
 
     async fn connect_inner(&self, host: &str, port: u16) -> Result<TlsConnection, Failure> {
         let server_name = ServerName::try_from(host.to_owned()).map_err(|_| {
-            Failure::new(FailureKind::NameUnresolvable, format!("{host:?} is not a valid host name"))
+            Failure::new(
+                FailureKind::NameUnresolvable,
+                format!("{host:?} is not a valid host name"),
+            )
         })?;
         let addrs: Vec<_> = tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| Failure::new(FailureKind::NameUnresolvable, format!("cannot resolve {host}: {e}")))?
+            .map_err(|e| {
+                Failure::new(
+                    FailureKind::NameUnresolvable,
+                    format!("cannot resolve {host}: {e}"),
+                )
+            })?
             .collect();
-        let mut last = Failure::new(FailureKind::NameUnresolvable, format!("{host} has no address"));
+        let mut last = Failure::new(
+            FailureKind::NameUnresolvable,
+            format!("{host} has no address"),
+        );
         for addr in addrs {
             match TcpStream::connect(addr).await {
                 Ok(tcp) => {
                     let _ = tcp.set_nodelay(true);
-                    return self
-                        .connector
-                        .connect(server_name, tcp)
-                        .await
-                        .map_err(|e| {
-                            let mut failure = classify_io(&e);
-                            if !self.has_client_cert && failure.kind == FailureKind::Handshake {
-                                failure.kind = FailureKind::ClientCertRequired;
-                            }
-                            failure
-                        });
+                    return self.connector.connect(server_name, tcp).await.map_err(|e| {
+                        let mut failure = classify_io(&e);
+                        if !self.has_client_cert && failure.kind == FailureKind::Handshake {
+                            failure.kind = FailureKind::ClientCertRequired;
+                        }
+                        failure
+                    });
                 }
                 Err(e) => last = classify_io(&e),
             }
@@ -245,14 +272,22 @@ impl FailureKind {
             Self::Refused => "check that the broker runs and listens on the --broker port",
             Self::TimedOut => "check the network path to the broker, or raise --connect-timeout-ms",
             Self::Reset | Self::Closed | Self::Io => "check the broker's log",
-            Self::ServerCertUnknownIssuer => "pass the root CA that signed the broker's certificate with --ca",
-            Self::ServerCertExpired => "renew the broker's certificate, or check this machine's clock",
-            Self::ServerCertNameMismatch => "connect with the host name the broker's certificate names",
+            Self::ServerCertUnknownIssuer => {
+                "pass the root CA that signed the broker's certificate with --ca"
+            }
+            Self::ServerCertExpired => {
+                "renew the broker's certificate, or check this machine's clock"
+            }
+            Self::ServerCertNameMismatch => {
+                "connect with the host name the broker's certificate names"
+            }
             Self::ServerCertInvalid => "check the broker's certificate chain",
             Self::ClientCertRejected => {
                 "pass a client certificate (--cert) issued by a CA the broker trusts, with its key (--key)"
             }
-            Self::ClientCertRequired => "the broker requires a client certificate: pass --cert and --key",
+            Self::ClientCertRequired => {
+                "the broker requires a client certificate: pass --cert and --key"
+            }
             Self::ProtocolVersion => "the broker must offer TLS 1.2 or 1.3",
             Self::Handshake => "check that the port speaks TLS and the broker's TLS settings",
         }
@@ -282,15 +317,18 @@ impl std::fmt::Display for Failure {
 
 /// Classifies an I/O error from the socket or the TLS layer.
 pub fn classify_io(e: &io::Error) -> Failure {
-    if let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+    if let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
         return Failure::new(classify_tls(tls), format!("TLS: {tls}"));
     }
     let kind = match e.kind() {
         io::ErrorKind::ConnectionRefused => FailureKind::Refused,
         io::ErrorKind::TimedOut => FailureKind::TimedOut,
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
-            FailureKind::Reset
-        }
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => FailureKind::Reset,
         io::ErrorKind::UnexpectedEof => FailureKind::Closed,
         _ => FailureKind::Io,
     };
@@ -325,7 +363,9 @@ pub fn classify_tls(e: &rustls::Error) -> FailureKind {
             AlertDescription::ProtocolVersion => FailureKind::ProtocolVersion,
             _ => FailureKind::Handshake,
         },
-        E::PeerIncompatible(p) if format!("{p:?}").contains("Version") => FailureKind::ProtocolVersion,
+        E::PeerIncompatible(p) if format!("{p:?}").contains("Version") => {
+            FailureKind::ProtocolVersion
+        }
         _ => FailureKind::Handshake,
     }
 }

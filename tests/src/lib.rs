@@ -1,1 +1,282 @@
+//! Shared fixtures of the end-to-end tests: the built `host` binary and
+//! `demo.wasm`, a per-test PKI, a real mosquitto on a free loopback port, and
+//! an independent `mosquitto_sub` subscriber with its own certificate.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use host::mosquitto::{INSTALL_HINT, ListenerTls, Mosquitto};
+use host::pki::{self, Authority};
+use tempfile::TempDir;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn built(path: PathBuf) -> PathBuf {
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with scripts/build (scripts/test does this)",
+        path.display()
+    );
+    path
+}
+
+/// The release `host` binary.
+pub fn host_bin() -> PathBuf {
+    built(root().join("target/release/host"))
+}
+
+/// The demo component.
+pub fn demo_wasm() -> PathBuf {
+    built(root().join("target/demo.wasm"))
+}
+
+/// Fails the test, with the install command, when a tool is missing.
+pub fn require_mosquitto() {
+    assert!(
+        host::mosquitto::binary().is_some(),
+        "mosquitto is not installed: {INSTALL_HINT}"
+    );
+    assert!(
+        Command::new("mosquitto_sub").arg("--help").output().is_ok(),
+        "mosquitto_sub is not installed: {INSTALL_HINT}"
+    );
+}
+
+/// Paths of one client's certificate and key.
+#[derive(Debug, Clone)]
+pub struct ClientFiles {
+    /// Certificate, PEM.
+    pub cert: PathBuf,
+    /// Key, PEM.
+    pub key: PathBuf,
+}
+
+/// A test PKI written to a temporary directory: the broker's CA and
+/// certificates, plus a second, unrelated CA for negative tests.
+pub struct TestPki {
+    /// The directory holding every file.
+    pub dir: TempDir,
+    /// The CA that signed the broker's and the good clients' certificates.
+    pub ca: PathBuf,
+    /// The broker's listener settings (client certificates required).
+    pub listener: ListenerTls,
+    /// A client certificate the broker accepts.
+    pub device: ClientFiles,
+    /// Another accepted client certificate, for the independent subscriber.
+    pub subscriber: ClientFiles,
+    /// A CA that signed nothing the broker uses.
+    pub other_ca: PathBuf,
+    /// A client certificate from the other CA.
+    pub stranger: ClientFiles,
+}
+
+impl TestPki {
+    /// Makes the PKI.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("mqtt-device-test-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path();
+        let ca = Authority::new("test root CA").unwrap();
+        let other = Authority::new("unrelated root CA").unwrap();
+        let server = ca.issue_localhost_server().unwrap();
+        let client = |auth: &Authority, name: &str| {
+            let issued = auth.issue_client(name).unwrap();
+            ClientFiles {
+                cert: pki::write(d, &format!("{name}.pem"), &issued.cert_pem).unwrap(),
+                key: pki::write(d, &format!("{name}.key"), &issued.key_pem).unwrap(),
+            }
+        };
+        let device = client(&ca, "device");
+        let subscriber = client(&ca, "subscriber");
+        let stranger = client(&other, "stranger");
+        let ca_path = pki::write(d, "ca.pem", &ca.cert_pem()).unwrap();
+        let listener = ListenerTls {
+            cafile: ca_path.clone(),
+            certfile: pki::write(d, "server.pem", &server.cert_pem).unwrap(),
+            keyfile: pki::write(d, "server.key", &server.key_pem).unwrap(),
+            require_certificate: true,
+            tls_version: None,
+        };
+        Self {
+            ca: ca_path,
+            listener,
+            device,
+            subscriber,
+            other_ca: pki::write(d, "other-ca.pem", &other.cert_pem()).unwrap(),
+            stranger,
+            dir,
+        }
+    }
+
+    /// Starts mosquitto with this PKI on a free loopback port.
+    pub fn broker(&self) -> Mosquitto {
+        require_mosquitto();
+        Mosquitto::start(self.dir.path(), &self.listener).expect("start mosquitto")
+    }
+
+    /// Starts mosquitto on `port`.
+    pub fn broker_on(&self, port: u16) -> Mosquitto {
+        require_mosquitto();
+        Mosquitto::start_on(self.dir.path(), &self.listener, port, false).expect("start mosquitto")
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Command line of `host run demo.wasm` against `port` with `client`'s
+/// credentials and fast timings; add flags with [`Command::args`].
+pub fn host_run(port: u16, ca: &Path, client: Option<&ClientFiles>) -> Command {
+    let mut cmd = Command::new(host_bin());
+    cmd.arg("run")
+        .arg(demo_wasm())
+        .arg("--broker")
+        .arg(format!("mqtts://localhost:{port}"))
+        .arg("--ca")
+        .arg(ca)
+        .args(["--publish-delay-ms", "50", "--iteration-delay-ms", "100"])
+        .env("RUST_LOG", "info");
+    if let Some(c) = client {
+        cmd.arg("--cert").arg(&c.cert).arg("--key").arg(&c.key);
+    }
+    cmd
+}
+
+/// Runs `cmd` to completion, failing the test after `limit`.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    wait_output(child, limit)
+}
+
+/// Waits for `child` to exit and collects its output, killing it and failing
+/// the test after `limit`.
+pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "process still running after {limit:?}; stdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An independent subscriber: `mosquitto_sub` with its own certificate,
+/// subscribed at QoS 1, ready when constructed.
+pub struct Subscriber {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Subscriber {
+    /// Subscribes to `topic` and waits for the broker's SUBACK.
+    pub fn start(port: u16, pki: &TestPki, topic: &str) -> Self {
+        require_mosquitto();
+        // stdbuf: line-buffer its stdout, or the SUBACK line sits in a pipe buffer.
+        let mut child = Command::new("stdbuf")
+            .args(["-oL", "mosquitto_sub"])
+            .args([
+                "-h",
+                "localhost",
+                "-p",
+                &port.to_string(),
+                "-q",
+                "1",
+                "-v",
+                "-d",
+            ])
+            .args(["-i", &format!("independent-subscriber-{port}")])
+            .arg("--cafile")
+            .arg(&pki.ca)
+            .arg("--cert")
+            .arg(&pki.subscriber.cert)
+            .arg("--key")
+            .arg(&pki.subscriber.key)
+            .args(["-t", topic])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mosquitto_sub");
+        // With -d it prints "Client ... received SUBACK" once subscribed.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.contains("SUBACK") => break,
+                Ok(_) => {}
+                Err(_) if Instant::now() > deadline => {
+                    panic!("mosquitto_sub did not subscribe within 10 s")
+                }
+                Err(_) => {}
+            }
+        }
+        Self { child, lines: rx }
+    }
+
+    /// Messages received as `(topic, payload)`, waiting until `count` have
+    /// arrived or `limit` passes.
+    pub fn messages(&mut self, count: usize, limit: Duration) -> Vec<(String, String)> {
+        let deadline = Instant::now() + limit;
+        let mut got = Vec::new();
+        while got.len() < count && Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
+                // Debug lines start with "Client " or "Subscribed "; messages are "topic payload".
+                if line.starts_with("Client ") || line.starts_with("Subscribed ") {
+                    continue;
+                }
+                if let Some((t, p)) = line.split_once(' ') {
+                    got.push((t.to_string(), p.to_string()));
+                }
+            }
+        }
+        got
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// stdout and stderr of a finished process, as text.
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

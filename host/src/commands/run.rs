@@ -61,10 +61,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (endpoint, files, _local) = match &args.broker {
         Some(url) => {
             let endpoint = parse_endpoint(url)?;
-            let ca = args
-                .ca
-                .clone()
-                .context("--broker needs --ca ROOT.pem (the root CA that signed the broker's certificate)")?;
+            let ca = args.ca.clone().context(
+                "--broker needs --ca ROOT.pem (the root CA that signed the broker's certificate)",
+            )?;
             let files = TlsFiles {
                 ca,
                 cert: args.cert.clone(),
@@ -73,7 +72,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             (endpoint, files, None)
         }
         None => {
-            let local = LocalBroker::start(&client_id).map_err(|e| anyhow::anyhow!("{e} (or pass --broker)"))?;
+            let local = LocalBroker::start(&client_id)
+                .map_err(|e| anyhow::anyhow!("{e} (or pass --broker)"))?;
             let endpoint = Endpoint {
                 host: "localhost".into(),
                 port: local.mosquitto.port,
@@ -142,7 +142,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         iterations: args.iterations,
         iteration_delay_ms: args.iteration_delay_ms,
     };
-    let make_state = || DeviceState::new(client_id.clone(), runner::sockets_for(&settings, tls.clone(), &allow));
+    let make_state = || {
+        DeviceState::new(
+            client_id.clone(),
+            runner::sockets_for(&settings, tls.clone(), &allow),
+        )
+    };
     tokio::select! {
         result = runner::run(&pre, &make_state, &plan) => {
             let n = result?;
