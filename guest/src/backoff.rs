@@ -79,7 +79,7 @@ mod tests {
         assert_eq!(b.next_delay_ms(1001), Some(0));
         assert_eq!(b.next_delay_ms(2001), Some(0));
         assert_eq!(b.next_delay_ms(123_456_789), Some(123_456_789 % 4001));
-        assert_eq!(b.next_delay_ms(u32::MAX), Some((u32::MAX % 5001) as u32));
+        assert_eq!(b.next_delay_ms(u32::MAX), Some(u32::MAX % 5001));
     }
 
     #[test]

@@ -227,10 +227,10 @@ impl<T: Transport, C: Clock> Client<T, C> {
                 .next_packet()
                 .map_err(|e| ClientError::Protocol(e.0))?
             {
-                if let Some(event) = self.handle(packet)? {
-                    if on_event(event) == Flow::Done {
-                        return Ok(());
-                    }
+                if let Some(event) = self.handle(packet)?
+                    && on_event(event) == Flow::Done
+                {
+                    return Ok(());
                 }
             }
             let now = self.clock.now_ms();

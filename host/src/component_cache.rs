@@ -69,25 +69,24 @@ pub fn load_bytes(engine: &Engine, wasm: &[u8], dir: Option<&Path>) -> anyhow::R
     let started = Instant::now();
     let sha256 = hex_sha256(wasm);
     let cached = dir.map(|d| d.join(format!("{sha256}-{}.cwasm", engine_tag(engine))));
-    if let Some(file) = &cached {
-        if let Some(component) = load_verified(engine, file) {
-            return Ok(Loaded {
-                component,
-                sha256,
-                source: Source::CacheHit,
-                millis: started.elapsed().as_millis(),
-            });
-        }
+    if let Some(component) = cached
+        .as_deref()
+        .and_then(|file| load_verified(engine, file))
+    {
+        return Ok(Loaded {
+            component,
+            sha256,
+            source: Source::CacheHit,
+            millis: started.elapsed().as_millis(),
+        });
     }
     let serialized = engine.precompile_component(wasm).map_err(|e| {
         anyhow::anyhow!(
             "not a valid WebAssembly component: {e:#} (build the guest for wasm32-wasip2)"
         )
     })?;
-    if let Some(file) = &cached {
-        if let Err(e) = store(file, &serialized) {
-            tracing::warn!(target: "host::cache", "cannot write cache file {}: {e:#}", file.display());
-        }
+    if let Some(Err(e)) = cached.as_deref().map(|file| store(file, &serialized)) {
+        tracing::warn!(target: "host::cache", "cannot write cache file: {e:#}");
     }
     let component = deserialize(engine, &serialized)?;
     Ok(Loaded {
