@@ -202,9 +202,10 @@ impl<T: Transport, C: Clock> Client<T, C> {
         Ok(pending.iter().map(|p| p.pkid).collect())
     }
 
-    /// Forgets outstanding publishes (the broker started a clean session).
-    pub fn forget_outstanding(&mut self) -> Vec<u16> {
-        self.outgoing.drain(..).map(|p| p.pkid).collect()
+    /// Forgets outstanding publishes (the broker started a clean session)
+    /// and returns them.
+    pub fn forget_outstanding(&mut self) -> Vec<Publish> {
+        self.outgoing.drain(..).collect()
     }
 
     /// Packet ids of publishes still waiting for PUBACK, oldest first.

@@ -64,6 +64,17 @@ pub fn run_iteration<P: Platform>(
     demo.run()
 }
 
+/// Reconnects allowed within one iteration at most (also bounded by the
+/// backoff's maximum attempts).
+const MAX_RECONNECTS: u32 = 8;
+
+/// How far an iteration got, kept across reconnects.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Publishes sent (each is then acknowledged, or resent after a reconnect).
+    publishes_sent: u32,
+}
+
 struct Demo<'a, P: Platform> {
     platform: &'a mut P,
     settings: &'a Settings,
@@ -81,22 +92,55 @@ impl<P: Platform> Demo<'_, P> {
     }
 
     fn run(&mut self) -> Result<IterationReport, IterationError> {
-        let mut client = self.connect_with_backoff()?;
-        let result = self.session(&mut client);
-        if result.is_err() {
-            client.close();
+        let conn = self.open_with_backoff()?;
+        let mut client = Client::new(conn, self.platform.clock(), self.timing());
+        let mut progress = Progress::default();
+        // A connection lost after set-up is reopened with backoff and the
+        // iteration goes on where it stopped, a bounded number of times.
+        let mut reconnects_left = self.settings.backoff_max_attempts.min(MAX_RECONNECTS);
+        loop {
+            match self.session(&mut client, &mut progress) {
+                Err(IterationError::Transport(code)) if reconnects_left > 0 => {
+                    reconnects_left -= 1;
+                    client.close();
+                    self.platform.log(
+                        Level::Warn,
+                        &format!("Connection to the broker lost ({code:?}). Reconnecting with backoff and jitter."),
+                    );
+                    let conn = self.open_with_backoff()?;
+                    client.replace_transport(conn);
+                }
+                Err(e) => {
+                    client.close();
+                    return Err(e);
+                }
+                Ok(()) => break,
+            }
         }
-        result?;
         self.info("Demo completed successfully.");
         Ok(self.report)
     }
 
-    fn session(&mut self, client: &mut Client<P::Conn, P::Clock>) -> Result<(), IterationError> {
+    fn timing(&self) -> Timing {
+        let s = self.settings;
+        Timing {
+            keep_alive_secs: s.keep_alive_secs,
+            pingresp_timeout_ms: s.pingresp_timeout_ms,
+            send_timeout_ms: s.transport_timeout_ms,
+        }
+    }
+
+    /// Steps 2 to 6 on an open connection, resuming after `progress`.
+    fn session(
+        &mut self,
+        client: &mut Client<P::Conn, P::Clock>,
+        progress: &mut Progress,
+    ) -> Result<(), IterationError> {
         let s = self.settings;
         self.mqtt_connect(client)?;
         self.subscribe_with_backoff(client)?;
-        for _ in 0..s.publish_count {
-            self.publish_and_receive_echo(client)?;
+        while progress.publishes_sent < s.publish_count {
+            self.publish_and_receive_echo(client, progress)?;
             self.info("Keeping Connection Idle...");
             self.platform.clock().sleep_ms(s.publish_delay_ms);
         }
@@ -116,7 +160,7 @@ impl<P: Platform> Demo<'_, P> {
     }
 
     /// Step 1: TLS connection, retried with Full-Jitter backoff.
-    fn connect_with_backoff(&mut self) -> Result<Client<P::Conn, P::Clock>, IterationError> {
+    fn open_with_backoff(&mut self) -> Result<P::Conn, IterationError> {
         let s = self.settings;
         let mut backoff = self.backoff();
         loop {
@@ -124,18 +168,13 @@ impl<P: Platform> Demo<'_, P> {
                 "Creating a TLS connection to {}:{}.",
                 s.broker_host, s.broker_port
             ));
-            self.report.connections += 1;
             match self
                 .platform
                 .connect(&s.broker_host, s.broker_port, s.connect_timeout_ms)
             {
                 Ok(conn) => {
-                    let timing = Timing {
-                        keep_alive_secs: s.keep_alive_secs,
-                        pingresp_timeout_ms: s.pingresp_timeout_ms,
-                        send_timeout_ms: s.transport_timeout_ms,
-                    };
-                    return Ok(Client::new(conn, self.platform.clock(), timing));
+                    self.report.connections += 1;
+                    return Ok(conn);
                 }
                 Err(code) if is_permanent(code) => {
                     self.platform.log(
@@ -218,11 +257,19 @@ impl<P: Platform> Demo<'_, P> {
                 ));
             }
         } else {
-            let ids = client.forget_outstanding();
-            if !ids.is_empty() {
+            // The broker kept no session: the old packet ids mean nothing to
+            // it, so unacknowledged messages go out again as new publishes.
+            let forgotten = client.forget_outstanding();
+            for publish in &forgotten {
+                let pkid = client
+                    .publish(&publish.topic, &publish.payload)
+                    .map_err(iteration_error)?;
                 self.platform.log(
                     Level::Warn,
-                    &format!("Clean session: forgot unacknowledged publishes {ids:?}."),
+                    &format!(
+                        "Republished the message unacknowledged as packet Id {} as packet Id {pkid} on the new session.",
+                        publish.pkid
+                    ),
                 );
             }
         }
@@ -307,12 +354,14 @@ impl<P: Platform> Demo<'_, P> {
     fn publish_and_receive_echo(
         &mut self,
         client: &mut Client<P::Conn, P::Clock>,
+        progress: &mut Progress,
     ) -> Result<(), IterationError> {
         let s = self.settings;
         self.info(&format!("Publish to the MQTT topic {}.", s.topic));
         let pkid = client
             .publish(&s.topic, s.payload.as_bytes())
             .map_err(iteration_error)?;
+        progress.publishes_sent += 1;
         self.report.published += 1;
         self.info("Attempt to receive publish message from broker.");
         let (mut acked, mut echoed) = (false, false);

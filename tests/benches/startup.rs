@@ -1,0 +1,111 @@
+//! Start-up benchmark: time from spawning `host run demo.wasm` to the first
+//! PUBACK in its log, against a local mosquitto over mutual TLS, with a cold
+//! and a warm precompiled-component cache. Baseline in the same run:
+//! `mosquitto_pub -q 1` (a native C client) from spawn to exit, which also
+//! covers TLS handshake, CONNECT, PUBLISH and PUBACK.
+//!
+//! Run: `cargo bench -p device-tests --bench startup` (after scripts/build).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use device_tests::{TestPki, demo_wasm, host_run};
+
+const RUNS: usize = 11;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn host_to_first_puback(port: u16, pki: &TestPki, cache: &std::path::Path) -> Duration {
+    let start = Instant::now();
+    let mut child = host_run(port, &pki.ca, Some(&pki.device))
+        .args(["--iterations", "1", "--publish-count", "1"])
+        .arg("--cache-dir")
+        .arg(cache)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut elapsed = None;
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if elapsed.is_none() && line.contains("PUBACK received") {
+            elapsed = Some(start.elapsed());
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    elapsed.expect("no PUBACK in the host's log")
+}
+
+fn mosquitto_pub(port: u16, pki: &TestPki) -> Duration {
+    let start = Instant::now();
+    let status = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "localhost",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            "bench/topic",
+            "-m",
+            "Hello World!",
+        ])
+        .arg("--cafile")
+        .arg(&pki.ca)
+        .arg("--cert")
+        .arg(&pki.device.cert)
+        .arg("--key")
+        .arg(&pki.device.key)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    start.elapsed()
+}
+
+fn main() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let size = std::fs::metadata(demo_wasm()).unwrap().len();
+
+    let cold: Vec<_> = (0..5)
+        .map(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            host_to_first_puback(broker.port, &pki, dir.path())
+        })
+        .collect();
+    let warm_cache = tempfile::tempdir().unwrap();
+    host_to_first_puback(broker.port, &pki, warm_cache.path());
+    let warm: Vec<_> = (0..RUNS)
+        .map(|_| host_to_first_puback(broker.port, &pki, warm_cache.path()))
+        .collect();
+    let baseline: Vec<_> = (0..RUNS)
+        .map(|_| mosquitto_pub(broker.port, &pki))
+        .collect();
+
+    let (cold, warm, baseline) = (median(cold), median(warm), median(baseline));
+    println!(
+        "demo.wasm size                          {size} bytes ({:.1} KiB)",
+        size as f64 / 1024.0
+    );
+    println!(
+        "host run -> first PUBACK, cold cache    {:>8.1} ms (median of 5)",
+        cold.as_secs_f64() * 1e3
+    );
+    println!(
+        "host run -> first PUBACK, warm cache    {:>8.1} ms (median of {RUNS})",
+        warm.as_secs_f64() * 1e3
+    );
+    println!(
+        "baseline mosquitto_pub -q 1, spawn->exit {:>7.1} ms (median of {RUNS})",
+        baseline.as_secs_f64() * 1e3
+    );
+    println!(
+        "ratio warm / baseline                   {:>8.2}x",
+        warm.as_secs_f64() / baseline.as_secs_f64()
+    );
+}
