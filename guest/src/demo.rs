@@ -510,7 +510,9 @@ fn iteration_error(e: ClientError) -> IterationError {
         ClientError::Protocol(what) => IterationError::ProtocolViolation(what),
         ClientError::Timeout(what) => IterationError::TimedOut(what.to_string()),
         ClientError::KeepAliveTimeout => {
-            IterationError::TimedOut("PINGRESP after PINGREQ (keep-alive)".to_string())
+            // MQTT 3.1.1 3.1.2.10: no PINGRESP in time means the connection
+            // is dead; close it and reconnect like any lost connection.
+            IterationError::Transport(ErrorCode::TimedOut)
         }
         ClientError::OutgoingFull => IterationError::ProtocolViolation(
             "all outgoing publish records are in use: the broker is not acknowledging".to_string(),

@@ -1,0 +1,553 @@
+//! The real `demo.wasm` in the mock host: one named test per scenario of the
+//! demo's behaviour, on virtual time with seeded entropy.
+
+use std::sync::OnceLock;
+
+use mqttbytes::QoS;
+use mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, PubAck, SubAck, SubscribeReasonCode};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use mock_host::{
+    Call, ConnackRefusal, Delivery, ErrorCode, IterationError, MockHost, Scenario, Script, Step,
+    default_settings, echo_of,
+};
+
+fn host() -> &'static MockHost {
+    static HOST: OnceLock<MockHost> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/demo.wasm");
+        MockHost::load(path)
+            .unwrap_or_else(|e| panic!("{path}: {e:#} (build it with scripts/build)"))
+    })
+}
+
+/// The Full-Jitter delays the guest must sleep for `seed`: the mock's
+/// entropy seeds the guest's ChaCha20, whose numbers go through the policy.
+fn full_jitter(seed: u64, windows: &[u32]) -> Vec<u32> {
+    let mut host_rng = ChaCha20Rng::seed_from_u64(seed);
+    let mut guest_seed = [0u8; 32];
+    host_rng.fill_bytes(&mut guest_seed);
+    let mut guest_rng = ChaCha20Rng::from_seed(guest_seed);
+    windows
+        .iter()
+        .map(|w| guest_rng.next_u32() % (w + 1))
+        .collect()
+}
+
+fn refused(n: usize) -> impl Iterator<Item = Step> {
+    (0..n).map(|_| Step::RefuseConnect(ErrorCode::ConnectionRefused))
+}
+
+/// The packets of one happy iteration, checked field by field.
+fn assert_happy_iteration(sent: &[Packet]) {
+    let s = default_settings();
+    let names: Vec<_> = sent.iter().map(guest::packets::packet_name).collect();
+    let mut want = vec!["CONNECT", "SUBSCRIBE"];
+    for _ in 0..5 {
+        want.extend(["PUBLISH", "PUBACK"]);
+    }
+    want.extend(["UNSUBSCRIBE", "DISCONNECT"]);
+    assert_eq!(names, want);
+
+    let Packet::Connect(c) = &sent[0] else {
+        unreachable!()
+    };
+    assert!(c.clean_session);
+    assert_eq!(c.keep_alive, 60);
+    assert_eq!(c.client_id, s.client_id);
+    assert_eq!(c.login, None);
+
+    let Packet::Subscribe(sub) = &sent[1] else {
+        unreachable!()
+    };
+    assert_eq!(sub.filters.len(), 1);
+    assert_eq!(sub.filters[0].path, s.topic);
+    assert_eq!(sub.filters[0].qos, QoS::AtLeastOnce);
+
+    let mut ids = Vec::new();
+    for pair in sent[2..12].chunks(2) {
+        let Packet::Publish(p) = &pair[0] else {
+            unreachable!()
+        };
+        assert_eq!(
+            (p.topic.as_str(), &p.payload[..]),
+            (s.topic.as_str(), &b"Hello World!"[..])
+        );
+        assert_eq!(p.qos, QoS::AtLeastOnce);
+        assert!(!p.dup && !p.retain);
+        assert_ne!(p.pkid, 0);
+        assert!(!ids.contains(&p.pkid), "fresh packet id each time");
+        ids.push(p.pkid);
+        // The echo is acknowledged with the broker's packet id (the mock uses 1).
+        assert_eq!(pair[1], Packet::PubAck(PubAck::new(1)));
+    }
+    let Packet::Unsubscribe(u) = &sent[12] else {
+        unreachable!()
+    };
+    assert_eq!(u.topics, vec![s.topic.clone()]);
+}
+
+#[test]
+fn s01_happy_iteration_matches_the_spec_packet_by_packet() {
+    let out = host().run(Scenario::new(
+        Script::auto().strict().delivery(Delivery::Coalesced),
+    ));
+    // Strict with no steps fails on the first packet; use the automatic broker.
+    assert!(out.trap.is_some());
+    let out = host().run(Scenario::new(Script::auto()));
+    assert_eq!(out.trap, None);
+    let report = out.result().as_ref().expect("iteration succeeds");
+    assert_eq!(
+        (
+            report.published,
+            report.acknowledged,
+            report.echoes,
+            report.connections
+        ),
+        (5, 5, 5, 1)
+    );
+    assert_happy_iteration(&out.sent());
+    assert_eq!(
+        out.sleeps(),
+        vec![2000; 5],
+        "the idle wait after each publish"
+    );
+    assert!(
+        matches!(&out.calls[0], Call::Entropy(32))
+            || out.calls.iter().any(|c| matches!(c, Call::Entropy(32)))
+    );
+    let log = out.log();
+    for line in [
+        "Creating a TLS connection to broker.example:8883.",
+        "An MQTT connection is established with broker.example.",
+        "Subscribed to the topic mock-device/example/topic with maximum QoS 1.",
+        "PUBACK received for packet Id 2.",
+        "Incoming Publish Message : Hello World!",
+        "Unsubscribed from the topic mock-device/example/topic.",
+        "Demo completed successfully.",
+    ] {
+        assert!(log.iter().any(|l| l == line), "{line:?} not in {log:#?}");
+    }
+    assert!(
+        out.now_ms >= 10_000,
+        "five idle waits of 2 s in virtual time"
+    );
+}
+
+#[test]
+fn s02_connect_refused_then_accepted_sleeps_the_full_jitter_delays() {
+    let mut scenario = Scenario::new(Script::steps(refused(3)));
+    scenario.seed = 42;
+    let out = host().run(scenario);
+    assert!(out.result().is_ok(), "{:?}", out.result());
+    assert_eq!(out.connects(), 4);
+    let backoff: Vec<u32> = out.sleeps()[..3].to_vec();
+    assert_eq!(backoff, full_jitter(42, &[500, 1000, 2000]));
+}
+
+#[test]
+fn s02_connect_retries_exhausted_after_the_maximum_attempts() {
+    let mut scenario = Scenario::new(Script::steps(refused(6)));
+    scenario.seed = 7;
+    let out = host().run(scenario);
+    assert_eq!(
+        out.result(),
+        &Err(IterationError::ConnectRetriesExhausted(
+            ErrorCode::ConnectionRefused
+        ))
+    );
+    assert_eq!(out.connects(), 6, "first attempt and 5 retries");
+    assert_eq!(out.sleeps(), full_jitter(7, &[500, 1000, 2000, 4000, 5000]));
+    assert!(
+        out.log()
+            .iter()
+            .any(|l| l == "Connection to the broker failed, all attempts exhausted.")
+    );
+}
+
+#[test]
+fn s02_certificate_failure_is_not_retried() {
+    let out = host().run(Scenario::new(Script::steps([Step::RefuseConnect(
+        ErrorCode::ServerCertificateUnknownIssuer,
+    )])));
+    assert_eq!(
+        out.result(),
+        &Err(IterationError::TransportPermanent(
+            ErrorCode::ServerCertificateUnknownIssuer
+        ))
+    );
+    assert_eq!(out.connects(), 1);
+    assert!(out.sleeps().is_empty());
+}
+
+#[test]
+fn s03_suback_failure_is_retried_with_backoff_then_granted() {
+    let reject = || {
+        Step::Expect(
+            "SUBSCRIBE",
+            Box::new(|p| match p {
+                Packet::Subscribe(s) => vec![Packet::SubAck(SubAck::new(
+                    s.pkid,
+                    vec![SubscribeReasonCode::Failure],
+                ))],
+                _ => vec![],
+            }),
+        )
+    };
+    let mut scenario = Scenario::new(Script::steps([Step::Auto(1), reject(), reject()]));
+    scenario.seed = 3;
+    let out = host().run(scenario);
+    assert!(out.result().is_ok(), "{:?}", out.result());
+    let names = out.sent_names();
+    assert_eq!(
+        &names[..4],
+        &["CONNECT", "SUBSCRIBE", "SUBSCRIBE", "SUBSCRIBE"]
+    );
+    assert_eq!(&out.sleeps()[..2], &full_jitter(3, &[500, 1000])[..]);
+    let retries = out
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("Server rejected subscription request. Attempting"))
+        .count();
+    assert_eq!(retries, 2);
+}
+
+#[test]
+fn s03_suback_failure_exhausts_retries() {
+    let reject = || {
+        Step::Expect(
+            "SUBSCRIBE",
+            Box::new(|p| match p {
+                Packet::Subscribe(s) => vec![Packet::SubAck(SubAck::new(
+                    s.pkid,
+                    vec![SubscribeReasonCode::Failure],
+                ))],
+                _ => vec![],
+            }),
+        )
+    };
+    let out = host().run(Scenario::new(Script::steps(
+        std::iter::once(Step::Auto(1)).chain((0..6).map(|_| reject())),
+    )));
+    assert_eq!(
+        out.result(),
+        &Err(IterationError::SubscribeRetriesExhausted(
+            "mock-device/example/topic".into()
+        ))
+    );
+    assert_eq!(out.sleeps().len(), 5);
+}
+
+#[test]
+fn s04_connack_refusal_is_a_clear_error_without_retry() {
+    let out = host().run(Scenario::new(Script::steps([Step::Expect(
+        "CONNECT",
+        Box::new(|_| {
+            vec![Packet::ConnAck(ConnAck::new(
+                ConnectReturnCode::NotAuthorized,
+                false,
+            ))]
+        }),
+    )])));
+    assert_eq!(
+        out.result(),
+        &Err(IterationError::ConnackRefused(
+            ConnackRefusal::NotAuthorized
+        ))
+    );
+    assert_eq!(out.connects(), 1);
+    assert_eq!(out.sent_names(), vec!["CONNECT"]);
+    assert!(out.calls.contains(&Call::Close), "the connection is closed");
+}
+
+#[test]
+fn s05_missing_puback_is_reported_after_its_timeout() {
+    // The broker echoes the first publish but never acknowledges it.
+    let out = host().run(Scenario::new(Script::steps([
+        Step::Auto(2),
+        Step::Expect(
+            "PUBLISH",
+            Box::new(|p| match p {
+                Packet::Publish(p) => vec![Packet::Publish(echo_of(p, 1))],
+                _ => vec![],
+            }),
+        ),
+    ])));
+    match out.result() {
+        Err(IterationError::TimedOut(what)) => {
+            assert!(what.contains("PUBACK for packet ids [2]"), "{what}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        out.log()
+            .iter()
+            .any(|l| l == "PUBACK for packet Id 2 not received within 2000 ms.")
+    );
+    assert_eq!(out.trap, None);
+}
+
+#[test]
+fn s05_persistent_session_resends_unacknowledged_publish_with_dup_on_reconnect() {
+    let mut scenario = Scenario::new(Script::steps([
+        Step::Auto(2),
+        Step::swallow("PUBLISH"),
+        Step::Close,
+        Step::Expect(
+            "CONNECT",
+            Box::new(|_| {
+                vec![Packet::ConnAck(ConnAck::new(
+                    ConnectReturnCode::Success,
+                    true,
+                ))]
+            }),
+        ),
+        Step::ExpectWhere(
+            "PUBLISH",
+            Box::new(|p| match p {
+                Packet::Publish(p) if p.dup && p.pkid == 2 => Ok(()),
+                _ => Err("expected the resend of packet id 2 with DUP".into()),
+            }),
+            Box::new(mock_host::auto_reply),
+        ),
+    ]));
+    scenario.settings.clean_session = false;
+    let out = host().run(scenario);
+    assert!(
+        out.result().is_ok(),
+        "{:?} trap {:?}",
+        out.result(),
+        out.trap
+    );
+    let connect = out.sent().into_iter().find_map(|p| match p {
+        Packet::Connect(c) => Some(c),
+        _ => None,
+    });
+    assert!(!connect.unwrap().clean_session);
+    assert_eq!(out.connects(), 2);
+    assert_eq!(out.steps_left, 0);
+}
+
+#[test]
+fn s06_keep_alive_sends_pingreq_and_a_missing_pingresp_ends_the_connection() {
+    let mut scenario = Scenario::new(Script::steps([
+        Step::Auto(2),
+        Step::swallow("PUBLISH"),
+        Step::swallow("PINGREQ"),
+    ]));
+    scenario.settings.process_loop_ms = 70_000;
+    let out = host().run(scenario);
+    let sent_at = |name: &str| {
+        out.calls
+            .iter()
+            .find_map(|c| match c {
+                Call::Sent { packet, at_ms } if guest::packets::packet_name(packet) == name => {
+                    Some(*at_ms)
+                }
+                _ => None,
+            })
+            .unwrap()
+    };
+    let publish_at = sent_at("PUBLISH");
+    let ping_at = sent_at("PINGREQ");
+    assert_eq!(
+        ping_at - publish_at,
+        60_000,
+        "PINGREQ after 60 s without sending"
+    );
+    // No PINGRESP within 5 s: the connection is closed and reopened.
+    let close_index = out
+        .calls
+        .iter()
+        .position(|c| *c == Call::Close)
+        .expect("closed");
+    let reconnect = out.calls[close_index..]
+        .iter()
+        .any(|c| matches!(c, Call::Connect { .. }));
+    assert!(
+        reconnect,
+        "the guest reconnects after the keep-alive failure"
+    );
+    assert!(out.result().is_ok(), "{:?}", out.result());
+}
+
+#[test]
+fn s06_pingresp_keeps_the_connection() {
+    let mut scenario = Scenario::new(Script::steps([
+        Step::Auto(2),
+        Step::swallow("PUBLISH"),
+        Step::Auto(1),
+    ]));
+    scenario.settings.process_loop_ms = 70_000;
+    let out = host().run(scenario);
+    assert!(out.sent_names().contains(&"PINGREQ"));
+    assert_eq!(out.connects(), 1);
+    // The first publish was never acknowledged, so the iteration reports it.
+    assert!(
+        matches!(out.result(), Err(IterationError::TimedOut(_))),
+        "{:?}",
+        out.result()
+    );
+}
+
+#[test]
+fn s07_one_byte_per_read_behaves_like_the_happy_iteration() {
+    let out = host().run(Scenario::new(Script::auto().delivery(Delivery::OneByte)));
+    assert!(out.result().is_ok(), "{:?}", out.result());
+    assert_happy_iteration(&out.sent());
+    let reads = out
+        .calls
+        .iter()
+        .filter(|c| matches!(c, Call::Received(b) if b.len() == 1))
+        .count();
+    assert!(
+        reads > 50,
+        "bytes really came one at a time ({reads} reads)"
+    );
+}
+
+#[test]
+fn s07_several_packets_in_one_read_behave_like_the_happy_iteration() {
+    let out = host().run(Scenario::new(Script::auto()));
+    assert_happy_iteration(&out.sent());
+    // PUBACK and the echo come in one read.
+    let multi = out
+        .calls
+        .iter()
+        .filter(|c| matches!(c, Call::Received(b) if b.len() > 4 + 35))
+        .count();
+    assert!(multi >= 5, "{multi} reads carried more than one packet");
+}
+
+fn malformed(bytes: Vec<u8>) -> mock_host::Outcome {
+    host().run(Scenario::new(Script::steps([
+        Step::Auto(1),
+        Step::Expect("SUBSCRIBE", Box::new(|_| vec![])),
+        Step::Send(bytes),
+    ])))
+}
+
+#[test]
+fn s08_malformed_input_never_traps_or_loops() {
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "bad remaining length",
+            vec![0x90, 0xff, 0xff, 0xff, 0xff, 0x01],
+        ),
+        ("unknown packet type", vec![0xf0, 0x00]),
+        ("reserved packet type 0", vec![0x00, 0x00]),
+        (
+            "PUBLISH over the guest's limit",
+            vec![0x32, 0x80, 0x80, 0x10],
+        ),
+        (
+            "SUBACK with a bad return code",
+            vec![0x90, 0x03, 0x00, 0x01, 0x07],
+        ),
+        (
+            "PUBLISH with packet id 0",
+            vec![0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x00],
+        ),
+        (
+            "string length past the end",
+            vec![0x30, 0x03, 0x00, 0x10, b't'],
+        ),
+    ];
+    for (what, bytes) in cases {
+        let out = malformed(bytes);
+        assert_eq!(out.trap, None, "{what}");
+        match out.result() {
+            Err(IterationError::ProtocolViolation(_)) => {}
+            other => panic!("{what}: {other:?}"),
+        }
+        assert!(out.calls.len() < 1000, "{what}: {} calls", out.calls.len());
+    }
+}
+
+#[test]
+fn s08_truncated_packet_then_close_reconnects() {
+    let out = host().run(Scenario::new(Script::steps([
+        Step::Auto(1),
+        Step::Expect("SUBSCRIBE", Box::new(|_| vec![])),
+        Step::Send(vec![0x90, 0x03, 0x00]),
+        Step::Close,
+    ])));
+    assert_eq!(out.trap, None);
+    assert!(out.result().is_ok(), "{:?}", out.result());
+    assert_eq!(out.connects(), 2);
+}
+
+#[test]
+fn s09_broker_closing_mid_iteration_is_survived_with_a_reconnect() {
+    let mut scenario = Scenario::new(Script::steps([
+        Step::Auto(4), // CONNECT, SUBSCRIBE, PUBLISH 1, PUBACK of its echo
+        Step::swallow("PUBLISH"),
+        Step::Close,
+        Step::RefuseConnect(ErrorCode::ConnectionRefused),
+    ]));
+    scenario.seed = 11;
+    let out = host().run(scenario);
+    let report = out.result().as_ref().expect("iteration completes");
+    assert_eq!(report.connections, 2);
+    assert_eq!(out.connects(), 3, "one refused attempt in between");
+    assert!(out.sleeps().contains(&full_jitter(11, &[500])[0]));
+    // The unacknowledged publish went out again on the new clean session.
+    let publishes = out.sent_names().iter().filter(|n| **n == "PUBLISH").count();
+    assert_eq!(publishes, 6);
+    assert_eq!(report.published, 5);
+}
+
+#[test]
+fn s10_a_trap_is_reported_with_its_message_and_the_host_goes_on() {
+    let out = host().run(Scenario::new(Script::steps([
+        Step::Auto(2),
+        Step::Trap("injected fault".into()),
+    ])));
+    let trap = out.trap.clone().expect("trapped");
+    assert!(trap.contains("injected fault"), "{trap}");
+    assert!(out.results.is_empty());
+    // The same mock host runs the next scenario normally.
+    let again = host().run(Scenario::new(Script::auto()));
+    assert!(again.result().is_ok());
+}
+
+#[test]
+fn strict_script_fails_on_packets_after_its_end() {
+    let out = host().run(Scenario::new(Script::steps([Step::Auto(1)]).strict()));
+    let trap = out.trap.expect("scenario failure");
+    assert!(
+        trap.contains("script ended") && trap.contains("Subscribe"),
+        "{trap}"
+    );
+}
+
+#[test]
+fn unexpected_packet_fails_with_expected_and_actual() {
+    let out = host().run(Scenario::new(Script::steps([
+        Step::Auto(1),
+        Step::swallow("UNSUBSCRIBE"),
+    ])));
+    let trap = out.trap.expect("scenario failure");
+    assert!(
+        trap.contains("expected UNSUBSCRIBE") && trap.contains("Subscribe"),
+        "{trap}"
+    );
+}
+
+#[test]
+fn two_iterations_on_one_instance() {
+    let mut scenario = Scenario::new(Script::auto());
+    scenario.iterations = 2;
+    let out = host().run(scenario);
+    assert_eq!(out.results.len(), 2);
+    assert!(out.results.iter().all(Result::is_ok));
+    assert_eq!(
+        out.calls
+            .iter()
+            .filter(|c| matches!(c, Call::Entropy(_)))
+            .count(),
+        1,
+        "seeded once per instance"
+    );
+}
