@@ -11,5 +11,7 @@ wit_bindgen::generate!({
     default_bindings_module: "guest::bindings",
 });
 
+#[cfg(feature = "demo-export")]
 use crate::world::Demo;
+#[cfg(feature = "demo-export")]
 export!(Demo with_types_in crate::bindings);

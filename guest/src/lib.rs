@@ -9,4 +9,4 @@ pub mod bindings;
 pub mod client;
 pub mod demo;
 pub mod packets;
-mod world;
+pub mod world;

@@ -19,13 +19,19 @@ impl crate::bindings::Guest for Demo {
         settings: Settings,
         _iteration: u32,
     ) -> Result<IterationReport, IterationError> {
-        RNG.with(|rng| {
-            let mut platform = HostPlatform {
-                rng: &mut rng.borrow_mut(),
-            };
-            demo::run_iteration(&mut platform, &settings)
-        })
+        with_platform(|platform| demo::run_iteration(platform, &settings))
     }
+}
+
+/// Runs `f` with the platform backed by the host's imports (the instance's
+/// RNG is seeded from `entropy` on first use).
+pub fn with_platform<R>(f: impl FnOnce(&mut HostPlatform<'_>) -> R) -> R {
+    RNG.with(|rng| {
+        let mut platform = HostPlatform {
+            rng: &mut rng.borrow_mut(),
+        };
+        f(&mut platform)
+    })
 }
 
 thread_local! {
@@ -42,7 +48,8 @@ fn seeded_rng() -> ChaCha20Rng {
     ChaCha20Rng::from_seed(seed)
 }
 
-struct HostPlatform<'a> {
+/// The demo's [`Platform`] on the host's imports.
+pub struct HostPlatform<'a> {
     rng: &'a mut ChaCha20Rng,
 }
 

@@ -108,6 +108,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub backoff_max_attempts: u32,
 
+    /// Watch the component file and run a replaced component from the next
+    /// iteration on, without restarting (hot swap). A replacement that does
+    /// not compile, does not match the world, or traps on start is refused.
+    #[arg(long)]
+    pub watch: bool,
+
     /// Directory of the precompiled-component cache [default: ~/.cache/mqtt-device-host].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,

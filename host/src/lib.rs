@@ -16,3 +16,4 @@ pub mod pki;
 pub mod runner;
 pub mod state;
 pub mod tls;
+pub mod watch;

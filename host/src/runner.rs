@@ -2,9 +2,11 @@
 //! against the world, and the iteration loop with its delay, exit rules and
 //! one-line failure messages.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::sync::watch;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
 
@@ -87,21 +89,58 @@ pub enum RunError {
     Instantiate(anyhow::Error),
 }
 
-/// Runs iterations per `plan` on fresh instances from `pre`; `state` makes a
-/// store's data. Returns the number of successful iterations.
+/// A component ready to run: prepared against the world, and named.
+pub struct Logic {
+    /// The prepared component.
+    pub pre: DevicePre<DeviceState>,
+    /// SHA-256 of its `.wasm`, hex.
+    pub sha256: String,
+}
+
+impl Logic {
+    /// The first 12 hex digits of its SHA-256, for logs.
+    pub fn short(&self) -> &str {
+        &self.sha256[..self.sha256.len().min(12)]
+    }
+}
+
+/// Makes the data of a fresh store (a device's sandbox).
+pub type StateFactory = Arc<dyn Fn() -> DeviceState + Send + Sync>;
+
+/// New logic offered by a watcher; taken at the next iteration boundary.
+pub type Swaps = watch::Receiver<Option<Arc<Logic>>>;
+
+/// Runs iterations per `plan`, starting with `logic` and taking swapped-in
+/// logic from `swaps` between iterations. Returns the number of successful
+/// iterations. Logic that traps in its first iteration after a swap is
+/// replaced by the logic it replaced.
 pub async fn run(
-    pre: &DevicePre<DeviceState>,
-    state: &dyn Fn() -> DeviceState,
+    logic: Arc<Logic>,
+    mut swaps: Option<Swaps>,
+    state: &StateFactory,
     plan: &Plan,
 ) -> Result<u32, RunError> {
+    let mut current = logic;
+    let mut previous: Option<Arc<Logic>> = None;
     let mut succeeded = 0u32;
     let mut iteration = 0u32;
     let mut instance: Option<(Store<DeviceState>, Device)> = None;
     loop {
         iteration += 1;
+        // The safe point: no iteration is in flight, every publish of the
+        // last one was acknowledged or reported.
+        if let Some(rx) = swaps.as_mut()
+            && rx.has_changed().unwrap_or(false)
+            && let Some(next) = rx.borrow_and_update().clone()
+        {
+            tracing::info!(target: "host", "sha256 {} takes over from sha256 {} at iteration {iteration}", next.short(), current.short());
+            previous = Some(std::mem::replace(&mut current, next));
+            instance = None;
+        }
         if instance.is_none() {
-            let mut store = Store::new(pre.engine(), state());
-            let device = pre
+            let mut store = Store::new(current.pre.engine(), state());
+            let device = current
+                .pre
                 .instantiate_async(&mut store)
                 .await
                 .map_err(|e| RunError::Instantiate(e.into()))?;
@@ -117,9 +156,11 @@ pub async fn run(
         {
             Ok(Ok(report)) => {
                 succeeded += 1;
+                previous = None;
                 tracing::info!(target: "host", "{}", report_line(iteration, &report));
             }
             Ok(Err(error)) => {
+                previous = None;
                 let message = describe(
                     &error,
                     &plan.settings,
@@ -134,10 +175,14 @@ pub async fn run(
                 let message = format!("{trap:#}").replace('\n', " | ");
                 // A trapped instance cannot be entered again.
                 instance = None;
-                if plan.iterations.is_some() {
+                if let Some(old) = previous.take() {
+                    tracing::error!(target: "host", "swapped-in sha256 {} trapped in its first iteration ({message}); back to sha256 {}", current.short(), old.short());
+                    current = old;
+                } else if plan.iterations.is_some() {
                     return Err(RunError::Trapped { iteration, message });
+                } else {
+                    tracing::error!(target: "host", "the device logic trapped in iteration {iteration}: {message}; starting a fresh instance");
                 }
-                tracing::error!(target: "host", "the device logic trapped in iteration {iteration}: {message}; starting a fresh instance");
             }
         }
         if plan.iterations.is_some_and(|n| succeeded >= n) {

@@ -34,6 +34,117 @@ pub fn demo_wasm() -> PathBuf {
     built(root().join("target/demo.wasm"))
 }
 
+/// The second example logic (a JSON counter), for hot swap.
+pub fn counter_wasm() -> PathBuf {
+    built(root().join("target/counter.wasm"))
+}
+
+/// Replaces `path` with `bytes` the way a build does: write aside, rename onto.
+pub fn replace_atomically(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A running process whose stdout lines are collected as they come.
+pub struct Running {
+    /// The process.
+    pub child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every stdout line so far.
+    pub seen: Vec<String>,
+}
+
+impl Running {
+    /// Spawns `cmd` with piped stdout (stderr to a pipe too).
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stdout line containing `needle`, failing after `limit`.
+    pub fn wait_for(&mut self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(Duration::from_millis(20)) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let mut stderr = String::new();
+                    if let Some(mut e) = self.child.stderr.take() {
+                        use std::io::Read;
+                        let _ = e.read_to_string(&mut stderr);
+                    }
+                    panic!(
+                        "exited before a line with {needle:?}; stderr: {stderr}\nseen:\n{}",
+                        self.seen.join("\n")
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+        panic!(
+            "no line with {needle:?} within {limit:?}; seen:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// Waits for exit; returns success and the whole stdout and stderr.
+    pub fn finish(mut self, limit: Duration) -> (bool, String, String) {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "still running after {limit:?}; seen:\n{}",
+                    self.seen.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(line);
+        }
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut stderr);
+        }
+        (status.success(), self.seen.join("\n"), stderr)
+    }
+}
+
 /// Fails the test, with the install command, when a tool is missing.
 pub fn require_mosquitto() {
     assert!(
@@ -136,9 +247,19 @@ impl Default for TestPki {
 /// Command line of `host run demo.wasm` against `port` with `client`'s
 /// credentials and fast timings; add flags with [`Command::args`].
 pub fn host_run(port: u16, ca: &Path, client: Option<&ClientFiles>) -> Command {
+    host_run_component(&demo_wasm(), port, ca, client)
+}
+
+/// Like [`host_run`], for another component file.
+pub fn host_run_component(
+    component: &Path,
+    port: u16,
+    ca: &Path,
+    client: Option<&ClientFiles>,
+) -> Command {
     let mut cmd = Command::new(host_bin());
     cmd.arg("run")
-        .arg(demo_wasm())
+        .arg(component)
         .arg("--broker")
         .arg(format!("mqtts://localhost:{port}"))
         .arg("--ca")

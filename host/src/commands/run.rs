@@ -1,6 +1,8 @@
 //! `host run`: load the TLS material, start the embedded broker if no broker
 //! was given, load the component through the cache, and run it.
 
+use std::sync::Arc;
+
 use anyhow::{Context, bail};
 use rand_free_id::random_suffix;
 
@@ -9,9 +11,10 @@ use host::bindings::types::Settings;
 use host::component_cache::{self, Source};
 use host::local_broker::LocalBroker;
 use host::mtls_socket::Endpoint;
-use host::runner::{self, Plan};
+use host::runner::{self, Logic, Plan, StateFactory};
 use host::state::DeviceState;
 use host::tls::{TlsClient, TlsFiles};
+use host::watch::{self, SwapSource};
 
 mod rand_free_id {
     /// Six hex digits from the OS RNG, so two demos do not share a client id.
@@ -133,23 +136,45 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         loaded.millis
     );
-    let linker = runner::linker(&engine)?;
+    let linker = Arc::new(runner::linker(&engine)?);
     let pre = runner::prepare(&linker, &loaded.component)
         .with_context(|| format!("cannot run {}", args.component.display()))?;
+    let logic = Arc::new(Logic {
+        pre,
+        sha256: loaded.sha256.clone(),
+    });
 
     let plan = Plan {
         settings: settings.clone(),
         iterations: args.iterations,
         iteration_delay_ms: args.iteration_delay_ms,
     };
-    let make_state = || {
-        DeviceState::new(
-            client_id.clone(),
-            runner::sockets_for(&settings, tls.clone(), &allow),
-        )
+    let make_state: StateFactory = {
+        let settings = settings.clone();
+        Arc::new(move || {
+            DeviceState::new(
+                client_id.clone(),
+                runner::sockets_for(&settings, tls.clone(), &allow),
+            )
+        })
     };
+    let watch = if args.watch {
+        let w = watch::watch(SwapSource {
+            path: args.component.clone(),
+            engine: engine.clone(),
+            linker: linker.clone(),
+            cache_dir: cache_dir.clone(),
+            state: make_state.clone(),
+            running_sha256: loaded.sha256.clone(),
+        })?;
+        tracing::info!(target: "host", "watching {} for new logic", args.component.display());
+        Some(w)
+    } else {
+        None
+    };
+    let swaps = watch.as_ref().map(|w| w.swaps.clone());
     tokio::select! {
-        result = runner::run(&pre, &make_state, &plan) => {
+        result = runner::run(logic, swaps, &make_state, &plan) => {
             let n = result?;
             tracing::info!(target: "host", "{n} iteration(s) completed successfully.");
             Ok(())

@@ -1,0 +1,181 @@
+//! End to end: hot swap of the device logic in a running host, against real
+//! mosquitto, and the precompiled-component cache.
+
+use std::time::Duration;
+
+use device_tests::{
+    Running, Subscriber, TestPki, counter_wasm, demo_wasm, host_run, host_run_component,
+    output_within, replace_atomically, text,
+};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// `host run <component> --watch` with the test's credentials.
+fn watched(
+    port: u16,
+    pki: &TestPki,
+    component: &std::path::Path,
+    client_id: &str,
+    iterations: u32,
+) -> Running {
+    Running::spawn(
+        host_run_component(component, port, &pki.ca, Some(&pki.device))
+            .args(["--watch", "--publish-count", "2", "--client-id", client_id])
+            .args(["--iterations", &iterations.to_string()]),
+    )
+}
+
+#[test]
+fn swapping_in_the_counter_logic_while_running() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let device = pki.dir.path().join("device.wasm");
+    std::fs::copy(demo_wasm(), &device).unwrap();
+    let topic = "swap-dev/example/topic";
+    let mut sub = Subscriber::start(broker.port, &pki, topic);
+
+    let mut host = watched(broker.port, &pki, &device, "swap-dev", 8);
+    let pid = host.child.id();
+    host.wait_for("watching", LIMIT);
+    host.wait_for("Demo iteration 2 completed successfully", LIMIT);
+    replace_atomically(&device, &std::fs::read(counter_wasm()).unwrap());
+    let swapped = host.wait_for("swapped device.wasm: sha256", LIMIT);
+    assert!(
+        swapped.contains("takes over at the next iteration"),
+        "{swapped}"
+    );
+    assert_eq!(host.child.id(), pid);
+    let (ok, stdout, stderr) = host.finish(LIMIT);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(stdout.contains("Counter logic, iteration"), "{stdout}");
+
+    let got: Vec<String> = sub
+        .messages(16, Duration::from_secs(10))
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(got.len(), 16, "{got:?}");
+    let hello = got.iter().take_while(|p| *p == "Hello World!").count();
+    assert!(
+        hello >= 4 && hello % 2 == 0,
+        "old logic ran whole iterations first: {got:?}"
+    );
+    let counters = &got[hello..];
+    // From the swap on, only the new logic, each iteration once (two publishes
+    // each), numbered on from where the old logic stopped: no gap, no repeat.
+    let first = hello as u32 / 2 + 1;
+    for (i, payload) in counters.iter().enumerate() {
+        let want = format!(
+            r#"{{"logic":"counter","device":"swap-dev","iteration":{}}}"#,
+            first + i as u32 / 2
+        );
+        assert_eq!(payload, &want, "{got:?}");
+    }
+}
+
+#[test]
+fn broken_replacements_are_refused_and_the_old_logic_keeps_running() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let device = pki.dir.path().join("device.wasm");
+    let demo = std::fs::read(demo_wasm()).unwrap();
+    std::fs::copy(demo_wasm(), &device).unwrap();
+    let mut host = watched(broker.port, &pki, &device, "broken-dev", 10);
+    host.wait_for("watching", LIMIT);
+
+    let other_world = wat::parse_str("(component)").unwrap();
+    let traps_at_start = wat::parse_str(
+        r#"(component
+             (core module $m (func $boom unreachable) (start $boom))
+             (core instance (instantiate $m)))"#,
+    )
+    .unwrap();
+    let cases: [(&str, &[u8], &str); 3] = [
+        (
+            "truncated",
+            &demo[..demo.len() / 2],
+            "not a valid WebAssembly component",
+        ),
+        ("another world", &other_world, "does not match the world"),
+        (
+            "traps at start",
+            &traps_at_start,
+            "does not match the world",
+        ),
+    ];
+    for (what, bytes, reason) in cases {
+        replace_atomically(&device, bytes);
+        let line = host.wait_for("refused the new device.wasm", LIMIT);
+        assert!(line.contains(reason), "{what}: {line}");
+        assert!(line.contains("the running logic goes on"), "{what}: {line}");
+        host.seen
+            .retain(|l| !l.contains("refused the new device.wasm"));
+    }
+    let (ok, stdout, stderr) = host.finish(LIMIT);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(!stdout.contains("takes over"), "{stdout}");
+    assert_eq!(
+        stdout
+            .matches("Incoming Publish Message : Hello World!")
+            .count(),
+        20
+    );
+}
+
+#[test]
+fn second_start_hits_the_cache_and_a_corrupted_entry_is_rebuilt() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let cache = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = output_within(
+            host_run(broker.port, &pki.ca, Some(&pki.device))
+                .args(["--iterations", "1", "--publish-count", "1", "--cache-dir"])
+                .arg(cache.path()),
+            LIMIT,
+        );
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stderr}\n{stdout}");
+        stdout
+    };
+    let first = run();
+    assert!(first.contains(", compiled in"), "{first}");
+    let second = run();
+    assert!(second.contains("precompiled cache hit"), "{second}");
+
+    let entry = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .expect("a cache entry");
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&entry, &bytes).unwrap();
+    let third = run();
+    assert!(third.contains("is corrupted; recompiling"), "{third}");
+    assert!(third.contains(", compiled in"), "{third}");
+    assert!(
+        run().contains("precompiled cache hit"),
+        "rebuilt entry is used again"
+    );
+
+    // A file that passes the checksum but is not this engine's code (another
+    // wasmtime version, say) is refused by wasmtime's header check.
+    std::fs::write(&entry, b"not an ELF file from this engine").unwrap();
+    std::fs::write(
+        entry.with_extension("sha256"),
+        sha256_hex(b"not an ELF file from this engine"),
+    )
+    .unwrap();
+    let fifth = run();
+    assert!(
+        fifth.contains("unusable") && fifth.contains("recompiling"),
+        "{fifth}"
+    );
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
