@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 /// mutually-authenticated TLS socket and OS entropy; the TLS key never enters
 /// the sandbox.
 #[derive(Debug, Parser)]
-#[command(name = "host", version)]
+#[command(name = "host", version, args_override_self = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -23,8 +23,9 @@ pub enum Command {
 }
 
 /// `host run`: every setting of the coreMQTT mutual-auth demo, with the
-/// original's values as defaults.
+/// original's values as defaults. A flag given twice takes its last value.
 #[derive(Debug, Args)]
+#[command(args_override_self = true)]
 pub struct RunArgs {
     /// The component to run (built from guest/: target/demo.wasm).
     pub component: PathBuf,

@@ -20,7 +20,7 @@ use crate::state::DeviceState;
 
 /// Quiet time after the last file event before the file is read, so a copy
 /// in progress is not read half-written.
-const SETTLE: Duration = Duration::from_millis(100);
+const SETTLE: Duration = Duration::from_millis(30);
 
 /// Keeps the watch alive; dropping it stops watching.
 pub struct SwapWatch {
