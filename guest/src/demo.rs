@@ -105,7 +105,8 @@ impl<P: Platform> Demo<'_, P> {
                     client.close();
                     self.platform.log(
                         Level::Warn,
-                        &format!("Connection to the broker lost ({code:?}). Reconnecting with backoff and jitter."),
+                        &format!("Connection to the broker lost ({}). Reconnecting with backoff and jitter.",
+                            code.name()),
                     );
                     let conn = self.open_with_backoff()?;
                     client.replace_transport(conn);
@@ -180,7 +181,8 @@ impl<P: Platform> Demo<'_, P> {
                     self.platform.log(
                         Level::Error,
                         &format!(
-                            "Connection to the broker failed permanently: {code:?}. Not retrying."
+                            "Connection to the broker failed permanently: {}. Not retrying.",
+                            code.name()
                         ),
                     );
                     return Err(IterationError::TransportPermanent(code));
@@ -192,7 +194,8 @@ impl<P: Platform> Demo<'_, P> {
                             self.platform.log(
                                 Level::Warn,
                                 &format!(
-                                    "Connection to the broker failed ({code:?}). Retrying connection with backoff and jitter: {delay_ms} ms."
+                                    "Connection to the broker failed ({}). Retrying connection with backoff and jitter: {delay_ms} ms.",
+                                    code.name()
                                 ),
                             );
                             self.platform.clock().sleep_ms(delay_ms);

@@ -24,6 +24,10 @@ pub enum Command {
 
 /// `host run`: every setting of the coreMQTT mutual-auth demo, with the
 /// original's values as defaults. A flag given twice takes its last value.
+///
+/// Exit codes: 0 all iterations done; 1 a setting, file or component is
+/// wrong; 2 an iteration failed (with --iterations); 3 the guest trapped or hit
+/// a sandbox limit and the restarts are exhausted.
 #[derive(Debug, Args)]
 #[command(args_override_self = true)]
 pub struct RunArgs {
@@ -108,6 +112,27 @@ pub struct RunArgs {
     /// Backoff: retries after the first attempt (0 = none, 4294967295 = forever).
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub backoff_max_attempts: u32,
+
+    /// Sandbox: linear memory per guest, MiB (growing past it stops the guest).
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub max_memory_mib: usize,
+    /// Sandbox: elements per table.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub max_table_elements: usize,
+    /// Sandbox: longest the guest may compute without calling an import, milliseconds.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub cpu_limit_ms: u32,
+    /// Sandbox: TLS connections a guest may hold at once.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub max_connections: usize,
+    /// Sandbox: bytes one send may carry and one receive may ask for.
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    pub max_io_bytes: u32,
+    /// Restarts in a row of a guest that traps or hits a limit (Full-Jitter
+    /// backoff with --backoff-base-ms/--backoff-max-ms) before the host gives
+    /// up with exit code 3.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub restart_max_attempts: u32,
 
     /// Watch the component file and run a replaced component from the next
     /// iteration on, without restarting (hot swap). A replacement that does

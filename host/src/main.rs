@@ -37,7 +37,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
-            ExitCode::FAILURE
+            let code = e
+                .downcast_ref::<host::runner::RunError>()
+                .map_or(host::runner::exit::SETUP, host::runner::RunError::exit_code);
+            ExitCode::from(code)
         }
     }
 }

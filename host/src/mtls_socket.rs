@@ -11,10 +11,8 @@ use crate::bindings::mtls_socket::{ErrorCode, Host, HostConnection};
 use crate::state::DeviceState;
 use crate::tls::{Failure, FailureKind, TlsClient, TlsConnection, classify_io};
 
-/// Largest `receive` a guest may ask for, bytes; larger asks are capped.
-pub const MAX_RECEIVE: u32 = 64 * 1024;
-/// Largest `send` a guest may make, bytes.
-pub const MAX_SEND: usize = 1024 * 1024;
+/// Most bytes one `receive` returns (a TLS record's plaintext is at most 16 KiB).
+const RECEIVE_CHUNK: u32 = 64 * 1024;
 
 /// An endpoint a guest may connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +88,51 @@ fn error_code(kind: FailureKind) -> ErrorCode {
     }
 }
 
+/// A guest-facing error code in words, with the fix where there is one.
+pub fn describe_code(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::NotPermitted => {
+            "not permitted: the endpoint is not the broker nor on --allow (add it with --allow HOST:PORT if the logic needs it)"
+        }
+        ErrorCode::NameUnresolvable => "name unresolvable (check the host name in --broker)",
+        ErrorCode::ConnectionRefused => {
+            "connection refused (check that the broker runs and listens on the --broker port)"
+        }
+        ErrorCode::TimedOut => "timed out (check the network path to the broker)",
+        ErrorCode::ConnectionReset => "connection reset by the broker (check the broker's log)",
+        ErrorCode::ConnectionClosed => "connection closed by the broker (check the broker's log)",
+        ErrorCode::ServerCertificateUnknownIssuer => {
+            "server certificate rejected: unknown issuer (pass the broker's root CA with --ca)"
+        }
+        ErrorCode::ServerCertificateExpired => {
+            "server certificate expired or not yet valid (renew it, or check the clock)"
+        }
+        ErrorCode::ServerCertificateNameMismatch => {
+            "server certificate is for another host name (connect with the name it names)"
+        }
+        ErrorCode::ServerCertificateInvalid => {
+            "server certificate invalid (check the broker's certificate chain)"
+        }
+        ErrorCode::ClientCertificateRejected => {
+            "client certificate rejected by the broker (pass one issued by a CA it trusts with --cert/--key)"
+        }
+        ErrorCode::ClientCertificateRequired => {
+            "the broker requires a client certificate (pass --cert and --key)"
+        }
+        ErrorCode::ProtocolVersionUnsupported => {
+            "no common TLS version (the broker must offer TLS 1.2 or 1.3)"
+        }
+        ErrorCode::TlsHandshakeFailed => "TLS handshake failed (check that the port speaks TLS)",
+        ErrorCode::TooManyConnections => {
+            "too many connections open at once (limit --max-connections)"
+        }
+        ErrorCode::MessageTooLarge => {
+            "a send or receive over the per-call limit (limit --max-io-bytes)"
+        }
+        ErrorCode::IoFailed => "I/O error on the socket",
+    }
+}
+
 fn limit(timeout_ms: u32) -> Option<Duration> {
     (timeout_ms > 0).then(|| Duration::from_millis(u64::from(timeout_ms)))
 }
@@ -132,7 +175,7 @@ impl HostConnection for DeviceState {
         data: Vec<u8>,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<(), ErrorCode>> {
-        if data.len() > MAX_SEND {
+        if data.len() > self.limits.max_io_bytes as usize {
             return Ok(Err(ErrorCode::MessageTooLarge));
         }
         let Some(stream) = self.table.get_mut(&conn)?.stream.as_mut() else {
@@ -157,10 +200,14 @@ impl HostConnection for DeviceState {
         max_len: u32,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, ErrorCode>> {
+        if max_len > self.limits.max_io_bytes {
+            return Ok(Err(ErrorCode::MessageTooLarge));
+        }
         let Some(stream) = self.table.get_mut(&conn)?.stream.as_mut() else {
             return Ok(Err(ErrorCode::ConnectionClosed));
         };
-        let mut buf = vec![0u8; max_len.min(MAX_RECEIVE) as usize];
+        // Allocate what a TLS record can hold at most, not what was asked.
+        let mut buf = vec![0u8; max_len.min(RECEIVE_CHUNK) as usize];
         // `read` is cancel-safe: bytes not returned stay in the TLS buffers.
         let read = match limit(timeout_ms) {
             Some(d) => match tokio::time::timeout(d, stream.read(&mut buf)).await {

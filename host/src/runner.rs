@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use guest::backoff::Backoff;
 use tokio::sync::watch;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
 
+use crate::bindings::mtls_socket::ErrorCode;
 use crate::bindings::types::{ConnackRefusal, IterationError, IterationReport, Settings};
 use crate::bindings::{Device, DevicePre};
+use crate::limits;
 use crate::mtls_socket::SocketCtx;
 use crate::state::DeviceState;
 use crate::tls::Failure;
@@ -23,16 +26,24 @@ pub const WORLD: &str = "mqtt-device:runtime/device@0.1.0";
 pub fn engine() -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
-    Engine::new(&config)
+    // CPU limits: wasm code checks the epoch, which a thread advances.
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config)
         .map_err(anyhow::Error::from)
-        .context("cannot set up the WebAssembly engine")
+        .context("cannot set up the WebAssembly engine")?;
+    crate::limits::start_epoch_ticker(&engine);
+    Ok(engine)
 }
 
 /// A linker with WASI (stdio, clocks) and the world's imports.
 pub fn linker(engine: &Engine) -> anyhow::Result<Linker<DeviceState>> {
-    let mut linker = Linker::new(engine);
+    let mut linker: Linker<DeviceState> = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    Device::add_to_linker::<_, HasSelf<DeviceState>>(&mut linker, |s| s)?;
+    // The getter runs on every import call: count them for the CPU limit.
+    Device::add_to_linker::<_, HasSelf<DeviceState>>(&mut linker, |s: &mut DeviceState| {
+        s.cpu.host_calls = s.cpu.host_calls.wrapping_add(1);
+        s
+    })?;
     Ok(linker)
 }
 
@@ -61,6 +72,29 @@ pub struct Plan {
     pub iterations: Option<u32>,
     /// Wait between iterations, milliseconds.
     pub iteration_delay_ms: u32,
+    /// Restarts of a trapped or stopped guest, with Full-Jitter backoff.
+    pub restart: RestartPolicy,
+}
+
+/// How a guest that traps (or is stopped by a limit) is restarted.
+#[derive(Debug, Clone, Copy)]
+pub struct RestartPolicy {
+    /// First backoff window, milliseconds.
+    pub base_ms: u32,
+    /// Largest backoff window, milliseconds.
+    pub max_ms: u32,
+    /// Restarts in a row before giving up; 0 = never restart.
+    pub max_attempts: u32,
+}
+
+/// Process exit codes of `host run`.
+pub mod exit {
+    /// A setting, file or component was wrong (the message says which).
+    pub const SETUP: u8 = 1;
+    /// An iteration failed in `--iterations` mode.
+    pub const ITERATION_FAILED: u8 = 2;
+    /// The guest trapped or hit a limit, and the restarts are exhausted.
+    pub const GUEST_FAILED: u8 = 3;
 }
 
 /// Why a run ended in failure.
@@ -74,14 +108,14 @@ pub enum RunError {
         /// Cause and fix.
         message: String,
     },
-    /// The guest trapped.
+    /// The guest trapped or hit a limit too many times in a row.
     #[error(
-        "the device logic trapped in iteration {iteration}: {message} (fix the guest; the host is unaffected)"
+        "the device logic was stopped {traps} time(s) in a row and the restarts are exhausted; last: {message} (fix the guest or raise the limit; the host was unaffected)"
     )]
-    Trapped {
-        /// Which iteration, from 1.
-        iteration: u32,
-        /// The trap and its backtrace, on one line.
+    GuestFailed {
+        /// Traps in a row.
+        traps: u32,
+        /// The last trap, on one line, with the limit it hit if known.
         message: String,
     },
     /// The guest could not be instantiated.
@@ -95,6 +129,17 @@ pub struct Logic {
     pub pre: DevicePre<DeviceState>,
     /// SHA-256 of its `.wasm`, hex.
     pub sha256: String,
+}
+
+impl RunError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::IterationFailed { .. } => exit::ITERATION_FAILED,
+            RunError::GuestFailed { .. } => exit::GUEST_FAILED,
+            RunError::Instantiate(_) => exit::SETUP,
+        }
+    }
 }
 
 impl Logic {
@@ -125,6 +170,15 @@ pub async fn run(
     let mut succeeded = 0u32;
     let mut iteration = 0u32;
     let mut instance: Option<(Store<DeviceState>, Device)> = None;
+    let new_restarts = || {
+        Backoff::new(
+            plan.restart.base_ms,
+            plan.restart.max_ms,
+            plan.restart.max_attempts,
+        )
+    };
+    let mut restarts = new_restarts();
+    let mut traps_in_a_row = 0u32;
     loop {
         iteration += 1;
         // The safe point: no iteration is in flight, every publish of the
@@ -138,7 +192,7 @@ pub async fn run(
             instance = None;
         }
         if instance.is_none() {
-            let mut store = Store::new(current.pre.engine(), state());
+            let mut store = limits::new_store(current.pre.engine(), state());
             let device = current
                 .pre
                 .instantiate_async(&mut store)
@@ -157,6 +211,8 @@ pub async fn run(
             Ok(Ok(report)) => {
                 succeeded += 1;
                 previous = None;
+                traps_in_a_row = 0;
+                restarts = new_restarts();
                 tracing::info!(target: "host", "{}", report_line(iteration, &report));
             }
             Ok(Err(error)) => {
@@ -172,16 +228,31 @@ pub async fn run(
                 tracing::error!(target: "host", "iteration {iteration} failed: {message}");
             }
             Err(trap) => {
-                let message = format!("{trap:#}").replace('\n', " | ");
+                let limits = store.data().limits;
+                let message = describe_trap(&trap, &limits);
                 // A trapped instance cannot be entered again.
                 instance = None;
                 if let Some(old) = previous.take() {
                     tracing::error!(target: "host", "swapped-in sha256 {} trapped in its first iteration ({message}); back to sha256 {}", current.short(), old.short());
                     current = old;
-                } else if plan.iterations.is_some() {
-                    return Err(RunError::Trapped { iteration, message });
                 } else {
-                    tracing::error!(target: "host", "the device logic trapped in iteration {iteration}: {message}; starting a fresh instance");
+                    traps_in_a_row += 1;
+                    tracing::error!(target: "host", "the device logic was stopped in iteration {iteration}: {message}");
+                    let mut random = [0u8; 4];
+                    let _ = getrandom::fill(&mut random);
+                    match restarts.next_delay_ms(u32::from_le_bytes(random)) {
+                        Some(delay_ms) => {
+                            tracing::warn!(target: "host", "restarting the device logic on a fresh instance in {delay_ms} ms (restart {} of {})", restarts.attempts_done(), plan.restart.max_attempts);
+                            tokio::time::sleep(Duration::from_millis(u64::from(delay_ms))).await;
+                            continue;
+                        }
+                        None => {
+                            return Err(RunError::GuestFailed {
+                                traps: traps_in_a_row,
+                                message,
+                            });
+                        }
+                    }
                 }
             }
         }
@@ -190,6 +261,16 @@ pub async fn run(
         }
         tracing::info!(target: "host", "Short delay before starting the next iteration....");
         tokio::time::sleep(Duration::from_millis(u64::from(plan.iteration_delay_ms))).await;
+    }
+}
+
+/// One line for a trap: its message and, when recognisable, the limit hit.
+pub fn describe_trap(trap: &wasmtime::Error, limits: &crate::limits::Limits) -> String {
+    // The root cause is the trap itself; the outer layers are backtraces.
+    let cause = trap.root_cause().to_string().replace('\n', " ");
+    match crate::limits::trap_hint(&cause, limits) {
+        Some(hint) => format!("{cause} ({hint})"),
+        None => cause,
     }
 }
 
@@ -203,15 +284,23 @@ fn report_line(iteration: u32, r: &IterationReport) -> String {
 /// One line naming the cause of a failed iteration and the fix.
 pub fn describe(error: &IterationError, settings: &Settings, failure: Option<&Failure>) -> String {
     let broker = format!("{}:{}", settings.broker_host, settings.broker_port);
-    let detail = |code: &dyn std::fmt::Debug| match failure {
+    let detail = |code: &ErrorCode| match failure {
         Some(f) => f.to_string(),
-        None => format!("{code:?}"),
+        None => crate::mtls_socket::describe_code(*code).to_string(),
     };
     match error {
         IterationError::ConnectRetriesExhausted(code) => format!(
             "could not connect to {broker}, all {} retries exhausted: {}",
             settings.backoff_max_attempts,
             detail(code)
+        ),
+        IterationError::TransportPermanent(
+            code @ (ErrorCode::NotPermitted
+            | ErrorCode::TooManyConnections
+            | ErrorCode::MessageTooLarge),
+        ) => format!(
+            "the device logic hit a sandbox limit: {}",
+            crate::mtls_socket::describe_code(*code)
         ),
         IterationError::TransportPermanent(code) => {
             format!(

@@ -3,9 +3,11 @@
 
 use std::time::Instant;
 
+use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::limits::{CpuMeter, Limits};
 use crate::mtls_socket::SocketCtx;
 
 /// Everything a device's host functions reach.
@@ -20,11 +22,18 @@ pub struct DeviceState {
     pub sockets: SocketCtx,
     /// Origin of the guest's clock.
     pub started: Instant,
+    /// The sandbox's limits.
+    pub limits: Limits,
+    /// wasmtime's view of the memory and table limits.
+    pub store_limits: StoreLimits,
+    /// Host calls and busy epoch ticks, for the CPU limit.
+    pub cpu: CpuMeter,
 }
 
 impl DeviceState {
     /// A fresh state for a device called `name`.
-    pub fn new(name: String, sockets: SocketCtx) -> Self {
+    pub fn new(name: String, mut sockets: SocketCtx, limits: Limits) -> Self {
+        sockets.max_open = limits.max_connections;
         let wasi = WasiCtx::builder()
             .inherit_stdout()
             .inherit_stderr()
@@ -38,12 +47,16 @@ impl DeviceState {
             table: ResourceTable::new(),
             sockets,
             started: Instant::now(),
+            limits,
+            store_limits: limits.store_limits(),
+            cpu: CpuMeter::default(),
         }
     }
 }
 
 impl WasiView for DeviceState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.cpu.host_calls = self.cpu.host_calls.wrapping_add(1);
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,

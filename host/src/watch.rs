@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
-use wasmtime::Store;
 use wasmtime::component::Linker;
 
 use crate::component_cache::{self, Source};
@@ -138,7 +137,7 @@ async fn candidate(
     let pre = runner::prepare(&source.linker, &loaded.component)?;
     // A component that traps when instantiated is refused here, in a sandbox
     // of its own, before it can replace anything.
-    let mut store = Store::new(&source.engine, (source.state)());
+    let mut store = crate::limits::new_store(&source.engine, (source.state)());
     pre.instantiate_async(&mut store)
         .await
         .map_err(|e| anyhow::anyhow!("it traps when started: {e:#}"))?;

@@ -9,9 +9,10 @@ use rand_free_id::random_suffix;
 use crate::cli::RunArgs;
 use host::bindings::types::Settings;
 use host::component_cache::{self, Source};
+use host::limits::Limits;
 use host::local_broker::LocalBroker;
 use host::mtls_socket::Endpoint;
-use host::runner::{self, Logic, Plan, StateFactory};
+use host::runner::{self, Logic, Plan, RestartPolicy, StateFactory};
 use host::state::DeviceState;
 use host::tls::{TlsClient, TlsFiles};
 use host::watch::{self, SwapSource};
@@ -148,6 +149,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         settings: settings.clone(),
         iterations: args.iterations,
         iteration_delay_ms: args.iteration_delay_ms,
+        restart: RestartPolicy {
+            base_ms: args.backoff_base_ms,
+            max_ms: args.backoff_max_ms,
+            max_attempts: args.restart_max_attempts,
+        },
+    };
+    let limits = Limits {
+        max_memory_bytes: args.max_memory_mib << 20,
+        max_table_elements: args.max_table_elements,
+        cpu_limit_ms: args.cpu_limit_ms,
+        max_connections: args.max_connections,
+        max_io_bytes: args.max_io_bytes,
     };
     let make_state: StateFactory = {
         let settings = settings.clone();
@@ -155,6 +168,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             DeviceState::new(
                 client_id.clone(),
                 runner::sockets_for(&settings, tls.clone(), &allow),
+                limits,
             )
         })
     };

@@ -1,0 +1,149 @@
+//! Test-only device logic that attacks its sandbox. The client id picks the
+//! attack (`host run adversary.wasm --client-id spin`):
+//! - `connect-elsewhere`: connects to hosts and ports it was not given;
+//! - `spin`: computes forever without calling the host;
+//! - `grow-memory`: allocates without end;
+//! - `recurse`: recurses without end;
+//! - `huge-recv`: asks `receive` for 4 GiB and `send` for 2 MiB;
+//! - `too-many-connections`: opens connections until refused;
+//! - `trap-mid-publish`: sends half a PUBLISH, then panics.
+//!
+//! Each returns the error the host answered (so a test sees it), or traps.
+
+#![deny(unsafe_code)]
+
+use guest::bindings::mqtt_device::runtime::log::{Level, write};
+use guest::bindings::mqtt_device::runtime::mtls_socket::{self, ErrorCode};
+use guest::bindings::mqtt_device::runtime::types::{IterationError, IterationReport, Settings};
+
+/// The component's export.
+pub struct Adversary;
+
+fn report() -> IterationReport {
+    IterationReport {
+        published: 0,
+        acknowledged: 0,
+        echoes: 0,
+        connections: 0,
+    }
+}
+
+fn denied(code: ErrorCode) -> Result<IterationReport, IterationError> {
+    write(Level::Info, &format!("the host answered {}", code.name()));
+    Err(IterationError::TransportPermanent(code))
+}
+
+#[inline(never)]
+#[allow(
+    unconditional_recursion,
+    reason = "recursing without end is the attack"
+)]
+fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
+    pad[(depth % 256) as usize] = depth as u8;
+    let mut next = [0u8; 256];
+    recurse(depth + 1, &mut next) + u64::from(pad[0])
+}
+
+impl guest::bindings::Guest for Adversary {
+    fn run_iteration(
+        settings: Settings,
+        _iteration: u32,
+    ) -> Result<IterationReport, IterationError> {
+        let host = settings.broker_host.as_str();
+        let port = settings.broker_port;
+        match settings.client_id.as_str() {
+            "connect-elsewhere" => {
+                for (h, p) in [
+                    ("example.com", 443),
+                    (host, port.wrapping_add(1)),
+                    ("127.0.0.1", port),
+                ] {
+                    match mtls_socket::connect(h, p, 1000) {
+                        Ok(_) => write(
+                            Level::Error,
+                            &format!("connected to {h}:{p}: the sandbox leaked"),
+                        ),
+                        Err(ErrorCode::NotPermitted) => {
+                            write(Level::Info, &format!("{h}:{p}: not permitted"))
+                        }
+                        Err(code) => return denied(code),
+                    }
+                }
+                denied(ErrorCode::NotPermitted)
+            }
+            "spin" => {
+                let mut x = 0u64;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+            "grow-memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "recurse" => {
+                let mut pad = [0u8; 256];
+                let n = recurse(0, &mut pad);
+                write(Level::Info, &format!("{n}"));
+                Ok(report())
+            }
+            "huge-recv" => {
+                let conn = match mtls_socket::connect(host, port, 5000) {
+                    Ok(c) => c,
+                    Err(code) => return denied(code),
+                };
+                if let Err(code) = conn.receive(u32::MAX, 100) {
+                    write(Level::Info, &format!("receive of 4 GiB: {}", code.name()));
+                    if let Err(code) = conn.send(&vec![0u8; 2 << 20], 100) {
+                        write(Level::Info, &format!("send of 2 MiB: {}", code.name()));
+                        return denied(code);
+                    }
+                    return denied(code);
+                }
+                Ok(report())
+            }
+            "too-many-connections" => {
+                let mut open = Vec::new();
+                loop {
+                    match mtls_socket::connect(host, port, 5000) {
+                        Ok(c) => open.push(c),
+                        Err(code) => {
+                            write(
+                                Level::Info,
+                                &format!(
+                                    "refused after {} connections: {}",
+                                    open.len(),
+                                    code.name()
+                                ),
+                            );
+                            return denied(code);
+                        }
+                    }
+                }
+            }
+            "trap-mid-publish" => {
+                let conn = match mtls_socket::connect(host, port, 5000) {
+                    Ok(c) => c,
+                    Err(code) => return denied(code),
+                };
+                // The first half of a PUBLISH: fixed header and half a topic.
+                let _ = conn.send(&[0x32, 0x20, 0x00, 0x10, b'h', b'a', b'l', b'f'], 200);
+                panic!("trapping in the middle of a publish");
+            }
+            other => {
+                write(Level::Error, &format!("unknown attack {other:?}"));
+                Ok(report())
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod export {
+    #![allow(unsafe_code, reason = "generated by wit-bindgen's export macro")]
+    use super::Adversary;
+    guest::bindings::export!(Adversary with_types_in guest::bindings);
+}
