@@ -17,9 +17,9 @@ pub struct Demo;
 impl crate::bindings::Guest for Demo {
     fn run_iteration(
         settings: Settings,
-        _iteration: u32,
+        iteration: u32,
     ) -> Result<IterationReport, IterationError> {
-        with_platform(|platform| demo::run_iteration(platform, &settings))
+        with_platform(|platform| demo::run_iteration(platform, &settings, iteration))
     }
 }
 

@@ -58,7 +58,8 @@ pub struct RunArgs {
     /// Topic to subscribe and publish to [default: <client-id>/example/topic].
     #[arg(long)]
     pub topic: Option<String>,
-    /// Payload of each publish.
+    /// Payload of each publish; `{iteration}` and `{publish}` in it become
+    /// the iteration number and the publish's number in it (from 1).
     #[arg(long, default_value = "Hello World!")]
     pub payload: String,
     /// Optional MQTT user name (for AWS IoT Core, the metrics string).

@@ -49,13 +49,17 @@ pub struct LeafOptions {
 impl Authority {
     /// A new self-signed root CA with an ECDSA P-256 key.
     pub fn new(common_name: &str) -> Result<Self, rcgen::Error> {
+        Self::with_key(common_name, KeyPair::generate()?)
+    }
+
+    /// A new self-signed root CA with `key` (e.g. an RSA key from PEM).
+    pub fn with_key(common_name: &str, key: KeyPair) -> Result<Self, rcgen::Error> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         Ok(Self { cert, key })
     }
@@ -67,6 +71,15 @@ impl Authority {
 
     /// Issues a leaf certificate with a fresh ECDSA P-256 key.
     pub fn issue(&self, options: &LeafOptions) -> Result<Issued, rcgen::Error> {
+        self.issue_with_key(options, KeyPair::generate()?)
+    }
+
+    /// Issues a leaf certificate for `key`.
+    pub fn issue_with_key(
+        &self,
+        options: &LeafOptions,
+        key: KeyPair,
+    ) -> Result<Issued, rcgen::Error> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params
             .distinguished_name
@@ -90,7 +103,6 @@ impl Authority {
         params.not_after = options
             .not_after
             .unwrap_or(now + time::Duration::days(3650));
-        let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.cert, &self.key)?;
         Ok(Issued {
             cert_pem: cert.pem(),

@@ -25,7 +25,9 @@ impl guest::bindings::Guest for Counter {
             Level::Info,
             &format!("Counter logic, iteration {iteration}."),
         );
-        guest::world::with_platform(|platform| guest::demo::run_iteration(platform, &settings))
+        guest::world::with_platform(|platform| {
+            guest::demo::run_iteration(platform, &settings, iteration)
+        })
     }
 }
 
