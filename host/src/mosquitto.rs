@@ -114,6 +114,11 @@ impl Mosquitto {
             tls.require_certificate,
             dir.display(),
         );
+        if persistence {
+            // Save after every change, so a broker killed with SIGKILL comes
+            // back with the sessions and messages it had acknowledged.
+            conf.push_str("autosave_interval 1\nautosave_on_changes true\n");
+        }
         if let Some(v) = &tls.tls_version {
             conf.push_str(&format!("tls_version {v}\n"));
         }

@@ -308,11 +308,20 @@ pub fn wait_output(mut child: Child, limit: Duration) -> Output {
 pub struct Subscriber {
     child: Child,
     lines: std::sync::mpsc::Receiver<String>,
+    topic: String,
+    /// Lines that came before the SUBACK.
+    early: Vec<String>,
 }
 
 impl Subscriber {
-    /// Subscribes to `topic` and waits for the broker's SUBACK.
+    /// Subscribes to `topic` (clean session) and waits for the broker's SUBACK.
     pub fn start(port: u16, pki: &TestPki, topic: &str) -> Self {
+        Self::start_with(port, pki, topic, false)
+    }
+
+    /// Subscribes to `topic`; with `persistent`, its session (clean session
+    /// off) outlives disconnects, so messages queued meanwhile still arrive.
+    pub fn start_with(port: u16, pki: &TestPki, topic: &str, persistent: bool) -> Self {
         require_mosquitto();
         // stdbuf: line-buffer its stdout, or the SUBACK line sits in a pipe buffer.
         let mut child = Command::new("stdbuf")
@@ -328,6 +337,7 @@ impl Subscriber {
                 "-d",
             ])
             .args(["-i", &format!("independent-subscriber-{port}")])
+            .args(if persistent { &["-c"][..] } else { &[][..] })
             .arg("--cafile")
             .arg(&pki.ca)
             .arg("--cert")
@@ -354,33 +364,44 @@ impl Subscriber {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(10);
+        // A resumed session delivers queued messages before the SUBACK: keep them.
+        let mut early = Vec::new();
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) if line.contains("SUBACK") => break,
-                Ok(_) => {}
+                Ok(line) => early.push(line),
                 Err(_) if Instant::now() > deadline => {
                     panic!("mosquitto_sub did not subscribe within 10 s")
                 }
                 Err(_) => {}
             }
         }
-        Self { child, lines: rx }
+        Self {
+            child,
+            lines: rx,
+            topic: topic.to_string(),
+            early,
+        }
     }
 
     /// Messages received as `(topic, payload)`, waiting until `count` have
     /// arrived or `limit` passes.
     pub fn messages(&mut self, count: usize, limit: Duration) -> Vec<(String, String)> {
         let deadline = Instant::now() + limit;
-        let mut got = Vec::new();
+        let prefix = format!("{} ", self.topic);
+        // Messages are "topic payload"; debug and error lines are not.
+        let mut got: Vec<(String, String)> = std::mem::take(&mut self.early)
+            .iter()
+            .filter_map(|l| {
+                l.strip_prefix(&prefix)
+                    .map(|p| (self.topic.clone(), p.to_string()))
+            })
+            .collect();
         while got.len() < count && Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
-                // Debug lines start with "Client " or "Subscribed "; messages are "topic payload".
-                if line.starts_with("Client ") || line.starts_with("Subscribed ") {
-                    continue;
-                }
-                if let Some((t, p)) = line.split_once(' ') {
-                    got.push((t.to_string(), p.to_string()));
-                }
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50))
+                && let Some(payload) = line.strip_prefix(&prefix)
+            {
+                got.push((self.topic.clone(), payload.to_string()));
             }
         }
         got
