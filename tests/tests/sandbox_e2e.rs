@@ -61,6 +61,41 @@ fn connecting_elsewhere_is_not_permitted() {
 }
 
 #[test]
+fn allow_list_opens_exactly_the_endpoints_given() {
+    // With the broker's port + 1 allowed, that attempt reaches the network
+    // (nothing listens there: refused) instead of being denied.
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let out = output_within(
+        host_run_component(&adversary(), broker.port, &pki.ca, Some(&pki.device))
+            .args(["--client-id", "connect-elsewhere", "--iterations", "1"])
+            .arg("--allow")
+            .arg(format!("localhost:{}", broker.port.wrapping_add(1))),
+        LIMIT,
+    );
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("example.com:443: not permitted"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("the host answered connection-refused"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn files_environment_and_raw_sockets_are_out_of_reach() {
+    let (code, stdout, line) = attack("escape-wasi", &[]);
+    assert!(
+        stdout.contains("files, environment and raw sockets: all denied"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("the sandbox leaked"), "{stdout}");
+    assert_eq!(code, 2, "{line}");
+}
+
+#[test]
 fn spinning_is_stopped_by_the_cpu_limit() {
     let (code, stdout, line) = attack("spin", &["--cpu-limit-ms", "200"]);
     assert_eq!(code, 3, "{line}");

@@ -6,7 +6,8 @@
 //! - `recurse`: recurses without end;
 //! - `huge-recv`: asks `receive` for 4 GiB and `send` for 2 MiB;
 //! - `too-many-connections`: opens connections until refused;
-//! - `trap-mid-publish`: sends half a PUBLISH, then panics.
+//! - `trap-mid-publish`: sends half a PUBLISH, then panics;
+//! - `escape-wasi`: reaches for files, environment and raw sockets through WASI.
 //!
 //! Each returns the error the host answered (so a test sees it), or traps.
 
@@ -132,6 +133,35 @@ impl guest::bindings::Guest for Adversary {
                 // The first half of a PUBLISH: fixed header and half a topic.
                 let _ = conn.send(&[0x32, 0x20, 0x00, 0x10, b'h', b'a', b'l', b'f'], 200);
                 panic!("trapping in the middle of a publish");
+            }
+            "escape-wasi" => {
+                let mut leaks = Vec::new();
+                if let Ok(entries) = std::fs::read_dir("/") {
+                    leaks.push(format!("listed / ({} entries)", entries.count()));
+                }
+                if std::fs::read("/etc/hostname").is_ok() {
+                    leaks.push("read /etc/hostname".to_string());
+                }
+                let vars = std::env::vars().count();
+                if vars > 0 {
+                    leaks.push(format!("saw {vars} environment variables"));
+                }
+                if std::net::TcpStream::connect((host, port)).is_ok() {
+                    leaks.push("opened a raw TCP socket".to_string());
+                }
+                if leaks.is_empty() {
+                    write(
+                        Level::Info,
+                        "files, environment and raw sockets: all denied",
+                    );
+                    denied(ErrorCode::NotPermitted)
+                } else {
+                    write(
+                        Level::Error,
+                        &format!("the sandbox leaked: {}", leaks.join(", ")),
+                    );
+                    Ok(report())
+                }
             }
             other => {
                 write(Level::Error, &format!("unknown attack {other:?}"));
