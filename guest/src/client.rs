@@ -30,6 +30,10 @@ pub trait Transport {
 pub trait Clock {
     /// Now, milliseconds.
     fn now_ms(&self) -> u64;
+    /// Now, microseconds (for measuring round trips).
+    fn now_us(&self) -> u64 {
+        self.now_ms() * 1000
+    }
     /// Waits `ms` milliseconds.
     fn sleep_ms(&self, ms: u32);
 }

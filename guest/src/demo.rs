@@ -60,6 +60,7 @@ pub fn run_iteration<P: Platform>(
             acknowledged: 0,
             echoes: 0,
             connections: 0,
+            round_trips_us: Vec::new(),
         },
         platform,
     };
@@ -123,7 +124,16 @@ impl<P: Platform> Demo<'_, P> {
             }
         }
         self.info("Demo completed successfully.");
-        Ok(self.report)
+        Ok(std::mem::replace(
+            &mut self.report,
+            IterationReport {
+                published: 0,
+                acknowledged: 0,
+                echoes: 0,
+                connections: 0,
+                round_trips_us: Vec::new(),
+            },
+        ))
     }
 
     fn timing(&self) -> Timing {
@@ -366,6 +376,8 @@ impl<P: Platform> Demo<'_, P> {
         let s = self.settings;
         self.info(&format!("Publish to the MQTT topic {}.", s.topic));
         let payload = expand_payload(&s.payload, self.iteration, progress.publishes_sent + 1);
+        let clock = self.platform.clock();
+        let sent_us = clock.now_us();
         let pkid = client
             .publish(&s.topic, payload.as_bytes())
             .map_err(iteration_error)?;
@@ -399,6 +411,12 @@ impl<P: Platform> Demo<'_, P> {
             .map_err(iteration_error)?;
         self.report.acknowledged += acks;
         self.report.echoes += echoes;
+        if acked && echoed {
+            let rtt = clock.now_us().saturating_sub(sent_us);
+            self.report
+                .round_trips_us
+                .push(u32::try_from(rtt).unwrap_or(u32::MAX));
+        }
         if !acked {
             self.platform.log(
                 Level::Warn,

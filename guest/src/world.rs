@@ -61,6 +61,9 @@ impl Clock for HostClock {
     fn now_ms(&self) -> u64 {
         clock::now_ms()
     }
+    fn now_us(&self) -> u64 {
+        clock::now_us()
+    }
     fn sleep_ms(&self, ms: u32) {
         clock::sleep_ms(ms);
     }

@@ -135,6 +135,16 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub restart_max_attempts: u32,
 
+    /// Fleet mode: run this many independent devices in this one process,
+    /// each its own instance with client id `<client-id>-0001`, ... its own
+    /// topic and its own mTLS connection (same credentials).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub devices: u32,
+    /// Fleet mode: devices started per second at most, so the broker is not
+    /// stormed with TLS handshakes.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub ramp_per_sec: u32,
+
     /// Watch the component file and run a replaced component from the next
     /// iteration on, without restarting (hot swap). A replacement that does
     /// not compile, does not match the world, or traps on start is refused.

@@ -11,6 +11,15 @@ impl Host for DeviceState {
         Ok(elapsed_ms(self.started))
     }
 
+    async fn now_us(&mut self) -> wasmtime::Result<u64> {
+        Ok(self
+            .started
+            .elapsed()
+            .as_micros()
+            .try_into()
+            .unwrap_or(u64::MAX))
+    }
+
     async fn sleep_ms(&mut self, duration_ms: u32) -> wasmtime::Result<()> {
         tokio::time::sleep(Duration::from_millis(u64::from(duration_ms))).await;
         Ok(())

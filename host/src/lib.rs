@@ -8,6 +8,7 @@ pub mod bindings;
 pub mod clock;
 pub mod component_cache;
 pub mod entropy;
+pub mod fleet;
 pub mod limits;
 pub mod local_broker;
 pub mod log;

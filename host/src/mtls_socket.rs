@@ -2,12 +2,15 @@
 //! client in [`crate::tls`], and enforces the endpoint allow list and the
 //! per-guest connection and buffer limits.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmtime::component::Resource;
 
 use crate::bindings::mtls_socket::{ErrorCode, Host, HostConnection};
+use crate::fleet::FleetStats;
 use crate::state::DeviceState;
 use crate::tls::{Failure, FailureKind, TlsClient, TlsConnection, classify_io};
 
@@ -36,6 +39,8 @@ pub struct SocketCtx {
     pub max_open: usize,
     /// Last failure, with detail, for the host's final message.
     pub last_failure: Option<Failure>,
+    /// Fleet counters (connections open), in fleet mode.
+    pub stats: Option<Arc<FleetStats>>,
 }
 
 impl SocketCtx {
@@ -47,6 +52,21 @@ impl SocketCtx {
             open: 0,
             max_open: 4,
             last_failure: None,
+            stats: None,
+        }
+    }
+
+    fn opened(&mut self) {
+        self.open += 1;
+        if let Some(s) = &self.stats {
+            s.connected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn closed(&mut self) {
+        self.open = self.open.saturating_sub(1);
+        if let Some(s) = &self.stats {
+            s.connected.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -61,6 +81,16 @@ impl SocketCtx {
         let code = error_code(failure.kind);
         self.last_failure = Some(failure);
         code
+    }
+}
+
+impl Drop for SocketCtx {
+    fn drop(&mut self) {
+        // A store dropped with connections open (trap, end of run) does not
+        // drop them one by one.
+        if let Some(s) = &self.stats {
+            s.connected.fetch_sub(self.open, Ordering::Relaxed);
+        }
     }
 }
 
@@ -154,7 +184,7 @@ impl Host for DeviceState {
         }
         match sockets.tls.connect(&host, port, limit(timeout_ms)).await {
             Ok(stream) => {
-                sockets.open += 1;
+                sockets.opened();
                 let conn = self.table.push(Connection {
                     stream: Some(stream),
                 })?;
@@ -237,7 +267,7 @@ impl HostConnection for DeviceState {
 
     async fn close(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
         if let Some(mut stream) = self.table.get_mut(&conn)?.stream.take() {
-            self.sockets.open = self.sockets.open.saturating_sub(1);
+            self.sockets.closed();
             let _ = tokio::time::timeout(Duration::from_millis(200), stream.shutdown()).await;
         }
         Ok(())
@@ -245,7 +275,7 @@ impl HostConnection for DeviceState {
 
     async fn drop(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
         if self.table.delete(conn)?.stream.is_some() {
-            self.sockets.open = self.sockets.open.saturating_sub(1);
+            self.sockets.closed();
         }
         Ok(())
     }

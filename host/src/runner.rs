@@ -24,8 +24,37 @@ pub const WORLD: &str = "mqtt-device:runtime/device@0.1.0";
 
 /// A wasmtime engine for device components.
 pub fn engine() -> anyhow::Result<Engine> {
+    engine_for(None)
+}
+
+/// An engine; with `pool`, instances come from wasmtime's pooling allocator
+/// sized for that many devices with these limits (fleet mode).
+pub fn engine_for(pool: Option<(u32, &crate::limits::Limits)>) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.wasm_component_model(true);
+    if let Some((devices, limits)) = pool {
+        // One instance per device, plus room for restarts overlapping and
+        // trial instances of swapped-in logic.
+        let slots = devices + devices / 8 + 16;
+        let mut p = wasmtime::PoolingAllocationConfig::default();
+        p.total_component_instances(slots)
+            .max_core_instances_per_component(16)
+            .total_core_instances(slots * 8)
+            .max_memories_per_component(4)
+            .total_memories(slots * 2)
+            .max_tables_per_component(8)
+            .total_tables(slots * 4)
+            .table_elements(limits.max_table_elements)
+            .max_memory_size(limits.max_memory_bytes)
+            .total_stacks(slots);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(p));
+        // Reserve only what a guest may use: thousands of 4 GiB reservations
+        // would not fit the address space.
+        config.memory_reservation(limits.max_memory_bytes as u64);
+        config.memory_guard_size(64 << 10);
+        config.memory_reservation_for_growth(0);
+        config.async_stack_size(1 << 20);
+    }
     // CPU limits: wasm code checks the epoch, which a thread advances.
     config.epoch_interruption(true);
     let engine = Engine::new(&config)
@@ -74,6 +103,8 @@ pub struct Plan {
     pub iteration_delay_ms: u32,
     /// Restarts of a trapped or stopped guest, with Full-Jitter backoff.
     pub restart: RestartPolicy,
+    /// Fleet counters to report into, in fleet mode.
+    pub stats: Option<Arc<crate::fleet::FleetStats>>,
 }
 
 /// How a guest that traps (or is stopped by a limit) is restarted.
@@ -121,6 +152,14 @@ pub enum RunError {
     /// The guest could not be instantiated.
     #[error("cannot start the device logic: {0:#}")]
     Instantiate(anyhow::Error),
+    /// In fleet mode, some devices failed (each logged why).
+    #[error("{failed} of {devices} devices failed (their log lines say why)")]
+    FleetFailed {
+        /// Devices that failed.
+        failed: usize,
+        /// Devices in the fleet.
+        devices: usize,
+    },
 }
 
 /// A component ready to run: prepared against the world, and named.
@@ -138,6 +177,7 @@ impl RunError {
             RunError::IterationFailed { .. } => exit::ITERATION_FAILED,
             RunError::GuestFailed { .. } => exit::GUEST_FAILED,
             RunError::Instantiate(_) => exit::SETUP,
+            RunError::FleetFailed { .. } => exit::ITERATION_FAILED,
         }
     }
 }
@@ -213,7 +253,10 @@ pub async fn run(
                 previous = None;
                 traps_in_a_row = 0;
                 restarts = new_restarts();
-                tracing::info!(target: "host", "{}", report_line(iteration, &report));
+                if let Some(stats) = &plan.stats {
+                    stats.iteration_done(&report);
+                }
+                tracing::info!(target: "host", "[{}] {}", plan.settings.client_id, report_line(iteration, &report));
             }
             Ok(Err(error)) => {
                 previous = None;
@@ -225,11 +268,14 @@ pub async fn run(
                 if plan.iterations.is_some() {
                     return Err(RunError::IterationFailed { iteration, message });
                 }
-                tracing::error!(target: "host", "iteration {iteration} failed: {message}");
+                tracing::error!(target: "host", "[{}] iteration {iteration} failed: {message}", plan.settings.client_id);
             }
             Err(trap) => {
                 let limits = store.data().limits;
                 let message = describe_trap(&trap, &limits);
+                if let Some(stats) = &plan.stats {
+                    stats.failed();
+                }
                 // A trapped instance cannot be entered again.
                 instance = None;
                 if let Some(old) = previous.take() {
@@ -237,12 +283,12 @@ pub async fn run(
                     current = old;
                 } else {
                     traps_in_a_row += 1;
-                    tracing::error!(target: "host", "the device logic was stopped in iteration {iteration}: {message}");
+                    tracing::error!(target: "host", "[{}] the device logic was stopped in iteration {iteration}: {message}", plan.settings.client_id);
                     let mut random = [0u8; 4];
                     let _ = getrandom::fill(&mut random);
                     match restarts.next_delay_ms(u32::from_le_bytes(random)) {
                         Some(delay_ms) => {
-                            tracing::warn!(target: "host", "restarting the device logic on a fresh instance in {delay_ms} ms (restart {} of {})", restarts.attempts_done(), plan.restart.max_attempts);
+                            tracing::warn!(target: "host", "[{}] restarting the device logic on a fresh instance in {delay_ms} ms (restart {} of {})", plan.settings.client_id, restarts.attempts_done(), plan.restart.max_attempts);
                             tokio::time::sleep(Duration::from_millis(u64::from(delay_ms))).await;
                             continue;
                         }
@@ -259,7 +305,7 @@ pub async fn run(
         if plan.iterations.is_some_and(|n| succeeded >= n) {
             return Ok(succeeded);
         }
-        tracing::info!(target: "host", "Short delay before starting the next iteration....");
+        tracing::info!(target: "host", "[{}] Short delay before starting the next iteration....", plan.settings.client_id);
         tokio::time::sleep(Duration::from_millis(u64::from(plan.iteration_delay_ms))).await;
     }
 }

@@ -282,24 +282,54 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
     wait_output(child, limit)
 }
 
-/// Waits for `child` to exit and collects its output, killing it and failing
-/// the test after `limit`.
+/// Waits for `child` to exit and collects its output (read as it comes, so
+/// a chatty child never blocks on a full pipe), killing it and failing the
+/// test after `limit`.
 pub fn wait_output(mut child: Child, limit: Duration) -> Output {
+    use std::io::Read;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
+            let _ = child.wait();
+            let stdout = out.join().unwrap_or_default();
+            let stderr = err.join().unwrap_or_default();
             panic!(
                 "process still running after {limit:?}; stdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&stdout),
+                String::from_utf8_lossy(&stderr)
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
     }
 }
 
@@ -388,20 +418,22 @@ impl Subscriber {
     /// arrived or `limit` passes.
     pub fn messages(&mut self, count: usize, limit: Duration) -> Vec<(String, String)> {
         let deadline = Instant::now() + limit;
-        let prefix = format!("{} ", self.topic);
-        // Messages are "topic payload"; debug and error lines are not.
+        let filter = self.topic.clone();
+        // Messages are "topic payload" with a topic the filter matches; debug
+        // and error lines are not.
+        let parse = |line: &str| {
+            let (topic, payload) = line.split_once(' ')?;
+            topic_matches(&filter, topic).then(|| (topic.to_string(), payload.to_string()))
+        };
         let mut got: Vec<(String, String)> = std::mem::take(&mut self.early)
             .iter()
-            .filter_map(|l| {
-                l.strip_prefix(&prefix)
-                    .map(|p| (self.topic.clone(), p.to_string()))
-            })
+            .filter_map(|l| parse(l))
             .collect();
         while got.len() < count && Instant::now() < deadline {
             if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50))
-                && let Some(payload) = line.strip_prefix(&prefix)
+                && let Some(message) = parse(&line)
             {
-                got.push((self.topic.clone(), payload.to_string()));
+                got.push(message);
             }
         }
         got
@@ -421,4 +453,19 @@ pub fn text(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Whether `topic` matches the MQTT filter `filter` (`+` and a final `#`).
+pub fn topic_matches(filter: &str, topic: &str) -> bool {
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
 }

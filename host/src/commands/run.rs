@@ -9,10 +9,11 @@ use rand_free_id::random_suffix;
 use crate::cli::RunArgs;
 use host::bindings::types::Settings;
 use host::component_cache::{self, Source};
+use host::fleet::{self, Fleet, FleetStats};
 use host::limits::Limits;
 use host::local_broker::LocalBroker;
 use host::mtls_socket::Endpoint;
-use host::runner::{self, Logic, Plan, RestartPolicy, StateFactory};
+use host::runner::{self, Logic, Plan, RestartPolicy, RunError, StateFactory};
 use host::state::DeviceState;
 use host::tls::{TlsClient, TlsFiles};
 use host::watch::{self, SwapSource};
@@ -118,7 +119,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         password: args.password.clone(),
     };
 
-    let engine = runner::engine()?;
+    let limits = Limits {
+        max_memory_bytes: args.max_memory_mib << 20,
+        max_table_elements: args.max_table_elements,
+        cpu_limit_ms: args.cpu_limit_ms,
+        max_connections: args.max_connections,
+        max_io_bytes: args.max_io_bytes,
+    };
+    if args.devices > 1 && args.watch {
+        bail!("--watch and --devices together are not supported (run the fleet without --watch)");
+    }
+    let engine = if args.devices > 1 {
+        runner::engine_for(Some((args.devices, &limits)))?
+    } else {
+        runner::engine()?
+    };
     let cache_dir = if args.no_cache {
         None
     } else {
@@ -154,14 +169,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             max_ms: args.backoff_max_ms,
             max_attempts: args.restart_max_attempts,
         },
+        stats: None,
     };
-    let limits = Limits {
-        max_memory_bytes: args.max_memory_mib << 20,
-        max_table_elements: args.max_table_elements,
-        cpu_limit_ms: args.cpu_limit_ms,
-        max_connections: args.max_connections,
-        max_io_bytes: args.max_io_bytes,
-    };
+    if args.devices > 1 {
+        return run_fleet(&args, logic, plan, settings, tls, allow, limits).await;
+    }
     let make_state: StateFactory = {
         let settings = settings.clone();
         Arc::new(move || {
@@ -191,6 +203,59 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         result = runner::run(logic, swaps, &make_state, &plan) => {
             let n = result?;
             tracing::info!(target: "host", "{n} iteration(s) completed successfully.");
+            Ok(())
+        }
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!(target: "host", "interrupted; stopping.");
+            Ok(())
+        }
+    }
+}
+
+/// `--devices N`: N devices, each with its own identity and sandbox.
+async fn run_fleet(
+    args: &RunArgs,
+    logic: Arc<Logic>,
+    plan: Plan,
+    settings: Settings,
+    tls: TlsClient,
+    allow: Vec<Endpoint>,
+    limits: Limits,
+) -> anyhow::Result<()> {
+    let stats = Arc::new(FleetStats::default());
+    let devices = args.devices as usize;
+    let topic_given = args.topic.is_some();
+    let device = {
+        let stats = stats.clone();
+        Arc::new(move |index: usize| {
+            let settings = fleet::device_settings(&settings, index, topic_given);
+            let plan = Plan {
+                settings: settings.clone(),
+                stats: Some(stats.clone()),
+                ..plan.clone()
+            };
+            let (tls, allow, stats) = (tls.clone(), allow.clone(), stats.clone());
+            let state: StateFactory = Arc::new(move || {
+                let mut sockets = runner::sockets_for(&settings, tls.clone(), &allow);
+                sockets.stats = Some(stats.clone());
+                DeviceState::new(settings.client_id.clone(), sockets, limits)
+            });
+            (plan, state)
+        })
+    };
+    tracing::info!(target: "host::fleet", "starting {devices} devices at up to {} per second", args.ramp_per_sec);
+    let fleet = Fleet {
+        devices,
+        ramp_per_sec: args.ramp_per_sec,
+        device,
+        stats,
+    };
+    tokio::select! {
+        failed = fleet::run(logic, fleet) => {
+            if failed > 0 {
+                return Err(RunError::FleetFailed { failed, devices }.into());
+            }
+            tracing::info!(target: "host::fleet", "all {devices} devices completed their iterations.");
             Ok(())
         }
         _ = tokio::signal::ctrl_c() => {

@@ -316,6 +316,11 @@ impl clock::Host for MockState {
         Ok(self.now_ms)
     }
 
+    fn now_us(&mut self) -> wasmtime::Result<u64> {
+        self.enter()?;
+        Ok(self.now_ms * 1000)
+    }
+
     fn sleep_ms(&mut self, duration_ms: u32) -> wasmtime::Result<()> {
         self.enter()?;
         self.now_ms += u64::from(duration_ms);

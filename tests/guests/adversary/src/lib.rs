@@ -26,6 +26,7 @@ fn report() -> IterationReport {
         acknowledged: 0,
         echoes: 0,
         connections: 0,
+        round_trips_us: Vec::new(),
     }
 }
 
