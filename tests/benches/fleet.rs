@@ -1,0 +1,115 @@
+//! Fleet benchmark: host memory per sandboxed device and the mTLS ramp-up.
+//! For 100, 1,000 and 10,000 devices (`FLEET_SIZES=100,1000` to change),
+//! runs `host run demo.wasm --devices N` against its embedded mosquitto,
+//! keeps every device connected through one long iteration, and records the
+//! host's peak RSS and how fast the devices got their MQTT connections.
+//! Prints a table and the RSS slope per device beyond the shared engine.
+//!
+//! Run: `cargo bench -p device-tests --bench fleet` (after scripts/build;
+//! 10,000 devices need an open-file limit above 10,000 for the host and the
+//! broker: `ulimit -n 20000`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use device_tests::{demo_wasm, host_bin};
+
+const RAMP_PER_SEC: u64 = 1000;
+
+struct Run {
+    devices: u64,
+    peak_rss: u64,
+    connect_secs: f64,
+    iterations_ok: bool,
+}
+
+fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn run(devices: u64) -> Run {
+    // Long enough that the first device is still connected when the last
+    // one connects: the peak RSS is then the whole fleet's.
+    let ramp_ms = devices * 1000 / RAMP_PER_SEC;
+    let delay_ms = (ramp_ms / 5 + 1000).to_string();
+    let mut child = Command::new(host_bin())
+        .arg("run")
+        .arg(demo_wasm())
+        .args(["--devices", &devices.to_string(), "--iterations", "1", "--client-id", "bench"])
+        .args(["--publish-count", "5", "--publish-delay-ms", &delay_ms])
+        .args(["--ramp-per-sec", &RAMP_PER_SEC.to_string()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let peak = peak.clone();
+        std::thread::spawn(move || {
+            while let Some(rss) = rss_of(pid) {
+                peak.fetch_max(rss, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let start = Instant::now();
+    let mut established = 0u64;
+    let mut connect_secs = 0.0;
+    let mut completed = false;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
+        if line.contains("An MQTT connection is established") {
+            established += 1;
+            if established == devices {
+                connect_secs = start.elapsed().as_secs_f64();
+            }
+        }
+        completed |= line.contains(&format!("all {devices} devices completed their iterations"));
+    }
+    let ok = child.wait().unwrap().success();
+    sampler.join().unwrap();
+    Run {
+        devices,
+        peak_rss: peak.load(Ordering::Relaxed),
+        connect_secs,
+        iterations_ok: ok && completed,
+    }
+}
+
+fn main() {
+    let sizes: Vec<u64> = std::env::var("FLEET_SIZES")
+        .unwrap_or_else(|_| "100,1000,10000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let runs: Vec<Run> = sizes.iter().map(|&n| run(n)).collect();
+    println!("devices | all iterations ok | peak host RSS | RSS per device | time to all connected | connect rate");
+    for r in &runs {
+        println!(
+            "{:>7} | {:>17} | {:>9.1} MiB | {:>10.1} KiB | {:>17.2} s | {:>7.0} /s",
+            r.devices,
+            r.iterations_ok,
+            r.peak_rss as f64 / 1048576.0,
+            r.peak_rss as f64 / 1024.0 / r.devices as f64,
+            r.connect_secs,
+            r.devices as f64 / r.connect_secs.max(1e-9)
+        );
+    }
+    if let (Some(first), Some(last)) = (runs.first(), runs.last())
+        && last.devices > first.devices
+    {
+        let slope = (last.peak_rss as f64 - first.peak_rss as f64) / (last.devices - first.devices) as f64;
+        println!(
+            "RSS slope {} -> {} devices: {:.1} KiB per device beyond the shared engine (goal < 256 KiB); ramp limited to {RAMP_PER_SEC}/s",
+            first.devices,
+            last.devices,
+            slope / 1024.0
+        );
+    }
+}
