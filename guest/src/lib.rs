@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod backoff;
+pub mod bench;
 pub mod bindings;
 pub mod client;
 pub mod demo;

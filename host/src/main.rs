@@ -21,7 +21,15 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One device: a current-thread runtime wakes the guest with the least
+    // latency. A fleet: every core.
+    let fleet = matches!(&cli.command, Command::Run(args) if args.devices > 1);
+    let runtime = if fleet {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

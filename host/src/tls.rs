@@ -169,6 +169,11 @@ impl TlsClient {
         })
     }
 
+    /// The rustls configuration (for comparing other clients on equal terms).
+    pub fn client_config(&self) -> Arc<ClientConfig> {
+        self.connector.config().clone()
+    }
+
     /// Resolves `host`, connects over TCP and runs the TLS handshake with
     /// `host` as SNI, all within `timeout` (`None` = no limit).
     pub async fn connect(
