@@ -84,8 +84,9 @@ fn running_as_root() -> bool {
 impl Mosquitto {
     /// Starts mosquitto with `tls` on a free loopback port, writing its
     /// configuration and log into `dir`, and waits until it accepts TCP.
+    /// Sessions live in memory only (see [`Mosquitto::start_on`]).
     pub fn start(dir: &Path, tls: &ListenerTls) -> Result<Self, BrokerError> {
-        Self::start_on(dir, tls, free_port()?, true)
+        Self::start_on(dir, tls, free_port()?, false)
     }
 
     /// Like [`Mosquitto::start`] on a given port; `persistence` keeps

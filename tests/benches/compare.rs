@@ -4,7 +4,7 @@
 //! - native: the same `guest::bench` code compiled natively, over the same
 //!   rustls transport (`host::tls::TlsClient`);
 //! - rumqttc: the Rust client a user would pick instead, with the same rustls
-//!   configuration and the same window of 15 in-flight publishes.
+//!   configuration, TCP_NODELAY, and the same window of 15 in-flight publishes.
 //!
 //! Each does N sequential QoS 1 echo round trips (publish, PUBACK, echoed
 //! PUBLISH) and then N publishes pipelined in the window. Figures are medians
@@ -202,6 +202,10 @@ fn rumqttc_run(pki: &TestPki, port: u16, n: u32, run: usize) -> Figures {
         opts.set_inflight(WINDOW as u16);
         opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
         let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        // As the host and the native client do; rumqttc leaves Nagle on.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok(event) = eventloop.poll().await {
