@@ -33,7 +33,10 @@ fn fail(e: ClientError) -> IterationError {
 
 /// Connects to the broker in `settings` and runs both phases with
 /// `settings.publish-count` messages each.
-pub fn run<P: Platform>(platform: &mut P, settings: &Settings) -> Result<BenchResult, IterationError> {
+pub fn run<P: Platform>(
+    platform: &mut P,
+    settings: &Settings,
+) -> Result<BenchResult, IterationError> {
     let s = settings;
     let conn = platform
         .connect(&s.broker_host, s.broker_port, s.connect_timeout_ms)
@@ -47,11 +50,18 @@ pub fn run<P: Platform>(platform: &mut P, settings: &Settings) -> Result<BenchRe
     let mut client = Client::new(conn, clock.clone(), timing);
     let mut connect = Connect::new(s.client_id.clone());
     connect.keep_alive = s.keep_alive_secs;
-    let ack = client.connect(&connect, s.connack_timeout_ms).map_err(fail)?;
+    let ack = client
+        .connect(&connect, s.connack_timeout_ms)
+        .map_err(fail)?;
     if ack.code != ConnectReturnCode::Success {
-        return Err(IterationError::ProtocolViolation(format!("CONNACK {:?}", ack.code)));
+        return Err(IterationError::ProtocolViolation(format!(
+            "CONNACK {:?}",
+            ack.code
+        )));
     }
-    let sub = client.subscribe(&[(s.topic.clone(), QoS::AtLeastOnce)]).map_err(fail)?;
+    let sub = client
+        .subscribe(&[(s.topic.clone(), QoS::AtLeastOnce)])
+        .map_err(fail)?;
     let mut subscribed = false;
     client
         .process_loop(s.process_loop_ms, &mut |e| match e {
@@ -79,11 +89,17 @@ pub fn run<P: Platform>(platform: &mut P, settings: &Settings) -> Result<BenchRe
                     Event::Publish(_) => echoed = true,
                     _ => {}
                 }
-                if acked && echoed { Flow::Done } else { Flow::Continue }
+                if acked && echoed {
+                    Flow::Done
+                } else {
+                    Flow::Continue
+                }
             })
             .map_err(fail)?;
         if !(acked && echoed) {
-            return Err(IterationError::TimedOut(format!("PUBACK and echo of packet id {pkid}")));
+            return Err(IterationError::TimedOut(format!(
+                "PUBACK and echo of packet id {pkid}"
+            )));
         }
         result
             .round_trips_us
@@ -113,7 +129,9 @@ pub fn run<P: Platform>(platform: &mut P, settings: &Settings) -> Result<BenchRe
             })
             .map_err(fail)?;
         if (acked, echoes) == before {
-            return Err(IterationError::TimedOut(format!("pipelined acks ({acked}/{n} acknowledged)")));
+            return Err(IterationError::TimedOut(format!(
+                "pipelined acks ({acked}/{n} acknowledged)"
+            )));
         }
     }
     result.pipelined = n;

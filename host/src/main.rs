@@ -25,9 +25,13 @@ fn main() -> ExitCode {
     // latency. A fleet: every core.
     let fleet = matches!(&cli.command, Command::Run(args) if args.devices > 1);
     let runtime = if fleet {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     };
     let runtime = match runtime {
         Ok(rt) => rt,

@@ -67,7 +67,14 @@ fn sandboxed(pki: &TestPki, port: u16, n: u32, run: usize) -> Figures {
     let wasm: PathBuf = root().join("target/bench.wasm");
     let mut host = Running::spawn(
         host_run_component(&wasm, port, &pki.ca, Some(&pki.device))
-            .args(["--iterations", "1", "--publish-count", &n.to_string(), "--client-id", &format!("sandboxed-{run}")])
+            .args([
+                "--iterations",
+                "1",
+                "--publish-count",
+                &n.to_string(),
+                "--client-id",
+                &format!("sandboxed-{run}"),
+            ])
             .args(["--process-loop-ms", "5000"]),
     );
     let seq = host.wait_for("bench sequential", Duration::from_secs(300));
@@ -129,7 +136,12 @@ impl Transport for NativeConn {
         let stream = self.stream.as_mut().ok_or(ErrorCode::ConnectionClosed)?;
         let mut buf = vec![0u8; max_len as usize];
         self.rt.block_on(async {
-            match tokio::time::timeout(Duration::from_millis(u64::from(timeout_ms)), stream.read(&mut buf)).await {
+            match tokio::time::timeout(
+                Duration::from_millis(u64::from(timeout_ms)),
+                stream.read(&mut buf),
+            )
+            .await
+            {
                 Ok(Ok(0)) => Err(ErrorCode::ConnectionClosed),
                 Ok(Ok(n)) => {
                     buf.truncate(n);
@@ -151,7 +163,11 @@ impl Platform for NativePlatform {
     fn connect(&mut self, host: &str, port: u16, timeout_ms: u32) -> Result<NativeConn, ErrorCode> {
         let stream = self
             .rt
-            .block_on(self.tls.connect(host, port, Some(Duration::from_millis(u64::from(timeout_ms)))))
+            .block_on(self.tls.connect(
+                host,
+                port,
+                Some(Duration::from_millis(u64::from(timeout_ms))),
+            ))
             .map_err(|_| ErrorCode::IoFailed)?;
         Ok(NativeConn {
             rt: self.rt.clone(),
@@ -176,7 +192,12 @@ fn tls_files(pki: &TestPki) -> TlsFiles {
 }
 
 fn native(pki: &TestPki, port: u16, n: u32, run: usize) -> Figures {
-    let rt = Arc::new(tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap());
+    let rt = Arc::new(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    );
     let mut platform = NativePlatform {
         rt,
         tls: TlsClient::load(&tls_files(pki)).unwrap(),
@@ -192,7 +213,10 @@ fn native(pki: &TestPki, port: u16, n: u32, run: usize) -> Figures {
 
 fn rumqttc_run(pki: &TestPki, port: u16, n: u32, run: usize) -> Figures {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let config = TlsClient::load(&tls_files(pki)).unwrap().client_config();
     rt.block_on(async move {
         let id = format!("rumqttc-{run}");
@@ -219,7 +243,10 @@ fn rumqttc_run(pki: &TestPki, port: u16, n: u32, run: usize) -> Figures {
         let mut rtts = Vec::with_capacity(n as usize);
         for _ in 0..n {
             let start = Instant::now();
-            client.publish(&topic, QoS::AtLeastOnce, false, "Hello World!").await.unwrap();
+            client
+                .publish(&topic, QoS::AtLeastOnce, false, "Hello World!")
+                .await
+                .unwrap();
             let (mut acked, mut echoed) = (false, false);
             while !(acked && echoed) {
                 match rx.recv().await.expect("event loop ended") {
@@ -235,7 +262,10 @@ fn rumqttc_run(pki: &TestPki, port: u16, n: u32, run: usize) -> Figures {
             let (client, topic) = (client.clone(), topic.clone());
             tokio::spawn(async move {
                 for _ in 0..n {
-                    client.publish(&topic, QoS::AtLeastOnce, false, "Hello World!").await.unwrap();
+                    client
+                        .publish(&topic, QoS::AtLeastOnce, false, "Hello World!")
+                        .await
+                        .unwrap();
                 }
             })
         };
@@ -264,28 +294,55 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let n: u32 = std::env::var("COMPARE_N").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let runs: usize = std::env::var("COMPARE_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let n: u32 = std::env::var("COMPARE_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let runs: usize = std::env::var("COMPARE_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let pki = TestPki::new();
     let broker = pki.broker();
     let port = broker.port;
     let mut table = Vec::new();
     type Runner = fn(&TestPki, u16, u32, usize) -> Figures;
-    let clients: [(&str, Runner); 3] = [("sandboxed (wasm)", sandboxed), ("native, same code", native), ("rumqttc", rumqttc_run)];
+    let clients: [(&str, Runner); 3] = [
+        ("sandboxed (wasm)", sandboxed),
+        ("native, same code", native),
+        ("rumqttc", rumqttc_run),
+    ];
     for (name, f) in clients {
         let figs: Vec<Figures> = (0..runs).map(|r| f(&pki, port, n, r)).collect();
-        let p50 = median(figs.iter().map(|f| f64::from(percentile(&f.rtts, 50))).collect());
-        let p99 = median(figs.iter().map(|f| f64::from(percentile(&f.rtts, 99))).collect());
+        let p50 = median(
+            figs.iter()
+                .map(|f| f64::from(percentile(&f.rtts, 50)))
+                .collect(),
+        );
+        let p99 = median(
+            figs.iter()
+                .map(|f| f64::from(percentile(&f.rtts, 99)))
+                .collect(),
+        );
         let per_sec = median(figs.iter().map(|f| f.per_sec).collect());
         table.push((name, p50, p99, per_sec));
     }
     println!("QoS 1 echo, {n} messages, median of {runs} runs, window {WINDOW} for throughput");
     println!("client             | round trip p50 | round trip p99 | throughput");
     for (name, p50, p99, per_sec) in &table {
-        println!("{name:<18} | {:>11.1} us | {:>11.1} us | {per_sec:>8.0} msg/s", p50, p99);
+        println!(
+            "{name:<18} | {:>11.1} us | {:>11.1} us | {per_sec:>8.0} msg/s",
+            p50, p99
+        );
     }
     let (s, nat, rq) = (&table[0], &table[1], &table[2]);
-    println!("sandboxed / native p50 round trip: {:.2}x (goal <= 1.10x)", s.1 / nat.1);
-    println!("sandboxed / rumqttc throughput:    {:.2}x (goal >= 0.90x)", s.3 / rq.3);
+    println!(
+        "sandboxed / native p50 round trip: {:.2}x (goal <= 1.10x)",
+        s.1 / nat.1
+    );
+    println!(
+        "sandboxed / rumqttc throughput:    {:.2}x (goal >= 0.90x)",
+        s.3 / rq.3
+    );
     println!("sandboxed / native throughput:     {:.2}x", s.3 / nat.3);
 }

@@ -28,7 +28,13 @@ struct Run {
 
 fn rss_of(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some(kib * 1024)
 }
 
@@ -40,7 +46,14 @@ fn run(devices: u64) -> Run {
     let mut child = Command::new(host_bin())
         .arg("run")
         .arg(demo_wasm())
-        .args(["--devices", &devices.to_string(), "--iterations", "1", "--client-id", "bench"])
+        .args([
+            "--devices",
+            &devices.to_string(),
+            "--iterations",
+            "1",
+            "--client-id",
+            "bench",
+        ])
         .args(["--publish-count", "5", "--publish-delay-ms", &delay_ms])
         .args(["--ramp-per-sec", &RAMP_PER_SEC.to_string()])
         .env("RUST_LOG", "info")
@@ -63,7 +76,10 @@ fn run(devices: u64) -> Run {
     let mut established = 0u64;
     let mut connect_secs = 0.0;
     let mut completed = false;
-    for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
+    for line in BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
         if line.contains("An MQTT connection is established") {
             established += 1;
             if established == devices {
@@ -89,7 +105,9 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let runs: Vec<Run> = sizes.iter().map(|&n| run(n)).collect();
-    println!("devices | all iterations ok | peak host RSS | RSS per device | time to all connected | connect rate");
+    println!(
+        "devices | all iterations ok | peak host RSS | RSS per device | time to all connected | connect rate"
+    );
     for r in &runs {
         println!(
             "{:>7} | {:>17} | {:>9.1} MiB | {:>10.1} KiB | {:>17.2} s | {:>7.0} /s",
@@ -104,7 +122,8 @@ fn main() {
     if let (Some(first), Some(last)) = (runs.first(), runs.last())
         && last.devices > first.devices
     {
-        let slope = (last.peak_rss as f64 - first.peak_rss as f64) / (last.devices - first.devices) as f64;
+        let slope =
+            (last.peak_rss as f64 - first.peak_rss as f64) / (last.devices - first.devices) as f64;
         println!(
             "RSS slope {} -> {} devices: {:.1} KiB per device beyond the shared engine (goal < 256 KiB); ramp limited to {RAMP_PER_SEC}/s",
             first.devices,

@@ -13,7 +13,10 @@ use guest::bindings::mqtt_device::runtime::types::{IterationError, IterationRepo
 pub struct Bench;
 
 impl guest::bindings::Guest for Bench {
-    fn run_iteration(settings: Settings, _iteration: u32) -> Result<IterationReport, IterationError> {
+    fn run_iteration(
+        settings: Settings,
+        _iteration: u32,
+    ) -> Result<IterationReport, IterationError> {
         let result = guest::world::with_platform(|p| bench::run(p, &settings))?;
         let mut rtts = result.round_trips_us.clone();
         rtts.sort_unstable();
@@ -28,7 +31,10 @@ impl guest::bindings::Guest for Bench {
         );
         write(
             Level::Info,
-            &format!("bench pipelined n={} window={WINDOW} us={}", result.pipelined, result.pipelined_us),
+            &format!(
+                "bench pipelined n={} window={WINDOW} us={}",
+                result.pipelined, result.pipelined_us
+            ),
         );
         Ok(IterationReport {
             published: settings.publish_count * 2,
