@@ -46,6 +46,17 @@ pub fn is_permanent(code: ErrorCode) -> bool {
     )
 }
 
+/// A report of nothing done yet.
+pub fn empty_report() -> IterationReport {
+    IterationReport {
+        published: 0,
+        acknowledged: 0,
+        echoes: 0,
+        connections: 0,
+        round_trips_us: Vec::new(),
+    }
+}
+
 /// Runs one demo iteration.
 pub fn run_iteration<P: Platform>(
     platform: &mut P,
@@ -55,13 +66,7 @@ pub fn run_iteration<P: Platform>(
     let mut demo = Demo {
         settings,
         iteration,
-        report: IterationReport {
-            published: 0,
-            acknowledged: 0,
-            echoes: 0,
-            connections: 0,
-            round_trips_us: Vec::new(),
-        },
+        report: empty_report(),
         platform,
     };
     demo.run()
@@ -124,16 +129,7 @@ impl<P: Platform> Demo<'_, P> {
             }
         }
         self.info("Demo completed successfully.");
-        Ok(std::mem::replace(
-            &mut self.report,
-            IterationReport {
-                published: 0,
-                acknowledged: 0,
-                echoes: 0,
-                connections: 0,
-                round_trips_us: Vec::new(),
-            },
-        ))
+        Ok(std::mem::replace(&mut self.report, empty_report()))
     }
 
     fn timing(&self) -> Timing {

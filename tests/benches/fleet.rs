@@ -17,7 +17,13 @@ use std::time::{Duration, Instant};
 
 use device_tests::{demo_wasm, host_bin};
 
-const RAMP_PER_SEC: u64 = 1000;
+/// Devices started per second (`FLEET_RAMP` to change).
+fn ramp_per_sec() -> u64 {
+    std::env::var("FLEET_RAMP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
 
 struct Run {
     devices: u64,
@@ -41,7 +47,7 @@ fn rss_of(pid: u32) -> Option<u64> {
 fn run(devices: u64) -> Run {
     // Long enough that the first device is still connected when the last
     // one connects: the peak RSS is then the whole fleet's.
-    let ramp_ms = devices * 1000 / RAMP_PER_SEC;
+    let ramp_ms = devices * 1000 / ramp_per_sec();
     let delay_ms = (ramp_ms / 5 + 1000).to_string();
     let mut child = Command::new(host_bin())
         .arg("run")
@@ -55,7 +61,7 @@ fn run(devices: u64) -> Run {
             "bench",
         ])
         .args(["--publish-count", "5", "--publish-delay-ms", &delay_ms])
-        .args(["--ramp-per-sec", &RAMP_PER_SEC.to_string()])
+        .args(["--ramp-per-sec", &ramp_per_sec().to_string()])
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -125,10 +131,11 @@ fn main() {
         let slope =
             (last.peak_rss as f64 - first.peak_rss as f64) / (last.devices - first.devices) as f64;
         println!(
-            "RSS slope {} -> {} devices: {:.1} KiB per device beyond the shared engine (goal < 256 KiB); ramp limited to {RAMP_PER_SEC}/s",
+            "RSS slope {} -> {} devices: {:.1} KiB per device beyond the shared engine (goal < 256 KiB); ramp limited to {}/s",
             first.devices,
             last.devices,
-            slope / 1024.0
+            slope / 1024.0,
+            ramp_per_sec()
         );
     }
 }

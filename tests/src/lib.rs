@@ -2,6 +2,8 @@
 //! `demo.wasm`, a per-test PKI, a real mosquitto on a free loopback port, and
 //! an independent `mosquitto_sub` subscriber with its own certificate.
 
+#![deny(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -46,6 +48,23 @@ pub fn replace_atomically(path: &Path, bytes: &[u8]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// Reads `stdout` line by line on a thread of its own, into a channel.
+pub fn line_reader(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// A running process whose stdout lines are collected as they come.
 pub struct Running {
     /// The process.
@@ -63,19 +82,7 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = line_reader(child.stdout.take().unwrap());
         Self {
             child,
             lines,
@@ -380,19 +387,7 @@ impl Subscriber {
             .spawn()
             .expect("spawn mosquitto_sub");
         // With -d it prints "Client ... received SUBACK" once subscribed.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = line_reader(child.stdout.take().unwrap());
         let deadline = Instant::now() + Duration::from_secs(10);
         // A resumed session delivers queued messages before the SUBACK: keep them.
         let mut early = Vec::new();

@@ -159,6 +159,17 @@ impl Outcome {
     }
 }
 
+/// The project's `target/demo.wasm` in a mock host, compiled once per process
+/// (build it with scripts/build).
+pub fn demo_host() -> &'static MockHost {
+    static HOST: std::sync::OnceLock<MockHost> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/demo.wasm");
+        MockHost::load(path)
+            .unwrap_or_else(|e| panic!("{path}: {e:#} (build it with scripts/build)"))
+    })
+}
+
 /// A compiled component and a linker with the mock imports.
 pub struct MockHost {
     pre: DevicePre<MockState>,

@@ -1,8 +1,6 @@
 //! The real `demo.wasm` in the mock host: one named test per scenario of the
 //! demo's behaviour, on virtual time with seeded entropy.
 
-use std::sync::OnceLock;
-
 use mqttbytes::QoS;
 use mqttbytes::v4::{ConnAck, ConnectReturnCode, Packet, PubAck, SubAck, SubscribeReasonCode};
 use rand_chacha::ChaCha20Rng;
@@ -14,12 +12,7 @@ use mock_host::{
 };
 
 fn host() -> &'static MockHost {
-    static HOST: OnceLock<MockHost> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/demo.wasm");
-        MockHost::load(path)
-            .unwrap_or_else(|e| panic!("{path}: {e:#} (build it with scripts/build)"))
-    })
+    mock_host::demo_host()
 }
 
 /// The Full-Jitter delays the guest must sleep for `seed`: the mock's
@@ -33,6 +26,20 @@ fn full_jitter(seed: u64, windows: &[u32]) -> Vec<u32> {
         .iter()
         .map(|w| guest_rng.next_u32() % (w + 1))
         .collect()
+}
+
+/// Expects SUBSCRIBE and answers SUBACK with failure (0x80).
+fn reject_subscribe() -> Step {
+    Step::Expect(
+        "SUBSCRIBE",
+        Box::new(|p| match p {
+            Packet::Subscribe(s) => vec![Packet::SubAck(SubAck::new(
+                s.pkid,
+                vec![SubscribeReasonCode::Failure],
+            ))],
+            _ => vec![],
+        }),
+    )
 }
 
 fn refused(n: usize) -> impl Iterator<Item = Step> {
@@ -183,19 +190,11 @@ fn s02_certificate_failure_is_not_retried() {
 
 #[test]
 fn s03_suback_failure_is_retried_with_backoff_then_granted() {
-    let reject = || {
-        Step::Expect(
-            "SUBSCRIBE",
-            Box::new(|p| match p {
-                Packet::Subscribe(s) => vec![Packet::SubAck(SubAck::new(
-                    s.pkid,
-                    vec![SubscribeReasonCode::Failure],
-                ))],
-                _ => vec![],
-            }),
-        )
-    };
-    let mut scenario = Scenario::new(Script::steps([Step::Auto(1), reject(), reject()]));
+    let mut scenario = Scenario::new(Script::steps([
+        Step::Auto(1),
+        reject_subscribe(),
+        reject_subscribe(),
+    ]));
     scenario.seed = 3;
     let out = host().run(scenario);
     assert!(out.result().is_ok(), "{:?}", out.result());
@@ -215,20 +214,8 @@ fn s03_suback_failure_is_retried_with_backoff_then_granted() {
 
 #[test]
 fn s03_suback_failure_exhausts_retries() {
-    let reject = || {
-        Step::Expect(
-            "SUBSCRIBE",
-            Box::new(|p| match p {
-                Packet::Subscribe(s) => vec![Packet::SubAck(SubAck::new(
-                    s.pkid,
-                    vec![SubscribeReasonCode::Failure],
-                ))],
-                _ => vec![],
-            }),
-        )
-    };
     let out = host().run(Scenario::new(Script::steps(
-        std::iter::once(Step::Auto(1)).chain((0..6).map(|_| reject())),
+        std::iter::once(Step::Auto(1)).chain((0..6).map(|_| reject_subscribe())),
     )));
     assert_eq!(
         out.result(),

@@ -3,20 +3,13 @@
 //! bounded for CI; `MOCK_FUZZ_CASES=100000 cargo test --release -p mock-host
 //! --test random_broker_bytes` runs a longer campaign.
 
-use std::sync::OnceLock;
-
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use mock_host::{MockHost, Scenario, Script, Step};
 
 fn host() -> &'static MockHost {
-    static HOST: OnceLock<MockHost> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/demo.wasm");
-        MockHost::load(path)
-            .unwrap_or_else(|e| panic!("{path}: {e:#} (build it with scripts/build)"))
-    })
+    mock_host::demo_host()
 }
 
 /// Valid packets the broker might send, as seeds for mutation.

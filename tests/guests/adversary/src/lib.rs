@@ -21,13 +21,7 @@ use guest::bindings::mqtt_device::runtime::types::{IterationError, IterationRepo
 pub struct Adversary;
 
 fn report() -> IterationReport {
-    IterationReport {
-        published: 0,
-        acknowledged: 0,
-        echoes: 0,
-        connections: 0,
-        round_trips_us: Vec::new(),
-    }
+    guest::demo::empty_report()
 }
 
 fn denied(code: ErrorCode) -> Result<IterationReport, IterationError> {
