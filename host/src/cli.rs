@@ -48,6 +48,13 @@ pub struct RunArgs {
     /// Client private key (PEM: PKCS#8, PKCS#1 or SEC1). Read by the host only.
     #[arg(long, value_name = "CLIENT.key", requires = "broker")]
     pub key: Option<PathBuf>,
+    /// ALPN protocol to offer (repeatable) [default: x-amzn-mqtt-ca when
+    /// the broker port is 443, as AWS IoT Core needs; none otherwise].
+    #[arg(long, value_name = "PROTOCOL")]
+    pub alpn: Vec<String>,
+    /// Do not send the broker's host name as SNI.
+    #[arg(long)]
+    pub no_sni: bool,
     /// Further endpoints the component may connect to, HOST:PORT (repeatable).
     #[arg(long, value_name = "HOST:PORT")]
     pub allow: Vec<String>,

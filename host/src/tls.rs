@@ -78,6 +78,25 @@ pub struct TlsFiles {
     pub key: Option<PathBuf>,
 }
 
+/// Handshake options beyond the files.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    /// ALPN protocols offered, in order of preference; empty = no ALPN.
+    /// AWS IoT Core on port 443 wants `x-amzn-mqtt-ca`.
+    pub alpn: Vec<String>,
+    /// Send the host name as SNI (on unless a broker cannot take it).
+    pub sni: bool,
+}
+
+impl Default for Handshake {
+    fn default() -> Self {
+        Self {
+            alpn: Vec::new(),
+            sni: true,
+        }
+    }
+}
+
 /// A loaded TLS client configuration: root CA, client certificate and key.
 #[derive(Clone)]
 pub struct TlsClient {
@@ -129,6 +148,11 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CredentialError> {
 impl TlsClient {
     /// Loads the files: TLS 1.2 and 1.3 only, server verified against `ca`.
     pub fn load(files: &TlsFiles) -> Result<Self, CredentialError> {
+        Self::load_with(files, &Handshake::default())
+    }
+
+    /// Like [`TlsClient::load`], with ALPN and SNI as `handshake` says.
+    pub fn load_with(files: &TlsFiles, handshake: &Handshake) -> Result<Self, CredentialError> {
         let mut roots = RootCertStore::empty();
         for cert in certificates("--ca", &files.ca)? {
             roots.add(cert).map_err(CredentialError::Unusable)?;
@@ -138,7 +162,7 @@ impl TlsClient {
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(CredentialError::Unusable)?
             .with_root_certificates(roots);
-        let config = match (&files.cert, &files.key) {
+        let mut config = match (&files.cert, &files.key) {
             (Some(cert), Some(key)) => {
                 let chain = certificates("--cert", cert)?;
                 let key = private_key(key)?;
@@ -163,6 +187,12 @@ impl TlsClient {
                 });
             }
         };
+        config.alpn_protocols = handshake
+            .alpn
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
+        config.enable_sni = handshake.sni;
         Ok(Self {
             connector: TlsConnector::from(Arc::new(config)),
             has_client_cert: files.cert.is_some(),
@@ -372,5 +402,44 @@ pub fn classify_tls(e: &rustls::Error) -> FailureKind {
             FailureKind::ProtocolVersion
         }
         _ => FailureKind::Handshake,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpn_and_sni_reach_the_rustls_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::pki::Authority::new("CA").unwrap();
+        let files = TlsFiles {
+            ca: crate::pki::write(dir.path(), "ca.pem", &ca.cert_pem()).unwrap(),
+            cert: None,
+            key: None,
+        };
+        let plain = TlsClient::load(&files).unwrap().client_config();
+        assert!(plain.alpn_protocols.is_empty() && plain.enable_sni);
+        let aws = Handshake {
+            alpn: vec!["x-amzn-mqtt-ca".into()],
+            sni: false,
+        };
+        let config = TlsClient::load_with(&files, &aws).unwrap().client_config();
+        assert_eq!(config.alpn_protocols, vec![b"x-amzn-mqtt-ca".to_vec()]);
+        assert!(!config.enable_sni);
+    }
+
+    #[test]
+    fn unpaired_and_missing_files_are_named() {
+        let missing = TlsFiles {
+            ca: "/nonexistent/ca.pem".into(),
+            cert: None,
+            key: None,
+        };
+        let e = TlsClient::load(&missing).unwrap_err().to_string();
+        assert!(
+            e.contains("--ca") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
     }
 }

@@ -15,7 +15,7 @@ use host::local_broker::LocalBroker;
 use host::mtls_socket::Endpoint;
 use host::runner::{self, Logic, Plan, RestartPolicy, RunError, StateFactory};
 use host::state::DeviceState;
-use host::tls::{TlsClient, TlsFiles};
+use host::tls::{Handshake, TlsClient, TlsFiles};
 use host::watch::{self, SwapSource};
 
 mod rand_free_id {
@@ -90,7 +90,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if files.cert.is_none() {
         tracing::warn!(target: "host", "no --cert/--key: connecting without a client certificate");
     }
-    let tls = TlsClient::load(&files)?;
+    let alpn = if args.alpn.is_empty() && endpoint.port == 443 {
+        vec!["x-amzn-mqtt-ca".to_string()]
+    } else {
+        args.alpn.clone()
+    };
+    let handshake = Handshake {
+        alpn,
+        sni: !args.no_sni,
+    };
+    let tls = TlsClient::load_with(&files, &handshake)?;
     let allow = args
         .allow
         .iter()
