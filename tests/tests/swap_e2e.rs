@@ -123,6 +123,32 @@ fn broken_replacements_are_refused_and_the_old_logic_keeps_running() {
 }
 
 #[test]
+fn logic_that_traps_in_its_first_iteration_is_swapped_back() {
+    // The adversary logic traps mid-publish when its client id says so; the
+    // demo runs fine under the same id.
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let device = pki.dir.path().join("device.wasm");
+    std::fs::copy(demo_wasm(), &device).unwrap();
+    let mut host = watched(broker.port, &pki, &device, "trap-mid-publish", 6);
+    host.wait_for("Demo iteration 1 completed successfully", LIMIT);
+    let adversary = device_tests::root().join("target/adversary.wasm");
+    replace_atomically(&device, &std::fs::read(adversary).unwrap());
+    let line = host.wait_for("trapped in its first iteration", LIMIT);
+    assert!(line.contains("back to sha256"), "{line}");
+    let (ok, stdout, stderr) = host.finish(LIMIT);
+    assert!(
+        ok,
+        "the demo finishes every iteration after the fallback: {stderr}\n{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("completed successfully:").count(),
+        6,
+        "{stdout}"
+    );
+}
+
+#[test]
 fn second_start_hits_the_cache_and_a_corrupted_entry_is_rebuilt() {
     let pki = TestPki::new();
     let broker = pki.broker();
