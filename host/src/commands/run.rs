@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use rand_free_id::random_suffix;
 
 use crate::cli::RunArgs;
 use host::bindings::types::Settings;
@@ -18,13 +17,11 @@ use host::state::DeviceState;
 use host::tls::{Handshake, TlsClient, TlsFiles};
 use host::watch::{self, SwapSource};
 
-mod rand_free_id {
-    /// Six hex digits from the OS RNG, so two demos do not share a client id.
-    pub fn random_suffix() -> String {
-        let mut b = [0u8; 3];
-        let _ = getrandom::fill(&mut b);
-        hex::encode(b)
-    }
+/// Six hex digits from the OS RNG, so two demos do not share a client id.
+fn random_suffix() -> String {
+    let mut b = [0u8; 3];
+    let _ = getrandom::fill(&mut b);
+    hex::encode(b)
 }
 
 /// Parses `mqtts://HOST:PORT`, `HOST:PORT` or `HOST` (port 8883).
