@@ -69,3 +69,39 @@ fn fifty_devices_two_iterations_every_message_arrives() {
         assert_eq!(payloads, ["1-1", "1-2", "2-1", "2-2"], "{topic}");
     }
 }
+
+#[test]
+fn a_failing_device_is_restarted_alone_and_the_others_go_on() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let adversary = device_tests::root().join("target/adversary.wasm");
+    let out = output_within(
+        device_tests::host_run_component(&adversary, broker.port, &pki.ca, Some(&pki.device))
+            .args([
+                "--devices",
+                "4",
+                "--client-id",
+                "one-traps",
+                "--iterations",
+                "2",
+                "--publish-count",
+                "1",
+            ])
+            .args(["--restart-max-attempts", "2", "--backoff-base-ms", "50"]),
+        Duration::from_secs(120),
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("1 of 4 devices failed"), "{stderr}");
+    let restarts = stdout
+        .matches("[one-traps-0002] restarting the device logic")
+        .count();
+    assert_eq!(restarts, 2, "{stdout}");
+    assert!(stdout.contains("[one-traps-0002] gave up"), "{stdout}");
+    for other in ["0001", "0003", "0004"] {
+        let done = stdout
+            .matches(&format!("[one-traps-{other}] Demo iteration"))
+            .count();
+        assert_eq!(done, 2, "device {other} completed both iterations");
+    }
+}

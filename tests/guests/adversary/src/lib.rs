@@ -7,7 +7,9 @@
 //! - `huge-recv`: asks `receive` for 4 GiB and `send` for 2 MiB;
 //! - `too-many-connections`: opens connections until refused;
 //! - `trap-mid-publish`: sends half a PUBLISH, then panics;
-//! - `escape-wasi`: reaches for files, environment and raw sockets through WASI.
+//! - `escape-wasi`: reaches for files, environment and raw sockets through WASI;
+//! - `one-traps-NNNN` (a fleet's device ids): device 0002 traps, the others
+//!   run the demo.
 //!
 //! Each returns the error the host answered (so a test sees it), or traps.
 
@@ -43,10 +45,18 @@ fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
 impl guest::bindings::Guest for Adversary {
     fn run_iteration(
         settings: Settings,
-        _iteration: u32,
+        iteration: u32,
     ) -> Result<IterationReport, IterationError> {
         let host = settings.broker_host.as_str();
         let port = settings.broker_port;
+        if let Some(device) = settings.client_id.strip_prefix("one-traps-") {
+            if device == "0002" {
+                panic!("device 0002 traps, as planned");
+            }
+            return guest::world::with_platform(|p| {
+                guest::demo::run_iteration(p, &settings, iteration)
+            });
+        }
         match settings.client_id.as_str() {
             "connect-elsewhere" => {
                 for (h, p) in [
