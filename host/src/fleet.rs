@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use guest::bench::percentile;
+
 use crate::bindings::types::{IterationReport, Settings};
 use crate::runner::{self, Logic, Plan, StateFactory};
 
@@ -52,17 +54,14 @@ impl FleetStats {
             .map(|mut r| std::mem::take(&mut *r))
             .unwrap_or_default();
         rtts.sort_unstable();
-        let pct = |p: usize| {
-            rtts.get((rtts.len() * p / 100).min(rtts.len().saturating_sub(1)))
-                .copied()
-        };
-        let rtt = match (pct(50), pct(99)) {
-            (Some(p50), Some(p99)) => format!(
+        let rtt = if rtts.is_empty() {
+            "no echo round trips yet".to_string()
+        } else {
+            format!(
                 "echo round trip p50 {:.2} ms p99 {:.2} ms",
-                f64::from(p50) / 1000.0,
-                f64::from(p99) / 1000.0
-            ),
-            _ => "no echo round trips yet".into(),
+                f64::from(percentile(&rtts, 50)) / 1000.0,
+                f64::from(percentile(&rtts, 99)) / 1000.0
+            )
         };
         format!(
             "fleet: {}/{devices} devices connected, {} iterations done, {} publishes acknowledged, {rtt}, {} failures, host RSS {} MiB",

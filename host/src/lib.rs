@@ -7,7 +7,9 @@
 pub mod bindings;
 pub mod clock;
 pub mod component_cache;
+pub mod engine;
 pub mod entropy;
+pub mod explain;
 pub mod fleet;
 pub mod limits;
 pub mod local_broker;

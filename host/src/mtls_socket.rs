@@ -10,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmtime::component::Resource;
 
 use crate::bindings::mtls_socket::{ErrorCode, Host, HostConnection};
+use crate::bindings::types::Settings;
 use crate::fleet::FleetStats;
 use crate::state::DeviceState;
 use crate::tls::{Failure, FailureKind, TlsClient, TlsConnection, classify_io};
@@ -54,6 +55,16 @@ impl SocketCtx {
             last_failure: None,
             stats: None,
         }
+    }
+
+    /// A context that allows exactly the broker in `settings` and `extra`.
+    pub fn for_broker(settings: &Settings, tls: TlsClient, extra: &[Endpoint]) -> Self {
+        let mut allowed = vec![Endpoint {
+            host: settings.broker_host.clone(),
+            port: settings.broker_port,
+        }];
+        allowed.extend_from_slice(extra);
+        Self::new(tls, allowed)
     }
 
     fn opened(&mut self) {
@@ -115,51 +126,6 @@ fn error_code(kind: FailureKind) -> ErrorCode {
         FailureKind::ProtocolVersion => ErrorCode::ProtocolVersionUnsupported,
         FailureKind::Handshake => ErrorCode::TlsHandshakeFailed,
         FailureKind::Io => ErrorCode::IoFailed,
-    }
-}
-
-/// A guest-facing error code in words, with the fix where there is one.
-pub fn describe_code(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::NotPermitted => {
-            "not permitted: the endpoint is not the broker nor on --allow (add it with --allow HOST:PORT if the logic needs it)"
-        }
-        ErrorCode::NameUnresolvable => "name unresolvable (check the host name in --broker)",
-        ErrorCode::ConnectionRefused => {
-            "connection refused (check that the broker runs and listens on the --broker port)"
-        }
-        ErrorCode::TimedOut => "timed out (check the network path to the broker)",
-        ErrorCode::ConnectionReset => "connection reset by the broker (check the broker's log)",
-        ErrorCode::ConnectionClosed => "connection closed by the broker (check the broker's log)",
-        ErrorCode::ServerCertificateUnknownIssuer => {
-            "server certificate rejected: unknown issuer (pass the broker's root CA with --ca)"
-        }
-        ErrorCode::ServerCertificateExpired => {
-            "server certificate expired or not yet valid (renew it, or check the clock)"
-        }
-        ErrorCode::ServerCertificateNameMismatch => {
-            "server certificate is for another host name (connect with the name it names)"
-        }
-        ErrorCode::ServerCertificateInvalid => {
-            "server certificate invalid (check the broker's certificate chain)"
-        }
-        ErrorCode::ClientCertificateRejected => {
-            "client certificate rejected by the broker (pass one issued by a CA it trusts with --cert/--key)"
-        }
-        ErrorCode::ClientCertificateRequired => {
-            "the broker requires a client certificate (pass --cert and --key)"
-        }
-        ErrorCode::ProtocolVersionUnsupported => {
-            "no common TLS version (the broker must offer TLS 1.2 or 1.3)"
-        }
-        ErrorCode::TlsHandshakeFailed => "TLS handshake failed (check that the port speaks TLS)",
-        ErrorCode::TooManyConnections => {
-            "too many connections open at once (limit --max-connections)"
-        }
-        ErrorCode::MessageTooLarge => {
-            "a send or receive over the per-call limit (limit --max-io-bytes)"
-        }
-        ErrorCode::IoFailed => "I/O error on the socket",
     }
 }
 
@@ -238,19 +204,11 @@ impl HostConnection for DeviceState {
         };
         // Allocate what a TLS record can hold at most, not what was asked.
         let mut buf = vec![0u8; max_len.min(RECEIVE_CHUNK) as usize];
-        // `read` is cancel-safe: bytes not returned stay in the TLS buffers.
-        let read = match limit(timeout_ms) {
-            Some(d) => match tokio::time::timeout(d, stream.read(&mut buf)).await {
-                Ok(r) => r,
-                Err(_) => return Ok(Ok(Vec::new())),
-            },
-            None => {
-                // Zero timeout: return only what is ready now.
-                match tokio::time::timeout(Duration::ZERO, stream.read(&mut buf)).await {
-                    Ok(r) => r,
-                    Err(_) => return Ok(Ok(Vec::new())),
-                }
-            }
+        // Zero waits not at all: only what is ready now. `read` is
+        // cancel-safe: bytes not returned stay in the TLS buffers.
+        let wait = Duration::from_millis(u64::from(timeout_ms));
+        let Ok(read) = tokio::time::timeout(wait, stream.read(&mut buf)).await else {
+            return Ok(Ok(Vec::new()));
         };
         match read {
             Ok(0) if !buf.is_empty() => Ok(Err(self.sockets.record(Failure {

@@ -1,95 +1,18 @@
-//! Runs a device component: the engine and linker, instantiation checked
-//! against the world, and the iteration loop with its delay, exit rules and
-//! one-line failure messages.
+//! Runs a device component: the iteration loop with its delay, restarts,
+//! hot-swap points and exit rules.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use guest::backoff::Backoff;
 use tokio::sync::watch;
-use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::Store;
 
-use crate::bindings::mtls_socket::ErrorCode;
-use crate::bindings::types::{ConnackRefusal, IterationError, IterationReport, Settings};
+use crate::bindings::types::{IterationReport, Settings};
 use crate::bindings::{Device, DevicePre};
+use crate::explain::{describe, describe_trap};
 use crate::limits;
-use crate::mtls_socket::SocketCtx;
 use crate::state::DeviceState;
-use crate::tls::Failure;
-
-/// The world's name, for messages.
-pub const WORLD: &str = "mqtt-device:runtime/device@0.1.0";
-
-/// A wasmtime engine for device components.
-pub fn engine() -> anyhow::Result<Engine> {
-    engine_for(None)
-}
-
-/// An engine; with `pool`, instances come from wasmtime's pooling allocator
-/// sized for that many devices with these limits (fleet mode).
-pub fn engine_for(pool: Option<(u32, &crate::limits::Limits)>) -> anyhow::Result<Engine> {
-    let mut config = Config::new();
-    config.wasm_component_model(true);
-    if let Some((devices, limits)) = pool {
-        // One instance per device, plus room for restarts overlapping and
-        // trial instances of swapped-in logic.
-        let slots = devices + devices / 8 + 16;
-        let mut p = wasmtime::PoolingAllocationConfig::default();
-        p.total_component_instances(slots)
-            .max_core_instances_per_component(16)
-            .total_core_instances(slots * 8)
-            .max_memories_per_component(4)
-            .total_memories(slots * 2)
-            .max_tables_per_component(8)
-            .total_tables(slots * 4)
-            .table_elements(limits.max_table_elements)
-            .max_memory_size(limits.max_memory_bytes)
-            .total_stacks(slots);
-        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(p));
-        // Reserve only what a guest may use: thousands of 4 GiB reservations
-        // would not fit the address space.
-        config.memory_reservation(limits.max_memory_bytes as u64);
-        config.memory_guard_size(64 << 10);
-        config.memory_reservation_for_growth(0);
-        config.async_stack_size(1 << 20);
-    }
-    // CPU limits: wasm code checks the epoch, which a thread advances.
-    config.epoch_interruption(true);
-    let engine = Engine::new(&config)
-        .map_err(anyhow::Error::from)
-        .context("cannot set up the WebAssembly engine")?;
-    crate::limits::start_epoch_ticker(&engine);
-    Ok(engine)
-}
-
-/// A linker with WASI (stdio, clocks) and the world's imports.
-pub fn linker(engine: &Engine) -> anyhow::Result<Linker<DeviceState>> {
-    let mut linker: Linker<DeviceState> = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    // The getter runs on every import call: count them for the CPU limit.
-    Device::add_to_linker::<_, HasSelf<DeviceState>>(&mut linker, |s: &mut DeviceState| {
-        s.cpu.host_calls = s.cpu.host_calls.wrapping_add(1);
-        s
-    })?;
-    Ok(linker)
-}
-
-/// Checks `component` against the world and prepares it for instantiation.
-pub fn prepare(
-    linker: &Linker<DeviceState>,
-    component: &Component,
-) -> anyhow::Result<DevicePre<DeviceState>> {
-    let pre = linker.instantiate_pre(component).map_err(|e| {
-        anyhow::anyhow!("the component does not match the world {WORLD}: {e:#} (build it against this project's wit/)")
-    })?;
-    DevicePre::new(pre).map_err(|e| {
-        anyhow::anyhow!(
-            "the component does not match the world {WORLD}: {e:#} (it must export run-iteration)"
-        )
-    })
-}
 
 /// How to run the iterations.
 #[derive(Debug, Clone)]
@@ -310,98 +233,9 @@ pub async fn run(
     }
 }
 
-/// One line for a trap: its message and, when recognisable, the limit hit.
-pub fn describe_trap(trap: &wasmtime::Error, limits: &crate::limits::Limits) -> String {
-    // The root cause is the trap itself; the outer layers are backtraces.
-    let cause = trap.root_cause().to_string().replace('\n', " ");
-    match crate::limits::trap_hint(&cause, limits) {
-        Some(hint) => format!("{cause} ({hint})"),
-        None => cause,
-    }
-}
-
 fn report_line(iteration: u32, r: &IterationReport) -> String {
     format!(
         "Demo iteration {iteration} completed successfully: {} published, {} acknowledged, {} echoes received, {} TLS connection(s).",
         r.published, r.acknowledged, r.echoes, r.connections
     )
-}
-
-/// One line naming the cause of a failed iteration and the fix.
-pub fn describe(error: &IterationError, settings: &Settings, failure: Option<&Failure>) -> String {
-    let broker = format!("{}:{}", settings.broker_host, settings.broker_port);
-    let detail = |code: &ErrorCode| match failure {
-        Some(f) => f.to_string(),
-        None => crate::mtls_socket::describe_code(*code).to_string(),
-    };
-    match error {
-        IterationError::ConnectRetriesExhausted(code) => format!(
-            "could not connect to {broker}, all {} retries exhausted: {}",
-            settings.backoff_max_attempts,
-            detail(code)
-        ),
-        IterationError::TransportPermanent(
-            code @ (ErrorCode::NotPermitted
-            | ErrorCode::TooManyConnections
-            | ErrorCode::MessageTooLarge),
-        ) => format!(
-            "the device logic hit a sandbox limit: {}",
-            crate::mtls_socket::describe_code(*code)
-        ),
-        IterationError::TransportPermanent(code) => {
-            format!(
-                "TLS connection to {broker} failed, not retried: {}",
-                detail(code)
-            )
-        }
-        IterationError::Transport(code) => format!("connection to {broker} lost: {}", detail(code)),
-        IterationError::ConnackRefused(refusal) => {
-            let (what, fix) = match refusal {
-                ConnackRefusal::UnacceptableProtocolVersion => (
-                    "unacceptable protocol version",
-                    "use a broker that speaks MQTT 3.1.1",
-                ),
-                ConnackRefusal::IdentifierRejected => {
-                    ("identifier rejected", "pass another --client-id")
-                }
-                ConnackRefusal::ServerUnavailable => {
-                    ("server unavailable", "retry later or check the broker")
-                }
-                ConnackRefusal::BadUserNameOrPassword => (
-                    "bad user name or password",
-                    "check --username and --password",
-                ),
-                ConnackRefusal::NotAuthorized => (
-                    "not authorized",
-                    "allow this client id in the broker's policy",
-                ),
-            };
-            format!("the broker {broker} refused the MQTT connection: {what} ({fix})")
-        }
-        IterationError::SubscribeRetriesExhausted(topic) => format!(
-            "the broker {broker} rejected the subscription to {topic} after all retries (allow the topic in the broker's policy)"
-        ),
-        IterationError::TimedOut(what) => {
-            format!(
-                "timed out waiting for {what} from {broker} (check the broker's log, or raise --process-loop-ms)"
-            )
-        }
-        IterationError::ProtocolViolation(what) => format!(
-            "the broker {broker} sent invalid MQTT: {what} (check that --broker points at an MQTT 3.1.1 broker)"
-        ),
-    }
-}
-
-/// A socket context that allows exactly the broker in `settings` and `extra`.
-pub fn sockets_for(
-    settings: &Settings,
-    tls: crate::tls::TlsClient,
-    extra: &[crate::mtls_socket::Endpoint],
-) -> SocketCtx {
-    let mut allowed = vec![crate::mtls_socket::Endpoint {
-        host: settings.broker_host.clone(),
-        port: settings.broker_port,
-    }];
-    allowed.extend_from_slice(extra);
-    SocketCtx::new(tls, allowed)
 }

@@ -398,9 +398,11 @@ pub fn classify_tls(e: &rustls::Error) -> FailureKind {
             AlertDescription::ProtocolVersion => FailureKind::ProtocolVersion,
             _ => FailureKind::Handshake,
         },
-        E::PeerIncompatible(p) if format!("{p:?}").contains("Version") => {
-            FailureKind::ProtocolVersion
-        }
+        E::PeerIncompatible(
+            rustls::PeerIncompatible::ServerDoesNotSupportTls12Or13
+            | rustls::PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig
+            | rustls::PeerIncompatible::SupportedVersionsExtensionRequired,
+        ) => FailureKind::ProtocolVersion,
         _ => FailureKind::Handshake,
     }
 }
@@ -427,6 +429,17 @@ mod tests {
         let config = TlsClient::load_with(&files, &aws).unwrap().client_config();
         assert_eq!(config.alpn_protocols, vec![b"x-amzn-mqtt-ca".to_vec()]);
         assert!(!config.enable_sni);
+    }
+
+    #[test]
+    fn version_failures_are_classified_as_such() {
+        use rustls::{Error, PeerIncompatible};
+        let e = Error::PeerIncompatible(PeerIncompatible::ServerDoesNotSupportTls12Or13);
+        assert_eq!(classify_tls(&e), FailureKind::ProtocolVersion);
+        let e = Error::AlertReceived(AlertDescription::ProtocolVersion);
+        assert_eq!(classify_tls(&e), FailureKind::ProtocolVersion);
+        let e = Error::PeerIncompatible(PeerIncompatible::NoCipherSuitesInCommon);
+        assert_eq!(classify_tls(&e), FailureKind::Handshake);
     }
 
     #[test]

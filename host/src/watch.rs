@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use wasmtime::component::Linker;
 
 use crate::component_cache::{self, Source};
-use crate::runner::{self, Logic, StateFactory, Swaps};
+use crate::runner::{Logic, StateFactory, Swaps};
 use crate::state::DeviceState;
 
 /// Quiet time after the last file event before the file is read, so a copy
@@ -24,7 +24,7 @@ const SETTLE: Duration = Duration::from_millis(30);
 /// Keeps the watch alive; dropping it stops watching.
 pub struct SwapWatch {
     _watcher: notify::RecommendedWatcher,
-    /// New logic, for [`runner::run`].
+    /// New logic, for [`crate::runner::run`].
     pub swaps: Swaps,
 }
 
@@ -134,7 +134,7 @@ async fn candidate(
     if loaded.sha256 == running {
         return Ok(None);
     }
-    let pre = runner::prepare(&source.linker, &loaded.component)?;
+    let pre = crate::engine::prepare(&source.linker, &loaded.component)?;
     // A component that traps when instantiated is refused here, in a sandbox
     // of its own, before it can replace anything.
     let mut store = crate::limits::new_store(&source.engine, (source.state)());

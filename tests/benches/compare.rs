@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use device_tests::{Running, TestPki, host_run_component, root};
+use device_tests::{Running, TestPki, host_run_component, median, root};
 use guest::bench::{self, WINDOW, percentile};
 use guest::bindings::mqtt_device::runtime::log::Level;
 use guest::bindings::mqtt_device::runtime::mtls_socket::ErrorCode;
@@ -286,11 +286,6 @@ fn rumqttc_run(pki: &TestPki, port: u16, n: u32, run: usize) -> Figures {
             per_sec: f64::from(n) / elapsed.as_secs_f64(),
         }
     })
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {

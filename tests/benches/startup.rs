@@ -10,14 +10,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use device_tests::{TestPki, demo_wasm, host_run};
+use device_tests::{TestPki, demo_wasm, host_run, median, mosquitto_tls_args};
 
 const RUNS: usize = 11;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 /// Spawn to CONNACK ("An MQTT connection is established") and to the first
 /// PUBACK.
@@ -63,12 +58,7 @@ fn mosquitto_pub(port: u16, pki: &TestPki) -> Duration {
             "-m",
             "Hello World!",
         ])
-        .arg("--cafile")
-        .arg(&pki.ca)
-        .arg("--cert")
-        .arg(&pki.device.cert)
-        .arg("--key")
-        .arg(&pki.device.key)
+        .args(mosquitto_tls_args(&pki.ca, &pki.device))
         .status()
         .unwrap();
     assert!(status.success());

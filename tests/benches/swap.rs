@@ -14,15 +14,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use device_tests::{
-    Running, TestPki, counter_wasm, demo_wasm, host_run, host_run_component, replace_atomically,
+    Running, TestPki, counter_wasm, demo_wasm, host_run, host_run_component, median,
+    replace_atomically,
 };
 
 const ROUNDS: usize = 9;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
@@ -101,7 +97,7 @@ fn main() {
     let broker = pki.broker();
     let cache = tempfile::tempdir().unwrap();
 
-    let engine = host::runner::engine().unwrap();
+    let engine = host::engine::engine().unwrap();
     let wasm = std::fs::read(demo_wasm()).unwrap();
     let compile: Vec<_> = (0..ROUNDS)
         .map(|_| {

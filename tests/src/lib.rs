@@ -375,12 +375,7 @@ impl Subscriber {
             ])
             .args(["-i", &format!("independent-subscriber-{port}")])
             .args(if persistent { &["-c"][..] } else { &[][..] })
-            .arg("--cafile")
-            .arg(&pki.ca)
-            .arg("--cert")
-            .arg(&pki.subscriber.cert)
-            .arg("--key")
-            .arg(&pki.subscriber.key)
+            .args(mosquitto_tls_args(&pki.ca, &pki.subscriber))
             .args(["-t", topic])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -463,4 +458,23 @@ pub fn topic_matches(filter: &str, topic: &str) -> bool {
             _ => return false,
         }
     }
+}
+
+/// `--cafile CA --cert CERT --key KEY` for `mosquitto_sub` and `mosquitto_pub`.
+pub fn mosquitto_tls_args(ca: &Path, client: &ClientFiles) -> [std::ffi::OsString; 6] {
+    [
+        "--cafile".into(),
+        ca.into(),
+        "--cert".into(),
+        client.cert.clone().into(),
+        "--key".into(),
+        client.key.clone().into(),
+    ]
+}
+
+/// The middle of `values` (the upper middle for an even count): the figure
+/// the benchmarks report.
+pub fn median<T: PartialOrd + Copy>(mut values: Vec<T>) -> T {
+    values.sort_by(|a, b| a.partial_cmp(b).expect("comparable values"));
+    values[values.len() / 2]
 }

@@ -8,10 +8,11 @@ use anyhow::{Context, bail};
 use crate::cli::RunArgs;
 use host::bindings::types::Settings;
 use host::component_cache::{self, Source};
+use host::engine;
 use host::fleet::{self, Fleet, FleetStats};
 use host::limits::Limits;
 use host::local_broker::LocalBroker;
-use host::mtls_socket::Endpoint;
+use host::mtls_socket::{Endpoint, SocketCtx};
 use host::runner::{self, Logic, Plan, RestartPolicy, RunError, StateFactory};
 use host::state::DeviceState;
 use host::tls::{Handshake, TlsClient, TlsFiles};
@@ -136,9 +137,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         bail!("--watch and --devices together are not supported (run the fleet without --watch)");
     }
     let engine = if args.devices > 1 {
-        runner::engine_for(Some((args.devices, &limits)))?
+        engine::engine_for(Some((args.devices, &limits)))?
     } else {
-        runner::engine()?
+        engine::engine()?
     };
     let cache_dir = if args.no_cache {
         None
@@ -158,8 +159,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         loaded.millis
     );
-    let linker = Arc::new(runner::linker(&engine)?);
-    let pre = runner::prepare(&linker, &loaded.component)
+    let linker = Arc::new(engine::linker(&engine)?);
+    let pre = engine::prepare(&linker, &loaded.component)
         .with_context(|| format!("cannot run {}", args.component.display()))?;
     let logic = Arc::new(Logic {
         pre,
@@ -185,7 +186,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Arc::new(move || {
             DeviceState::new(
                 client_id.clone(),
-                runner::sockets_for(&settings, tls.clone(), &allow),
+                SocketCtx::for_broker(&settings, tls.clone(), &allow),
                 limits,
             )
         })
@@ -242,7 +243,7 @@ async fn run_fleet(
             };
             let (tls, allow, stats) = (tls.clone(), allow.clone(), stats.clone());
             let state: StateFactory = Arc::new(move || {
-                let mut sockets = runner::sockets_for(&settings, tls.clone(), &allow);
+                let mut sockets = SocketCtx::for_broker(&settings, tls.clone(), &allow);
                 sockets.stats = Some(stats.clone());
                 DeviceState::new(settings.client_id.clone(), sockets, limits)
             });
