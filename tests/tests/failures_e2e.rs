@@ -157,3 +157,27 @@ fn a_file_that_is_not_a_component_of_the_world_is_refused() {
     assert!(!out.status.success());
     assert!(line.contains("not a valid WebAssembly component"), "{line}");
 }
+
+#[test]
+fn a_component_of_another_world_is_refused() {
+    let pki = TestPki::new();
+    let other = pki.dir.path().join("other-world.wasm");
+    std::fs::write(&other, wat::parse_str("(component)").unwrap()).unwrap();
+    let mut cmd = std::process::Command::new(device_tests::host_bin());
+    cmd.arg("run")
+        .arg(&other)
+        .args(["--broker", "mqtts://localhost:1", "--ca"])
+        .arg(&pki.ca)
+        .arg("--no-cache");
+    let out = output_within(&mut cmd, LIMIT);
+    let line = last_line(&text(&out).1).to_string();
+    assert_eq!(out.status.code(), Some(1), "{line}");
+    assert!(
+        line.contains("does not match the world mqtt-device:runtime/device"),
+        "{line}"
+    );
+    assert!(
+        line.contains("run-iteration"),
+        "the line names what is missing: {line}"
+    );
+}
