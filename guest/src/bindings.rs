@@ -10,8 +10,3 @@ wit_bindgen::generate!({
     pub_export_macro: true,
     default_bindings_module: "guest::bindings",
 });
-
-#[cfg(feature = "demo-export")]
-use crate::world::Demo;
-#[cfg(feature = "demo-export")]
-export!(Demo with_types_in crate::bindings);

@@ -5,46 +5,14 @@
 use mqttbytes::QoS;
 use mqttbytes::v4::{Connect, ConnectReturnCode, Login, SubscribeReasonCode};
 
-use crate::backoff::Backoff;
-use crate::bindings::mqtt_device::runtime::log::Level;
+use mqtt_core::{
+    Backoff, Client, ClientError, Clock, Event, Flow, Level, Platform, Timing, TransportError,
+};
+
 use crate::bindings::mqtt_device::runtime::mtls_socket::ErrorCode;
 use crate::bindings::mqtt_device::runtime::types::{
     ConnackRefusal, IterationError, IterationReport, Settings,
 };
-use crate::client::{Client, ClientError, Clock, Event, Flow, Timing, Transport};
-
-/// What the demo needs from the world it runs in.
-pub trait Platform {
-    /// An open connection to the broker.
-    type Conn: Transport;
-    /// The clock the client and the waits use.
-    type Clock: Clock + Clone;
-    /// Opens a mutually-authenticated TLS connection.
-    fn connect(&mut self, host: &str, port: u16, timeout_ms: u32) -> Result<Self::Conn, ErrorCode>;
-    /// The clock.
-    fn clock(&self) -> Self::Clock;
-    /// Writes one log line.
-    fn log(&self, level: Level, message: &str);
-    /// A uniformly random number (for backoff jitter).
-    fn random_u32(&mut self) -> u32;
-}
-
-/// True for failures that retrying cannot fix: certificates, permissions,
-/// TLS version policy.
-pub fn is_permanent(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::NotPermitted
-            | ErrorCode::ServerCertificateUnknownIssuer
-            | ErrorCode::ServerCertificateExpired
-            | ErrorCode::ServerCertificateNameMismatch
-            | ErrorCode::ServerCertificateInvalid
-            | ErrorCode::ClientCertificateRejected
-            | ErrorCode::ClientCertificateRequired
-            | ErrorCode::ProtocolVersionUnsupported
-            | ErrorCode::MessageTooLarge
-    )
-}
 
 /// A report of nothing done yet.
 pub fn empty_report() -> IterationReport {
@@ -111,12 +79,14 @@ impl<P: Platform> Demo<'_, P> {
         loop {
             match self.session(&mut client, &mut progress) {
                 Err(IterationError::Transport(code)) if reconnects_left > 0 => {
+                    let code = TransportError::from(code);
                     reconnects_left -= 1;
                     client.close();
                     self.platform.log(
                         Level::Warn,
-                        &format!("Connection to the broker lost ({}). Reconnecting with backoff and jitter.",
-                            code.name()),
+                        &format!(
+                            "Connection to the broker lost ({code}). Reconnecting with backoff and jitter."
+                        ),
                     );
                     let conn = self.open_with_backoff()?;
                     client.replace_transport(conn);
@@ -187,15 +157,14 @@ impl<P: Platform> Demo<'_, P> {
                     self.report.connections += 1;
                     return Ok(conn);
                 }
-                Err(code) if is_permanent(code) => {
+                Err(code) if code.is_permanent() => {
                     self.platform.log(
                         Level::Error,
                         &format!(
-                            "Connection to the broker failed permanently: {}. Not retrying.",
-                            code.name()
+                            "Connection to the broker failed permanently: {code}. Not retrying."
                         ),
                     );
-                    return Err(IterationError::TransportPermanent(code));
+                    return Err(IterationError::TransportPermanent(code.into()));
                 }
                 Err(code) => {
                     let random = self.platform.random_u32();
@@ -204,8 +173,7 @@ impl<P: Platform> Demo<'_, P> {
                             self.platform.log(
                                 Level::Warn,
                                 &format!(
-                                    "Connection to the broker failed ({}). Retrying connection with backoff and jitter: {delay_ms} ms.",
-                                    code.name()
+                                    "Connection to the broker failed ({code}). Retrying connection with backoff and jitter: {delay_ms} ms."
                                 ),
                             );
                             self.platform.clock().sleep_ms(delay_ms);
@@ -215,7 +183,7 @@ impl<P: Platform> Demo<'_, P> {
                                 Level::Error,
                                 "Connection to the broker failed, all attempts exhausted.",
                             );
-                            return Err(IterationError::ConnectRetriesExhausted(code));
+                            return Err(IterationError::ConnectRetriesExhausted(code.into()));
                         }
                     }
                 }
@@ -552,10 +520,11 @@ fn log_event<P: Platform>(platform: &P, topic: &str, event: Event) {
 /// Maps a client failure to the iteration's error.
 fn iteration_error(e: ClientError) -> IterationError {
     match e {
-        ClientError::Transport(code) if is_permanent(code) => {
-            IterationError::TransportPermanent(code)
+        ClientError::Transport(code) if code.is_permanent() => {
+            IterationError::TransportPermanent(code.into())
         }
-        ClientError::Transport(code) => IterationError::Transport(code),
+        ClientError::Transport(code) => IterationError::Transport(code.into()),
+        ClientError::Encode(what) => IterationError::ProtocolViolation(what),
         ClientError::Protocol(what) => IterationError::ProtocolViolation(what),
         ClientError::Timeout(what) => IterationError::TimedOut(what.to_string()),
         ClientError::KeepAliveTimeout => {

@@ -1,13 +1,12 @@
-//! The coreMQTT mutual-authentication demo as a WebAssembly component of the
-//! `mqtt-device:runtime/device` world. The MQTT client, the backoff policy and
-//! the workflow are plain Rust and also build (and unit-test) natively.
+//! The coreMQTT mutual-authentication demo workflow ([`demo`]) and the glue
+//! of the `mqtt-device:runtime/device` world ([`bindings`], [`world`]) for
+//! device logic written in Rust. The MQTT client, backoff and packets are in
+//! `mqtt-core`. This crate exports nothing: each component crate
+//! (`guest/component` for the demo, the examples, the test guests) invokes
+//! the export macro once, so two components never clash over it.
 
 #![deny(unsafe_code)]
 
-pub mod backoff;
-pub mod bench;
 pub mod bindings;
-pub mod client;
 pub mod demo;
-pub mod packets;
 pub mod world;

@@ -1,17 +1,33 @@
-//! The component's side of the world: the exported entry point and the
-//! [`Platform`](crate::demo::Platform) backed by the host's imports.
+//! The component's side of the world: the demo's export, and mqtt-core's
+//! [`Platform`] backed by the host's imports. The only place that converts
+//! between the generated types and mqtt-core's.
 
 use std::cell::RefCell;
 
+use mqtt_core::{Clock, Level, Platform, Transport, TransportError};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
+use crate::bindings::mqtt_device::runtime::log;
+use crate::bindings::mqtt_device::runtime::mtls_socket::{self, ErrorCode};
 use crate::bindings::mqtt_device::runtime::types::{IterationError, IterationReport, Settings};
-use crate::bindings::mqtt_device::runtime::{clock, entropy, log, mtls_socket};
-use crate::client::{Clock, Transport};
-use crate::demo::{self, Platform};
+use crate::bindings::mqtt_device::runtime::{clock, entropy};
+use crate::demo;
 
-/// The component's export implementation.
+mqtt_core::error_code_conversions!(ErrorCode);
+
+impl From<Level> for log::Level {
+    fn from(level: Level) -> Self {
+        match level {
+            Level::Debug => Self::Debug,
+            Level::Info => Self::Info,
+            Level::Warn => Self::Warn,
+            Level::Error => Self::Error,
+        }
+    }
+}
+
+/// The demo's export implementation.
 pub struct Demo;
 
 impl crate::bindings::Guest for Demo {
@@ -48,7 +64,7 @@ fn seeded_rng() -> ChaCha20Rng {
     ChaCha20Rng::from_seed(seed)
 }
 
-/// The demo's [`Platform`] on the host's imports.
+/// mqtt-core's [`Platform`] on the host's imports.
 pub struct HostPlatform<'a> {
     rng: &'a mut ChaCha20Rng,
 }
@@ -70,15 +86,11 @@ impl Clock for HostClock {
 }
 
 impl Transport for mtls_socket::Connection {
-    fn send(&mut self, data: &[u8], timeout_ms: u32) -> Result<(), mtls_socket::ErrorCode> {
-        mtls_socket::Connection::send(self, data, timeout_ms)
+    fn send(&mut self, data: &[u8], timeout_ms: u32) -> Result<(), TransportError> {
+        mtls_socket::Connection::send(self, data, timeout_ms).map_err(TransportError::from)
     }
-    fn receive(
-        &mut self,
-        max_len: u32,
-        timeout_ms: u32,
-    ) -> Result<Vec<u8>, mtls_socket::ErrorCode> {
-        mtls_socket::Connection::receive(self, max_len, timeout_ms)
+    fn receive(&mut self, max_len: u32, timeout_ms: u32) -> Result<Vec<u8>, TransportError> {
+        mtls_socket::Connection::receive(self, max_len, timeout_ms).map_err(TransportError::from)
     }
     fn close(&mut self) {
         mtls_socket::Connection::close(self);
@@ -94,14 +106,14 @@ impl Platform for HostPlatform<'_> {
         host: &str,
         port: u16,
         timeout_ms: u32,
-    ) -> Result<Self::Conn, mtls_socket::ErrorCode> {
-        mtls_socket::connect(host, port, timeout_ms)
+    ) -> Result<Self::Conn, TransportError> {
+        mtls_socket::connect(host, port, timeout_ms).map_err(TransportError::from)
     }
     fn clock(&self) -> HostClock {
         HostClock
     }
-    fn log(&self, level: log::Level, message: &str) {
-        log::write(level, message);
+    fn log(&self, level: Level, message: &str) {
+        log::write(level.into(), message);
     }
     fn random_u32(&mut self) -> u32 {
         self.rng.next_u32()

@@ -1,23 +1,19 @@
 //! Runs sandboxed MQTT device logic: a WebAssembly component of the
 //! `mqtt-device:runtime/device` world gets an mTLS socket to the allowed
 //! broker, OS entropy, a clock and a log; the TLS key stays in the host.
+//!
+//! Folders by role: [`imports`] (one module per WIT interface), [`sandbox`]
+//! (engine, limits, running a device under the supervisor), [`fleet`],
+//! [`swap`] (cache and hot swap), [`tls`], [`broker`] (mosquitto, the
+//! embedded broker, throwaway PKIs). The domain (settings, outcomes, the
+//! supervisor, the observer, the WIT edge) is the `host-core` crate; the
+//! command line is the binary's `cli` module.
 
 #![deny(unsafe_code)]
 
-pub mod bindings;
-pub mod clock;
-pub mod component_cache;
-pub mod engine;
-pub mod entropy;
-pub mod explain;
+pub mod broker;
 pub mod fleet;
-pub mod limits;
-pub mod local_broker;
-pub mod log;
-pub mod mosquitto;
-pub mod mtls_socket;
-pub mod pki;
-pub mod runner;
-pub mod state;
+pub mod imports;
+pub mod sandbox;
+pub mod swap;
 pub mod tls;
-pub mod watch;

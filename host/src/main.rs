@@ -1,15 +1,15 @@
-//! The `host` binary: parse the command line, run, print any error on one line.
+//! The `host` binary: parse the command line, run, print any failure on one
+//! line with the exit code that says what kind it was.
 
 #![deny(unsafe_code)]
 
 mod cli;
-mod commands;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, explain};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -42,17 +42,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => commands::run::run(args).await,
+            Command::Run(args) => cli::run::run(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
-            let code = e
-                .downcast_ref::<host::runner::RunError>()
-                .map_or(host::runner::exit::SETUP, host::runner::RunError::exit_code);
-            ExitCode::from(code)
+        Err(failure) => {
+            eprintln!("error: {}", explain::failure_line(&failure));
+            ExitCode::from(failure.exit_code())
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Sandbox cost, measured against real alternatives in the same run, on the
 //! same local mosquitto over mutual TLS:
 //! - sandboxed: tests/guests/bench as a component in `host run`;
-//! - native: the same `guest::bench` code compiled natively, over the same
-//!   rustls transport (`host::tls::TlsClient`);
+//! - native: the same workload (`guest_bench::workload`) compiled natively,
+//!   over the same rustls transport (`host::tls::TlsClient`);
 //! - rumqttc: the Rust client a user would pick instead, with the same rustls
 //!   configuration, TCP_NODELAY, and the same window of 15 in-flight publishes.
 //!
@@ -17,13 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use device_tests::{Running, TestPki, host_run_component, median, root};
-use guest::bench::{self, WINDOW, percentile};
-use guest::bindings::mqtt_device::runtime::log::Level;
-use guest::bindings::mqtt_device::runtime::mtls_socket::ErrorCode;
-use guest::bindings::mqtt_device::runtime::types::Settings;
-use guest::client::{Clock, Transport};
-use guest::demo::Platform;
+use guest_bench::workload::{self as bench, Config, WINDOW};
 use host::tls::{TlsClient, TlsConnection, TlsFiles};
+use mqtt_core::stats::percentile;
+use mqtt_core::{Clock, Level, Platform, Transport, TransportError as ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One run's figures: sorted round trips (us) and pipelined messages per second.
@@ -32,27 +29,20 @@ struct Figures {
     per_sec: f64,
 }
 
-fn settings(port: u16, id: &str, n: u32) -> Settings {
-    Settings {
+fn config(port: u16, id: &str, n: u32) -> Config {
+    Config {
         broker_host: "localhost".into(),
         broker_port: port,
         client_id: id.into(),
         topic: format!("{id}/example/topic"),
         payload: "Hello World!".into(),
         publish_count: n,
-        publish_delay_ms: 0,
         process_loop_ms: 5000,
         connack_timeout_ms: 5000,
         transport_timeout_ms: 1000,
         connect_timeout_ms: 5000,
         keep_alive_secs: 60,
         pingresp_timeout_ms: 5000,
-        backoff_base_ms: 500,
-        backoff_max_ms: 5000,
-        backoff_max_attempts: 5,
-        clean_session: true,
-        username: None,
-        password: None,
     }
 }
 
@@ -202,7 +192,7 @@ fn native(pki: &TestPki, port: u16, n: u32, run: usize) -> Figures {
         rt,
         tls: TlsClient::load(&tls_files(pki)).unwrap(),
     };
-    let result = bench::run(&mut platform, &settings(port, &format!("native-{run}"), n)).unwrap();
+    let result = bench::run(&mut platform, &config(port, &format!("native-{run}"), n)).unwrap();
     let mut rtts = result.round_trips_us;
     rtts.sort_unstable();
     Figures {

@@ -97,21 +97,21 @@ fn main() {
     let broker = pki.broker();
     let cache = tempfile::tempdir().unwrap();
 
-    let engine = host::engine::engine().unwrap();
+    let engine = host::sandbox::engine::engine(None).unwrap();
     let wasm = std::fs::read(demo_wasm()).unwrap();
     let compile: Vec<_> = (0..ROUNDS)
         .map(|_| {
             let t = Instant::now();
-            host::component_cache::load_bytes(&engine, &wasm, None).unwrap();
+            host::swap::cache::load_bytes(&engine, &wasm, None).unwrap();
             t.elapsed()
         })
         .collect();
-    host::component_cache::load_bytes(&engine, &wasm, Some(cache.path())).unwrap();
+    host::swap::cache::load_bytes(&engine, &wasm, Some(cache.path())).unwrap();
     let cached: Vec<_> = (0..ROUNDS)
         .map(|_| {
             let t = Instant::now();
-            let l = host::component_cache::load_bytes(&engine, &wasm, Some(cache.path())).unwrap();
-            assert_eq!(l.source, host::component_cache::Source::CacheHit);
+            let l = host::swap::cache::load_bytes(&engine, &wasm, Some(cache.path())).unwrap();
+            assert_eq!(l.source, host::swap::cache::Source::CacheHit);
             t.elapsed()
         })
         .collect();

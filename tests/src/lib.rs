@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use host::mosquitto::{INSTALL_HINT, ListenerTls, Mosquitto};
-use host::pki::{self, Authority};
+use host::broker::mosquitto::{INSTALL_HINT, ListenerTls, Mosquitto};
+use host::broker::pki::{self, Authority};
 use tempfile::TempDir;
 
 /// The workspace root.
@@ -155,7 +155,7 @@ impl Running {
 /// Fails the test, with the install command, when a tool is missing.
 pub fn require_mosquitto() {
     assert!(
-        host::mosquitto::binary().is_some(),
+        host::broker::mosquitto::binary().is_some(),
         "mosquitto is not installed: {INSTALL_HINT}"
     );
     assert!(

@@ -50,7 +50,7 @@ fn two_iterations_reach_an_independent_subscriber() {
         "Disconnecting the MQTT connection with localhost.",
         "Demo completed successfully.",
         "Short delay before starting the next iteration....",
-        "Demo iteration 2 completed successfully: 5 published, 5 acknowledged, 5 echoes received",
+        "iteration 2 completed successfully: 5 published, 5 acknowledged, 5 echoes received",
     ];
     let mut at = 0;
     for line in order {
@@ -83,9 +83,8 @@ fn embedded_default_broker_runs_the_demo() {
     assert!(out.status.success(), "{stderr}\n{stdout}");
     assert!(stdout.contains("started an embedded mosquitto"), "{stdout}");
     assert!(
-        stdout.contains(
-            "Demo iteration 1 completed successfully: 2 published, 2 acknowledged, 2 echoes"
-        ),
+        stdout
+            .contains("iteration 1 completed successfully: 2 published, 2 acknowledged, 2 echoes"),
         "{stdout}"
     );
 }
@@ -93,7 +92,7 @@ fn embedded_default_broker_runs_the_demo() {
 #[test]
 fn refused_connections_are_retried_until_the_broker_comes_up() {
     let pki = TestPki::new();
-    let port = host::mosquitto::free_port().unwrap();
+    let port = host::broker::mosquitto::free_port().unwrap();
     let child = host_run(port, &pki.ca, Some(&pki.device))
         .args(["--iterations", "1", "--publish-count", "1"])
         .args([

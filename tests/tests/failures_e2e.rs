@@ -74,7 +74,7 @@ fn wrong_root_ca_is_named() {
 #[test]
 fn unreachable_broker_is_retried_with_backoff_then_reported() {
     let pki = TestPki::new();
-    let port = host::mosquitto::free_port().unwrap();
+    let port = host::broker::mosquitto::free_port().unwrap();
     let out = output_within(
         host_run(port, &pki.ca, Some(&pki.device)).args([
             "--iterations",

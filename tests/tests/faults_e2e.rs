@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use device_tests::{Running, Subscriber, TestPki, host_run};
-use host::mosquitto::Mosquitto;
+use host::broker::mosquitto::Mosquitto;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -86,7 +86,7 @@ fn assert_all_arrived(seen: &BTreeMap<String, usize>, iterations: u32) {
 #[test]
 fn broker_killed_and_restarted_three_times_loses_nothing() {
     let pki = TestPki::new();
-    let port = host::mosquitto::free_port().unwrap();
+    let port = host::broker::mosquitto::free_port().unwrap();
     let start =
         || Mosquitto::start_on(pki.dir.path(), &pki.listener, port, true).expect("start mosquitto");
     let mut broker = start();

@@ -37,7 +37,7 @@ fn swapping_in_the_counter_logic_while_running() {
     let mut host = watched(broker.port, &pki, &device, "swap-dev", 8);
     let pid = host.child.id();
     host.wait_for("watching", LIMIT);
-    host.wait_for("Demo iteration 2 completed successfully", LIMIT);
+    host.wait_for("iteration 2 completed successfully", LIMIT);
     replace_atomically(&device, &std::fs::read(counter_wasm()).unwrap());
     let swapped = host.wait_for("swapped device.wasm: sha256", LIMIT);
     assert!(
@@ -131,7 +131,7 @@ fn logic_that_traps_in_its_first_iteration_is_swapped_back() {
     let device = pki.dir.path().join("device.wasm");
     std::fs::copy(demo_wasm(), &device).unwrap();
     let mut host = watched(broker.port, &pki, &device, "trap-mid-publish", 6);
-    host.wait_for("Demo iteration 1 completed successfully", LIMIT);
+    host.wait_for("iteration 1 completed successfully", LIMIT);
     let adversary = device_tests::root().join("target/adversary.wasm");
     replace_atomically(&device, &std::fs::read(adversary).unwrap());
     let line = host.wait_for("trapped in its first iteration", LIMIT);

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use device_tests::{ClientFiles, host_run, output_within, text};
-use host::mosquitto::{ListenerTls, Mosquitto};
-use host::pki::{self, Authority, Issued, LeafOptions, Role};
+use host::broker::mosquitto::{ListenerTls, Mosquitto};
+use host::broker::pki::{self, Authority, Issued, LeafOptions, Role};
 use rcgen::KeyPair;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -229,7 +229,7 @@ fn broker_offering_only_tls_1_1_is_refused_by_policy() {
     let server = ca.issue(&server_for("localhost")).unwrap();
     let cert = pki::write(s.dir.path(), "old.pem", &server.cert_pem).unwrap();
     let key = pki::write(s.dir.path(), "old.key", &server.key_pem).unwrap();
-    let port = host::mosquitto::free_port().unwrap();
+    let port = host::broker::mosquitto::free_port().unwrap();
     let child = Command::new("openssl")
         .args([
             "s_server",

@@ -1,20 +1,21 @@
 //! The mock host's implementations of the world's imports: a scripted
 //! broker behind `mtls-socket`, seeded `entropy`, a virtual `clock`, and a
-//! captured `log`. Every call is recorded.
+//! captured `log`. Every call is recorded. The broker, the clock and the
+//! record outlive an instance, so a restarted guest meets the same broker.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use host_core::wit::mtls_socket::{Connection, ErrorCode, Host as SocketHost, HostConnection};
+use host_core::wit::{clock_bindings as clock, entropy_bindings as entropy, log, types};
+use host_core::{Level, TransportError};
+use mqtt_core::packets::{Decoder, encode, packet_name};
 use mqttbytes::v4::Packet;
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use guest::packets::{Decoder, encode, packet_name};
-
-use crate::bindings::log::Level;
-use crate::bindings::mtls_socket::{ErrorCode, Host as SocketHost, HostConnection};
-use crate::bindings::{clock, entropy, log, types};
 use crate::script::{AfterScript, Delivery, Script, Step, auto_reply};
 
 /// One recorded import call or broker event, in order.
@@ -27,7 +28,7 @@ pub enum Call {
         /// Port asked for.
         port: u16,
         /// Error answered, if any.
-        refused: Option<ErrorCode>,
+        refused: Option<TransportError>,
     },
     /// A packet the guest sent, decoded, at a virtual time.
     Sent {
@@ -48,6 +49,11 @@ pub enum Call {
     Entropy(u32),
     /// A log line.
     Log(Level, String),
+    /// The host waited between iterations or before a restart (virtual
+    /// time), milliseconds.
+    HostWait(u32),
+    /// The host made a new instance of the component.
+    Instantiate,
 }
 
 /// A guest-held connection in the mock.
@@ -56,10 +62,31 @@ pub struct MockConnection {
     pub index: usize,
 }
 
-/// Store data of a mock run.
+/// Store data of a mock instance: its own WASI and resources, and the
+/// broker shared by every instance of a run.
 pub struct MockState {
-    pub(crate) wasi: WasiCtx,
-    pub(crate) table: ResourceTable,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    broker: Arc<Mutex<Broker>>,
+}
+
+impl MockState {
+    pub(crate) fn new(broker: Arc<Mutex<Broker>>) -> Self {
+        Self {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            broker,
+        }
+    }
+
+    fn broker(&self) -> MutexGuard<'_, Broker> {
+        // A panic while the lock is held fails the test anyway.
+        self.broker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The scripted broker, the virtual clock and the record of a run.
+pub struct Broker {
     pub(crate) script: Script,
     pub(crate) rng: ChaCha20Rng,
     /// Virtual time, milliseconds.
@@ -80,11 +107,9 @@ pub struct MockState {
 /// Import calls after which the mock stops a guest as looping.
 pub const MAX_IMPORT_CALLS: u64 = 1_000_000;
 
-impl MockState {
+impl Broker {
     pub(crate) fn new(script: Script, rng: ChaCha20Rng) -> Self {
         Self {
-            wasi: WasiCtx::builder().build(),
-            table: ResourceTable::new(),
             script,
             rng,
             now_ms: 0,
@@ -96,6 +121,13 @@ impl MockState {
             failure: None,
             import_calls: 0,
         }
+    }
+
+    /// A new instance starts with no connection open.
+    pub(crate) fn instantiated(&mut self) {
+        self.current = None;
+        self.inbound.clear();
+        self.calls.push(Call::Instantiate);
     }
 
     /// Runs the steps that act by themselves (Send, Close, Trap) at the head.
@@ -180,7 +212,8 @@ impl MockState {
             None => return Err(self.fail(format!("mock broker: script ended, got {packet:?}"))),
         };
         for reply in replies {
-            self.inbound.extend(encode(&reply));
+            let bytes = encode(&reply).map_err(|e| self.fail(format!("mock broker: {e}")))?;
+            self.inbound.extend(bytes);
         }
         self.advance()
     }
@@ -197,142 +230,162 @@ impl WasiView for MockState {
 
 impl types::Host for MockState {}
 
+fn connection(conn: &Resource<Connection>) -> Resource<MockConnection> {
+    Resource::new_borrow(conn.rep())
+}
+
 impl SocketHost for MockState {
-    fn connect(
+    async fn connect(
         &mut self,
         host: String,
         port: u16,
         _timeout_ms: u32,
-    ) -> wasmtime::Result<Result<Resource<MockConnection>, ErrorCode>> {
-        self.enter()?;
-        if let Some(Step::RefuseConnect(code)) = self.script.steps.front() {
-            let code = *code;
-            self.script.steps.pop_front();
-            self.calls.push(Call::Connect {
+    ) -> wasmtime::Result<Result<Resource<Connection>, ErrorCode>> {
+        let index = {
+            let mut b = self.broker();
+            b.enter()?;
+            if let Some(Step::RefuseConnect(code)) = b.script.steps.front() {
+                let code = *code;
+                b.script.steps.pop_front();
+                b.calls.push(Call::Connect {
+                    host,
+                    port,
+                    refused: Some(code),
+                });
+                return Ok(Err(code.into()));
+            }
+            b.calls.push(Call::Connect {
                 host,
                 port,
-                refused: Some(code),
+                refused: None,
             });
-            return Ok(Err(code));
-        }
-        self.calls.push(Call::Connect {
-            host,
-            port,
-            refused: None,
-        });
-        let index = self.connections;
-        self.connections += 1;
-        self.current = Some(index);
-        self.inbound.clear();
-        self.decoder.clear();
-        Ok(Ok(self.table.push(MockConnection { index })?))
+            let index = b.connections;
+            b.connections += 1;
+            b.current = Some(index);
+            b.inbound.clear();
+            b.decoder.clear();
+            index
+        };
+        let handle = self.table.push(MockConnection { index })?;
+        Ok(Ok(Resource::new_own(handle.rep())))
     }
 }
 
 impl HostConnection for MockState {
-    fn send(
+    async fn send(
         &mut self,
-        conn: Resource<MockConnection>,
+        conn: Resource<Connection>,
         data: Vec<u8>,
         _timeout_ms: u32,
     ) -> wasmtime::Result<Result<(), ErrorCode>> {
-        self.enter()?;
-        let index = self.table.get(&conn)?.index;
-        if self.current != Some(index) {
+        let index = self.table.get(&connection(&conn))?.index;
+        let mut b = self.broker();
+        b.enter()?;
+        if b.current != Some(index) {
             return Ok(Err(ErrorCode::ConnectionClosed));
         }
-        self.decoder.push(&data);
+        b.decoder.push(&data);
         loop {
-            match self.decoder.next_packet() {
-                Ok(Some(packet)) => self.on_packet(packet)?,
+            match b.decoder.next_packet() {
+                Ok(Some(packet)) => b.on_packet(packet)?,
                 Ok(None) => break,
                 Err(e) => {
-                    return Err(
-                        self.fail(format!("mock broker: the guest sent malformed bytes: {e}"))
-                    );
+                    return Err(b.fail(format!("mock broker: the guest sent malformed bytes: {e}")));
                 }
             }
-            if self.current != Some(index) {
+            if b.current != Some(index) {
                 break;
             }
         }
         Ok(Ok(()))
     }
 
-    fn receive(
+    async fn receive(
         &mut self,
-        conn: Resource<MockConnection>,
+        conn: Resource<Connection>,
         max_len: u32,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, ErrorCode>> {
-        self.enter()?;
-        let index = self.table.get(&conn)?.index;
-        if self.current != Some(index) {
+        let index = self.table.get(&connection(&conn))?.index;
+        let mut b = self.broker();
+        b.enter()?;
+        if b.current != Some(index) {
             return Ok(Err(ErrorCode::ConnectionClosed));
         }
-        if self.inbound.is_empty() {
-            self.now_ms += u64::from(timeout_ms);
-            self.calls.push(Call::WaitedOut(timeout_ms));
+        if b.inbound.is_empty() {
+            b.now_ms += u64::from(timeout_ms);
+            b.calls.push(Call::WaitedOut(timeout_ms));
             return Ok(Ok(Vec::new()));
         }
-        let limit = match self.script.delivery {
+        let limit = match b.script.delivery {
             Delivery::Coalesced => max_len as usize,
             Delivery::OneByte => 1,
         };
-        let n = limit.min(self.inbound.len());
-        let bytes: Vec<u8> = self.inbound.drain(..n).collect();
-        self.calls.push(Call::Received(bytes.clone()));
+        let n = limit.min(b.inbound.len());
+        let bytes: Vec<u8> = b.inbound.drain(..n).collect();
+        b.calls.push(Call::Received(bytes.clone()));
         Ok(Ok(bytes))
     }
 
-    fn close(&mut self, conn: Resource<MockConnection>) -> wasmtime::Result<()> {
-        let index = self.table.get(&conn)?.index;
-        if self.current == Some(index) {
-            self.current = None;
+    async fn close(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
+        let index = self.table.get(&connection(&conn))?.index;
+        let mut b = self.broker();
+        if b.current == Some(index) {
+            b.current = None;
         }
-        self.calls.push(Call::Close);
+        b.calls.push(Call::Close);
         Ok(())
     }
 
-    fn drop(&mut self, conn: Resource<MockConnection>) -> wasmtime::Result<()> {
-        self.table.delete(conn)?;
+    async fn drop(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
+        self.table
+            .delete(Resource::<MockConnection>::new_own(conn.rep()))?;
         Ok(())
     }
 }
 
 impl entropy::Host for MockState {
-    fn get_random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
-        self.enter()?;
-        self.calls.push(Call::Entropy(len));
+    async fn get_random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
+        let mut b = self.broker();
+        b.enter()?;
+        b.calls.push(Call::Entropy(len));
         let mut bytes = vec![0u8; len.min(4096) as usize];
-        self.rng.fill_bytes(&mut bytes);
+        b.rng.fill_bytes(&mut bytes);
         Ok(bytes)
     }
 }
 
 impl clock::Host for MockState {
-    fn now_ms(&mut self) -> wasmtime::Result<u64> {
-        self.enter()?;
-        Ok(self.now_ms)
+    async fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        let mut b = self.broker();
+        b.enter()?;
+        Ok(b.now_ms)
     }
 
-    fn now_us(&mut self) -> wasmtime::Result<u64> {
-        self.enter()?;
-        Ok(self.now_ms * 1000)
+    async fn now_us(&mut self) -> wasmtime::Result<u64> {
+        let mut b = self.broker();
+        b.enter()?;
+        Ok(b.now_ms * 1000)
     }
 
-    fn sleep_ms(&mut self, duration_ms: u32) -> wasmtime::Result<()> {
-        self.enter()?;
-        self.now_ms += u64::from(duration_ms);
-        self.calls.push(Call::Sleep(duration_ms));
+    async fn sleep_ms(&mut self, duration_ms: u32) -> wasmtime::Result<()> {
+        let mut b = self.broker();
+        b.enter()?;
+        b.now_ms += u64::from(duration_ms);
+        b.calls.push(Call::Sleep(duration_ms));
         Ok(())
     }
 }
 
 impl log::Host for MockState {
-    fn write(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        self.enter()?;
-        self.calls.push(Call::Log(level, message));
+    async fn write(
+        &mut self,
+        level: host_core::wit::log_bindings::Level,
+        message: String,
+    ) -> wasmtime::Result<()> {
+        let mut b = self.broker();
+        b.enter()?;
+        b.calls.push(Call::Log(level.into(), message));
         Ok(())
     }
 }

@@ -1,12 +1,15 @@
 //! A mock host for device components of the `mqtt-device:runtime/device`
 //! world. It implements the same imports as the real host with no TLS and no
 //! sockets: a scripted broker, entropy from a seed, virtual time, and a record
-//! of every call, so guest logic is tested fast and deterministically.
+//! of every call, so guest logic is tested fast and deterministically. Runs
+//! go through the real host's supervisor (`host_core::drive`): iterations,
+//! their delay, and restarts of a stopped guest on a fresh instance behave
+//! as in `host run`, on virtual time.
 //!
 //! ```no_run
-//! use mock_host::{MockHost, Scenario, Script, Step};
+//! use mock_host::{MockHost, Scenario, Script, Step, TransportError};
 //! let host = MockHost::load("target/demo.wasm").unwrap();
-//! let mut scenario = Scenario::new(Script::steps([Step::RefuseConnect(mock_host::ErrorCode::ConnectionRefused)]));
+//! let mut scenario = Scenario::new(Script::steps([Step::RefuseConnect(TransportError::ConnectionRefused)]));
 //! scenario.seed = 7;
 //! let outcome = host.run(scenario);
 //! assert!(outcome.results[0].is_ok());
@@ -15,62 +18,49 @@
 
 #![deny(unsafe_code)]
 
-pub mod bindings;
 mod imports;
 pub mod script;
 
+use std::fmt;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
+use host_core::drive::{self, DriveError, Outcome as StepOutcome, Runtime};
+use host_core::observer::{Event, Observer};
+use host_core::supervisor::{Ending, Plan, Supervisor};
+use host_core::wit::types_bindings::Settings;
+use host_core::wit::{Device, DevicePre};
 use mqttbytes::v4::Packet;
 use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
+use rand_core::{RngCore, SeedableRng};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store};
 
-pub use crate::bindings::log::Level;
-pub use crate::bindings::mtls_socket::ErrorCode;
-pub use crate::bindings::types::{ConnackRefusal, IterationError, IterationReport, Settings};
-pub use crate::imports::{Call, MAX_IMPORT_CALLS, MockConnection, MockState};
+pub use crate::imports::{Broker, Call, MAX_IMPORT_CALLS, MockConnection, MockState};
 pub use crate::script::{AfterScript, Delivery, Reply, Script, Step, auto_reply, echo_of};
-
-use crate::bindings::{Device, DevicePre};
+pub use host_core::outcome::{ConnackRefusal, IterationFailure, IterationReport, Stop};
+pub use host_core::settings::DeviceSettings;
+pub use host_core::supervisor::RestartPolicy;
+pub use host_core::{Level, TransportError};
 
 /// The demo's settings with the original's constants, against
 /// `broker.example:8883` as client `mock-device`.
-pub fn default_settings() -> Settings {
-    Settings {
-        broker_host: "broker.example".into(),
-        broker_port: 8883,
-        client_id: "mock-device".into(),
-        topic: "mock-device/example/topic".into(),
-        payload: "Hello World!".into(),
-        publish_count: 5,
-        publish_delay_ms: 2000,
-        process_loop_ms: 2000,
-        connack_timeout_ms: 1000,
-        transport_timeout_ms: 200,
-        connect_timeout_ms: 5000,
-        keep_alive_secs: 60,
-        pingresp_timeout_ms: 5000,
-        backoff_base_ms: 500,
-        backoff_max_ms: 5000,
-        backoff_max_attempts: 5,
-        clean_session: true,
-        username: None,
-        password: None,
-    }
+pub fn default_settings() -> DeviceSettings {
+    DeviceSettings::new("broker.example", 8883, "mock-device")
 }
 
 /// One run of a component in the mock host.
 pub struct Scenario {
     /// Settings passed to every `run-iteration`.
-    pub settings: Settings,
+    pub settings: DeviceSettings,
     /// The broker's behaviour.
     pub script: Script,
-    /// Seed of the entropy the guest draws.
+    /// Seed of the entropy the guest draws (and, apart from it, of the
+    /// host's restart jitter).
     pub seed: u64,
-    /// `run-iteration` calls to make on one instance (stops at a trap).
-    pub iterations: u32,
+    /// Iterations, their delay and restarts, as `host run` takes them;
+    /// by default one successful iteration and the host's restart policy.
+    pub plan: Plan,
 }
 
 impl Scenario {
@@ -80,7 +70,10 @@ impl Scenario {
             settings: default_settings(),
             script,
             seed: 0,
-            iterations: 1,
+            plan: Plan {
+                iterations: Some(1),
+                ..Plan::default()
+            },
         }
     }
 }
@@ -89,9 +82,15 @@ impl Scenario {
 #[derive(Debug)]
 pub struct Outcome {
     /// Result of each `run-iteration` that returned.
-    pub results: Vec<Result<IterationReport, IterationError>>,
-    /// The trap that ended the run, if one did, with its message.
+    pub results: Vec<Result<IterationReport, IterationFailure>>,
+    /// What ended the run early, if anything did: a scripting failure, or
+    /// the last stop when the restarts ran out. `None` when the run ended
+    /// by its plan or by a failed iteration.
     pub trap: Option<String>,
+    /// Every time the guest was stopped (trap or limit), in order.
+    pub stops: Vec<Stop>,
+    /// The supervisor's events, in order.
+    pub events: Vec<Event>,
     /// Every recorded call, in order.
     pub calls: Vec<Call>,
     /// Virtual time at the end, milliseconds.
@@ -116,7 +115,7 @@ impl Outcome {
     pub fn sent_names(&self) -> Vec<&'static str> {
         self.sent()
             .iter()
-            .map(guest::packets::packet_name)
+            .map(mqtt_core::packets::packet_name)
             .collect()
     }
 
@@ -150,8 +149,8 @@ impl Outcome {
             .count()
     }
 
-    /// The only iteration's result; panics, with the trap, if there is none.
-    pub fn result(&self) -> &Result<IterationReport, IterationError> {
+    /// The first iteration's result; panics, with the trap, if there is none.
+    pub fn result(&self) -> &Result<IterationReport, IterationFailure> {
         match self.results.first() {
             Some(r) => r,
             None => panic!("no iteration returned; trap: {:?}", self.trap),
@@ -172,7 +171,17 @@ pub fn demo_host() -> &'static MockHost {
 
 /// A compiled component and a linker with the mock imports.
 pub struct MockHost {
-    pre: DevicePre<MockState>,
+    logic: MockLogic,
+}
+
+/// The component a mock run instantiates.
+#[derive(Clone)]
+struct MockLogic(DevicePre<MockState>);
+
+impl fmt::Display for MockLogic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the component")
+    }
 }
 
 impl MockHost {
@@ -187,39 +196,151 @@ impl MockHost {
     /// Uses an already compiled component.
     pub fn from_component(engine: &Engine, component: &Component) -> anyhow::Result<Self> {
         let mut linker = Linker::new(engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        Device::add_to_linker::<_, HasSelf<MockState>>(&mut linker, |s| s)?;
-        let pre = DevicePre::new(linker.instantiate_pre(component)?)?;
-        Ok(Self { pre })
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        Device::add_to_linker::<_, HasSelf<MockState>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)?;
+        let pre = linker
+            .instantiate_pre(component)
+            .map_err(anyhow::Error::from)?;
+        let pre = DevicePre::new(pre).map_err(anyhow::Error::from)?;
+        Ok(Self {
+            logic: MockLogic(pre),
+        })
     }
 
-    /// Runs a scenario on a fresh instance.
+    /// Runs a scenario under the host's supervisor, on virtual time.
     pub fn run(&self, scenario: Scenario) -> Outcome {
         let rng = ChaCha20Rng::seed_from_u64(scenario.seed);
-        let mut store = Store::new(self.pre.engine(), MockState::new(scenario.script, rng));
-        let mut results = Vec::new();
-        let mut trap = None;
-        match self.pre.instantiate(&mut store) {
-            Ok(device) => {
-                for i in 1..=scenario.iterations {
-                    match device.call_run_iteration(&mut store, &scenario.settings, i) {
-                        Ok(r) => results.push(r),
-                        Err(e) => {
-                            trap = Some(format!("{e:#}"));
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => trap = Some(format!("instantiation failed: {e:#}")),
-        }
-        let state = store.into_data();
+        let broker = Arc::new(Mutex::new(Broker::new(scenario.script, rng)));
+        let events = Arc::new(Recorder::default());
+        let mut supervisor = Supervisor::new(scenario.plan, self.logic.clone(), events.clone());
+        let mut runtime = MockRuntime {
+            broker: broker.clone(),
+            settings: (&scenario.settings).into(),
+            // Apart from the guest's entropy, so its draws stay the seed's.
+            jitter: ChaCha20Rng::seed_from_u64(scenario.seed ^ 0x5eed_5eed),
+        };
+        let ended = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(drive::drive(&mut supervisor, &mut runtime));
+        drop(runtime);
+        let events = std::mem::take(&mut *events.0.lock().unwrap_or_else(|p| p.into_inner()));
+        let broker = Arc::try_unwrap(broker)
+            .ok()
+            .expect("every instance is gone")
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        let trap = match ended {
+            Err(DriveError::Runtime(message)) => Some(message),
+            Err(DriveError::Ended(Ending::GuestFailed { last, .. })) => Some(stop_message(&last)),
+            Ok(_) | Err(DriveError::Ended(Ending::IterationFailed { .. })) => None,
+        };
         Outcome {
-            results,
-            trap: state.failure.clone().or(trap),
-            calls: state.calls,
-            now_ms: state.now_ms,
-            steps_left: state.script.steps.len(),
+            results: events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::IterationCompleted { report, .. } => Some(Ok(report.clone())),
+                    Event::IterationFailed { failure, .. } => Some(Err(failure.clone())),
+                    _ => None,
+                })
+                .collect(),
+            trap,
+            stops: events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::GuestStopped { stop, .. } | Event::FellBack { stop, .. } => {
+                        Some(stop.clone())
+                    }
+                    _ => None,
+                })
+                .collect(),
+            events,
+            now_ms: broker.now_ms,
+            steps_left: broker.script.steps.len(),
+            calls: broker.calls,
         }
+    }
+}
+
+/// A stop's message, on one line.
+pub fn stop_message(stop: &Stop) -> String {
+    match stop {
+        Stop::Limit(limit) => limit.to_string(),
+        Stop::Trap { message, .. } => message.clone(),
+    }
+}
+
+/// Records the supervisor's events.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Event>>);
+
+impl Observer for Recorder {
+    fn observe(&self, event: &Event) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event.clone());
+    }
+}
+
+/// The mock as the supervisor's runtime: instances share the broker; time
+/// is the broker's virtual clock.
+struct MockRuntime {
+    broker: Arc<Mutex<Broker>>,
+    settings: Settings,
+    jitter: ChaCha20Rng,
+}
+
+impl MockRuntime {
+    fn broker(&self) -> std::sync::MutexGuard<'_, Broker> {
+        self.broker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Runtime<MockLogic> for MockRuntime {
+    type Instance = (Store<MockState>, Device);
+    /// A scripting failure or a looping guest: ends the run.
+    type Error = String;
+
+    async fn instantiate(&mut self, logic: &MockLogic) -> Result<Self::Instance, String> {
+        self.broker().instantiated();
+        let mut store = Store::new(logic.0.engine(), MockState::new(self.broker.clone()));
+        match logic.0.instantiate_async(&mut store).await {
+            Ok(device) => Ok((store, device)),
+            Err(e) => Err(format!("instantiation failed: {e:#}")),
+        }
+    }
+
+    async fn run_iteration(
+        &mut self,
+        (store, device): &mut Self::Instance,
+        iteration: u32,
+    ) -> Result<StepOutcome, String> {
+        let result = device
+            .call_run_iteration(&mut *store, &self.settings, iteration)
+            .await;
+        if let Some(failure) = self.broker().failure.clone() {
+            return Err(failure);
+        }
+        Ok(match result {
+            Ok(Ok(report)) => StepOutcome::Completed(report.into()),
+            Ok(Err(error)) => StepOutcome::Failed(error.into(), None),
+            Err(trap) => StepOutcome::Stopped(Stop::from_error(&trap)),
+        })
+    }
+
+    async fn sleep(&mut self, delay_ms: u32) {
+        let mut b = self.broker();
+        b.now_ms += u64::from(delay_ms);
+        b.calls.push(Call::HostWait(delay_ms));
+    }
+
+    fn random_u32(&mut self) -> u32 {
+        self.jitter.next_u32()
+    }
+
+    fn take_swap(&mut self) -> Option<MockLogic> {
+        None
     }
 }

@@ -5,12 +5,11 @@
 use std::collections::VecDeque;
 use std::fmt;
 
+use host_core::TransportError;
 use mqttbytes::QoS;
 use mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
 };
-
-use crate::bindings::mtls_socket::ErrorCode;
 
 /// Builds the broker's answer to a guest packet.
 pub type Reply = Box<dyn Fn(&Packet) -> Vec<Packet> + Send>;
@@ -19,7 +18,7 @@ pub type Reply = Box<dyn Fn(&Packet) -> Vec<Packet> + Send>;
 pub enum Step {
     /// Answers the next `connect` call with this error. A `connect` with no
     /// `RefuseConnect` at the head of the script is accepted.
-    RefuseConnect(ErrorCode),
+    RefuseConnect(TransportError),
     /// Expects the guest's next packet to be `kind` (e.g. "PUBLISH") and
     /// answers with the reply's packets; another packet fails the scenario.
     Expect(&'static str, Reply),

@@ -7,9 +7,10 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use mock_host::{
-    Call, ConnackRefusal, Delivery, ErrorCode, IterationError, MockHost, Scenario, Script, Step,
-    default_settings, echo_of,
+    Call, ConnackRefusal, Delivery, IterationFailure, MockHost, RestartPolicy, Scenario, Script,
+    Step, Stop, TransportError, default_settings, echo_of,
 };
+use mqtt_core::packets::packet_name;
 
 fn host() -> &'static MockHost {
     mock_host::demo_host()
@@ -43,13 +44,13 @@ fn reject_subscribe() -> Step {
 }
 
 fn refused(n: usize) -> impl Iterator<Item = Step> {
-    (0..n).map(|_| Step::RefuseConnect(ErrorCode::ConnectionRefused))
+    (0..n).map(|_| Step::RefuseConnect(TransportError::ConnectionRefused))
 }
 
 /// The packets of one happy iteration, checked field by field.
 fn assert_happy_iteration(sent: &[Packet]) {
     let s = default_settings();
-    let names: Vec<_> = sent.iter().map(guest::packets::packet_name).collect();
+    let names: Vec<_> = sent.iter().map(packet_name).collect();
     let mut want = vec!["CONNECT", "SUBSCRIBE"];
     for _ in 0..5 {
         want.extend(["PUBLISH", "PUBACK"]);
@@ -160,8 +161,8 @@ fn s02_connect_retries_exhausted_after_the_maximum_attempts() {
     let out = host().run(scenario);
     assert_eq!(
         out.result(),
-        &Err(IterationError::ConnectRetriesExhausted(
-            ErrorCode::ConnectionRefused
+        &Err(IterationFailure::ConnectRetriesExhausted(
+            TransportError::ConnectionRefused
         ))
     );
     assert_eq!(out.connects(), 6, "first attempt and 5 retries");
@@ -176,12 +177,12 @@ fn s02_connect_retries_exhausted_after_the_maximum_attempts() {
 #[test]
 fn s02_certificate_failure_is_not_retried() {
     let out = host().run(Scenario::new(Script::steps([Step::RefuseConnect(
-        ErrorCode::ServerCertificateUnknownIssuer,
+        TransportError::ServerCertificateUnknownIssuer,
     )])));
     assert_eq!(
         out.result(),
-        &Err(IterationError::TransportPermanent(
-            ErrorCode::ServerCertificateUnknownIssuer
+        &Err(IterationFailure::TransportPermanent(
+            TransportError::ServerCertificateUnknownIssuer
         ))
     );
     assert_eq!(out.connects(), 1);
@@ -219,7 +220,7 @@ fn s03_suback_failure_exhausts_retries() {
     )));
     assert_eq!(
         out.result(),
-        &Err(IterationError::SubscribeRetriesExhausted(
+        &Err(IterationFailure::SubscribeRetriesExhausted(
             "mock-device/example/topic".into()
         ))
     );
@@ -239,7 +240,7 @@ fn s04_connack_refusal_is_a_clear_error_without_retry() {
     )])));
     assert_eq!(
         out.result(),
-        &Err(IterationError::ConnackRefused(
+        &Err(IterationFailure::ConnackRefused(
             ConnackRefusal::NotAuthorized
         ))
     );
@@ -262,7 +263,7 @@ fn s05_missing_puback_is_reported_after_its_timeout() {
         ),
     ])));
     match out.result() {
-        Err(IterationError::TimedOut(what)) => {
+        Err(IterationFailure::TimedOut(what)) => {
             assert!(what.contains("PUBACK for packet ids [2]"), "{what}")
         }
         other => panic!("{other:?}"),
@@ -329,9 +330,7 @@ fn s06_keep_alive_sends_pingreq_and_a_missing_pingresp_ends_the_connection() {
         out.calls
             .iter()
             .find_map(|c| match c {
-                Call::Sent { packet, at_ms } if guest::packets::packet_name(packet) == name => {
-                    Some(*at_ms)
-                }
+                Call::Sent { packet, at_ms } if packet_name(packet) == name => Some(*at_ms),
                 _ => None,
             })
             .unwrap()
@@ -372,7 +371,7 @@ fn s06_pingresp_keeps_the_connection() {
     assert_eq!(out.connects(), 1);
     // The first publish was never acknowledged, so the iteration reports it.
     assert!(
-        matches!(out.result(), Err(IterationError::TimedOut(_))),
+        matches!(out.result(), Err(IterationFailure::TimedOut(_))),
         "{:?}",
         out.result()
     );
@@ -445,7 +444,7 @@ fn s08_malformed_input_never_traps_or_loops() {
         let out = malformed(bytes);
         assert_eq!(out.trap, None, "{what}");
         match out.result() {
-            Err(IterationError::ProtocolViolation(_)) => {}
+            Err(IterationFailure::ProtocolViolation(_)) => {}
             other => panic!("{what}: {other:?}"),
         }
         assert!(out.calls.len() < 1000, "{what}: {} calls", out.calls.len());
@@ -471,7 +470,7 @@ fn s09_broker_closing_mid_iteration_is_survived_with_a_reconnect() {
         Step::Auto(4), // CONNECT, SUBSCRIBE, PUBLISH 1, PUBACK of its echo
         Step::swallow("PUBLISH"),
         Step::Close,
-        Step::RefuseConnect(ErrorCode::ConnectionRefused),
+        Step::RefuseConnect(TransportError::ConnectionRefused),
     ]));
     scenario.seed = 11;
     let out = host().run(scenario);
@@ -486,17 +485,52 @@ fn s09_broker_closing_mid_iteration_is_survived_with_a_reconnect() {
 }
 
 #[test]
-fn s10_a_trap_is_reported_with_its_message_and_the_host_goes_on() {
+fn s10_a_trap_restarts_the_guest_on_a_fresh_instance_as_the_host_does() {
     let out = host().run(Scenario::new(Script::steps([
         Step::Auto(2),
         Step::Trap("injected fault".into()),
     ])));
-    let trap = out.trap.clone().expect("trapped");
-    assert!(trap.contains("injected fault"), "{trap}");
-    assert!(out.results.is_empty());
+    assert_eq!(out.stops.len(), 1);
+    assert!(
+        matches!(&out.stops[0], Stop::Trap { message, .. } if message.contains("injected fault")),
+        "{:?}",
+        out.stops
+    );
+    // Restarted after a Full-Jitter wait, on a new instance that seeds its
+    // generator again; the next iteration succeeds.
+    assert_eq!(out.trap, None);
+    assert!(out.result().is_ok(), "{:?}", out.result());
+    let instances = out
+        .calls
+        .iter()
+        .filter(|c| **c == Call::Instantiate)
+        .count();
+    assert_eq!(instances, 2);
+    assert!(
+        out.calls
+            .iter()
+            .any(|c| matches!(c, Call::HostWait(ms) if *ms <= 500))
+    );
     // The same mock host runs the next scenario normally.
     let again = host().run(Scenario::new(Script::auto()));
     assert!(again.result().is_ok());
+}
+
+#[test]
+fn s10_a_guest_that_keeps_trapping_exhausts_the_restarts() {
+    let mut scenario = Scenario::new(Script::steps(
+        (0..3).map(|i| Step::Trap(format!("fault {i}"))),
+    ));
+    scenario.plan.restart = RestartPolicy {
+        base_ms: 100,
+        max_ms: 400,
+        max_attempts: 2,
+    };
+    let out = host().run(scenario);
+    assert_eq!(out.stops.len(), 3, "the first stop and two restarts");
+    let trap = out.trap.expect("gave up");
+    assert!(trap.contains("fault 2"), "{trap}");
+    assert!(out.results.is_empty());
 }
 
 #[test]
@@ -525,7 +559,7 @@ fn unexpected_packet_fails_with_expected_and_actual() {
 #[test]
 fn two_iterations_on_one_instance() {
     let mut scenario = Scenario::new(Script::auto());
-    scenario.iterations = 2;
+    scenario.plan.iterations = Some(2);
     let out = host().run(scenario);
     assert_eq!(out.results.len(), 2);
     assert!(out.results.iter().all(Result::is_ok));

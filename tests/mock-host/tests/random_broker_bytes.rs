@@ -75,7 +75,7 @@ fn random_broker_bytes_never_trap_the_guest() {
         assert_eq!(out.results.len(), 1, "case {case}");
         match out.result() {
             Ok(_) => ok += 1,
-            Err(mock_host::IterationError::ProtocolViolation(_)) => violations += 1,
+            Err(mock_host::IterationFailure::ProtocolViolation(_)) => violations += 1,
             Err(_) => {}
         }
     }

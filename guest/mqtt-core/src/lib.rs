@@ -1,0 +1,20 @@
+//! The MQTT core of a device logic, apart from any world it runs in (as
+//! coreMQTT keeps `transport_interface.h` apart): pure MQTT 3.1.1 packets,
+//! the client state machine over a [`Transport`] and a [`Clock`], the
+//! Full-Jitter [`Backoff`] policy, round-trip statistics, and the
+//! [`Platform`] seam a workflow runs on. No WIT bindings, no workflow: it
+//! builds and tests natively and for `wasm32-wasip2` alike.
+
+#![deny(unsafe_code)]
+
+pub mod backoff;
+pub mod client;
+pub mod packets;
+pub mod platform;
+pub mod stats;
+pub mod transport;
+
+pub use backoff::{Backoff, RETRY_FOREVER};
+pub use client::{Client, ClientError, Event, Flow, MAX_OUTGOING, Timing};
+pub use platform::{Level, Platform};
+pub use transport::{Clock, Transport, TransportError};

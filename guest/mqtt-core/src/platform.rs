@@ -1,0 +1,40 @@
+//! What a device workflow needs from the world it runs in: connections,
+//! a clock, a log and randomness. The component's glue implements it on the
+//! WIT imports; a native program implements it on sockets and threads.
+
+use crate::transport::{Clock, Transport, TransportError};
+
+/// How much a log line matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Detail for debugging.
+    Debug,
+    /// The normal story.
+    Info,
+    /// Something unexpected that was handled.
+    Warn,
+    /// A failure.
+    Error,
+}
+
+/// The world a workflow runs in.
+pub trait Platform {
+    /// An open connection to the broker.
+    type Conn: Transport;
+    /// The clock the client and the waits use.
+    type Clock: Clock + Clone;
+    /// Opens a mutually-authenticated TLS connection to `host`:`port`
+    /// within `timeout_ms` milliseconds (0 = no limit).
+    fn connect(
+        &mut self,
+        host: &str,
+        port: u16,
+        timeout_ms: u32,
+    ) -> Result<Self::Conn, TransportError>;
+    /// The clock.
+    fn clock(&self) -> Self::Clock;
+    /// Writes one log line.
+    fn log(&self, level: Level, message: &str);
+    /// A uniformly random number (for backoff jitter).
+    fn random_u32(&mut self) -> u32;
+}

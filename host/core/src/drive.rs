@@ -1,0 +1,309 @@
+//! Runs a [`Supervisor`] against a [`Runtime`]: the one iteration loop,
+//! shared by the real host (a wasmtime sandbox on real time) and the mock
+//! host (a scripted broker on virtual time).
+
+use std::fmt::Display;
+
+use crate::outcome::{IterationFailure, IterationReport, SocketFailure, Stop};
+use crate::supervisor::{Action, Ending, Supervisor};
+
+/// What one call of `run-iteration` came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// It returned a report.
+    Completed(IterationReport),
+    /// It returned a failure; with the socket failure behind it when the
+    /// host has one for the same error.
+    Failed(IterationFailure, Option<SocketFailure>),
+    /// The guest trapped or hit a limit; the instance is gone.
+    Stopped(Stop),
+}
+
+/// Where a device's logic runs: instances, calls, time and randomness.
+pub trait Runtime<L> {
+    /// A live instance of some logic.
+    type Instance;
+    /// A failure of the runtime itself, which ends the run (a component
+    /// that cannot be instantiated, a test script that went wrong).
+    type Error;
+
+    /// A new instance of `logic`.
+    fn instantiate(
+        &mut self,
+        logic: &L,
+    ) -> impl Future<Output = Result<Self::Instance, Self::Error>> + Send;
+    /// Calls `run-iteration` on `instance`.
+    fn run_iteration(
+        &mut self,
+        instance: &mut Self::Instance,
+        iteration: u32,
+    ) -> impl Future<Output = Result<Outcome, Self::Error>> + Send;
+    /// Waits `delay_ms` milliseconds.
+    fn sleep(&mut self, delay_ms: u32) -> impl Future<Output = ()> + Send;
+    /// A uniform random number, for restart jitter.
+    fn random_u32(&mut self) -> u32;
+    /// Logic offered for a swap since the last call, if any.
+    fn take_swap(&mut self) -> Option<L>;
+}
+
+/// Why [`drive`] ended without finishing.
+#[derive(Debug)]
+pub enum DriveError<E> {
+    /// The supervisor gave up.
+    Ended(Ending),
+    /// The runtime failed.
+    Runtime(E),
+}
+
+/// Runs iterations until the supervisor finishes or gives up; returns the
+/// number of successful iterations.
+pub async fn drive<L, R>(
+    supervisor: &mut Supervisor<L>,
+    runtime: &mut R,
+) -> Result<u32, DriveError<R::Error>>
+where
+    L: Clone + Display,
+    R: Runtime<L>,
+{
+    let mut instance: Option<R::Instance> = None;
+    let mut action = supervisor.start();
+    loop {
+        action = match action {
+            Action::Run { iteration, fresh } => {
+                let live = match instance.take() {
+                    Some(live) if !fresh => live,
+                    _ => runtime
+                        .instantiate(supervisor.current())
+                        .await
+                        .map_err(DriveError::Runtime)?,
+                };
+                let live = instance.insert(live);
+                match runtime
+                    .run_iteration(live, iteration)
+                    .await
+                    .map_err(DriveError::Runtime)?
+                {
+                    Outcome::Completed(report) => supervisor.on_result(Ok(report)),
+                    Outcome::Failed(failure, socket) => {
+                        supervisor.on_result(Err((failure, socket)))
+                    }
+                    Outcome::Stopped(stop) => {
+                        // A stopped instance cannot be entered again.
+                        instance = None;
+                        let random = runtime.random_u32();
+                        supervisor.on_trap(stop, random)
+                    }
+                }
+            }
+            Action::Wait { delay_ms } => {
+                runtime.sleep(delay_ms).await;
+                if let Some(logic) = runtime.take_swap() {
+                    supervisor.on_swap(logic);
+                }
+                supervisor.resume()
+            }
+            Action::Finished { succeeded } => return Ok(succeeded),
+            Action::GiveUp(ending) => return Err(DriveError::Ended(ending)),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::observer::Event;
+    use crate::outcome::TrapKind;
+    use crate::supervisor::tests::Recorder;
+    use crate::supervisor::{Plan, RestartPolicy};
+
+    /// A runtime whose logic is a name and whose calls answer from a
+    /// script; time is virtual and every step is recorded.
+    #[derive(Default)]
+    struct Fake {
+        outcomes: VecDeque<(&'static str, Outcome)>,
+        swaps: VecDeque<(u64, &'static str)>,
+        now_ms: u64,
+        log: Vec<String>,
+        instances: u32,
+    }
+
+    impl Runtime<&'static str> for Fake {
+        type Instance = &'static str;
+        type Error = String;
+
+        async fn instantiate(&mut self, logic: &&'static str) -> Result<&'static str, String> {
+            self.instances += 1;
+            self.log.push(format!("{} new {logic}", self.now_ms));
+            Ok(logic)
+        }
+
+        async fn run_iteration(
+            &mut self,
+            instance: &mut &'static str,
+            iteration: u32,
+        ) -> Result<Outcome, String> {
+            self.log
+                .push(format!("{} run {iteration} on {instance}", self.now_ms));
+            let (want, outcome) = self.outcomes.pop_front().ok_or("script ended")?;
+            if want != *instance {
+                return Err(format!("expected {want} to run, got {instance}"));
+            }
+            Ok(outcome)
+        }
+
+        async fn sleep(&mut self, delay_ms: u32) {
+            self.now_ms += u64::from(delay_ms);
+        }
+
+        fn random_u32(&mut self) -> u32 {
+            u32::MAX
+        }
+
+        fn take_swap(&mut self) -> Option<&'static str> {
+            match self.swaps.front() {
+                Some((at, _)) if *at <= self.now_ms => self.swaps.pop_front().map(|(_, l)| l),
+                _ => None,
+            }
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        // The fake never waits for real: one poll finishes each await.
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut f = std::pin::pin!(f);
+        loop {
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+        }
+    }
+
+    fn ok() -> Outcome {
+        Outcome::Completed(IterationReport::default())
+    }
+
+    fn stopped() -> Outcome {
+        Outcome::Stopped(Stop::Trap {
+            kind: TrapKind::Unreachable,
+            message: "panic".into(),
+        })
+    }
+
+    fn plan(iterations: Option<u32>) -> Plan {
+        Plan {
+            iterations,
+            iteration_delay_ms: 1000,
+            restart: RestartPolicy {
+                base_ms: 100,
+                max_ms: 400,
+                max_attempts: 3,
+            },
+        }
+    }
+
+    #[test]
+    fn iterations_run_on_one_instance_with_the_delay_on_the_clock() {
+        let mut fake = Fake {
+            outcomes: [("a", ok()), ("a", ok()), ("a", ok())].into(),
+            ..Fake::default()
+        };
+        let rec = Arc::new(Recorder::default());
+        let mut sup = Supervisor::new(plan(Some(3)), "a", rec);
+        let n = block_on(drive(&mut sup, &mut fake)).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(fake.instances, 1);
+        assert_eq!(
+            fake.log,
+            [
+                "0 new a",
+                "0 run 1 on a",
+                "1000 run 2 on a",
+                "2000 run 3 on a"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stopped_guest_restarts_on_a_fresh_instance_after_the_jitter() {
+        let mut fake = Fake {
+            outcomes: [("a", stopped()), ("a", ok())].into(),
+            ..Fake::default()
+        };
+        let mut sup = Supervisor::new(plan(Some(1)), "a", Arc::new(Recorder::default()));
+        block_on(drive(&mut sup, &mut fake)).unwrap();
+        // u32::MAX % 101 = 67: the first restart window is [0, 100].
+        assert_eq!(
+            fake.log,
+            ["0 new a", "0 run 1 on a", "67 new a", "67 run 2 on a"]
+        );
+    }
+
+    #[test]
+    fn a_swap_offered_during_a_wait_runs_next_and_a_stop_rolls_it_back() {
+        let mut fake = Fake {
+            outcomes: [("a", ok()), ("b", stopped()), ("a", ok())].into(),
+            swaps: [(500, "b")].into(),
+            ..Fake::default()
+        };
+        let rec = Arc::new(Recorder::default());
+        let mut sup = Supervisor::new(plan(Some(2)), "a", rec.clone());
+        block_on(drive(&mut sup, &mut fake)).unwrap();
+        assert_eq!(
+            fake.log,
+            [
+                "0 new a",
+                "0 run 1 on a",
+                "1000 new b",
+                "1000 run 2 on b",
+                "2000 new a",
+                "2000 run 3 on a"
+            ]
+        );
+        assert_eq!(rec.count(|e| matches!(e, Event::FellBack { .. })), 1);
+    }
+
+    #[test]
+    fn giving_up_and_runtime_errors_end_the_drive() {
+        let fail = Outcome::Failed(IterationFailure::TimedOut("PUBACK".into()), None);
+        let mut fake = Fake {
+            outcomes: [("a", fail)].into(),
+            ..Fake::default()
+        };
+        let mut sup = Supervisor::new(plan(Some(2)), "a", Arc::new(Recorder::default()));
+        assert!(matches!(
+            block_on(drive(&mut sup, &mut fake)),
+            Err(DriveError::Ended(Ending::IterationFailed {
+                iteration: 1,
+                ..
+            }))
+        ));
+
+        let mut fake = Fake::default();
+        let mut sup = Supervisor::new(plan(None), "a", Arc::new(Recorder::default()));
+        assert!(matches!(
+            block_on(drive(&mut sup, &mut fake)),
+            Err(DriveError::Runtime(e)) if e == "script ended"
+        ));
+    }
+
+    #[test]
+    fn every_stop_in_a_row_restarts_until_the_limit() {
+        let mut fake = Fake {
+            outcomes: (0..4).map(|_| ("a", stopped())).collect(),
+            ..Fake::default()
+        };
+        let rec = Arc::new(Recorder::default());
+        let mut sup = Supervisor::new(plan(None), "a", rec.clone());
+        let end = block_on(drive(&mut sup, &mut fake));
+        assert!(matches!(
+            end,
+            Err(DriveError::Ended(Ending::GuestFailed { stops: 4, .. }))
+        ));
+        assert_eq!(fake.instances, 4);
+        assert_eq!(rec.count(|e| matches!(e, Event::Restarting { .. })), 3);
+    }
+}

@@ -1,0 +1,200 @@
+//! What an iteration ends in, as the host's own types: a report, a failure
+//! the guest returned, or a stop (the guest trapped or hit a sandbox limit).
+//! Typed so that the CLI, the fleet's counters and the mock host each read
+//! the same facts and word them their own way.
+
+use mqtt_core::TransportError;
+
+/// What one successful iteration did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IterationReport {
+    /// PUBLISH packets sent (not counting resends).
+    pub published: u32,
+    /// PUBACKs received for them.
+    pub acknowledged: u32,
+    /// Echoed PUBLISH packets received.
+    pub echoes: u32,
+    /// TLS connections opened.
+    pub connections: u32,
+    /// Echo round trips, microseconds.
+    pub round_trips_us: Vec<u32>,
+}
+
+/// CONNACK return codes other than "accepted" (MQTT 3.1.1, 3.2.2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnackRefusal {
+    /// 0x01: the broker does not speak MQTT 3.1.1.
+    UnacceptableProtocolVersion,
+    /// 0x02: the client identifier is not allowed.
+    IdentifierRejected,
+    /// 0x03: the MQTT service is unavailable.
+    ServerUnavailable,
+    /// 0x04: bad user name or password.
+    BadUserNameOrPassword,
+    /// 0x05: the client is not authorised.
+    NotAuthorized,
+}
+
+/// Why an iteration failed, as the guest reported it (the WIT
+/// `iteration-error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IterationFailure {
+    /// Connecting failed and the backoff retries are exhausted.
+    ConnectRetriesExhausted(TransportError),
+    /// A permanent transport failure: not retried.
+    TransportPermanent(TransportError),
+    /// The connection failed after set-up and reconnecting did not help.
+    Transport(TransportError),
+    /// The broker refused the MQTT CONNECT.
+    ConnackRefused(ConnackRefusal),
+    /// The broker kept rejecting the subscription to this filter.
+    SubscribeRetriesExhausted(String),
+    /// An expected acknowledgement did not arrive in time; names it.
+    TimedOut(String),
+    /// Invalid MQTT from the broker, or a packet that could not be formed.
+    ProtocolViolation(String),
+}
+
+impl IterationFailure {
+    /// The transport error it carries, if any.
+    pub fn transport_error(&self) -> Option<TransportError> {
+        match self {
+            Self::ConnectRetriesExhausted(e) | Self::TransportPermanent(e) | Self::Transport(e) => {
+                Some(*e)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A socket failure with the host's detail (the rustls or OS message),
+/// which the guest never sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketFailure {
+    /// What the guest was told.
+    pub error: TransportError,
+    /// What exactly happened.
+    pub detail: String,
+}
+
+impl SocketFailure {
+    /// A failure of kind `error` with `detail`.
+    pub fn new(error: TransportError, detail: impl Into<String>) -> Self {
+        Self {
+            error,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for SocketFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+/// A sandbox limit a guest ran into. Returned as the error of the limiter
+/// or the epoch callback, so a stop is classified by type, not by text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitHit {
+    /// Linear memory would grow past the limit.
+    #[error("memory limit of {} MiB reached", limit_bytes >> 20)]
+    Memory {
+        /// The limit, bytes.
+        limit_bytes: usize,
+    },
+    /// A table would grow past the limit.
+    #[error("table limit of {limit} elements reached")]
+    Table {
+        /// The limit, elements.
+        limit: usize,
+    },
+    /// The guest computed for too long without calling the host.
+    #[error("CPU limit: the guest computed for {used_ms} ms without calling the host")]
+    Cpu {
+        /// How long it computed, milliseconds.
+        used_ms: u64,
+        /// The limit, milliseconds.
+        limit_ms: u32,
+    },
+}
+
+/// What kind of trap stopped a guest, from wasmtime's trap code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrapKind {
+    /// `unreachable` ran: a Rust guest panicked or aborted.
+    Unreachable,
+    /// The wasm stack overflowed.
+    StackOverflow,
+    /// A load or store outside linear memory (often a stack overrun).
+    MemoryOutOfBounds,
+    /// Any other trap code, or a host function failing.
+    Other,
+}
+
+/// Why a guest was stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// A sandbox limit stopped it.
+    Limit(LimitHit),
+    /// It trapped; the message is wasmtime's, on one line.
+    Trap {
+        /// The trap code's kind.
+        kind: TrapKind,
+        /// The trap's message.
+        message: String,
+    },
+}
+
+impl Stop {
+    /// Classifies the error a guest call ended in: a limit by its type, a
+    /// trap by wasmtime's trap code.
+    pub fn from_error(error: &wasmtime::Error) -> Self {
+        if let Some(limit) = error.downcast_ref::<LimitHit>() {
+            return Self::Limit(*limit);
+        }
+        let kind = match error.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::UnreachableCodeReached) => TrapKind::Unreachable,
+            Some(wasmtime::Trap::StackOverflow) => TrapKind::StackOverflow,
+            Some(wasmtime::Trap::MemoryOutOfBounds) => TrapKind::MemoryOutOfBounds,
+            _ => TrapKind::Other,
+        };
+        // The root cause is the trap itself; outer layers are backtraces.
+        let message = error.root_cause().to_string().replace('\n', " ");
+        Self::Trap { kind, message }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_traps_are_classified_by_type() {
+        let e = wasmtime::Error::new(LimitHit::Memory {
+            limit_bytes: 16 << 20,
+        });
+        assert_eq!(
+            Stop::from_error(&e),
+            Stop::Limit(LimitHit::Memory {
+                limit_bytes: 16 << 20
+            })
+        );
+        let e = wasmtime::Error::new(wasmtime::Trap::StackOverflow).context("backtrace");
+        assert!(matches!(
+            Stop::from_error(&e),
+            Stop::Trap {
+                kind: TrapKind::StackOverflow,
+                ..
+            }
+        ));
+        let e = wasmtime::Error::msg("scripted fault");
+        assert_eq!(
+            Stop::from_error(&e),
+            Stop::Trap {
+                kind: TrapKind::Other,
+                message: "scripted fault".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,205 @@
+//! The flags of `host run`. Every default comes from the setting it sets
+//! (`host_core::settings::defaults`, `Limits`), so `--help`, the mock host
+//! and the README read one source.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use host::sandbox::limits::Limits;
+use host_core::settings::{DeviceSettings, defaults};
+use host_core::supervisor::{Plan, RestartPolicy};
+
+/// `host run`: every setting of the coreMQTT mutual-auth demo, with the
+/// original's values as defaults. A flag given twice takes its last value.
+///
+/// Exit codes: 0 all iterations done; 1 a setting, file or component is
+/// wrong; 2 an iteration failed (with --iterations); 3 the guest trapped or hit
+/// a sandbox limit and the restarts are exhausted.
+#[derive(Debug, Args)]
+#[command(args_override_self = true)]
+pub struct RunArgs {
+    /// The component to run (built from guest/: target/demo.wasm).
+    pub component: PathBuf,
+
+    /// Broker as mqtts://HOST:PORT (port defaults to 8883). Without it, an
+    /// embedded broker (mosquitto with a throwaway PKI, client certificates
+    /// required) is started on 127.0.0.1.
+    #[arg(long, value_name = "URL")]
+    pub broker: Option<String>,
+    /// Root CA the broker's certificate must chain to (PEM; RSA or ECDSA).
+    #[arg(long, value_name = "ROOT.pem", requires = "broker")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain (PEM). Needs --key.
+    #[arg(long, value_name = "CLIENT.pem", requires = "broker")]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM: PKCS#8, PKCS#1 or SEC1). Read by the host only.
+    #[arg(long, value_name = "CLIENT.key", requires = "broker")]
+    pub key: Option<PathBuf>,
+    /// ALPN protocol to offer (repeatable) [default: x-amzn-mqtt-ca when
+    /// the broker port is 443, as AWS IoT Core needs; none otherwise].
+    #[arg(long, value_name = "PROTOCOL")]
+    pub alpn: Vec<String>,
+    /// Do not send the broker's host name as SNI.
+    #[arg(long)]
+    pub no_sni: bool,
+    /// Further endpoints the component may connect to, HOST:PORT (repeatable).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub allow: Vec<String>,
+
+    /// MQTT client identifier [default: testClient-<random>].
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Topic to subscribe and publish to [default: <client-id>/example/topic].
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Payload of each publish; `{iteration}` and `{publish}` in it become
+    /// the iteration number and the publish's number in it (from 1).
+    #[arg(long, default_value = defaults::PAYLOAD)]
+    pub payload: String,
+    /// Optional MQTT user name (for AWS IoT Core, the metrics string).
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Optional MQTT password.
+    #[arg(long)]
+    pub password: Option<String>,
+    /// Keep the MQTT session across reconnects (clean session off) and
+    /// resend unacknowledged publishes with DUP set.
+    #[arg(long)]
+    pub persistent_session: bool,
+
+    /// Successful iterations to run before exiting 0; a failed iteration then
+    /// exits non-zero. Without it, iterate forever and log failures.
+    #[arg(long, value_name = "N")]
+    pub iterations: Option<u32>,
+    /// Wait between iterations, milliseconds.
+    #[arg(long, default_value_t = defaults::ITERATION_DELAY_MS, value_name = "MS")]
+    pub iteration_delay_ms: u32,
+    /// Publishes per iteration.
+    #[arg(long, default_value_t = defaults::PUBLISH_COUNT, value_name = "N")]
+    pub publish_count: u32,
+    /// Idle wait after each publish ("Keeping Connection Idle..."), milliseconds.
+    #[arg(long, default_value_t = defaults::PUBLISH_DELAY_MS, value_name = "MS")]
+    pub publish_delay_ms: u32,
+    /// Longest run of each process loop (waiting for SUBACK, PUBACK and echo, UNSUBACK), milliseconds.
+    #[arg(long, default_value_t = defaults::PROCESS_LOOP_MS, value_name = "MS")]
+    pub process_loop_ms: u32,
+    /// Time allowed for CONNACK, milliseconds.
+    #[arg(long, default_value_t = defaults::CONNACK_TIMEOUT_MS, value_name = "MS")]
+    pub connack_timeout_ms: u32,
+    /// Time allowed for each transport send, milliseconds.
+    #[arg(long, default_value_t = defaults::TRANSPORT_TIMEOUT_MS, value_name = "MS")]
+    pub transport_timeout_ms: u32,
+    /// Time allowed for the TCP connect and TLS handshake, milliseconds.
+    #[arg(long, default_value_t = defaults::CONNECT_TIMEOUT_MS, value_name = "MS")]
+    pub connect_timeout_ms: u32,
+    /// MQTT keep-alive, seconds (0 = off).
+    #[arg(long, default_value_t = defaults::KEEP_ALIVE_SECS, value_name = "S")]
+    pub keep_alive_secs: u16,
+    /// Time allowed for PINGRESP after PINGREQ, milliseconds.
+    #[arg(long, default_value_t = defaults::PINGRESP_TIMEOUT_MS, value_name = "MS")]
+    pub pingresp_timeout_ms: u32,
+    /// Backoff: first jitter window, milliseconds.
+    #[arg(long, default_value_t = defaults::BACKOFF_BASE_MS, value_name = "MS")]
+    pub backoff_base_ms: u32,
+    /// Backoff: largest jitter window, milliseconds.
+    #[arg(long, default_value_t = defaults::BACKOFF_MAX_MS, value_name = "MS")]
+    pub backoff_max_ms: u32,
+    /// Backoff: retries after the first attempt (0 = none, 4294967295 = forever).
+    #[arg(long, default_value_t = defaults::BACKOFF_MAX_ATTEMPTS, value_name = "N")]
+    pub backoff_max_attempts: u32,
+
+    /// Sandbox: linear memory per guest, MiB (growing past it stops the guest).
+    #[arg(long, default_value_t = Limits::MAX_MEMORY_MIB, value_name = "MIB")]
+    pub max_memory_mib: usize,
+    /// Sandbox: elements per table.
+    #[arg(long, default_value_t = Limits::MAX_TABLE_ELEMENTS, value_name = "N")]
+    pub max_table_elements: usize,
+    /// Sandbox: longest the guest may compute without calling an import, milliseconds.
+    #[arg(long, default_value_t = Limits::CPU_LIMIT_MS, value_name = "MS")]
+    pub cpu_limit_ms: u32,
+    /// Sandbox: TLS connections a guest may hold at once.
+    #[arg(long, default_value_t = Limits::MAX_CONNECTIONS, value_name = "N")]
+    pub max_connections: usize,
+    /// Sandbox: bytes one send may carry and one receive may ask for.
+    #[arg(long, default_value_t = Limits::MAX_IO_BYTES, value_name = "BYTES")]
+    pub max_io_bytes: u32,
+    /// Restarts in a row of a guest that traps or hits a limit (Full-Jitter
+    /// backoff with --backoff-base-ms/--backoff-max-ms) before the host gives
+    /// up with exit code 3.
+    #[arg(long, default_value_t = defaults::RESTART_MAX_ATTEMPTS, value_name = "N")]
+    pub restart_max_attempts: u32,
+
+    /// Fleet mode: run this many independent devices in this one process,
+    /// each its own instance with client id `<client-id>-0001`, ... its own
+    /// topic and its own mTLS connection (same credentials).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub devices: u32,
+    /// Fleet mode: devices started per second at most, so the broker is not
+    /// stormed with TLS handshakes.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub ramp_per_sec: u32,
+
+    /// Watch the component file and run a replaced component from the next
+    /// iteration on, without restarting (hot swap). A replacement that does
+    /// not compile, does not match the world, or traps on start is refused.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// Directory of the precompiled-component cache [default: ~/.cache/mqtt-device-host].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile the component every time; do not read or write the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl RunArgs {
+    /// The sandbox limits the flags set.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_memory_bytes: self.max_memory_mib << 20,
+            max_table_elements: self.max_table_elements,
+            cpu_limit_ms: self.cpu_limit_ms,
+            max_connections: self.max_connections,
+            max_io_bytes: self.max_io_bytes,
+        }
+    }
+
+    /// The iteration and restart plan the flags set.
+    pub fn plan(&self) -> Plan {
+        Plan {
+            iterations: self.iterations,
+            iteration_delay_ms: self.iteration_delay_ms,
+            restart: RestartPolicy {
+                base_ms: self.backoff_base_ms,
+                max_ms: self.backoff_max_ms,
+                max_attempts: self.restart_max_attempts,
+            },
+        }
+    }
+
+    /// The device's settings against `broker_host`:`broker_port` as
+    /// `client_id`, with the topic given or the demo's.
+    pub fn settings(&self, broker_host: &str, broker_port: u16, client_id: &str) -> DeviceSettings {
+        let mut s = DeviceSettings::new(broker_host, broker_port, client_id);
+        if let Some(topic) = &self.topic {
+            s.topic = topic.clone();
+        }
+        s.payload = self.payload.clone();
+        s.publish_count = self.publish_count;
+        s.publish_delay_ms = self.publish_delay_ms;
+        s.process_loop_ms = self.process_loop_ms;
+        s.connack_timeout_ms = self.connack_timeout_ms;
+        s.transport_timeout_ms = self.transport_timeout_ms;
+        s.connect_timeout_ms = self.connect_timeout_ms;
+        s.keep_alive_secs = self.keep_alive_secs;
+        s.pingresp_timeout_ms = self.pingresp_timeout_ms;
+        s.backoff_base_ms = self.backoff_base_ms;
+        s.backoff_max_ms = self.backoff_max_ms;
+        s.backoff_max_attempts = self.backoff_max_attempts;
+        s.clean_session = !self.persistent_session;
+        s.username = self.username.clone();
+        s.password = self.password.clone();
+        s
+    }
+}

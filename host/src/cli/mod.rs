@@ -1,0 +1,84 @@
+//! The command line of the `host` binary: its flags ([`args`]), `host run`
+//! ([`run`]), and every message a user reads ([`explain`], [`report`]).
+
+pub mod args;
+pub mod endpoint;
+pub mod explain;
+pub mod report;
+pub mod run;
+
+use clap::{Parser, Subcommand};
+
+use args::RunArgs;
+
+/// Runs sandboxed MQTT device logic (a WebAssembly component) with a
+/// mutually-authenticated TLS socket and OS entropy; the TLS key never enters
+/// the sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "host", version, args_override_self = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a device component (for example demo.wasm) against a broker.
+    Run(RunArgs),
+}
+
+/// Process exit codes of `host run`.
+pub mod exit {
+    /// A setting, file or component was wrong (the message says which).
+    pub const SETUP: u8 = 1;
+    /// An iteration failed in `--iterations` mode, or a fleet device gave up.
+    pub const ITERATION_FAILED: u8 = 2;
+    /// The guest trapped or hit a limit, and the restarts are exhausted.
+    pub const GUEST_FAILED: u8 = 3;
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every `--flag N` with a number the README writes is the flag's
+    /// default (its examples use other spellings, such as `--flag=N`).
+    #[test]
+    fn readme_defaults_match_the_flags() {
+        let readme = include_str!("../../../README.md");
+        let run = Cli::command();
+        let run = run.find_subcommand("run").expect("run subcommand");
+        let mut checked = 0;
+        for arg in run.get_arguments() {
+            let (Some(long), [default]) = (arg.get_long(), arg.get_default_values()) else {
+                continue;
+            };
+            let default = default.to_string_lossy();
+            let mentioned = format!("`--{long} ");
+            for at in readme
+                .match_indices(&mentioned)
+                .map(|(i, _)| i + mentioned.len())
+            {
+                let value: String = readme[at..].chars().take_while(|c| *c != '`').collect();
+                if !value.chars().all(|c| c.is_ascii_digit()) {
+                    continue;
+                }
+                assert_eq!(
+                    value, default,
+                    "README says --{long} {value}; the flag's default is {default}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 10, "the README names {checked} defaults");
+    }
+}

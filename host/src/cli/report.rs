@@ -1,0 +1,89 @@
+//! The host's log lines about a device, worded for any logic: an observer
+//! that logs each event, explained by [`crate::cli::explain`].
+
+use host_core::observer::{Event, Observer};
+use host_core::outcome::Stop;
+use host_core::settings::DeviceSettings;
+use host_core::supervisor::Plan;
+
+use crate::cli::explain;
+
+/// Logs one device's events.
+pub struct LogObserver {
+    settings: DeviceSettings,
+    /// Whether a failed iteration is followed by the next (no fixed
+    /// count); otherwise the run's final message reports it.
+    goes_on: bool,
+}
+
+impl LogObserver {
+    /// Logs the events of the device with `settings`, run per `plan`.
+    pub fn new(settings: DeviceSettings, plan: &Plan) -> Self {
+        Self {
+            settings,
+            goes_on: plan.iterations.is_none(),
+        }
+    }
+}
+
+impl Observer for LogObserver {
+    fn observe(&self, event: &Event) {
+        let device = &self.settings.client_id;
+        match event {
+            Event::ConnectionOpened | Event::ConnectionClosed => {}
+            Event::SwappedIn {
+                iteration,
+                from,
+                to,
+            } => {
+                tracing::info!(target: "host", "{to} takes over from {from} at iteration {iteration}")
+            }
+            Event::IterationCompleted { iteration, report } => tracing::info!(
+                target: "host",
+                "[{device}] iteration {iteration} completed successfully: {} published, {} acknowledged, {} echoes received, {} TLS connection(s).",
+                report.published,
+                report.acknowledged,
+                report.echoes,
+                report.connections
+            ),
+            Event::IterationFailed { .. } if !self.goes_on => {}
+            Event::IterationFailed {
+                iteration,
+                failure,
+                socket,
+            } => tracing::error!(
+                target: "host",
+                "[{device}] iteration {iteration} failed: {}",
+                explain::iteration_failure(failure, &self.settings, socket.as_ref())
+            ),
+            Event::GuestStopped { iteration, stop } => tracing::error!(
+                target: "host",
+                "[{device}] the device logic was stopped in iteration {iteration}: {}",
+                explain::stop(stop)
+            ),
+            Event::FellBack { from, to, stop } => {
+                let how = match stop {
+                    Stop::Trap { .. } => "trapped",
+                    Stop::Limit(_) => "was stopped by a sandbox limit",
+                };
+                tracing::error!(
+                    target: "host",
+                    "swapped-in {from} {how} in its first iteration ({}); back to {to}",
+                    explain::stop(stop)
+                )
+            }
+            Event::Restarting {
+                delay_ms,
+                attempt,
+                max_attempts,
+            } => tracing::warn!(
+                target: "host",
+                "[{device}] restarting the device logic on a fresh instance in {delay_ms} ms (restart {attempt} of {max_attempts})"
+            ),
+            Event::NextIteration { .. } => tracing::info!(
+                target: "host",
+                "[{device}] Short delay before starting the next iteration...."
+            ),
+        }
+    }
+}

@@ -1,3 +1,0 @@
-//! Subcommands of the `host` binary.
-
-pub mod run;

@@ -1,0 +1,10 @@
+//! The world's imports, one module per WIT interface: each holds its
+//! context (the per-device state the interface needs) and its `Host`
+//! implementation, and nothing else. With host-core's `wit` edge, the only
+//! code that touches generated types. Imports neither the fleet nor the CLI.
+
+pub mod clock;
+pub mod entropy;
+pub mod log;
+pub mod mtls_socket;
+pub mod types;

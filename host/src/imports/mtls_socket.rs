@@ -1,0 +1,226 @@
+//! The `mtls-socket` interface: the endpoint allow list, the per-guest
+//! connection and buffer limits, and the calls into [`crate::tls`].
+//! Connections live in this context's own resource table; each guest
+//! handle's rep indexes it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use host_core::TransportError;
+use host_core::observer::{Event, Observer};
+use host_core::outcome::SocketFailure;
+use host_core::wit::mtls_socket::{Connection, ErrorCode, Host, HostConnection};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wasmtime::component::{Resource, ResourceTable};
+
+use crate::tls::{TlsClient, TlsConnection, classify_io};
+
+/// Most bytes one `receive` returns (a TLS record's plaintext is at most 16 KiB).
+const RECEIVE_CHUNK: u32 = 64 * 1024;
+
+/// An endpoint a guest may connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name (compared case-insensitively).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// The socket limits of one guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketLimits {
+    /// Connections the guest may hold at once.
+    pub max_connections: usize,
+    /// Bytes one `send` may carry and one `receive` may ask for.
+    pub max_io_bytes: u32,
+}
+
+/// One guest connection: the TLS stream, or nothing once closed.
+struct Stream(Option<TlsConnection>);
+
+/// A device's sockets: TLS configuration, allow list, limits, connections.
+pub struct SocketCtx {
+    tls: TlsClient,
+    allowed: Vec<Endpoint>,
+    limits: SocketLimits,
+    connections: ResourceTable,
+    open: usize,
+    /// The last failure, with the host's detail, for messages.
+    last_failure: Option<SocketFailure>,
+    observer: Arc<dyn Observer>,
+}
+
+impl SocketCtx {
+    /// A context allowing only `allowed`, reporting connections to `observer`.
+    pub fn new(
+        tls: TlsClient,
+        allowed: Vec<Endpoint>,
+        limits: SocketLimits,
+        observer: Arc<dyn Observer>,
+    ) -> Self {
+        Self {
+            tls,
+            allowed,
+            limits,
+            connections: ResourceTable::new(),
+            open: 0,
+            last_failure: None,
+            observer,
+        }
+    }
+
+    /// The last socket failure and forgets it.
+    pub fn take_last_failure(&mut self) -> Option<SocketFailure> {
+        self.last_failure.take()
+    }
+
+    fn permits(&self, host: &str, port: u16) -> bool {
+        self.allowed
+            .iter()
+            .any(|e| e.port == port && e.host.eq_ignore_ascii_case(host))
+    }
+
+    fn record(&mut self, failure: SocketFailure) -> ErrorCode {
+        tracing::debug!(target: "host::socket", "{failure}");
+        let code = ErrorCode::from(failure.error);
+        self.last_failure = Some(failure);
+        code
+    }
+
+    fn opened(&mut self) {
+        self.open += 1;
+        self.observer.observe(&Event::ConnectionOpened);
+    }
+
+    fn closed(&mut self) {
+        self.open = self.open.saturating_sub(1);
+        self.observer.observe(&Event::ConnectionClosed);
+    }
+
+    fn stream(
+        &mut self,
+        conn: &Resource<Connection>,
+    ) -> wasmtime::Result<&mut Option<TlsConnection>> {
+        let handle = Resource::<Stream>::new_borrow(conn.rep());
+        Ok(&mut self.connections.get_mut(&handle)?.0)
+    }
+}
+
+impl Drop for SocketCtx {
+    fn drop(&mut self) {
+        // A store dropped with connections open (a trap, the end of a run)
+        // does not drop them one by one.
+        for _ in 0..self.open {
+            self.observer.observe(&Event::ConnectionClosed);
+        }
+    }
+}
+
+fn limit(timeout_ms: u32) -> Option<Duration> {
+    (timeout_ms > 0).then(|| Duration::from_millis(u64::from(timeout_ms)))
+}
+
+impl Host for SocketCtx {
+    async fn connect(
+        &mut self,
+        host: String,
+        port: u16,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<Resource<Connection>, ErrorCode>> {
+        if !self.permits(&host, port) {
+            tracing::warn!(target: "host::socket", "guest asked for {host}:{port}, which is not allowed; answered not-permitted");
+            return Ok(Err(ErrorCode::NotPermitted));
+        }
+        if self.open >= self.limits.max_connections {
+            return Ok(Err(ErrorCode::TooManyConnections));
+        }
+        match self.tls.connect(&host, port, limit(timeout_ms)).await {
+            Ok(stream) => {
+                let handle = self.connections.push(Stream(Some(stream)))?;
+                self.opened();
+                Ok(Ok(Resource::new_own(handle.rep())))
+            }
+            Err(failure) => {
+                tracing::warn!(target: "host::socket", "connection to {host}:{port} failed: {failure}");
+                Ok(Err(self.record(failure)))
+            }
+        }
+    }
+}
+
+impl HostConnection for SocketCtx {
+    async fn send(
+        &mut self,
+        conn: Resource<Connection>,
+        data: Vec<u8>,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<(), ErrorCode>> {
+        if data.len() > self.limits.max_io_bytes as usize {
+            return Ok(Err(ErrorCode::MessageTooLarge));
+        }
+        let Some(stream) = self.stream(&conn)?.as_mut() else {
+            return Ok(Err(ErrorCode::ConnectionClosed));
+        };
+        let work = async {
+            stream.write_all(&data).await?;
+            stream.flush().await
+        };
+        let result = match limit(timeout_ms) {
+            Some(d) => tokio::time::timeout(d, work)
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+            None => work.await,
+        };
+        Ok(result.map_err(|e| self.record(classify_io(&e))))
+    }
+
+    async fn receive(
+        &mut self,
+        conn: Resource<Connection>,
+        max_len: u32,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<Vec<u8>, ErrorCode>> {
+        if max_len > self.limits.max_io_bytes {
+            return Ok(Err(ErrorCode::MessageTooLarge));
+        }
+        let Some(stream) = self.stream(&conn)?.as_mut() else {
+            return Ok(Err(ErrorCode::ConnectionClosed));
+        };
+        // Allocate what a TLS record can hold at most, not what was asked.
+        let mut buf = vec![0u8; max_len.min(RECEIVE_CHUNK) as usize];
+        // Zero waits not at all: only what is ready now. `read` is
+        // cancel-safe: bytes not returned stay in the TLS buffers.
+        let wait = Duration::from_millis(u64::from(timeout_ms));
+        let Ok(read) = tokio::time::timeout(wait, stream.read(&mut buf)).await else {
+            return Ok(Ok(Vec::new()));
+        };
+        match read {
+            Ok(0) if !buf.is_empty() => Ok(Err(self.record(SocketFailure::new(
+                TransportError::ConnectionClosed,
+                "the broker closed the connection",
+            )))),
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(Ok(buf))
+            }
+            Err(e) => Ok(Err(self.record(classify_io(&e)))),
+        }
+    }
+
+    async fn close(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
+        if let Some(mut stream) = self.stream(&conn)?.take() {
+            self.closed();
+            let _ = tokio::time::timeout(Duration::from_millis(200), stream.shutdown()).await;
+        }
+        Ok(())
+    }
+
+    async fn drop(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
+        let handle = Resource::<Stream>::new_own(conn.rep());
+        if self.connections.delete(handle)?.0.is_some() {
+            self.closed();
+        }
+        Ok(())
+    }
+}

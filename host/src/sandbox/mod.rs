@@ -1,0 +1,11 @@
+//! The sandbox runtime: the engine and linker ([`engine`]), the limits
+//! ([`limits`]), a device's store data ([`state`]), and running a device
+//! under the supervisor ([`runtime`]). Imports neither the fleet nor the CLI.
+
+pub mod engine;
+pub mod limits;
+pub mod runtime;
+pub mod state;
+
+pub use runtime::{Logic, RunError, Swaps, run_device};
+pub use state::{DeviceState, Sandbox};

@@ -1,0 +1,157 @@
+//! Hot swap: watches the component file and, when it is replaced (written in
+//! place, copied over, or renamed onto), compiles the new component, checks it
+//! against the world, instantiates it once in a scratch sandbox, and offers it
+//! to the runner, which switches at the next iteration. Anything refused is
+//! logged and the running logic goes on.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+use wasmtime::component::Linker;
+
+use crate::sandbox::engine::prepare;
+use crate::sandbox::limits::new_store;
+use crate::sandbox::{DeviceState, Logic, Sandbox, Swaps};
+use crate::swap::cache::{self, Source};
+
+/// Quiet time after the last file event before the file is read, so a copy
+/// in progress is not read half-written.
+const SETTLE: Duration = Duration::from_millis(30);
+
+/// Keeps the watch alive; dropping it stops watching.
+pub struct SwapWatch {
+    _watcher: notify::RecommendedWatcher,
+    /// New logic, for [`crate::sandbox::run_device`].
+    pub swaps: Swaps,
+}
+
+/// Where and how to build swapped-in logic.
+pub struct SwapSource {
+    /// The component file.
+    pub path: PathBuf,
+    /// The engine to compile with.
+    pub engine: wasmtime::Engine,
+    /// The linker with the world's imports.
+    pub linker: Arc<Linker<DeviceState>>,
+    /// Precompiled-component cache, if any.
+    pub cache_dir: Option<PathBuf>,
+    /// The sandbox the trial instantiation runs in.
+    pub sandbox: Sandbox,
+    /// SHA-256 of the logic running now.
+    pub running_sha256: String,
+}
+
+/// Starts watching `source.path`.
+pub fn watch(source: SwapSource) -> anyhow::Result<SwapWatch> {
+    let path = std::path::absolute(&source.path)?;
+    let dir = path
+        .parent()
+        .context("component path has no directory")?
+        .to_owned();
+    let name = path
+        .file_name()
+        .context("component path has no file name")?
+        .to_owned();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && event.paths.iter().any(|p| p.file_name() == Some(&name))
+            && !matches!(event.kind, notify::EventKind::Access(_))
+        {
+            let _ = events_tx.send(());
+        }
+    })
+    .context("cannot watch the component file")?;
+    // The directory, not the file: an atomic rename replaces the inode.
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("cannot watch {}", dir.display()))?;
+    let (swap_tx, swaps) = watch::channel(None);
+    tokio::spawn(swap_loop(SwapSource { path, ..source }, events_rx, swap_tx));
+    Ok(SwapWatch {
+        _watcher: watcher,
+        swaps,
+    })
+}
+
+async fn swap_loop(
+    source: SwapSource,
+    mut events: mpsc::UnboundedReceiver<()>,
+    swaps: watch::Sender<Option<Arc<Logic>>>,
+) {
+    let mut running = source.running_sha256.clone();
+    let name = source
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    while events.recv().await.is_some() {
+        while let Ok(Some(())) = tokio::time::timeout(SETTLE, events.recv()).await {}
+        let wasm = match std::fs::read(&source.path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(target: "host::swap", "cannot read {name} ({e}); the running logic goes on");
+                continue;
+            }
+        };
+        match candidate(&source, wasm, &running).await {
+            Ok(None) => {}
+            Ok(Some((logic, how, millis))) => {
+                tracing::info!(
+                    target: "host::swap",
+                    "swapped {name}: sha256 {}, {how} in {millis} ms, takes over at the next iteration",
+                    logic.short()
+                );
+                running = logic.sha256.clone();
+                if swaps.send(Some(Arc::new(logic))).is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::error!(
+                target: "host::swap",
+                "refused the new {name}: {}; the running logic goes on",
+                format!("{e:#}").replace('\n', " | ")
+            ),
+        }
+    }
+}
+
+/// Builds and checks new logic; `None` when the file did not change.
+async fn candidate(
+    source: &SwapSource,
+    wasm: Vec<u8>,
+    running: &str,
+) -> anyhow::Result<Option<(Logic, &'static str, u128)>> {
+    let engine = source.engine.clone();
+    let cache_dir = source.cache_dir.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        cache::load_bytes(&engine, &wasm, cache_dir.as_deref())
+    })
+    .await??;
+    if loaded.sha256 == running {
+        return Ok(None);
+    }
+    let pre = prepare(&source.linker, &loaded.component)?;
+    // A component that traps when instantiated is refused here, in a sandbox
+    // of its own, before it can replace anything.
+    let mut store = new_store(&source.engine, source.sandbox.state());
+    pre.instantiate_async(&mut store)
+        .await
+        .map_err(|e| anyhow::Error::from(e).context("it traps when started"))?;
+    let how = match loaded.source {
+        Source::CacheHit => "loaded from the precompiled cache",
+        Source::Compiled => "compiled",
+    };
+    Ok(Some((
+        Logic {
+            pre,
+            sha256: loaded.sha256,
+        },
+        how,
+        loaded.millis,
+    )))
+}

@@ -1,0 +1,182 @@
+//! Loading the TLS material from PEM files: the root CA, the client
+//! certificate chain and its private key. Every failure names the flag,
+//! the file and the fix.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rustls::RootCertStore;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why the TLS settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// A file could not be read.
+    #[error("cannot read {flag} file {} (check the path given to {flag})", path.display())]
+    Read {
+        /// The flag that named the file.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A certificate file holds no PEM certificate.
+    #[error("{flag} file {} holds no PEM certificate (pass a file with a -----BEGIN CERTIFICATE----- block)", path.display())]
+    NoCertificate {
+        /// The flag that named the file.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A PEM block of a certificate file is damaged.
+    #[error("{flag} file {} has a malformed PEM block (check that the file is whole and unedited)", path.display())]
+    MalformedPem {
+        /// The flag that named the file.
+        flag: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What the PEM parser found.
+        source: pem::Error,
+    },
+    /// A certificate in the `--ca` file cannot be a trust anchor.
+    #[error("--ca file {} holds a certificate that cannot be a root CA (pass the PEM of the CA that signed the broker's certificate)", path.display())]
+    BadRoot {
+        /// The file.
+        path: PathBuf,
+        /// Why rustls refused it.
+        source: rustls::Error,
+    },
+    /// The key file is encrypted; the host needs the plain key.
+    #[error("--key file {} is encrypted (decrypt it first: openssl pkey -in KEY -out PLAIN.key)", .0.display())]
+    EncryptedKey(PathBuf),
+    /// The key file holds no private key in a supported format.
+    #[error("--key file {} holds no usable PEM private key (pass a PKCS#8, PKCS#1 RSA or SEC1 EC key)", .0.display())]
+    NoKey(PathBuf),
+    /// Only one of the certificate and the key was given.
+    #[error(
+        "{given} was given without {missing} (pass both the client certificate and its key, or neither)"
+    )]
+    Unpaired {
+        /// The flag given.
+        given: &'static str,
+        /// The flag missing.
+        missing: &'static str,
+    },
+    /// The key does not belong to the certificate.
+    #[error(
+        "--key does not match the public key of --cert (pass the key the certificate was issued for)"
+    )]
+    KeyMismatch,
+    /// rustls refused the client certificate or key.
+    #[error(
+        "client certificate or key unusable (pass an RSA, ECDSA or Ed25519 key and its certificate)"
+    )]
+    Unusable(#[source] rustls::Error),
+}
+
+fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, CredentialError> {
+    std::fs::read(path).map_err(|source| CredentialError::Read {
+        flag,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Every certificate in the PEM file `path`, named by `flag` in errors. A
+/// damaged block is an error, not skipped.
+pub fn certificates(
+    flag: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
+    let pem = read(flag, path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| CredentialError::MalformedPem {
+            flag,
+            path: path.to_owned(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(CredentialError::NoCertificate {
+            flag,
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The root store of the `--ca` file `path`.
+pub fn roots(path: &Path) -> Result<RootCertStore, CredentialError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates("--ca", path)? {
+        roots.add(cert).map_err(|source| CredentialError::BadRoot {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(roots)
+}
+
+/// The private key in the PEM file `path`.
+pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CredentialError> {
+    let pem = read("--key", path)?;
+    if pem.windows(9).any(|w| w == b"ENCRYPTED") {
+        return Err(CredentialError::EncryptedKey(path.to_owned()));
+    }
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| CredentialError::NoKey(path.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::pki::{self, Authority};
+
+    /// Regression (issue 9): a damaged PEM block was skipped silently.
+    #[test]
+    fn a_malformed_pem_block_is_an_error_naming_the_flag_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::new("CA").unwrap().cert_pem();
+        // A valid certificate followed by one whose base64 is cut short.
+        let broken = format!(
+            "{ca}-----BEGIN CERTIFICATE-----\nMIIB!!notbase64\n-----END CERTIFICATE-----\n"
+        );
+        let path = pki::write(dir.path(), "ca.pem", &broken).unwrap();
+        let e = roots(&path).unwrap_err();
+        assert!(
+            matches!(e, CredentialError::MalformedPem { flag: "--ca", .. }),
+            "{e}"
+        );
+        let line = e.to_string();
+        assert!(line.contains("--ca") && line.contains("ca.pem"), "{line}");
+    }
+
+    /// Regression (issue 9): a bad --ca was reported as "client certificate
+    /// or key unusable".
+    #[test]
+    fn a_ca_certificate_rustls_cannot_use_is_named_as_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        // Well-formed PEM around bytes that are not a certificate.
+        let junk = "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
+        let path = pki::write(dir.path(), "ca.pem", junk).unwrap();
+        let e = roots(&path).unwrap_err();
+        assert!(matches!(e, CredentialError::BadRoot { .. }), "{e:?}");
+        let line = e.to_string();
+        assert!(
+            line.starts_with("--ca file") && !line.contains("client certificate"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let e = roots(Path::new("/nonexistent/ca.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--ca") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! Mutually-authenticated TLS client connections with rustls on tokio. The
+//! key stays here; failures are classified into the guest's
+//! `TransportError` with the detail kept for the host. Knows nothing of the
+//! generated WIT types.
+
+mod credentials;
+mod failure;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use host_core::TransportError;
+use host_core::outcome::SocketFailure;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+pub use credentials::CredentialError;
+pub use failure::{classify_io, classify_tls};
+
+/// An established TLS session to the broker.
+pub type TlsConnection = TlsStream<TcpStream>;
+
+/// Where the TLS material comes from.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Root CA(s) the broker's certificate must chain to.
+    pub ca: PathBuf,
+    /// Client certificate chain, PEM; `None` for no client authentication.
+    pub cert: Option<PathBuf>,
+    /// Client private key, PEM. Read by the host only.
+    pub key: Option<PathBuf>,
+}
+
+/// Handshake options beyond the files.
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    /// ALPN protocols offered, in order of preference; empty = no ALPN.
+    /// AWS IoT Core on port 443 wants `x-amzn-mqtt-ca`.
+    pub alpn: Vec<String>,
+    /// Send the host name as SNI (on unless a broker cannot take it).
+    pub sni: bool,
+}
+
+impl Default for Handshake {
+    fn default() -> Self {
+        Self {
+            alpn: Vec::new(),
+            sni: true,
+        }
+    }
+}
+
+/// A loaded TLS client configuration: root CA, client certificate and key.
+#[derive(Clone)]
+pub struct TlsClient {
+    connector: TlsConnector,
+    /// Whether a client certificate is presented (else a broker's handshake
+    /// failure most likely means it wants one).
+    has_client_cert: bool,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsClient { .. }")
+    }
+}
+
+impl TlsClient {
+    /// Loads the files: TLS 1.2 and 1.3 only, server verified against `ca`.
+    pub fn load(files: &TlsFiles) -> Result<Self, CredentialError> {
+        Self::load_with(files, &Handshake::default())
+    }
+
+    /// Like [`TlsClient::load`], with ALPN and SNI as `handshake` says.
+    pub fn load_with(files: &TlsFiles, handshake: &Handshake) -> Result<Self, CredentialError> {
+        let roots = credentials::roots(&files.ca)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(CredentialError::Unusable)?
+            .with_root_certificates(roots);
+        let mut config = match (&files.cert, &files.key) {
+            (Some(cert), Some(key)) => {
+                let chain = credentials::certificates("--cert", cert)?;
+                let key = credentials::private_key(key)?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| match e {
+                        rustls::Error::InconsistentKeys(_) => CredentialError::KeyMismatch,
+                        other => CredentialError::Unusable(other),
+                    })?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            (Some(_), None) => {
+                return Err(CredentialError::Unpaired {
+                    given: "--cert",
+                    missing: "--key",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(CredentialError::Unpaired {
+                    given: "--key",
+                    missing: "--cert",
+                });
+            }
+        };
+        config.alpn_protocols = handshake
+            .alpn
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
+        config.enable_sni = handshake.sni;
+        Ok(Self {
+            connector: TlsConnector::from(Arc::new(config)),
+            has_client_cert: files.cert.is_some(),
+        })
+    }
+
+    /// The rustls configuration (for comparing other clients on equal terms).
+    pub fn client_config(&self) -> Arc<ClientConfig> {
+        self.connector.config().clone()
+    }
+
+    /// Resolves `host`, connects over TCP and runs the TLS handshake with
+    /// `host` as SNI, all within `timeout` (`None` = no limit).
+    pub async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Option<Duration>,
+    ) -> Result<TlsConnection, SocketFailure> {
+        let work = self.connect_inner(host, port);
+        match timeout {
+            Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                Err(SocketFailure::new(
+                    TransportError::TimedOut,
+                    format!(
+                        "no TLS session with {host}:{port} within {} ms",
+                        limit.as_millis()
+                    ),
+                ))
+            }),
+            None => work.await,
+        }
+    }
+
+    async fn connect_inner(&self, host: &str, port: u16) -> Result<TlsConnection, SocketFailure> {
+        let server_name = ServerName::try_from(host.to_owned()).map_err(|_| {
+            SocketFailure::new(
+                TransportError::NameUnresolvable,
+                format!("{host:?} is not a valid host name"),
+            )
+        })?;
+        let addrs: Vec<_> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| {
+                SocketFailure::new(
+                    TransportError::NameUnresolvable,
+                    format!("cannot resolve {host}: {e}"),
+                )
+            })?
+            .collect();
+        let mut last = SocketFailure::new(
+            TransportError::NameUnresolvable,
+            format!("{host} has no address"),
+        );
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(tcp) => {
+                    let _ = tcp.set_nodelay(true);
+                    return self.connector.connect(server_name, tcp).await.map_err(|e| {
+                        let mut failure = classify_io(&e);
+                        if !self.has_client_cert
+                            && failure.error == TransportError::TlsHandshakeFailed
+                        {
+                            failure.error = TransportError::ClientCertificateRequired;
+                        }
+                        failure
+                    });
+                }
+                Err(e) => last = classify_io(&e),
+            }
+        }
+        Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::pki::{self, Authority};
+
+    #[test]
+    fn alpn_and_sni_reach_the_rustls_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::new("CA").unwrap();
+        let files = TlsFiles {
+            ca: pki::write(dir.path(), "ca.pem", &ca.cert_pem()).unwrap(),
+            cert: None,
+            key: None,
+        };
+        let plain = TlsClient::load(&files).unwrap().client_config();
+        assert!(plain.alpn_protocols.is_empty() && plain.enable_sni);
+        let aws = Handshake {
+            alpn: vec!["x-amzn-mqtt-ca".into()],
+            sni: false,
+        };
+        let config = TlsClient::load_with(&files, &aws).unwrap().client_config();
+        assert_eq!(config.alpn_protocols, vec![b"x-amzn-mqtt-ca".to_vec()]);
+        assert!(!config.enable_sni);
+    }
+}
