@@ -34,15 +34,16 @@ fn config(port: u16, id: &str, n: u32) -> Config {
         broker_host: "localhost".into(),
         broker_port: port,
         client_id: id.into(),
-        topic: format!("{id}/example/topic"),
+        messages: n,
         payload: "Hello World!".into(),
-        publish_count: n,
-        process_loop_ms: 5000,
-        connack_timeout_ms: 5000,
-        transport_timeout_ms: 1000,
         connect_timeout_ms: 5000,
-        keep_alive_secs: 60,
-        pingresp_timeout_ms: 5000,
+        connack_timeout_ms: 5000,
+        process_loop_ms: 5000,
+        timing: mqtt_core::Timing {
+            keep_alive_secs: 60,
+            pingresp_timeout_ms: 5000,
+            send_timeout_ms: 1000,
+        },
     }
 }
 

@@ -321,6 +321,14 @@ pub(crate) mod tests {
         }
     }
 
+    fn run(iteration: u32, fresh: bool) -> Action {
+        Action::Run { iteration, fresh }
+    }
+
+    fn wait(delay_ms: u32) -> Action {
+        Action::Wait { delay_ms }
+    }
+
     fn failure() -> (IterationFailure, Option<SocketFailure>) {
         (IterationFailure::Transport(TransportError::TimedOut), None)
     }
@@ -328,24 +336,9 @@ pub(crate) mod tests {
     #[test]
     fn runs_the_planned_iterations_with_the_delay_between() {
         let (mut s, rec) = supervisor(Some(2));
-        assert_eq!(
-            s.start(),
-            Action::Run {
-                iteration: 1,
-                fresh: true
-            }
-        );
-        assert_eq!(
-            s.on_result(Ok(IterationReport::default())),
-            Action::Wait { delay_ms: 100 }
-        );
-        assert_eq!(
-            s.resume(),
-            Action::Run {
-                iteration: 2,
-                fresh: false
-            }
-        );
+        assert_eq!(s.start(), run(1, true));
+        assert_eq!(s.on_result(Ok(IterationReport::default())), wait(100));
+        assert_eq!(s.resume(), run(2, false));
         assert_eq!(
             s.on_result(Ok(IterationReport::default())),
             Action::Finished { succeeded: 2 }
@@ -374,14 +367,8 @@ pub(crate) mod tests {
         let (mut s, rec) = supervisor(None);
         s.start();
         for i in 1..=3 {
-            assert_eq!(s.on_result(Err(failure())), Action::Wait { delay_ms: 100 });
-            assert_eq!(
-                s.resume(),
-                Action::Run {
-                    iteration: i + 1,
-                    fresh: false
-                }
-            );
+            assert_eq!(s.on_result(Err(failure())), wait(100));
+            assert_eq!(s.resume(), run(i + 1, false));
         }
         assert_eq!(rec.count(|e| matches!(e, Event::IterationFailed { .. })), 3);
     }
@@ -391,22 +378,10 @@ pub(crate) mod tests {
         let (mut s, rec) = supervisor(None);
         s.start();
         // random % (window + 1): windows 10 then 20.
-        assert_eq!(s.on_trap(trap(), 7), Action::Wait { delay_ms: 7 });
-        assert_eq!(
-            s.resume(),
-            Action::Run {
-                iteration: 2,
-                fresh: true
-            }
-        );
-        assert_eq!(s.on_trap(trap(), 25), Action::Wait { delay_ms: 4 });
-        assert_eq!(
-            s.resume(),
-            Action::Run {
-                iteration: 3,
-                fresh: true
-            }
-        );
+        assert_eq!(s.on_trap(trap(), 7), wait(7));
+        assert_eq!(s.resume(), run(2, true));
+        assert_eq!(s.on_trap(trap(), 25), wait(4));
+        assert_eq!(s.resume(), run(3, true));
         assert_eq!(
             s.on_trap(trap(), 0),
             Action::GiveUp(Ending::GuestFailed {
@@ -429,7 +404,7 @@ pub(crate) mod tests {
         s.on_result(Ok(IterationReport::default()));
         s.resume();
         // Two more restarts are allowed again, starting from the base window.
-        assert_eq!(s.on_trap(trap(), 10), Action::Wait { delay_ms: 10 });
+        assert_eq!(s.on_trap(trap(), 10), wait(10));
         s.resume();
         assert!(matches!(s.on_trap(trap(), 0), Action::Wait { .. }));
     }
@@ -454,13 +429,7 @@ pub(crate) mod tests {
         s.on_swap("b");
         assert_eq!(*s.current(), "a", "not while an iteration is in flight");
         s.on_result(Ok(IterationReport::default()));
-        assert_eq!(
-            s.resume(),
-            Action::Run {
-                iteration: 2,
-                fresh: true
-            }
-        );
+        assert_eq!(s.resume(), run(2, true));
         assert_eq!(*s.current(), "b");
         assert_eq!(
             rec.count(|e| matches!(e, Event::SwappedIn { iteration: 2, from, to } if from == "a" && to == "b")),
@@ -479,15 +448,9 @@ pub(crate) mod tests {
             used_ms: 1010,
             limit_ms: 1000,
         });
-        assert_eq!(s.on_trap(stop, 0), Action::Wait { delay_ms: 100 });
+        assert_eq!(s.on_trap(stop, 0), wait(100));
         assert_eq!(*s.current(), "a");
-        assert_eq!(
-            s.resume(),
-            Action::Run {
-                iteration: 3,
-                fresh: true
-            }
-        );
+        assert_eq!(s.resume(), run(3, true));
         assert_eq!(
             rec.count(
                 |e| matches!(e, Event::FellBack { from, to, .. } if from == "b" && to == "a")

@@ -76,35 +76,34 @@ impl Limiter {
     }
 }
 
+/// Growth to `desired` is allowed up to `limit`; past it, the guest stops
+/// with `hit`.
+fn grow(desired: usize, limit: usize, hit: LimitHit) -> wasmtime::Result<bool> {
+    if desired > limit {
+        return Err(hit.into());
+    }
+    Ok(true)
+}
+
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        _: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        _: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limits.max_memory_bytes {
-            return Err(LimitHit::Memory {
-                limit_bytes: self.limits.max_memory_bytes,
-            }
-            .into());
-        }
-        Ok(true)
+        let limit_bytes = self.limits.max_memory_bytes;
+        grow(desired, limit_bytes, LimitHit::Memory { limit_bytes })
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        _: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        _: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limits.max_table_elements {
-            return Err(LimitHit::Table {
-                limit: self.limits.max_table_elements,
-            }
-            .into());
-        }
-        Ok(true)
+        let limit = self.limits.max_table_elements;
+        grow(desired, limit, LimitHit::Table { limit })
     }
 
     fn instances(&self) -> usize {

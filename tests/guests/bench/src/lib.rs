@@ -9,6 +9,7 @@ pub mod workload;
 
 use guest::bindings::mqtt_device::runtime::log::{Level, write};
 use guest::bindings::mqtt_device::runtime::types::{IterationError, IterationReport, Settings};
+use mqtt_core::Timing;
 use mqtt_core::stats::percentile;
 
 use crate::workload::{BenchError, Config, WINDOW};
@@ -25,15 +26,16 @@ impl guest::bindings::Guest for Bench {
             broker_host: settings.broker_host,
             broker_port: settings.broker_port,
             client_id: settings.client_id,
-            topic: settings.topic,
+            messages: settings.publish_count,
             payload: settings.payload,
-            publish_count: settings.publish_count,
-            process_loop_ms: settings.process_loop_ms,
-            connack_timeout_ms: settings.connack_timeout_ms,
-            transport_timeout_ms: settings.transport_timeout_ms,
             connect_timeout_ms: settings.connect_timeout_ms,
-            keep_alive_secs: settings.keep_alive_secs,
-            pingresp_timeout_ms: settings.pingresp_timeout_ms,
+            connack_timeout_ms: settings.connack_timeout_ms,
+            process_loop_ms: settings.process_loop_ms,
+            timing: Timing {
+                keep_alive_secs: settings.keep_alive_secs,
+                pingresp_timeout_ms: settings.pingresp_timeout_ms,
+                send_timeout_ms: settings.transport_timeout_ms,
+            },
         };
         let result =
             guest::world::with_platform(|p| workload::run(p, &config)).map_err(|e| match e {
@@ -58,7 +60,7 @@ impl guest::bindings::Guest for Bench {
                 result.pipelined, result.pipelined_us
             ),
         );
-        let messages = config.publish_count * 2;
+        let messages = config.messages * 2;
         Ok(IterationReport {
             published: messages,
             acknowledged: messages,

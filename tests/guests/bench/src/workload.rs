@@ -24,34 +24,27 @@ pub struct BenchResult {
     pub pipelined_us: u64,
 }
 
-/// What a run needs to know: the broker, the identity, the message count
-/// and the client's timings (milliseconds unless named otherwise).
+/// What a run needs to know: where, who, how many, and how long to wait.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Broker host name.
     pub broker_host: String,
     /// Broker port.
     pub broker_port: u16,
-    /// MQTT client id.
+    /// MQTT client id; the topic is `<client id>/example/topic`.
     pub client_id: String,
-    /// Topic published to and subscribed to.
-    pub topic: String,
+    /// Messages in each phase.
+    pub messages: u32,
     /// Payload of every message.
     pub payload: String,
-    /// Messages in each phase.
-    pub publish_count: u32,
-    /// Longest wait for what a phase waits for.
-    pub process_loop_ms: u32,
-    /// Longest wait for CONNACK.
-    pub connack_timeout_ms: u32,
-    /// Longest one send may take.
-    pub transport_timeout_ms: u32,
-    /// Longest the TLS connect may take.
+    /// Longest the TLS connect may take, milliseconds.
     pub connect_timeout_ms: u32,
-    /// MQTT keep-alive, seconds.
-    pub keep_alive_secs: u16,
-    /// Longest wait for PINGRESP.
-    pub pingresp_timeout_ms: u32,
+    /// Longest wait for CONNACK, milliseconds.
+    pub connack_timeout_ms: u32,
+    /// Longest wait for what a phase waits for, milliseconds.
+    pub process_loop_ms: u32,
+    /// The client's keep-alive and send timings.
+    pub timing: Timing,
 }
 
 /// Why a run failed.
@@ -68,21 +61,17 @@ fn fail(e: ClientError) -> BenchError {
 }
 
 /// Connects to the broker in `config` and runs both phases with
-/// `config.publish_count` messages each.
+/// `config.messages` messages each.
 pub fn run<P: Platform>(platform: &mut P, config: &Config) -> Result<BenchResult, BenchError> {
     let s = config;
+    let topic = format!("{}/example/topic", s.client_id);
     let conn = platform
         .connect(&s.broker_host, s.broker_port, s.connect_timeout_ms)
         .map_err(|e| BenchError::Client(format!("connect: {e}")))?;
     let clock = platform.clock();
-    let timing = Timing {
-        keep_alive_secs: s.keep_alive_secs,
-        pingresp_timeout_ms: s.pingresp_timeout_ms,
-        send_timeout_ms: s.transport_timeout_ms,
-    };
-    let mut client = Client::new(conn, clock.clone(), timing);
+    let mut client = Client::new(conn, clock.clone(), s.timing);
     let mut connect = Connect::new(s.client_id.clone());
-    connect.keep_alive = s.keep_alive_secs;
+    connect.keep_alive = s.timing.keep_alive_secs;
     let ack = client
         .connect(&connect, s.connack_timeout_ms)
         .map_err(fail)?;
@@ -90,7 +79,7 @@ pub fn run<P: Platform>(platform: &mut P, config: &Config) -> Result<BenchResult
         return Err(BenchError::Client(format!("CONNACK {:?}", ack.code)));
     }
     let sub = client
-        .subscribe(&[(s.topic.clone(), QoS::AtLeastOnce)])
+        .subscribe(&[(topic.clone(), QoS::AtLeastOnce)])
         .map_err(fail)?;
     let mut subscribed = false;
     client
@@ -108,9 +97,9 @@ pub fn run<P: Platform>(platform: &mut P, config: &Config) -> Result<BenchResult
     let payload = s.payload.as_bytes();
     let mut result = BenchResult::default();
 
-    for _ in 0..s.publish_count {
+    for _ in 0..s.messages {
         let start = clock.now_us();
-        let pkid = client.publish(&s.topic, payload).map_err(fail)?;
+        let pkid = client.publish(&topic, payload).map_err(fail)?;
         let (mut acked, mut echoed) = (false, false);
         client
             .process_loop(s.process_loop_ms, &mut |e| {
@@ -136,12 +125,12 @@ pub fn run<P: Platform>(platform: &mut P, config: &Config) -> Result<BenchResult
             .push(u32::try_from(clock.now_us() - start).unwrap_or(u32::MAX));
     }
 
-    let n = s.publish_count;
+    let n = s.messages;
     let (mut sent, mut acked, mut echoes) = (0u32, 0u32, 0u32);
     let start = clock.now_us();
     while acked < n || echoes < n {
         while sent < n && client.outstanding().len() < WINDOW {
-            client.publish(&s.topic, payload).map_err(fail)?;
+            client.publish(&topic, payload).map_err(fail)?;
             sent += 1;
         }
         let before = (acked, echoes);
