@@ -131,18 +131,26 @@ pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CredentialErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::pki::{self, Authority};
+
+    fn write(dir: &Path, contents: &str) -> PathBuf {
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
 
     /// Regression (issue 9): a damaged PEM block was skipped silently.
     #[test]
     fn a_malformed_pem_block_is_an_error_naming_the_flag_and_file() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = Authority::new("CA").unwrap().cert_pem();
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".into()])
+            .unwrap()
+            .cert
+            .pem();
         // A valid certificate followed by one whose base64 is cut short.
         let broken = format!(
             "{ca}-----BEGIN CERTIFICATE-----\nMIIB!!notbase64\n-----END CERTIFICATE-----\n"
         );
-        let path = pki::write(dir.path(), "ca.pem", &broken).unwrap();
+        let path = write(dir.path(), &broken);
         let e = roots(&path).unwrap_err();
         assert!(
             matches!(e, CredentialError::MalformedPem { flag: "--ca", .. }),
@@ -159,7 +167,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Well-formed PEM around bytes that are not a certificate.
         let junk = "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
-        let path = pki::write(dir.path(), "ca.pem", junk).unwrap();
+        let path = write(dir.path(), junk);
         let e = roots(&path).unwrap_err();
         assert!(matches!(e, CredentialError::BadRoot { .. }), "{e:?}");
         let line = e.to_string();

@@ -192,14 +192,15 @@ impl TlsClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::pki::{self, Authority};
 
     #[test]
     fn alpn_and_sni_reach_the_rustls_config() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = Authority::new("CA").unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".into()]).unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, ca.cert.pem()).unwrap();
         let files = TlsFiles {
-            ca: pki::write(dir.path(), "ca.pem", &ca.cert_pem()).unwrap(),
+            ca: path,
             cert: None,
             key: None,
         };
