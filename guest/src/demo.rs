@@ -524,7 +524,7 @@ fn iteration_error(e: ClientError) -> IterationError {
             IterationError::TransportPermanent(code.into())
         }
         ClientError::Transport(code) => IterationError::Transport(code.into()),
-        ClientError::Encode(what) => IterationError::ProtocolViolation(what),
+        ClientError::Encode(what) => IterationError::InvalidSettings(what),
         ClientError::Protocol(what) => IterationError::ProtocolViolation(what),
         ClientError::Timeout(what) => IterationError::TimedOut(what.to_string()),
         ClientError::KeepAliveTimeout => {

@@ -1,6 +1,6 @@
 //! The component's side of the world: the demo's export, and mqtt-core's
-//! [`Platform`] backed by the host's imports. The only place that converts
-//! between the generated types and mqtt-core's.
+//! [`Platform`] backed by the host's imports. The conversions between the
+//! generated types and mqtt-core's are defined here, and only here.
 
 use std::cell::RefCell;
 

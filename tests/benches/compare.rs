@@ -34,6 +34,7 @@ fn config(port: u16, id: &str, n: u32) -> Config {
         broker_host: "localhost".into(),
         broker_port: port,
         client_id: id.into(),
+        topic: format!("{id}/example/topic"),
         messages: n,
         payload: "Hello World!".into(),
         connect_timeout_ms: 5000,

@@ -52,6 +52,21 @@ impl Backoff {
     pub fn attempts_done(&self) -> u32 {
         self.attempts_done
     }
+
+    /// The longest a whole sequence can wait: the sum of every window, in
+    /// milliseconds; `None` when it retries forever.
+    pub fn longest_total_ms(&self) -> Option<u64> {
+        if self.max_attempts == RETRY_FOREVER {
+            return None;
+        }
+        let mut b = self.clone();
+        let mut total = 0u64;
+        // A random equal to the window gives the window's upper bound.
+        while let Some(delay) = b.next_delay_ms(b.window_ms) {
+            total += u64::from(delay);
+        }
+        Some(total)
+    }
 }
 
 #[cfg(test)]
@@ -103,6 +118,16 @@ mod tests {
             .map(|(r, w)| r % (w + 1))
             .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_longest_total_is_the_sum_of_the_windows() {
+        assert_eq!(Backoff::new(500, 5000, 5).longest_total_ms(), Some(12_500));
+        assert_eq!(Backoff::new(500, 5000, 0).longest_total_ms(), Some(0));
+        assert_eq!(
+            Backoff::new(500, 5000, RETRY_FOREVER).longest_total_ms(),
+            None
+        );
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub enum Outcome {
     Failed(IterationFailure, Option<SocketFailure>),
     /// The guest trapped or hit a limit; the instance is gone.
     Stopped(Stop),
+    /// The host is stopping and the iteration was cut short; the instance
+    /// is gone.
+    Interrupted,
 }
 
 /// Where a device's logic runs: instances, calls, time and randomness.
@@ -44,6 +47,29 @@ pub trait Runtime<L> {
     fn random_u32(&mut self) -> u32;
     /// Logic offered for a swap since the last call, if any.
     fn take_swap(&mut self) -> Option<L>;
+    /// Whether the host is stopping: the run ends at the next safe point.
+    fn stop_requested(&self) -> bool {
+        false
+    }
+}
+
+/// Runs `future` to completion on this thread, for runtimes that never
+/// wait for anything outside themselves (virtual time, scripted peers): it
+/// polls until the future is ready.
+///
+/// # Panics
+///
+/// When the future is still pending after a million polls: something in it
+/// waits for real, which such a runtime must not.
+pub fn run_ready<F: Future>(future: F) -> F::Output {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut future = std::pin::pin!(future);
+    for _ in 0..1_000_000 {
+        if let std::task::Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+    panic!("run_ready: the future kept waiting; it needs a real executor");
 }
 
 /// Why [`drive`] ended without finishing.
@@ -78,11 +104,15 @@ where
                         .map_err(DriveError::Runtime)?,
                 };
                 let live = instance.insert(live);
-                match runtime
+                let outcome = runtime
                     .run_iteration(live, iteration)
                     .await
-                    .map_err(DriveError::Runtime)?
-                {
+                    .map_err(DriveError::Runtime)?;
+                // Logic offered meanwhile may replace a stopped guest at once.
+                if let Some(logic) = runtime.take_swap() {
+                    supervisor.on_swap(logic);
+                }
+                match outcome {
                     Outcome::Completed(report) => supervisor.on_result(Ok(report)),
                     Outcome::Failed(failure, socket) => {
                         supervisor.on_result(Err((failure, socket)))
@@ -93,10 +123,20 @@ where
                         let random = runtime.random_u32();
                         supervisor.on_trap(stop, random)
                     }
+                    Outcome::Interrupted => {
+                        instance = None;
+                        supervisor.on_interrupted()
+                    }
                 }
             }
             Action::Wait { delay_ms } => {
+                if runtime.stop_requested() {
+                    return Ok(supervisor.succeeded());
+                }
                 runtime.sleep(delay_ms).await;
+                if runtime.stop_requested() {
+                    return Ok(supervisor.succeeded());
+                }
                 if let Some(logic) = runtime.take_swap() {
                     supervisor.on_swap(logic);
                 }
@@ -128,6 +168,8 @@ mod tests {
         now_ms: u64,
         log: Vec<String>,
         instances: u32,
+        /// Virtual time from which the host is stopping.
+        stop_at_ms: Option<u64>,
     }
 
     impl Runtime<&'static str> for Fake {
@@ -168,17 +210,9 @@ mod tests {
                 _ => None,
             }
         }
-    }
 
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        // The fake never waits for real: one poll finishes each await.
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        let mut f = std::pin::pin!(f);
-        loop {
-            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-                return v;
-            }
+        fn stop_requested(&self) -> bool {
+            self.stop_at_ms.is_some_and(|at| self.now_ms >= at)
         }
     }
 
@@ -202,6 +236,7 @@ mod tests {
                 max_ms: 400,
                 max_attempts: 3,
             },
+            probation_iterations: 1,
         }
     }
 
@@ -213,7 +248,7 @@ mod tests {
         };
         let rec = Arc::new(Recorder::default());
         let mut sup = Supervisor::new(plan(Some(3)), "a", rec);
-        let n = block_on(drive(&mut sup, &mut fake)).unwrap();
+        let n = run_ready(drive(&mut sup, &mut fake)).unwrap();
         assert_eq!(n, 3);
         assert_eq!(fake.instances, 1);
         assert_eq!(
@@ -234,7 +269,7 @@ mod tests {
             ..Fake::default()
         };
         let mut sup = Supervisor::new(plan(Some(1)), "a", Arc::new(Recorder::default()));
-        block_on(drive(&mut sup, &mut fake)).unwrap();
+        run_ready(drive(&mut sup, &mut fake)).unwrap();
         // u32::MAX % 101 = 67: the first restart window is [0, 100].
         assert_eq!(
             fake.log,
@@ -251,7 +286,7 @@ mod tests {
         };
         let rec = Arc::new(Recorder::default());
         let mut sup = Supervisor::new(plan(Some(2)), "a", rec.clone());
-        block_on(drive(&mut sup, &mut fake)).unwrap();
+        run_ready(drive(&mut sup, &mut fake)).unwrap();
         assert_eq!(
             fake.log,
             [
@@ -275,7 +310,7 @@ mod tests {
         };
         let mut sup = Supervisor::new(plan(Some(2)), "a", Arc::new(Recorder::default()));
         assert!(matches!(
-            block_on(drive(&mut sup, &mut fake)),
+            run_ready(drive(&mut sup, &mut fake)),
             Err(DriveError::Ended(Ending::IterationFailed {
                 iteration: 1,
                 ..
@@ -285,7 +320,7 @@ mod tests {
         let mut fake = Fake::default();
         let mut sup = Supervisor::new(plan(None), "a", Arc::new(Recorder::default()));
         assert!(matches!(
-            block_on(drive(&mut sup, &mut fake)),
+            run_ready(drive(&mut sup, &mut fake)),
             Err(DriveError::Runtime(e)) if e == "script ended"
         ));
     }
@@ -298,12 +333,37 @@ mod tests {
         };
         let rec = Arc::new(Recorder::default());
         let mut sup = Supervisor::new(plan(None), "a", rec.clone());
-        let end = block_on(drive(&mut sup, &mut fake));
+        let end = run_ready(drive(&mut sup, &mut fake));
         assert!(matches!(
             end,
             Err(DriveError::Ended(Ending::GuestFailed { stops: 4, .. }))
         ));
         assert_eq!(fake.instances, 4);
         assert_eq!(rec.count(|e| matches!(e, Event::Restarting { .. })), 3);
+    }
+
+    #[test]
+    fn a_stop_ends_the_run_at_the_next_safe_point() {
+        let mut fake = Fake {
+            outcomes: [("a", ok()), ("a", ok())].into(),
+            stop_at_ms: Some(500),
+            ..Fake::default()
+        };
+        let mut sup = Supervisor::new(plan(None), "a", Arc::new(Recorder::default()));
+        // The stop comes during the delay after iteration 1: no iteration 2.
+        assert_eq!(run_ready(drive(&mut sup, &mut fake)).unwrap(), 1);
+        assert_eq!(fake.log, ["0 new a", "0 run 1 on a"]);
+    }
+
+    #[test]
+    fn an_interrupted_iteration_ends_the_run() {
+        let mut fake = Fake {
+            outcomes: [("a", Outcome::Interrupted)].into(),
+            ..Fake::default()
+        };
+        let rec = Arc::new(Recorder::default());
+        let mut sup = Supervisor::new(plan(None), "a", rec.clone());
+        assert_eq!(run_ready(drive(&mut sup, &mut fake)).unwrap(), 0);
+        assert_eq!(rec.count(|e| matches!(e, Event::Interrupted { .. })), 1);
     }
 }

@@ -1,7 +1,9 @@
-//! One interface for everything that happens to a device, below every
-//! place that causes it: the sockets report connections, the supervisor
-//! reports iterations, stops, restarts and swaps. The CLI logs events, the
-//! fleet counts them; a metrics exporter would be one more observer.
+//! One interface for what happens to a device, below every place that
+//! causes it: the sockets report connections, the supervisor reports
+//! iterations, stops, restarts and swaps. Every counter and every log line
+//! about a device's iterations comes from these events (the CLI logs them,
+//! the fleet counts them; a metrics exporter would be one more observer);
+//! start-up, swap and socket detail lines are logged where they happen.
 
 use std::sync::Arc;
 
@@ -39,6 +41,9 @@ pub enum Event {
         /// The host's detail of the socket failure behind it, when there
         /// is one for the same error.
         socket: Option<SocketFailure>,
+        /// Whether it ends the run (a fixed number of iterations); else
+        /// the next iteration follows.
+        ends_run: bool,
     },
     /// The guest was stopped (trap or limit) in an iteration.
     GuestStopped {
@@ -70,6 +75,12 @@ pub enum Event {
     NextIteration {
         /// The wait first, milliseconds.
         delay_ms: u32,
+    },
+    /// The host is stopping and the iteration in flight did not end within
+    /// the time allowed; it was cut short.
+    Interrupted {
+        /// Which, from 1.
+        iteration: u32,
     },
 }
 

@@ -51,8 +51,10 @@ pub enum IterationFailure {
     SubscribeRetriesExhausted(String),
     /// An expected acknowledgement did not arrive in time; names it.
     TimedOut(String),
-    /// Invalid MQTT from the broker, or a packet that could not be formed.
+    /// Invalid MQTT from the broker; describes it.
     ProtocolViolation(String),
+    /// A packet could not be formed from the settings; describes which value.
+    InvalidSettings(String),
 }
 
 impl IterationFailure {
@@ -64,6 +66,12 @@ impl IterationFailure {
             }
             _ => None,
         }
+    }
+
+    /// The host's detail of `last`, the last socket failure, when it
+    /// explains this failure: only a socket failure of the same error does.
+    pub fn explained_by(&self, last: Option<SocketFailure>) -> Option<SocketFailure> {
+        last.filter(|s| self.transport_error() == Some(s.error))
     }
 }
 
@@ -117,6 +125,21 @@ pub enum LimitHit {
         /// The limit, milliseconds.
         limit_ms: u32,
     },
+    /// The guest computed more than its budget in one iteration, import
+    /// calls or not (time waiting in host calls does not count).
+    #[error("CPU budget: the guest computed for about {used_ms} ms in one iteration")]
+    CpuBudget {
+        /// How long it computed, milliseconds (sampled every epoch tick).
+        used_ms: u64,
+        /// The budget, milliseconds.
+        budget_ms: u32,
+    },
+    /// The iteration did not return in time.
+    #[error("iteration timeout: run-iteration did not return within {limit_ms} ms")]
+    IterationTimeout {
+        /// The timeout, milliseconds.
+        limit_ms: u64,
+    },
 }
 
 /// What kind of trap stopped a guest, from wasmtime's trap code.
@@ -168,6 +191,22 @@ impl Stop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (issue 9): the last recorded socket failure explained a
+    /// failure of another kind (a keep-alive timeout by an earlier refusal).
+    #[test]
+    fn only_a_socket_failure_of_the_same_error_explains_a_failure() {
+        let refused = SocketFailure::new(TransportError::ConnectionRefused, "os error 111");
+        let keep_alive = IterationFailure::Transport(TransportError::TimedOut);
+        assert_eq!(keep_alive.explained_by(Some(refused.clone())), None);
+        let exhausted =
+            IterationFailure::ConnectRetriesExhausted(TransportError::ConnectionRefused);
+        assert_eq!(exhausted.explained_by(Some(refused.clone())), Some(refused));
+        assert_eq!(
+            IterationFailure::TimedOut("PUBACK".into()).explained_by(None),
+            None
+        );
+    }
 
     #[test]
     fn limits_and_traps_are_classified_by_type() {

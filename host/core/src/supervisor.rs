@@ -25,6 +25,9 @@ pub struct Plan {
     pub iteration_delay_ms: u32,
     /// Restarts of a stopped guest.
     pub restart: RestartPolicy,
+    /// Iterations swapped-in logic must return from before it stays; 0 =
+    /// no rollback.
+    pub probation_iterations: u32,
 }
 
 impl Default for Plan {
@@ -33,6 +36,7 @@ impl Default for Plan {
             iterations: None,
             iteration_delay_ms: defaults::ITERATION_DELAY_MS,
             restart: RestartPolicy::default(),
+            probation_iterations: defaults::PROBATION_ITERATIONS,
         }
     }
 }
@@ -110,13 +114,16 @@ pub enum Ending {
 ///
 /// States, by what the last outcome was: *running* (an instance is alive
 /// and takes the next iteration), *stopped* (the next `Run` is `fresh`,
-/// after a restart delay), *on probation* (swapped-in logic that has not
-/// finished an iteration yet; a stop rolls back to `previous`).
+/// after a restart delay, or at once when a swap is waiting), *on
+/// probation* (swapped-in logic that has not yet returned from
+/// `probation_iterations` iterations; a stop rolls back to `previous`).
 pub struct Supervisor<L> {
     plan: Plan,
     current: L,
     /// The logic `current` replaced, while `current` is on probation.
     previous: Option<L>,
+    /// Iterations `current` must still return from to pass its probation.
+    probation_left: u32,
     /// Logic offered by a swap, taken at the next safe point.
     pending: Option<L>,
     /// The last iteration started.
@@ -137,6 +144,7 @@ impl<L: Clone + Display> Supervisor<L> {
             plan,
             current: logic,
             previous: None,
+            probation_left: 0,
             pending: None,
             iteration: 0,
             succeeded: 0,
@@ -177,8 +185,11 @@ impl<L: Clone + Display> Supervisor<L> {
                 from: self.current.to_string(),
                 to: next.to_string(),
             });
-            self.previous = Some(std::mem::replace(&mut self.current, next));
+            let replaced = std::mem::replace(&mut self.current, next);
+            self.probation_left = self.plan.probation_iterations;
+            self.previous = (self.probation_left > 0).then_some(replaced);
             self.fresh = true;
+            self.new_logic();
         }
         let fresh = std::mem::take(&mut self.fresh);
         Action::Run {
@@ -193,8 +204,11 @@ impl<L: Clone + Display> Supervisor<L> {
         &mut self,
         result: Result<IterationReport, (IterationFailure, Option<SocketFailure>)>,
     ) -> Action {
-        // The logic returned normally: it has passed its probation.
-        self.previous = None;
+        // The logic returned normally: one step of its probation passed.
+        self.probation_left = self.probation_left.saturating_sub(1);
+        if self.probation_left == 0 {
+            self.previous = None;
+        }
         let iteration = self.iteration;
         match result {
             Ok(report) => {
@@ -210,12 +224,14 @@ impl<L: Clone + Display> Supervisor<L> {
                 }
             }
             Err((failure, socket)) => {
+                let ends_run = self.plan.iterations.is_some();
                 self.observer.observe(&Event::IterationFailed {
                     iteration,
                     failure: failure.clone(),
                     socket: socket.clone(),
+                    ends_run,
                 });
-                if self.plan.iterations.is_some() {
+                if ends_run {
                     return Action::GiveUp(Ending::IterationFailed {
                         iteration,
                         failure,
@@ -238,6 +254,8 @@ impl<L: Clone + Display> Supervisor<L> {
                 stop,
             });
             self.current = previous;
+            self.probation_left = 0;
+            self.new_logic();
             return self.next_iteration();
         }
         self.stops_in_a_row += 1;
@@ -245,6 +263,10 @@ impl<L: Clone + Display> Supervisor<L> {
             iteration: self.iteration,
             stop: stop.clone(),
         });
+        if self.pending.is_some() {
+            // New logic is waiting: it takes over now, not after a restart.
+            return Action::Wait { delay_ms: 0 };
+        }
         match self.restarts.next_delay_ms(random) {
             Some(delay_ms) => {
                 self.observer.observe(&Event::Restarting {
@@ -259,6 +281,23 @@ impl<L: Clone + Display> Supervisor<L> {
                 last: stop,
             }),
         }
+    }
+
+    /// The host is stopping and the iteration in flight was cut short.
+    pub fn on_interrupted(&mut self) -> Action {
+        self.fresh = true;
+        self.observer.observe(&Event::Interrupted {
+            iteration: self.iteration,
+        });
+        Action::Finished {
+            succeeded: self.succeeded,
+        }
+    }
+
+    /// Other logic runs from now on: its stops are counted afresh.
+    fn new_logic(&mut self) {
+        self.stops_in_a_row = 0;
+        self.restarts = restart_backoff(&self.plan.restart);
     }
 
     fn next_iteration(&mut self) -> Action {
@@ -306,6 +345,7 @@ pub(crate) mod tests {
                 max_ms: 40,
                 max_attempts: 2,
             },
+            probation_iterations: 1,
         }
     }
 
@@ -482,5 +522,67 @@ pub(crate) mod tests {
         s.on_result(Ok(IterationReport::default()));
         s.resume();
         assert_eq!(*s.current(), "c");
+    }
+
+    #[test]
+    fn probation_lasts_the_planned_iterations() {
+        let rec = Arc::new(Recorder::default());
+        let mut p = plan(None);
+        p.probation_iterations = 3;
+        let mut s = Supervisor::new(p, "a", rec.clone());
+        s.start();
+        s.on_swap("b");
+        s.on_result(Ok(IterationReport::default()));
+        s.resume();
+        s.on_result(Ok(IterationReport::default()));
+        s.resume();
+        s.on_result(Err(failure()));
+        s.resume();
+        // Two iterations returned: a stop in the third still rolls back.
+        assert_eq!(s.on_trap(trap(), 0), wait(100));
+        assert_eq!(*s.current(), "a");
+        assert_eq!(rec.count(|e| matches!(e, Event::FellBack { .. })), 1);
+    }
+
+    #[test]
+    fn a_waiting_swap_replaces_a_stopped_guest_at_once() {
+        let (mut s, rec) = supervisor(None);
+        s.start();
+        s.on_swap("b");
+        // The running logic hangs and is stopped (say by the watchdog).
+        let timeout = Stop::Limit(LimitHit::IterationTimeout { limit_ms: 1000 });
+        assert_eq!(s.on_trap(timeout, 0), wait(0));
+        assert_eq!(s.resume(), run(2, true));
+        assert_eq!(*s.current(), "b");
+        assert_eq!(rec.count(|e| matches!(e, Event::Restarting { .. })), 0);
+    }
+
+    #[test]
+    fn new_logic_gets_a_fresh_restart_budget() {
+        let (mut s, _) = supervisor(None);
+        s.start();
+        s.on_trap(trap(), 0);
+        s.resume();
+        s.on_trap(trap(), 0);
+        s.on_swap("b");
+        s.resume();
+        s.on_result(Ok(IterationReport::default())); // probation passed
+        s.resume();
+        assert!(matches!(s.on_trap(trap(), 0), Action::Wait { .. }));
+        s.resume();
+        assert!(matches!(s.on_trap(trap(), 0), Action::Wait { .. }));
+        s.resume();
+        assert!(matches!(s.on_trap(trap(), 0), Action::GiveUp(_)));
+    }
+
+    #[test]
+    fn an_interrupted_iteration_finishes_the_run() {
+        let (mut s, rec) = supervisor(None);
+        s.start();
+        assert_eq!(s.on_interrupted(), Action::Finished { succeeded: 0 });
+        assert_eq!(
+            rec.count(|e| matches!(e, Event::Interrupted { iteration: 1 })),
+            1
+        );
     }
 }

@@ -65,6 +65,34 @@ pub fn binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Makes the child get SIGKILL when the thread that spawned it ends (the
+/// host's main thread, for the embedded broker), so a host killed outright
+/// leaves no broker behind.
+#[allow(
+    unsafe_code,
+    reason = "pre_exec runs between fork and exec; prctl and getppid are async-signal-safe"
+)]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: the closure only makes async-signal-safe system calls and
+    // allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before the prctl.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other(
+                    "the host exited while starting mosquitto",
+                ));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A TCP port free on 127.0.0.1 right now.
 pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -129,13 +157,15 @@ impl Mosquitto {
             conf.push_str("user root\n");
         }
         std::fs::write(&config, conf)?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("-c")
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()?;
+            .stderr(std::fs::File::create(&log)?);
+        die_with_parent(&mut command);
+        let child = command.spawn()?;
         let mut broker = Self {
             child,
             port,

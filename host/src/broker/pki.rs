@@ -137,3 +137,18 @@ pub fn write(dir: &Path, name: &str, contents: &str) -> std::io::Result<PathBuf>
     std::fs::write(&path, contents)?;
     Ok(path)
 }
+
+/// Writes a private key to `dir/name`, readable by its owner only (0600),
+/// and returns the path.
+pub fn write_secret(dir: &Path, name: &str, contents: &str) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    file.write_all(contents.as_bytes())?;
+    Ok(path)
+}

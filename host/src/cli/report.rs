@@ -4,25 +4,18 @@
 use host_core::observer::{Event, Observer};
 use host_core::outcome::Stop;
 use host_core::settings::DeviceSettings;
-use host_core::supervisor::Plan;
 
 use crate::cli::explain;
 
 /// Logs one device's events.
 pub struct LogObserver {
     settings: DeviceSettings,
-    /// Whether a failed iteration is followed by the next (no fixed
-    /// count); otherwise the run's final message reports it.
-    goes_on: bool,
 }
 
 impl LogObserver {
-    /// Logs the events of the device with `settings`, run per `plan`.
-    pub fn new(settings: DeviceSettings, plan: &Plan) -> Self {
-        Self {
-            settings,
-            goes_on: plan.iterations.is_none(),
-        }
+    /// Logs the events of the device with `settings`.
+    pub fn new(settings: DeviceSettings) -> Self {
+        Self { settings }
     }
 }
 
@@ -46,11 +39,13 @@ impl Observer for LogObserver {
                 report.echoes,
                 report.connections
             ),
-            Event::IterationFailed { .. } if !self.goes_on => {}
+            // A failure that ends the run is the run's final message.
+            Event::IterationFailed { ends_run: true, .. } => {}
             Event::IterationFailed {
                 iteration,
                 failure,
                 socket,
+                ends_run: false,
             } => tracing::error!(
                 target: "host",
                 "[{device}] iteration {iteration} failed: {}",
@@ -83,6 +78,10 @@ impl Observer for LogObserver {
             Event::NextIteration { .. } => tracing::info!(
                 target: "host",
                 "[{device}] Short delay before starting the next iteration...."
+            ),
+            Event::Interrupted { iteration } => tracing::warn!(
+                target: "host",
+                "[{device}] iteration {iteration} cut short: the host is stopping and it did not end within --stop-timeout-ms"
             ),
         }
     }

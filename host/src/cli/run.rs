@@ -2,6 +2,7 @@
 //! logic, then one device or a fleet, until done or interrupted.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use host::broker::embedded::LocalBroker;
@@ -10,7 +11,7 @@ use host::fleet::{self, Fleet};
 use host::imports::mtls_socket::Endpoint;
 use host::sandbox::engine::{self, EngineError};
 use host::sandbox::limits::Limits;
-use host::sandbox::{DeviceState, Logic, Sandbox, run_device};
+use host::sandbox::{DeviceState, Logic, Reach, Sandbox, run_device};
 use host::swap::cache::{self, Source};
 use host::swap::watch::{self, SwapSource, SwapWatch};
 use host::tls::{Handshake, TlsClient, TlsFiles};
@@ -23,41 +24,55 @@ use crate::cli::args::RunArgs;
 use crate::cli::endpoint;
 use crate::cli::explain::{self, Failure};
 use crate::cli::report::LogObserver;
+use crate::cli::signals;
 
 /// Runs `host run`.
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
+    let stop = signals::watch(Duration::from_millis(u64::from(args.stop_timeout_ms)))?;
     let client_id = client_id(&args);
-    let (broker, files, _embedded) = broker(&args, &client_id)?;
+    let (broker, files, mut embedded) = broker(&args, &client_id)?;
     let tls = tls_client(&args, &broker, &files)?;
+    if let Some(local) = embedded.as_mut() {
+        // Loaded by the host and the broker: no key needs to stay on disk.
+        local
+            .remove_files()
+            .context("cannot remove the embedded broker's files")?;
+    }
     let allowed = allow_list(&args, &broker)?;
     let settings = args.settings(&broker.host, broker.port, &client_id);
-    let limits = args.limits();
+    let limits = args.limits(&settings);
     let engine = engine_for(&args, &limits)?;
     let linker = engine::linker(&engine)
         .map_err(|e| anyhow::Error::from(e).context("cannot set up the world's imports"))?;
     let linker = Arc::new(linker);
     let logic = load_logic(&args, &engine, &linker)?;
-    let sandbox = Sandbox {
-        name: client_id,
+    let reach = Reach {
         tls,
         allowed,
         limits,
-        observer: Arc::new(LogObserver::new(settings.clone(), &args.plan())),
+        stopping: stop.requested.clone(),
+        stop_timeout: stop.timeout,
     };
     let work = async {
         if args.devices > 1 {
-            run_fleet(&args, logic, settings, sandbox).await
+            run_fleet(&args, logic, settings, reach).await
         } else {
-            run_one(&args, logic, settings, sandbox, engine, linker).await
+            run_one(&args, logic, settings, reach, engine, linker).await
         }
     };
-    tokio::select! {
+    let requested = stop.requested.clone();
+    let forced = stop.forced();
+    let result = tokio::select! {
         result = work => result,
-        _ = tokio::signal::ctrl_c() => {
-            tracing::info!(target: "host", "interrupted; stopping.");
+        () = forced => {
+            tracing::warn!(target: "host", "stopping at once (second signal)");
             Ok(())
         }
+    };
+    if *requested.borrow() {
+        tracing::info!(target: "host", "stopped.");
     }
+    result
 }
 
 /// The client id given, or `testClient-<6 random hex digits>` so two
@@ -77,7 +92,7 @@ fn broker(
     client_id: &str,
 ) -> Result<(Endpoint, TlsFiles, Option<LocalBroker>), Failure> {
     if let Some(url) = &args.broker {
-        let endpoint = endpoint::parse(url).context("bad --broker")?;
+        let endpoint = endpoint::parse(url).map_err(anyhow::Error::from)?;
         let ca = args.ca.clone().context(
             "--broker needs --ca ROOT.pem (the root CA that signed the broker's certificate)",
         )?;
@@ -179,10 +194,12 @@ async fn run_one(
     args: &RunArgs,
     logic: Arc<Logic>,
     settings: DeviceSettings,
-    sandbox: Sandbox,
+    reach: Reach,
     engine: Engine,
     linker: Arc<Linker<DeviceState>>,
 ) -> Result<(), Failure> {
+    let observer = Arc::new(LogObserver::new(settings.clone()));
+    let sandbox = Sandbox::new(settings.client_id.clone(), &reach, observer);
     let watch: Option<SwapWatch> = if args.watch {
         let w = watch::watch(SwapSource {
             path: args.component.clone(),
@@ -215,7 +232,7 @@ async fn run_fleet(
     args: &RunArgs,
     logic: Arc<Logic>,
     settings: DeviceSettings,
-    sandbox: Sandbox,
+    reach: Reach,
 ) -> Result<(), Failure> {
     let stats = Arc::new(FleetStats::default());
     let devices = args.devices as usize;
@@ -226,12 +243,8 @@ async fn run_fleet(
         Arc::new(move |index: usize| {
             let settings = fleet::identity(&settings, index, topic_given);
             let observer: Arc<dyn Observer> =
-                Arc::new((LogObserver::new(settings.clone(), &plan), stats.clone()));
-            let sandbox = Sandbox {
-                name: settings.client_id.clone(),
-                observer,
-                ..sandbox.clone()
-            };
+                Arc::new((LogObserver::new(settings.clone()), stats.clone()));
+            let sandbox = Sandbox::new(settings.client_id.clone(), &reach, observer);
             (settings, sandbox)
         })
     };

@@ -17,6 +17,9 @@ use stats::FleetStats;
 /// How often the summary line is logged.
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(5);
 
+/// Devices started per second at most, by default (`--ramp-per-sec`).
+pub const RAMP_PER_SEC: u32 = 200;
+
 /// The identity of device `index` (from 1): client id `<base>-0001`, and
 /// its topic: `<client id>/example/topic`, or `<topic>/0001` when a topic
 /// was given.

@@ -42,7 +42,10 @@ impl Observer for FleetStats {
             Event::IterationFailed { .. } | Event::GuestStopped { .. } | Event::FellBack { .. } => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
             }
-            Event::SwappedIn { .. } | Event::Restarting { .. } | Event::NextIteration { .. } => {}
+            Event::SwappedIn { .. }
+            | Event::Restarting { .. }
+            | Event::NextIteration { .. }
+            | Event::Interrupted { .. } => {}
         }
     }
 }
@@ -100,6 +103,7 @@ mod tests {
             iteration: 1,
             failure: IterationFailure::Transport(TransportError::TimedOut),
             socket: None,
+            ends_run: false,
         });
         stats.observe(&Event::GuestStopped {
             iteration: 2,

@@ -4,18 +4,23 @@
 use std::time::{Duration, Instant};
 
 use host_core::wit::clock_bindings::Host;
+use tokio::sync::watch;
 
 /// A device's clock.
 #[derive(Debug)]
 pub struct ClockCtx {
     /// Time zero of the guest's clock.
     pub started: Instant,
+    /// Becomes true when the host is stopping: sleeps end at once.
+    pub stopping: watch::Receiver<bool>,
 }
 
-impl Default for ClockCtx {
-    fn default() -> Self {
+impl ClockCtx {
+    /// A clock starting now.
+    pub fn new(stopping: watch::Receiver<bool>) -> Self {
         Self {
             started: Instant::now(),
+            stopping,
         }
     }
 }
@@ -40,7 +45,11 @@ impl Host for ClockCtx {
     }
 
     async fn sleep_ms(&mut self, duration_ms: u32) -> wasmtime::Result<()> {
-        tokio::time::sleep(Duration::from_millis(u64::from(duration_ms))).await;
+        let sleep = tokio::time::sleep(Duration::from_millis(u64::from(duration_ms)));
+        tokio::select! {
+            () = sleep => {}
+            _ = self.stopping.wait_for(|stopping| *stopping) => {}
+        }
         Ok(())
     }
 }

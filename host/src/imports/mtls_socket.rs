@@ -3,8 +3,8 @@
 //! Connections live in this context's own resource table; each guest
 //! handle's rep indexes it.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use host_core::TransportError;
 use host_core::observer::{Event, Observer};
@@ -13,6 +13,8 @@ use host_core::wit::mtls_socket::{Connection, ErrorCode, Host, HostConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmtime::component::{Resource, ResourceTable};
 
+use crate::imports::output::GuestOutput;
+use crate::imports::rate::TokenBucket;
 use crate::tls::{TlsClient, TlsConnection, classify_io};
 
 /// Most bytes one `receive` returns (a TLS record's plaintext is at most 16 KiB).
@@ -49,15 +51,31 @@ pub struct SocketCtx {
     /// The last failure, with the host's detail, for messages.
     last_failure: Option<SocketFailure>,
     observer: Arc<dyn Observer>,
+    /// The host's lines about this guest's sockets go through its output
+    /// limit: a guest cannot flood the log through them either.
+    output: Arc<GuestOutput>,
+    /// Connections opened: a burst, then a steady rate; kept across
+    /// restarts of the guest.
+    connects: Arc<Mutex<TokenBucket>>,
+}
+
+/// What a device's sockets report to and are limited by.
+pub struct SocketShared {
+    /// Where connection events go.
+    pub observer: Arc<dyn Observer>,
+    /// Where the host's lines about them go.
+    pub output: Arc<GuestOutput>,
+    /// The connect rate limit.
+    pub connects: Arc<Mutex<TokenBucket>>,
 }
 
 impl SocketCtx {
-    /// A context allowing only `allowed`, reporting connections to `observer`.
+    /// A context allowing only `allowed`.
     pub fn new(
         tls: TlsClient,
         allowed: Vec<Endpoint>,
         limits: SocketLimits,
-        observer: Arc<dyn Observer>,
+        shared: SocketShared,
     ) -> Self {
         Self {
             tls,
@@ -66,8 +84,14 @@ impl SocketCtx {
             connections: ResourceTable::new(),
             open: 0,
             last_failure: None,
-            observer,
+            observer: shared.observer,
+            output: shared.output,
+            connects: shared.connects,
         }
+    }
+
+    fn warn(&self, line: &str) {
+        self.output.line(host_core::Level::Warn, "host: ", line);
     }
 
     /// The last socket failure and forgets it.
@@ -129,11 +153,24 @@ impl Host for SocketCtx {
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<Resource<Connection>, ErrorCode>> {
         if !self.permits(&host, port) {
-            tracing::warn!(target: "host::socket", "guest asked for {host}:{port}, which is not allowed; answered not-permitted");
+            self.warn(&format!(
+                "guest asked for {host}:{port}, which is not allowed; answered not-permitted"
+            ));
             return Ok(Err(ErrorCode::NotPermitted));
         }
         if self.open >= self.limits.max_connections {
             return Ok(Err(ErrorCode::TooManyConnections));
+        }
+        let allowed = self
+            .connects
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_take(Instant::now());
+        if !allowed {
+            self.warn(&format!(
+                "guest connects to {host}:{port} faster than allowed; answered rate-limited"
+            ));
+            return Ok(Err(ErrorCode::RateLimited));
         }
         match self.tls.connect(&host, port, limit(timeout_ms)).await {
             Ok(stream) => {
@@ -142,7 +179,7 @@ impl Host for SocketCtx {
                 Ok(Ok(Resource::new_own(handle.rep())))
             }
             Err(failure) => {
-                tracing::warn!(target: "host::socket", "connection to {host}:{port} failed: {failure}");
+                self.warn(&format!("connection to {host}:{port} failed: {failure}"));
                 Ok(Err(self.record(failure)))
             }
         }

@@ -66,14 +66,14 @@ pub fn engine(pool: Option<(u32, &Limits)>) -> Result<Engine, EngineError> {
     Ok(engine)
 }
 
-/// Counts an import call for the CPU limit.
+/// Counts an import call for the continuous CPU limit.
 fn call(state: &mut DeviceState) -> &mut DeviceState {
     state.cpu.host_calls = state.cpu.host_calls.wrapping_add(1);
     state
 }
 
 /// A linker with WASI (stdio) and the world's imports, each on its own
-/// context. Every getter counts the call for the CPU limit.
+/// context. Every getter counts the call for the continuous CPU limit.
 pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<DeviceState>> {
     let mut linker: Linker<DeviceState> = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;

@@ -8,4 +8,4 @@ pub mod runtime;
 pub mod state;
 
 pub use runtime::{Logic, RunError, Swaps, run_device};
-pub use state::{DeviceState, Sandbox};
+pub use state::{DeviceState, Reach, Sandbox};

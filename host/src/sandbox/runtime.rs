@@ -1,19 +1,21 @@
 //! One device's sandbox as the supervisor's [`Runtime`]: fresh stores and
-//! instances, `run-iteration` calls classified into typed outcomes, real
-//! time, OS randomness, and logic offered by a swap. Returns typed results;
-//! the CLI words them.
+//! instances, `run-iteration` calls bounded by the iteration timeout and
+//! classified into typed outcomes, real time, OS randomness, logic offered
+//! by a swap, and the host's stop. Returns typed results; the CLI words
+//! them.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use host_core::drive::{self, DriveError, Outcome, Runtime};
-use host_core::outcome::{IterationFailure, Stop};
+use host_core::outcome::{IterationFailure, LimitHit, Stop};
 use host_core::settings::DeviceSettings;
 use host_core::supervisor::{Ending, Plan, Supervisor};
 use host_core::wit::types_bindings::Settings;
 use host_core::wit::{Device, DevicePre};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use wasmtime::Store;
 
 use crate::sandbox::limits::new_store;
@@ -48,11 +50,22 @@ pub type Swaps = watch::Receiver<Option<Arc<Logic>>>;
 pub enum RunError {
     /// The supervisor gave up (a failed iteration with a fixed count, or
     /// too many stops in a row).
-    #[error("the device's run ended: {0:?}")]
+    #[error("the device's run ended before its iterations were done")]
     Ended(Ending),
-    /// The guest could not be instantiated.
+    /// The guest could not be instantiated (the runtime's only failure:
+    /// an iteration's call always ends in an outcome).
     #[error("cannot start the device logic")]
     Instantiate(#[source] wasmtime::Error),
+}
+
+/// How a call of `run-iteration` ended, before classification.
+enum CallEnd<T> {
+    /// It returned (or trapped).
+    Returned(T),
+    /// The iteration timeout passed.
+    TimedOut,
+    /// The host is stopping and the time allowed passed.
+    Interrupted,
 }
 
 /// The sandbox of one device on real time.
@@ -78,20 +91,27 @@ impl Runtime<Arc<Logic>> for SandboxRuntime {
         iteration: u32,
     ) -> wasmtime::Result<Outcome> {
         store.data_mut().sockets.take_last_failure();
-        let result = device
-            .call_run_iteration(&mut *store, &self.settings, iteration)
-            .await;
+        store.data_mut().cpu.ticks_this_iteration = 0;
+        let limit_ms = self.sandbox.limits.iteration_timeout_ms;
+        let end = {
+            let call = device.call_run_iteration(&mut *store, &self.settings, iteration);
+            bounded(call, limit_ms, &self.sandbox).await
+        };
+        self.sandbox.flush_output_notice();
+        let result = match end {
+            CallEnd::Returned(result) => result,
+            CallEnd::TimedOut => {
+                return Ok(Outcome::Stopped(Stop::Limit(LimitHit::IterationTimeout {
+                    limit_ms,
+                })));
+            }
+            CallEnd::Interrupted => return Ok(Outcome::Interrupted),
+        };
         Ok(match result {
             Ok(Ok(report)) => Outcome::Completed(report.into()),
             Ok(Err(error)) => {
                 let failure = IterationFailure::from(error);
-                // The detail of a socket failure explains this iteration's
-                // failure only when it is a failure of the same kind.
-                let socket = store
-                    .data_mut()
-                    .sockets
-                    .take_last_failure()
-                    .filter(|s| failure.transport_error() == Some(s.error));
+                let socket = failure.explained_by(store.data_mut().sockets.take_last_failure());
                 Outcome::Failed(failure, socket)
             }
             Err(trap) => Outcome::Stopped(Stop::from_error(&trap)),
@@ -99,7 +119,12 @@ impl Runtime<Arc<Logic>> for SandboxRuntime {
     }
 
     async fn sleep(&mut self, delay_ms: u32) {
-        tokio::time::sleep(Duration::from_millis(u64::from(delay_ms))).await;
+        let sleep = tokio::time::sleep(Duration::from_millis(u64::from(delay_ms)));
+        let mut stopping = self.sandbox.stopping.clone();
+        tokio::select! {
+            () = sleep => {}
+            _ = stopping.wait_for(|stopping| *stopping) => {}
+        }
     }
 
     fn random_u32(&mut self) -> u32 {
@@ -114,6 +139,39 @@ impl Runtime<Arc<Logic>> for SandboxRuntime {
             rx.borrow_and_update().clone()
         } else {
             None
+        }
+    }
+
+    fn stop_requested(&self) -> bool {
+        *self.sandbox.stopping.borrow()
+    }
+}
+
+/// Awaits `call` until it returns, the iteration timeout (`limit_ms`, 0 =
+/// none) passes, or, once the host is stopping, the stop timeout passes.
+/// The guest is stopped wherever it is: in a host call, or computing (it
+/// yields at every epoch tick). Dropping the call leaves its store unusable;
+/// the caller drops it, which closes its connections.
+async fn bounded<F: Future>(call: F, limit_ms: u64, sandbox: &Sandbox) -> CallEnd<F::Output> {
+    // About a year stands for "never" without overflowing an Instant.
+    let never = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let timeout = match limit_ms {
+        0 => never,
+        ms => Instant::now() + Duration::from_millis(ms),
+    };
+    let mut stopping = sandbox.stopping.clone();
+    let mut stop_by: Option<Instant> = None;
+    tokio::pin!(call);
+    loop {
+        tokio::select! {
+            result = &mut call => return CallEnd::Returned(result),
+            () = tokio::time::sleep_until(timeout) => return CallEnd::TimedOut,
+            _ = stopping.wait_for(|stopping| *stopping), if stop_by.is_none() => {
+                stop_by = Some(Instant::now() + sandbox.stop_timeout);
+            }
+            () = tokio::time::sleep_until(stop_by.unwrap_or(never)), if stop_by.is_some() => {
+                return CallEnd::Interrupted;
+            }
         }
     }
 }

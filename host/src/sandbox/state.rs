@@ -1,23 +1,28 @@
 //! The data of one device's store: WASI (stdio only), the contexts of the
 //! world's interfaces, and the sandbox's meters.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use host_core::observer::Observer;
+use tokio::sync::watch;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::imports::clock::ClockCtx;
 use crate::imports::entropy::EntropyCtx;
 use crate::imports::log::LogCtx;
-use crate::imports::mtls_socket::{Endpoint, SocketCtx};
+use crate::imports::mtls_socket::{Endpoint, SocketCtx, SocketShared};
+use crate::imports::output::GuestOutput;
+use crate::imports::rate::TokenBucket;
 use crate::imports::types::TypesCtx;
 use crate::sandbox::limits::{CpuMeter, Limiter, Limits};
 use crate::tls::TlsClient;
 
 /// Everything a device's host functions reach.
 pub struct DeviceState {
-    /// WASI: inherited stdout/stderr; no files, environment, arguments or network.
+    /// WASI: stdout and stderr (through the output limit); no files,
+    /// environment, arguments or network.
     pub wasi: WasiCtx,
     /// WASI's resources (streams).
     pub table: ResourceTable,
@@ -40,7 +45,8 @@ pub struct DeviceState {
 }
 
 /// Who a device is and what it may reach: everything its sandboxes are
-/// made from.
+/// made from, and what outlives each of them (the output and connect
+/// limits, so a restart does not refill them).
 #[derive(Clone)]
 pub struct Sandbox {
     /// The device's name in log lines (its client id).
@@ -53,14 +59,64 @@ pub struct Sandbox {
     pub limits: Limits,
     /// Where the device's events go.
     pub observer: Arc<dyn Observer>,
+    /// Becomes true when the host is stopping.
+    pub stopping: watch::Receiver<bool>,
+    /// How long the iteration in flight may take to end once the host is
+    /// stopping.
+    pub stop_timeout: Duration,
+    output: Arc<GuestOutput>,
+    connects: Arc<Mutex<TokenBucket>>,
+}
+
+/// What every device of a host shares: credentials, reach, limits, and the
+/// stop signal.
+#[derive(Clone)]
+pub struct Reach {
+    /// The TLS client with its credentials.
+    pub tls: TlsClient,
+    /// Endpoints the guest may connect to.
+    pub allowed: Vec<Endpoint>,
+    /// The sandbox's limits.
+    pub limits: Limits,
+    /// Becomes true when the host is stopping.
+    pub stopping: watch::Receiver<bool>,
+    /// How long the iteration in flight may take to end once stopping.
+    pub stop_timeout: Duration,
 }
 
 impl Sandbox {
+    /// The sandbox of the device called `name`, with its own output and
+    /// connect limits.
+    pub fn new(name: String, reach: &Reach, observer: Arc<dyn Observer>) -> Self {
+        let limits = reach.limits;
+        let connects = TokenBucket::new(
+            limits.connect_burst,
+            Duration::from_millis(u64::from(limits.connect_interval_ms)),
+            Instant::now(),
+        );
+        Self {
+            output: GuestOutput::new(name.clone(), limits.output),
+            connects: Arc::new(Mutex::new(connects)),
+            name,
+            tls: reach.tls.clone(),
+            allowed: reach.allowed.clone(),
+            limits,
+            observer,
+            stopping: reach.stopping.clone(),
+            stop_timeout: reach.stop_timeout,
+        }
+    }
+
+    /// Says how many output lines were dropped, if any were.
+    pub fn flush_output_notice(&self) {
+        self.output.flush_notice();
+    }
+
     /// The data of a fresh store.
     pub fn state(&self) -> DeviceState {
         let wasi = WasiCtx::builder()
-            .inherit_stdout()
-            .inherit_stderr()
+            .stdout(self.output.stdio("stdout"))
+            .stderr(self.output.stdio("stderr"))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -72,12 +128,16 @@ impl Sandbox {
                 self.tls.clone(),
                 self.allowed.clone(),
                 self.limits.sockets(),
-                self.observer.clone(),
+                SocketShared {
+                    observer: self.observer.clone(),
+                    output: self.output.clone(),
+                    connects: self.connects.clone(),
+                },
             ),
-            clock: ClockCtx::default(),
+            clock: ClockCtx::new(self.stopping.clone()),
             entropy: EntropyCtx,
             log: LogCtx {
-                device: self.name.clone(),
+                output: self.output.clone(),
             },
             types: TypesCtx,
             limits: self.limits,

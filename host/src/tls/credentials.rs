@@ -69,6 +69,11 @@ pub enum CredentialError {
         "--key does not match the public key of --cert (pass the key the certificate was issued for)"
     )]
     KeyMismatch,
+    /// The crypto provider offers neither TLS 1.2 nor 1.3 (a build problem).
+    #[error(
+        "the TLS library refused TLS 1.2 and 1.3 (rebuild the host with rustls' ring provider)"
+    )]
+    Provider(#[source] rustls::Error),
     /// rustls refused the client certificate or key.
     #[error(
         "client certificate or key unusable (pass an RSA, ECDSA or Ed25519 key and its certificate)"

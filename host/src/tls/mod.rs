@@ -81,7 +81,7 @@ impl TlsClient {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(CredentialError::Unusable)?
+            .map_err(CredentialError::Provider)?
             .with_root_certificates(roots);
         let mut config = match (&files.cert, &files.key) {
             (Some(cert), Some(key)) => {

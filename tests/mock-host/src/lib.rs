@@ -46,7 +46,11 @@ pub use host_core::{Level, TransportError};
 /// The demo's settings with the original's constants, against
 /// `broker.example:8883` as client `mock-device`.
 pub fn default_settings() -> DeviceSettings {
-    DeviceSettings::new("broker.example", 8883, "mock-device")
+    DeviceSettings::new(
+        "broker.example",
+        host_core::settings::defaults::BROKER_PORT,
+        "mock-device",
+    )
 }
 
 /// One run of a component in the mock host.
@@ -85,8 +89,9 @@ pub struct Outcome {
     pub results: Vec<Result<IterationReport, IterationFailure>>,
     /// What ended the run early, if anything did: a scripting failure, or
     /// the last stop when the restarts ran out. `None` when the run ended
-    /// by its plan or by a failed iteration.
-    pub trap: Option<String>,
+    /// by its plan or by a failed iteration. (A stop the host restarted from
+    /// is in [`Outcome::stops`] only.)
+    pub aborted: Option<String>,
     /// Every time the guest was stopped (trap or limit), in order.
     pub stops: Vec<Stop>,
     /// The supervisor's events, in order.
@@ -153,7 +158,10 @@ impl Outcome {
     pub fn result(&self) -> &Result<IterationReport, IterationFailure> {
         match self.results.first() {
             Some(r) => r,
-            None => panic!("no iteration returned; trap: {:?}", self.trap),
+            None => panic!(
+                "no iteration returned; aborted: {:?}; stops: {:?}",
+                self.aborted, self.stops
+            ),
         }
     }
 }
@@ -220,10 +228,8 @@ impl MockHost {
             // Apart from the guest's entropy, so its draws stay the seed's.
             jitter: ChaCha20Rng::seed_from_u64(scenario.seed ^ 0x5eed_5eed),
         };
-        let ended = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a current-thread runtime")
-            .block_on(drive::drive(&mut supervisor, &mut runtime));
+        // Everything runs on virtual time: nothing waits for real.
+        let ended = drive::run_ready(drive::drive(&mut supervisor, &mut runtime));
         drop(runtime);
         let events = std::mem::take(&mut *events.0.lock().unwrap_or_else(|p| p.into_inner()));
         let broker = Arc::try_unwrap(broker)
@@ -231,7 +237,7 @@ impl MockHost {
             .expect("every instance is gone")
             .into_inner()
             .unwrap_or_else(|p| p.into_inner());
-        let trap = match ended {
+        let aborted = match ended {
             Err(DriveError::Runtime(message)) => Some(message),
             Err(DriveError::Ended(Ending::GuestFailed { last, .. })) => Some(stop_message(&last)),
             Ok(_) | Err(DriveError::Ended(Ending::IterationFailed { .. })) => None,
@@ -245,7 +251,7 @@ impl MockHost {
                     _ => None,
                 })
                 .collect(),
-            trap,
+            aborted,
             stops: events
                 .iter()
                 .filter_map(|e| match e {

@@ -16,6 +16,17 @@ fn host() -> &'static MockHost {
     mock_host::demo_host()
 }
 
+/// The guest never trapped (the host would have restarted it) and the
+/// script never failed.
+fn assert_never_stopped(out: &mock_host::Outcome, what: &str) {
+    assert!(
+        out.stops.is_empty() && out.aborted.is_none(),
+        "{what}: stops {:?}, aborted {:?}",
+        out.stops,
+        out.aborted
+    );
+}
+
 /// The Full-Jitter delays the guest must sleep for `seed`: the mock's
 /// entropy seeds the guest's ChaCha20, whose numbers go through the policy.
 fn full_jitter(seed: u64, windows: &[u32]) -> Vec<u32> {
@@ -102,9 +113,9 @@ fn s01_happy_iteration_matches_the_spec_packet_by_packet() {
         Script::auto().strict().delivery(Delivery::Coalesced),
     ));
     // Strict with no steps fails on the first packet; use the automatic broker.
-    assert!(out.trap.is_some());
+    assert!(out.aborted.is_some());
     let out = host().run(Scenario::new(Script::auto()));
-    assert_eq!(out.trap, None);
+    assert_never_stopped(&out, "");
     let report = out.result().as_ref().expect("iteration succeeds");
     assert_eq!(
         (
@@ -273,7 +284,7 @@ fn s05_missing_puback_is_reported_after_its_timeout() {
             .iter()
             .any(|l| l == "PUBACK for packet Id 2 not received within 2000 ms.")
     );
-    assert_eq!(out.trap, None);
+    assert_never_stopped(&out, "");
 }
 
 #[test]
@@ -306,7 +317,7 @@ fn s05_persistent_session_resends_unacknowledged_publish_with_dup_on_reconnect()
         out.result().is_ok(),
         "{:?} trap {:?}",
         out.result(),
-        out.trap
+        out.aborted
     );
     let connect = out.sent().into_iter().find_map(|p| match p {
         Packet::Connect(c) => Some(c),
@@ -442,7 +453,7 @@ fn s08_malformed_input_never_traps_or_loops() {
     ];
     for (what, bytes) in cases {
         let out = malformed(bytes);
-        assert_eq!(out.trap, None, "{what}");
+        assert_never_stopped(&out, what);
         match out.result() {
             Err(IterationFailure::ProtocolViolation(_)) => {}
             other => panic!("{what}: {other:?}"),
@@ -459,7 +470,7 @@ fn s08_truncated_packet_then_close_reconnects() {
         Step::Send(vec![0x90, 0x03, 0x00]),
         Step::Close,
     ])));
-    assert_eq!(out.trap, None);
+    assert_never_stopped(&out, "");
     assert!(out.result().is_ok(), "{:?}", out.result());
     assert_eq!(out.connects(), 2);
 }
@@ -498,7 +509,7 @@ fn s10_a_trap_restarts_the_guest_on_a_fresh_instance_as_the_host_does() {
     );
     // Restarted after a Full-Jitter wait, on a new instance that seeds its
     // generator again; the next iteration succeeds.
-    assert_eq!(out.trap, None);
+    assert_eq!(out.aborted, None);
     assert!(out.result().is_ok(), "{:?}", out.result());
     let instances = out
         .calls
@@ -528,7 +539,7 @@ fn s10_a_guest_that_keeps_trapping_exhausts_the_restarts() {
     };
     let out = host().run(scenario);
     assert_eq!(out.stops.len(), 3, "the first stop and two restarts");
-    let trap = out.trap.expect("gave up");
+    let trap = out.aborted.expect("gave up");
     assert!(trap.contains("fault 2"), "{trap}");
     assert!(out.results.is_empty());
 }
@@ -536,7 +547,7 @@ fn s10_a_guest_that_keeps_trapping_exhausts_the_restarts() {
 #[test]
 fn strict_script_fails_on_packets_after_its_end() {
     let out = host().run(Scenario::new(Script::steps([Step::Auto(1)]).strict()));
-    let trap = out.trap.expect("scenario failure");
+    let trap = out.aborted.expect("scenario failure");
     assert!(
         trap.contains("script ended") && trap.contains("Subscribe"),
         "{trap}"
@@ -549,7 +560,7 @@ fn unexpected_packet_fails_with_expected_and_actual() {
         Step::Auto(1),
         Step::swallow("UNSUBSCRIBE"),
     ])));
-    let trap = out.trap.expect("scenario failure");
+    let trap = out.aborted.expect("scenario failure");
     assert!(
         trap.contains("expected UNSUBSCRIBE") && trap.contains("Subscribe"),
         "{trap}"

@@ -24,4 +24,4 @@ pub use generated::mqtt_device::runtime::{
 pub use generated::{Device, DevicePre};
 
 /// The world's name, for messages.
-pub const WORLD: &str = "mqtt-device:runtime/device@0.1.0";
+pub const WORLD: &str = "mqtt-device:runtime/device@0.2.0";

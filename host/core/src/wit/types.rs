@@ -73,6 +73,7 @@ impl From<IterationError> for IterationFailure {
             IterationError::SubscribeRetriesExhausted(t) => Self::SubscribeRetriesExhausted(t),
             IterationError::TimedOut(what) => Self::TimedOut(what),
             IterationError::ProtocolViolation(what) => Self::ProtocolViolation(what),
+            IterationError::InvalidSettings(what) => Self::InvalidSettings(what),
         }
     }
 }

@@ -8,13 +8,21 @@
 //! - `too-many-connections`: opens connections until refused;
 //! - `trap-mid-publish`: sends half a PUBLISH, then panics;
 //! - `escape-wasi`: reaches for files, environment and raw sockets through WASI;
-//! - `one-traps-NNNN` (a fleet's device ids): device 0002 traps, the others
-//!   run the demo.
+//! - `spin-with-imports`: computes in short bursts, calling `clock.now-ms`
+//!   between them, forever;
+//! - `hang`: opens an MQTT session, then sleeps a second at a time, forever;
+//! - `flood-log`: writes log lines without end;
+//! - `flood-stdout`: prints to stdout without end;
+//! - `storm`: connects and closes without pause, forever;
+//! - `one-ATTACK-NNNN` (a fleet's device ids): device 0002 runs ATTACK
+//!   (`traps` panics), the others run the demo.
 //!
-//! Each returns the error the host answered (so a test sees it), or traps.
+//! Each returns the error the host answered (so a test sees it), traps, or
+//! never returns.
 
 #![deny(unsafe_code)]
 
+use guest::bindings::mqtt_device::runtime::clock;
 use guest::bindings::mqtt_device::runtime::log::{Level, write};
 use guest::bindings::mqtt_device::runtime::mtls_socket::{self, ErrorCode};
 use guest::bindings::mqtt_device::runtime::types::{IterationError, IterationReport, Settings};
@@ -49,15 +57,65 @@ impl guest::bindings::Guest for Adversary {
     ) -> Result<IterationReport, IterationError> {
         let host = settings.broker_host.as_str();
         let port = settings.broker_port;
-        if let Some(device) = settings.client_id.strip_prefix("one-traps-") {
-            if device == "0002" {
-                panic!("device 0002 traps, as planned");
+        let attack = match settings.client_id.strip_prefix("one-") {
+            Some(rest) => match rest.rsplit_once('-') {
+                Some((attack, "0002")) => attack.to_string(),
+                _ => {
+                    return guest::world::with_platform(|p| {
+                        guest::demo::run_iteration(p, &settings, iteration)
+                    });
+                }
+            },
+            None => settings.client_id.clone(),
+        };
+        match attack.as_str() {
+            "traps" => panic!("device 0002 traps, as planned"),
+            "spin-with-imports" => {
+                let mut x = 0u64;
+                loop {
+                    for _ in 0..10_000 {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                    std::hint::black_box(clock::now_ms());
+                }
             }
-            return guest::world::with_platform(|p| {
-                guest::demo::run_iteration(p, &settings, iteration)
-            });
-        }
-        match settings.client_id.as_str() {
+            "hang" => {
+                let conn = match mtls_socket::connect(host, port, 5000) {
+                    Ok(c) => c,
+                    Err(code) => return denied(code),
+                };
+                // CONNECT with client id "hang", so the broker knows the session.
+                let connect = [
+                    0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3c, 0x00,
+                    0x04, b'h', b'a', b'n', b'g',
+                ];
+                let _ = conn.send(&connect, 1000);
+                write(Level::Info, "session open; hanging");
+                loop {
+                    clock::sleep_ms(1000);
+                }
+            }
+            "flood-log" => {
+                let line = "flood ".repeat(20);
+                for n in 0u64.. {
+                    write(Level::Info, &format!("{n} {line}"));
+                }
+                unreachable!()
+            }
+            "flood-stdout" => {
+                let line = "flood ".repeat(20);
+                for n in 0u64.. {
+                    println!("{n} {line}");
+                }
+                unreachable!()
+            }
+            "storm" => loop {
+                if let Ok(conn) = mtls_socket::connect(host, port, 5000) {
+                    conn.close();
+                }
+            },
             "connect-elsewhere" => {
                 for (h, p) in [
                     ("example.com", 443),

@@ -26,6 +26,7 @@ impl guest::bindings::Guest for Bench {
             broker_host: settings.broker_host,
             broker_port: settings.broker_port,
             client_id: settings.client_id,
+            topic: settings.topic,
             messages: settings.publish_count,
             payload: settings.payload,
             connect_timeout_ms: settings.connect_timeout_ms,
@@ -39,6 +40,7 @@ impl guest::bindings::Guest for Bench {
         };
         let result =
             guest::world::with_platform(|p| workload::run(p, &config)).map_err(|e| match e {
+                BenchError::Connect(code) => IterationError::TransportPermanent(code.into()),
                 BenchError::Client(what) => IterationError::ProtocolViolation(what),
                 BenchError::TimedOut(what) => IterationError::TimedOut(what),
             })?;

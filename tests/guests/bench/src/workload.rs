@@ -3,7 +3,9 @@
 //! outstanding messages. Built into the bench component and run natively by
 //! the comparison benchmark, so both measure the same logic.
 
-use mqtt_core::{Client, ClientError, Clock, Event, Flow, MAX_OUTGOING, Platform, Timing};
+use mqtt_core::{
+    Client, ClientError, Clock, Event, Flow, MAX_OUTGOING, Platform, Timing, TransportError,
+};
 use mqttbytes::QoS;
 use mqttbytes::v4::{Connect, ConnectReturnCode};
 
@@ -31,8 +33,10 @@ pub struct Config {
     pub broker_host: String,
     /// Broker port.
     pub broker_port: u16,
-    /// MQTT client id; the topic is `<client id>/example/topic`.
+    /// MQTT client id.
     pub client_id: String,
+    /// Topic published and subscribed to.
+    pub topic: String,
     /// Messages in each phase.
     pub messages: u32,
     /// Payload of every message.
@@ -50,6 +54,8 @@ pub struct Config {
 /// Why a run failed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BenchError {
+    /// The connection could not be opened.
+    Connect(TransportError),
     /// The client failed (transport, protocol, encoding); describes it.
     Client(String),
     /// An awaited acknowledgement did not arrive in time; names it.
@@ -64,10 +70,10 @@ fn fail(e: ClientError) -> BenchError {
 /// `config.messages` messages each.
 pub fn run<P: Platform>(platform: &mut P, config: &Config) -> Result<BenchResult, BenchError> {
     let s = config;
-    let topic = format!("{}/example/topic", s.client_id);
+    let topic = &s.topic;
     let conn = platform
         .connect(&s.broker_host, s.broker_port, s.connect_timeout_ms)
-        .map_err(|e| BenchError::Client(format!("connect: {e}")))?;
+        .map_err(BenchError::Connect)?;
     let clock = platform.clock();
     let mut client = Client::new(conn, clock.clone(), s.timing);
     let mut connect = Connect::new(s.client_id.clone());
@@ -99,7 +105,7 @@ pub fn run<P: Platform>(platform: &mut P, config: &Config) -> Result<BenchResult
 
     for _ in 0..s.messages {
         let start = clock.now_us();
-        let pkid = client.publish(&topic, payload).map_err(fail)?;
+        let pkid = client.publish(topic, payload).map_err(fail)?;
         let (mut acked, mut echoed) = (false, false);
         client
             .process_loop(s.process_loop_ms, &mut |e| {
@@ -130,7 +136,7 @@ pub fn run<P: Platform>(platform: &mut P, config: &Config) -> Result<BenchResult
     let start = clock.now_us();
     while acked < n || echoes < n {
         while sent < n && client.outstanding().len() < WINDOW {
-            client.publish(&topic, payload).map_err(fail)?;
+            client.publish(topic, payload).map_err(fail)?;
             sent += 1;
         }
         let before = (acked, echoes);
