@@ -205,3 +205,71 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+#[test]
+fn a_replacement_that_hangs_is_stopped_and_rolled_back() {
+    // The adversary hangs when its client id says so; the demo runs fine
+    // under the same id.
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let device = pki.dir.path().join("device.wasm");
+    std::fs::copy(demo_wasm(), &device).unwrap();
+    let mut host = Running::spawn(
+        host_run_component(&device, broker.port, &pki.ca, Some(&pki.device))
+            .args(["--watch", "--publish-count", "2", "--client-id", "hang"])
+            .args(["--iterations", "3", "--iteration-timeout-ms", "2000"]),
+    );
+    host.wait_for("iteration 1 completed successfully", LIMIT);
+    let adversary = device_tests::root().join("target/adversary.wasm");
+    replace_atomically(&device, &std::fs::read(adversary).unwrap());
+    let line = host.wait_for("in its first iteration", LIMIT);
+    assert!(
+        line.contains("was stopped by a sandbox limit")
+            && line.contains("--iteration-timeout-ms 2000")
+            && line.contains("back to sha256"),
+        "{line}"
+    );
+    let (ok, stdout, stderr) = host.finish(LIMIT);
+    assert!(
+        ok,
+        "the demo finishes after the rollback: {stderr}\n{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("completed successfully:").count(),
+        3,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_good_replacement_rescues_a_hung_logic() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let device = pki.dir.path().join("device.wasm");
+    std::fs::copy(device_tests::root().join("target/adversary.wasm"), &device).unwrap();
+    let mut host = Running::spawn(
+        host_run_component(&device, broker.port, &pki.ca, Some(&pki.device))
+            .args(["--watch", "--publish-count", "2", "--client-id", "hang"])
+            .args(["--iterations", "2", "--iteration-timeout-ms", "3000"]),
+    );
+    host.wait_for("session open; hanging", LIMIT);
+    replace_atomically(&device, &std::fs::read(demo_wasm()).unwrap());
+    host.wait_for("swapped device.wasm", LIMIT);
+    let took_over = host.wait_for("takes over from", LIMIT);
+    assert!(took_over.contains("at iteration 2"), "{took_over}");
+    let (ok, stdout, stderr) = host.finish(LIMIT);
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(
+        stdout.contains("iteration timeout"),
+        "the hung logic was stopped: {stdout}"
+    );
+    assert!(
+        !stdout.contains("restarting the device logic"),
+        "the waiting logic took over at once, without a restart delay: {stdout}"
+    );
+    assert_eq!(
+        stdout.matches("completed successfully:").count(),
+        2,
+        "{stdout}"
+    );
+}

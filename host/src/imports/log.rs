@@ -7,7 +7,7 @@ use host_core::Level;
 use host_core::wit::log::Host;
 use host_core::wit::log_bindings::Level as WitLevel;
 
-use crate::imports::output::GuestOutput;
+use crate::imports::output::{GuestOutput, OVER_LIMIT_WAIT};
 
 /// A device's log.
 #[derive(Debug)]
@@ -19,8 +19,7 @@ pub struct LogCtx {
 impl Host for LogCtx {
     async fn write(&mut self, level: WitLevel, message: String) -> wasmtime::Result<()> {
         if !self.output.line(Level::from(level), "", &message) {
-            // Dropped: let other devices run before this guest floods on.
-            tokio::task::yield_now().await;
+            tokio::time::sleep(OVER_LIMIT_WAIT).await;
         }
         Ok(())
     }

@@ -20,6 +20,12 @@ use crate::tls::{TlsClient, TlsConnection, classify_io};
 /// Most bytes one `receive` returns (a TLS record's plaintext is at most 16 KiB).
 const RECEIVE_CHUNK: u32 = 64 * 1024;
 
+/// What a connect the policy refuses (not permitted, too many, too often)
+/// costs the guest: the answer comes after this wait, still fast next to a
+/// TLS handshake. A guest retrying without pause then makes about a
+/// thousand calls a second, costing the host next to nothing.
+const REFUSAL_WAIT: Duration = Duration::from_millis(1);
+
 /// An endpoint a guest may connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
@@ -94,6 +100,17 @@ impl SocketCtx {
         self.output.line(host_core::Level::Warn, "host: ", line);
     }
 
+    /// Answers a connect the policy refuses, after [`REFUSAL_WAIT`].
+    async fn refuse(
+        &mut self,
+        code: ErrorCode,
+        line: &str,
+    ) -> Result<Resource<Connection>, ErrorCode> {
+        self.warn(line);
+        tokio::time::sleep(REFUSAL_WAIT).await;
+        Err(code)
+    }
+
     /// The last socket failure and forgets it.
     pub fn take_last_failure(&mut self) -> Option<SocketFailure> {
         self.last_failure.take()
@@ -153,13 +170,17 @@ impl Host for SocketCtx {
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<Resource<Connection>, ErrorCode>> {
         if !self.permits(&host, port) {
-            self.warn(&format!(
+            let line = format!(
                 "guest asked for {host}:{port}, which is not allowed; answered not-permitted"
-            ));
-            return Ok(Err(ErrorCode::NotPermitted));
+            );
+            return Ok(self.refuse(ErrorCode::NotPermitted, &line).await);
         }
         if self.open >= self.limits.max_connections {
-            return Ok(Err(ErrorCode::TooManyConnections));
+            let line = format!(
+                "guest holds {} connections already; answered too-many-connections",
+                self.open
+            );
+            return Ok(self.refuse(ErrorCode::TooManyConnections, &line).await);
         }
         let allowed = self
             .connects
@@ -167,10 +188,10 @@ impl Host for SocketCtx {
             .unwrap_or_else(|p| p.into_inner())
             .try_take(Instant::now());
         if !allowed {
-            self.warn(&format!(
+            let line = format!(
                 "guest connects to {host}:{port} faster than allowed; answered rate-limited"
-            ));
-            return Ok(Err(ErrorCode::RateLimited));
+            );
+            return Ok(self.refuse(ErrorCode::RateLimited, &line).await);
         }
         match self.tls.connect(&host, port, limit(timeout_ms)).await {
             Ok(stream) => {

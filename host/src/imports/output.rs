@@ -4,6 +4,7 @@
 //! once a second. Long lines are cut. So a flooding guest costs the host
 //! a bounded amount of output, whatever it does.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -17,6 +18,16 @@ use crate::imports::rate::TokenBucket;
 
 /// Longest guest line kept, bytes; the rest is cut.
 pub const MAX_LINE: usize = 4096;
+
+/// Notices of dropped lines come at most this often (and at the end of
+/// each iteration).
+const NOTICE_EVERY: Duration = Duration::from_secs(1);
+
+/// What a write that went over the limit costs the guest: the call returns
+/// after this wait. A flooding loop then makes about a thousand calls a
+/// second instead of a million, so it costs the host next to nothing and
+/// its neighbours nothing; the iteration timeout ends it.
+pub const OVER_LIMIT_WAIT: Duration = Duration::from_millis(1);
 
 /// The output limits of one device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,17 +79,17 @@ impl GuestOutput {
     pub fn line(&self, level: Level, source: &str, line: &str) -> bool {
         let now = Instant::now();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if !st.bucket.try_take(now) {
+        let written = st.bucket.try_take(now);
+        if !written {
             st.dropped += 1;
-            if now.duration_since(st.last_notice) >= Duration::from_secs(1) {
-                self.notice(&mut st, now);
-            }
-            return false;
         }
-        if st.dropped > 0 {
+        if st.dropped > 0 && now.duration_since(st.last_notice) >= NOTICE_EVERY {
             self.notice(&mut st, now);
         }
         drop(st);
+        if !written {
+            return false;
+        }
         let line = cut(line);
         let device = &self.device;
         match level {
@@ -161,33 +172,45 @@ impl StdoutStream for Stdio {
                 Level::Info
             },
             partial: Vec::new(),
+            wait: None,
         })
     }
 }
 
-/// Splits what the guest writes into lines; never blocks the guest.
+/// Splits what the guest writes into lines; holds the guest for
+/// [`OVER_LIMIT_WAIT`] after a write with a dropped line.
 struct LineWriter {
     output: Arc<GuestOutput>,
     source: &'static str,
     level: Level,
     /// The unfinished line, at most [`MAX_LINE`] bytes kept.
     partial: Vec<u8>,
+    /// The wait owed for the last write's dropped lines.
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl LineWriter {
     fn emit(&mut self) {
         let line = String::from_utf8_lossy(&self.partial).into_owned();
         self.partial.clear();
-        self.output.line(self.level, self.source, &line);
+        if !self.output.line(self.level, self.source, &line) && self.wait.is_none() {
+            self.wait = Some(Box::pin(tokio::time::sleep(OVER_LIMIT_WAIT)));
+        }
     }
 }
 
 impl AsyncWrite for LineWriter {
     fn poll_write(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if let Some(wait) = self.wait.as_mut() {
+            if wait.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.wait = None;
+        }
         for chunk in buf.split_inclusive(|b| *b == b'\n') {
             let (text, ends) = match chunk.strip_suffix(b"\n") {
                 Some(text) => (text, true),

@@ -583,3 +583,33 @@ fn two_iterations_on_one_instance() {
         "seeded once per instance"
     );
 }
+
+/// The default iteration timeout (issue 10) is the demo's slowest legal
+/// iteration: a run through the slow paths at once (connects refused and
+/// retried, the subscription rejected and retried, no acknowledgement,
+/// every process loop and idle wait in full) stays inside it.
+#[test]
+fn slow_legal_paths_stay_inside_the_default_iteration_timeout() {
+    let mut steps: Vec<Step> = refused(5).collect();
+    steps.push(Step::Auto(1));
+    steps.extend((0..5).map(|_| reject_subscribe()));
+    steps.push(Step::expect_auto("SUBSCRIBE"));
+    steps.extend((0..5).map(|_| Step::swallow("PUBLISH")));
+    steps.push(Step::swallow("UNSUBSCRIBE"));
+    let mut scenario = Scenario::new(Script::steps(steps));
+    scenario.seed = 5;
+    let settings = scenario.settings.clone();
+    let out = host().run(scenario);
+    assert!(
+        matches!(out.result(), Err(IterationFailure::TimedOut(_))),
+        "{:?}",
+        out.result()
+    );
+    assert_eq!(out.steps_left, 0, "every slow path was taken");
+    let bound = settings.slowest_demo_iteration_ms();
+    assert!(
+        out.now_ms > 20_000 && out.now_ms < bound,
+        "{} ms of virtual time, bound {bound} ms",
+        out.now_ms
+    );
+}
