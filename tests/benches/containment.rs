@@ -3,15 +3,15 @@
 //! all against local mosquitto brokers this benchmark starts:
 //! - per attack (tests/guests/adversary, one device, default limits but an
 //!   iteration timeout of 10 s instead of the demo's 640 s): time until the
-//!   host gives up on it (spinning: the CPU budget; the others: the
-//!   iteration timeout, as their calls are held 1 ms when over a limit), the
-//!   host's output in bytes and bytes a second, and the TLS connections the
-//!   broker accepted;
+//!   host gives up on it (spinning: the CPU budget; hanging: the iteration
+//!   timeout; flooding and storming: the flood and storm limits), the host's
+//!   output in bytes and bytes a second, and the TLS connections the broker
+//!   accepted;
 //! - per signal: SIGTERM and SIGINT mid-iteration to exit, SIGKILL to the
 //!   embedded broker's port closing;
 //! - a fleet of 20 demo devices, echo round trip p50/p99 with device 0002
-//!   idle and with it flooding its log (no CPU budget, so it floods for the
-//!   whole run), median of 3 runs each.
+//!   idle and with it flooding its log until the flood limit stops it (no
+//!   restart), median of 3 runs each.
 //!
 //! Run: `cargo bench -p device-tests --bench containment` (after scripts/build).
 

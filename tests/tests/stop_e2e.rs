@@ -121,6 +121,37 @@ fn sigterm_and_sigint_stop_the_embedded_broker_and_leave_no_files() {
 }
 
 #[test]
+fn ctrl_c_at_a_terminal_reaches_the_host_not_the_broker_under_it() {
+    // A terminal's Ctrl-C signals the whole foreground process group.
+    let tmp = tempfile::tempdir().unwrap();
+    device_tests::require_mosquitto();
+    let mut cmd = Command::new(host_bin());
+    cmd.arg("run")
+        .arg(demo_wasm())
+        .args(["--publish-delay-ms", "300", "--iteration-delay-ms", "100"])
+        .env("TMPDIR", tmp.path())
+        .env("RUST_LOG", "info");
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut host = Running::spawn(&mut cmd);
+    host.wait_for("Publish to the MQTT topic", LIMIT);
+    host.seen.clear();
+    host.wait_for("Publish to the MQTT topic", LIMIT);
+    let group = format!("-{}", host.child.id());
+    let status = Command::new("kill")
+        .args(["-INT", "--", &group])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (ok, stdout, stderr) = host.finish(Duration::from_secs(10));
+    assert!(ok, "{stderr}\n{stdout}");
+    assert!(
+        stdout.contains("Disconnecting the MQTT connection")
+            && stdout.contains("completed successfully"),
+        "the iteration in flight still reached its broker: {stdout}"
+    );
+}
+
+#[test]
 fn sigkill_takes_the_embedded_broker_with_it_and_leaves_no_keys() {
     let tmp = tempfile::tempdir().unwrap();
     let host = embedded(tmp.path());
@@ -129,6 +160,7 @@ fn sigkill_takes_the_embedded_broker_with_it_and_leaves_no_keys() {
     let out = wait_output(host.child, LIMIT);
     assert!(!out.status.success());
     assert!(closes(port), "the embedded broker died with the host");
+    // The keys were never left for a kill to strand: removed at start-up.
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "files left: {left:?}");
 }

@@ -217,7 +217,7 @@ fn a_replacement_that_hangs_is_stopped_and_rolled_back() {
     let mut host = Running::spawn(
         host_run_component(&device, broker.port, &pki.ca, Some(&pki.device))
             .args(["--watch", "--publish-count", "2", "--client-id", "hang"])
-            .args(["--iterations", "3", "--iteration-timeout-ms", "2000"]),
+            .args(["--iterations", "8", "--iteration-timeout-ms", "2000"]),
     );
     host.wait_for("iteration 1 completed successfully", LIMIT);
     let adversary = device_tests::root().join("target/adversary.wasm");
@@ -236,7 +236,7 @@ fn a_replacement_that_hangs_is_stopped_and_rolled_back() {
     );
     assert_eq!(
         stdout.matches("completed successfully:").count(),
-        3,
+        8,
         "{stdout}"
     );
 }
@@ -250,7 +250,7 @@ fn a_good_replacement_rescues_a_hung_logic() {
     let mut host = Running::spawn(
         host_run_component(&device, broker.port, &pki.ca, Some(&pki.device))
             .args(["--watch", "--publish-count", "2", "--client-id", "hang"])
-            .args(["--iterations", "2", "--iteration-timeout-ms", "3000"]),
+            .args(["--iterations", "2", "--iteration-timeout-ms", "5000"]),
     );
     host.wait_for("session open; hanging", LIMIT);
     replace_atomically(&device, &std::fs::read(demo_wasm()).unwrap());

@@ -59,11 +59,18 @@ impl Backoff {
         if self.max_attempts == RETRY_FOREVER {
             return None;
         }
-        let mut b = self.clone();
+        // Windows double until the cap, then stay there: walk the doubling
+        // part (at most 32 steps), count the rest.
+        let mut window = self.window_ms;
         let mut total = 0u64;
-        // A random equal to the window gives the window's upper bound.
-        while let Some(delay) = b.next_delay_ms(b.window_ms) {
-            total += u64::from(delay);
+        let mut left = self.max_attempts.saturating_sub(self.attempts_done);
+        while left > 0 && window < self.max_ms / 2 {
+            total += u64::from(window);
+            window *= 2;
+            left -= 1;
+        }
+        if left > 0 {
+            total += u64::from(window) + u64::from(left - 1) * u64::from(self.max_ms);
         }
         Some(total)
     }

@@ -96,6 +96,9 @@ where
     loop {
         action = match action {
             Action::Run { iteration, fresh } => {
+                if runtime.stop_requested() {
+                    return Ok(supervisor.succeeded());
+                }
                 let live = match instance.take() {
                     Some(live) if !fresh => live,
                     _ => runtime
@@ -112,7 +115,7 @@ where
                 if let Some(logic) = runtime.take_swap() {
                     supervisor.on_swap(logic);
                 }
-                match outcome {
+                let next = match outcome {
                     Outcome::Completed(report) => supervisor.on_result(Ok(report)),
                     Outcome::Failed(failure, socket) => {
                         supervisor.on_result(Err((failure, socket)))
@@ -127,7 +130,13 @@ where
                         instance = None;
                         supervisor.on_interrupted()
                     }
+                };
+                // Once the host is stopping, whatever the iteration came to
+                // (reported above) ends the run cleanly.
+                if runtime.stop_requested() {
+                    return Ok(supervisor.succeeded());
                 }
+                next
             }
             Action::Wait { delay_ms } => {
                 if runtime.stop_requested() {
@@ -353,6 +362,20 @@ mod tests {
         // The stop comes during the delay after iteration 1: no iteration 2.
         assert_eq!(run_ready(drive(&mut sup, &mut fake)).unwrap(), 1);
         assert_eq!(fake.log, ["0 new a", "0 run 1 on a"]);
+    }
+
+    #[test]
+    fn a_stop_during_an_iteration_that_fails_still_ends_cleanly() {
+        let fail = Outcome::Failed(IterationFailure::TimedOut("PUBACK".into()), None);
+        let mut fake = Fake {
+            outcomes: [("a", fail)].into(),
+            stop_at_ms: Some(0),
+            ..Fake::default()
+        };
+        // The stop is already requested: no iteration starts at all.
+        let mut sup = Supervisor::new(plan(Some(3)), "a", Arc::new(Recorder::default()));
+        assert_eq!(run_ready(drive(&mut sup, &mut fake)).unwrap(), 0);
+        assert!(fake.log.is_empty(), "{:?}", fake.log);
     }
 
     #[test]

@@ -134,6 +134,25 @@ pub enum LimitHit {
         /// The budget, milliseconds.
         budget_ms: u32,
     },
+    /// The guest kept writing past its output limit: it is flooding, not
+    /// logging.
+    #[error("output flood: {dropped} lines over the output limit in one iteration")]
+    OutputFlood {
+        /// Lines dropped in the iteration.
+        dropped: u64,
+        /// Lines that may be dropped in one iteration before the guest is
+        /// stopped.
+        limit: u64,
+    },
+    /// The guest kept connecting past its connect limit: it is storming the
+    /// broker, not retrying.
+    #[error("connect storm: {refused} connects refused in one iteration")]
+    ConnectStorm {
+        /// Connects refused (too many, too often) in the iteration.
+        refused: u32,
+        /// Refusals allowed in one iteration before the guest is stopped.
+        limit: u32,
+    },
     /// The iteration did not return in time.
     #[error("iteration timeout: run-iteration did not return within {limit_ms} ms")]
     IterationTimeout {

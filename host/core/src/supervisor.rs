@@ -187,7 +187,10 @@ impl<L: Clone + Display> Supervisor<L> {
             });
             let replaced = std::mem::replace(&mut self.current, next);
             self.probation_left = self.plan.probation_iterations;
-            self.previous = (self.probation_left > 0).then_some(replaced);
+            // Logic still on probation is no rollback target: keep the one
+            // it replaced.
+            let proven = self.previous.take().unwrap_or(replaced);
+            self.previous = (self.probation_left > 0).then_some(proven);
             self.fresh = true;
             self.new_logic();
         }
@@ -522,6 +525,23 @@ pub(crate) mod tests {
         s.on_result(Ok(IterationReport::default()));
         s.resume();
         assert_eq!(*s.current(), "c");
+    }
+
+    #[test]
+    fn a_swap_during_probation_keeps_the_proven_logic_to_roll_back_to() {
+        let mut p = plan(None);
+        p.probation_iterations = 3;
+        let mut s = Supervisor::new(p, "a", Arc::new(Recorder::default()));
+        s.start();
+        s.on_swap("b");
+        s.on_result(Ok(IterationReport::default()));
+        s.resume(); // b runs, on probation
+        s.on_result(Ok(IterationReport::default())); // one of b's three
+        s.on_swap("c");
+        s.resume(); // c replaces b, which never proved itself
+        assert_eq!(*s.current(), "c");
+        s.on_trap(trap(), 0); // c stopped on probation
+        assert_eq!(*s.current(), "a", "rolled back to the last proven logic");
     }
 
     #[test]

@@ -67,13 +67,16 @@ pub fn binary() -> Option<PathBuf> {
 
 /// Makes the child get SIGKILL when the thread that spawned it ends (the
 /// host's main thread, for the embedded broker), so a host killed outright
-/// leaves no broker behind.
+/// leaves no broker behind; and puts it in a process group of its own, so
+/// a Ctrl-C at the terminal stops the host (which then stops the broker)
+/// and not the broker under the host's last iteration.
 #[allow(
     unsafe_code,
     reason = "pre_exec runs between fork and exec; prctl and getppid are async-signal-safe"
 )]
 fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
+    command.process_group(0);
     let parent = std::process::id();
     // SAFETY: the closure only makes async-signal-safe system calls and
     // allocates nothing.

@@ -170,6 +170,12 @@ pub fn stop(stop: &Stop) -> String {
         Stop::Limit(limit @ LimitHit::CpuBudget { budget_ms, .. }) => format!(
             "{limit}, import calls or not (budget --cpu-budget-ms {budget_ms}; the guest spins)"
         ),
+        Stop::Limit(hit @ LimitHit::OutputFlood { limit, .. }) => format!(
+            "{hit} (it kept writing past --log-lines-per-sec; the limit is {limit} dropped lines, ten seconds' worth)"
+        ),
+        Stop::Limit(limit @ LimitHit::ConnectStorm { limit: max, .. }) => format!(
+            "{limit} (it kept connecting past --connect-burst and --connect-interval-ms; the limit is {max} refusals, ten bursts)"
+        ),
         Stop::Limit(limit @ LimitHit::IterationTimeout { limit_ms }) => format!(
             "{limit} (limit --iteration-timeout-ms {limit_ms}; the guest hangs or waits too long)"
         ),

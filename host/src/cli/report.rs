@@ -63,7 +63,7 @@ impl Observer for LogObserver {
                 };
                 tracing::error!(
                     target: "host",
-                    "swapped-in {from} {how} in its first iteration ({}); back to {to}",
+                    "swapped-in {from} {how} in its first iterations ({}); back to {to}",
                     explain::stop(stop)
                 )
             }

@@ -238,6 +238,7 @@ async fn run_fleet(
     let devices = args.devices as usize;
     let topic_given = args.topic.is_some();
     let plan = args.plan();
+    let stopping = reach.stopping.clone();
     let device = {
         let stats = stats.clone();
         Arc::new(move |index: usize| {
@@ -263,6 +264,7 @@ async fn run_fleet(
             device,
             stats,
             gave_up,
+            stopping,
         },
     )
     .await;

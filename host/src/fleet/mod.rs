@@ -54,6 +54,8 @@ pub struct Fleet {
     pub stats: Arc<FleetStats>,
     /// Told about each device that gives up.
     pub gave_up: GaveUp,
+    /// Becomes true when the host is stopping: no more devices start.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Runs every device to the end of its plan; a device that fails ends alone.
@@ -75,8 +77,16 @@ pub async fn run(logic: Arc<Logic>, fleet: Fleet) -> usize {
     let gap = Duration::from_secs_f64(1.0 / f64::from(fleet.ramp_per_sec.max(1)));
     let mut tasks = Vec::with_capacity(devices);
     let mut next_start = tokio::time::Instant::now();
+    let mut stopping = fleet.stopping.clone();
     for index in 1..=devices {
-        tokio::time::sleep_until(next_start).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(next_start) => {}
+            _ = stopping.wait_for(|stopping| *stopping) => {}
+        }
+        if *stopping.borrow() {
+            tracing::info!(target: "host::fleet", "stopping: {} of {devices} devices were not started", devices - index + 1);
+            break;
+        }
         next_start += gap;
         let (settings, sandbox) = (fleet.device)(index);
         let (logic, plan, gave_up) = (logic.clone(), fleet.plan, fleet.gave_up.clone());

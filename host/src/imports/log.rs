@@ -19,6 +19,7 @@ pub struct LogCtx {
 impl Host for LogCtx {
     async fn write(&mut self, level: WitLevel, message: String) -> wasmtime::Result<()> {
         if !self.output.line(Level::from(level), "", &message) {
+            self.output.flood()?;
             tokio::time::sleep(OVER_LIMIT_WAIT).await;
         }
         Ok(())

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use host_core::TransportError;
 use host_core::observer::{Event, Observer};
-use host_core::outcome::SocketFailure;
+use host_core::outcome::{LimitHit, SocketFailure};
 use host_core::wit::mtls_socket::{Connection, ErrorCode, Host, HostConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmtime::component::{Resource, ResourceTable};
@@ -20,10 +20,11 @@ use crate::tls::{TlsClient, TlsConnection, classify_io};
 /// Most bytes one `receive` returns (a TLS record's plaintext is at most 16 KiB).
 const RECEIVE_CHUNK: u32 = 64 * 1024;
 
-/// What a connect the policy refuses (not permitted, too many, too often)
-/// costs the guest: the answer comes after this wait, still fast next to a
-/// TLS handshake. A guest retrying without pause then makes about a
-/// thousand calls a second, costing the host next to nothing.
+/// What a call the policy refuses (a connect not permitted, one too many or
+/// too soon, a send or receive over the size limit) costs the guest: the
+/// answer comes after this wait, still fast next to a TLS handshake. A guest
+/// retrying without pause makes about a thousand calls a second, and is
+/// stopped as a storm once it passes its allowance of refusals.
 const REFUSAL_WAIT: Duration = Duration::from_millis(1);
 
 /// An endpoint a guest may connect to.
@@ -42,6 +43,9 @@ pub struct SocketLimits {
     pub max_connections: usize,
     /// Bytes one `send` may carry and one `receive` may ask for.
     pub max_io_bytes: u32,
+    /// Connects refused in one iteration (not permitted, too many, too
+    /// often) before the guest is stopped as a storm.
+    pub max_refusals: u32,
 }
 
 /// One guest connection: the TLS stream, or nothing once closed.
@@ -54,6 +58,8 @@ pub struct SocketCtx {
     limits: SocketLimits,
     connections: ResourceTable,
     open: usize,
+    /// Connects refused in the iteration in flight.
+    refusals: u32,
     /// The last failure, with the host's detail, for messages.
     last_failure: Option<SocketFailure>,
     observer: Arc<dyn Observer>,
@@ -89,6 +95,7 @@ impl SocketCtx {
             limits,
             connections: ResourceTable::new(),
             open: 0,
+            refusals: 0,
             last_failure: None,
             observer: shared.observer,
             output: shared.output,
@@ -100,15 +107,29 @@ impl SocketCtx {
         self.output.line(host_core::Level::Warn, "host: ", line);
     }
 
-    /// Answers a connect the policy refuses, after [`REFUSAL_WAIT`].
-    async fn refuse(
+    /// Starts counting a new iteration's refused connects.
+    pub fn new_iteration(&mut self) {
+        self.refusals = 0;
+    }
+
+    /// Answers a call the policy refuses, after [`REFUSAL_WAIT`]; past the
+    /// iteration's allowance of refusals, stops the guest as a storm.
+    async fn refuse<T>(
         &mut self,
         code: ErrorCode,
         line: &str,
-    ) -> Result<Resource<Connection>, ErrorCode> {
+    ) -> wasmtime::Result<Result<T, ErrorCode>> {
+        self.refusals += 1;
+        if self.refusals > self.limits.max_refusals {
+            return Err(LimitHit::ConnectStorm {
+                refused: self.refusals,
+                limit: self.limits.max_refusals,
+            }
+            .into());
+        }
         self.warn(line);
         tokio::time::sleep(REFUSAL_WAIT).await;
-        Err(code)
+        Ok(Err(code))
     }
 
     /// The last socket failure and forgets it.
@@ -173,14 +194,14 @@ impl Host for SocketCtx {
             let line = format!(
                 "guest asked for {host}:{port}, which is not allowed; answered not-permitted"
             );
-            return Ok(self.refuse(ErrorCode::NotPermitted, &line).await);
+            return self.refuse(ErrorCode::NotPermitted, &line).await;
         }
         if self.open >= self.limits.max_connections {
             let line = format!(
                 "guest holds {} connections already; answered too-many-connections",
                 self.open
             );
-            return Ok(self.refuse(ErrorCode::TooManyConnections, &line).await);
+            return self.refuse(ErrorCode::TooManyConnections, &line).await;
         }
         let allowed = self
             .connects
@@ -191,7 +212,7 @@ impl Host for SocketCtx {
             let line = format!(
                 "guest connects to {host}:{port} faster than allowed; answered rate-limited"
             );
-            return Ok(self.refuse(ErrorCode::RateLimited, &line).await);
+            return self.refuse(ErrorCode::RateLimited, &line).await;
         }
         match self.tls.connect(&host, port, limit(timeout_ms)).await {
             Ok(stream) => {
@@ -215,7 +236,11 @@ impl HostConnection for SocketCtx {
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<(), ErrorCode>> {
         if data.len() > self.limits.max_io_bytes as usize {
-            return Ok(Err(ErrorCode::MessageTooLarge));
+            let line = format!(
+                "guest sent {} bytes at once; answered message-too-large",
+                data.len()
+            );
+            return self.refuse(ErrorCode::MessageTooLarge, &line).await;
         }
         let Some(stream) = self.stream(&conn)?.as_mut() else {
             return Ok(Err(ErrorCode::ConnectionClosed));
@@ -240,7 +265,10 @@ impl HostConnection for SocketCtx {
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, ErrorCode>> {
         if max_len > self.limits.max_io_bytes {
-            return Ok(Err(ErrorCode::MessageTooLarge));
+            let line = format!(
+                "guest asked to receive {max_len} bytes at once; answered message-too-large"
+            );
+            return self.refuse(ErrorCode::MessageTooLarge, &line).await;
         }
         let Some(stream) = self.stream(&conn)?.as_mut() else {
             return Ok(Err(ErrorCode::ConnectionClosed));

@@ -11,13 +11,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use host_core::Level;
+use host_core::outcome::LimitHit;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
 use crate::imports::rate::TokenBucket;
 
 /// Longest guest line kept, bytes; the rest is cut.
-pub const MAX_LINE: usize = 4096;
+pub const MAX_LINE: usize = 1024;
 
 /// Notices of dropped lines come at most this often (and at the end of
 /// each iteration).
@@ -50,8 +51,21 @@ pub struct GuestOutput {
 struct OutputState {
     bucket: TokenBucket,
     limits: OutputLimits,
+    /// Lines dropped since the last notice.
     dropped: u64,
+    /// Lines dropped in the iteration in flight.
+    dropped_this_iteration: u64,
     last_notice: Instant,
+    /// Until when the guest's next write waits (it went over the limit).
+    wait_until: Option<Instant>,
+}
+
+impl OutputState {
+    /// Lines that may be dropped in one iteration before the guest is
+    /// stopped: ten seconds' worth; none is a flood without a rate limit.
+    fn flood_limit(&self) -> u64 {
+        10 * u64::from(self.limits.lines_per_sec)
+    }
 }
 
 impl GuestOutput {
@@ -69,7 +83,9 @@ impl GuestOutput {
                 bucket: TokenBucket::new(limits.burst, interval, now),
                 limits,
                 dropped: 0,
+                dropped_this_iteration: 0,
                 last_notice: now,
+                wait_until: None,
             }),
         })
     }
@@ -77,20 +93,66 @@ impl GuestOutput {
     /// Writes one guest line at `level` if the limit allows; returns
     /// whether it was written.
     pub fn line(&self, level: Level, source: &str, line: &str) -> bool {
+        let written = self.permit(1) == 1;
+        if written {
+            self.emit(level, source, line);
+        }
+        written
+    }
+
+    /// Takes up to `lines` permits to write; the lines beyond them are
+    /// dropped and counted. Returns how many may be written.
+    pub fn permit(&self, lines: usize) -> usize {
         let now = Instant::now();
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let written = st.bucket.try_take(now);
-        if !written {
-            st.dropped += 1;
+        let mut allowed = 0;
+        while allowed < lines && st.bucket.try_take(now) {
+            allowed += 1;
+        }
+        let dropped = (lines - allowed) as u64;
+        if dropped > 0 {
+            st.dropped += dropped;
+            st.dropped_this_iteration += dropped;
+            st.wait_until = Some(now + OVER_LIMIT_WAIT);
         }
         if st.dropped > 0 && now.duration_since(st.last_notice) >= NOTICE_EVERY {
             self.notice(&mut st, now);
         }
-        drop(st);
-        if !written {
-            return false;
+        allowed
+    }
+
+    /// How long the guest's next write waits, if it went over the limit.
+    pub fn owed_wait(&self) -> Option<Duration> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let until = st.wait_until.take()?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Starts counting a new iteration's dropped lines.
+    pub fn new_iteration(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .dropped_this_iteration = 0;
+    }
+
+    /// The flood limit, once the iteration has dropped more lines than it
+    /// allows.
+    pub fn flood(&self) -> Result<(), LimitHit> {
+        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let limit = st.flood_limit();
+        if limit > 0 && st.dropped_this_iteration > limit {
+            return Err(LimitHit::OutputFlood {
+                dropped: st.dropped_this_iteration,
+                limit,
+            });
         }
-        let line = cut(line);
+        Ok(())
+    }
+
+    /// Writes a permitted line: cut, with control characters escaped.
+    pub fn emit(&self, level: Level, source: &str, line: &str) {
+        let line = escape(cut(line));
         let device = &self.device;
         match level {
             Level::Debug => tracing::debug!(target: "device", "[{device}] {source}{line}"),
@@ -98,7 +160,6 @@ impl GuestOutput {
             Level::Warn => tracing::warn!(target: "device", "[{device}] {source}{line}"),
             Level::Error => tracing::error!(target: "device", "[{device}] {source}{line}"),
         }
-        true
     }
 
     /// Says how many lines were dropped since the last notice, if any.
@@ -130,6 +191,24 @@ impl GuestOutput {
             name,
         }
     }
+}
+
+/// `line` with control characters escaped, so one guest line is one host
+/// line and cannot pass for another device's or the host's.
+fn escape(line: &str) -> std::borrow::Cow<'_, str> {
+    if !line.chars().any(char::is_control) {
+        return line.into();
+    }
+    line.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// Cuts `line` to at most [`MAX_LINE`] bytes, on a character boundary.
@@ -177,25 +256,24 @@ impl StdoutStream for Stdio {
     }
 }
 
-/// Splits what the guest writes into lines; holds the guest for
-/// [`OVER_LIMIT_WAIT`] after a write with a dropped line.
+/// Splits what the guest writes into lines. After a write with dropped
+/// lines the next one waits [`OVER_LIMIT_WAIT`]; the wait is the device's,
+/// not this stream's, so opening a new stream does not skip it.
 struct LineWriter {
     output: Arc<GuestOutput>,
     source: &'static str,
     level: Level,
     /// The unfinished line, at most [`MAX_LINE`] bytes kept.
     partial: Vec<u8>,
-    /// The wait owed for the last write's dropped lines.
     wait: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl LineWriter {
-    fn emit(&mut self) {
-        let line = String::from_utf8_lossy(&self.partial).into_owned();
-        self.partial.clear();
-        if !self.output.line(self.level, self.source, &line) && self.wait.is_none() {
-            self.wait = Some(Box::pin(tokio::time::sleep(OVER_LIMIT_WAIT)));
-        }
+    /// Adds to the unfinished line, up to [`MAX_LINE`] bytes.
+    fn keep(&mut self, bytes: &[u8]) {
+        let room = MAX_LINE.saturating_sub(self.partial.len());
+        self.partial
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 }
 
@@ -205,24 +283,37 @@ impl AsyncWrite for LineWriter {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if self.wait.is_none()
+            && let Some(wait) = self.output.owed_wait()
+        {
+            self.wait = Some(Box::pin(tokio::time::sleep(wait)));
+        }
         if let Some(wait) = self.wait.as_mut() {
             if wait.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
             self.wait = None;
         }
-        for chunk in buf.split_inclusive(|b| *b == b'\n') {
-            let (text, ends) = match chunk.strip_suffix(b"\n") {
-                Some(text) => (text, true),
-                None => (chunk, false),
-            };
-            let room = MAX_LINE.saturating_sub(self.partial.len());
-            self.partial
-                .extend_from_slice(&text[..text.len().min(room)]);
-            if ends {
-                self.emit();
+        // Permits first, for every line this write ends; only the permitted
+        // lines are ever built.
+        let ends = buf.iter().filter(|b| **b == b'\n').count();
+        let mut permitted = if ends > 0 {
+            self.output.permit(ends)
+        } else {
+            0
+        };
+        let mut rest = buf;
+        while let Some(at) = rest.iter().position(|b| *b == b'\n') {
+            if permitted > 0 {
+                permitted -= 1;
+                self.keep(&rest[..at]);
+                let line = String::from_utf8_lossy(&self.partial).into_owned();
+                self.output.emit(self.level, self.source, &line);
             }
+            self.partial.clear();
+            rest = &rest[at + 1..];
         }
+        self.keep(rest);
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -232,7 +323,9 @@ impl AsyncWrite for LineWriter {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         if !self.partial.is_empty() {
-            self.emit();
+            let line = String::from_utf8_lossy(&self.partial).into_owned();
+            self.partial.clear();
+            self.output.line(self.level, self.source, &line);
         }
         Poll::Ready(Ok(()))
     }
@@ -258,6 +351,22 @@ mod tests {
         assert_eq!(out.state.lock().unwrap().dropped, 95);
         out.flush_notice();
         assert_eq!(out.state.lock().unwrap().dropped, 0);
+        // 95 dropped this iteration, under ten seconds' worth (10 lines).
+        assert_eq!(
+            out.flood(),
+            Err(LimitHit::OutputFlood {
+                dropped: 95,
+                limit: 10
+            })
+        );
+        out.new_iteration();
+        assert_eq!(out.flood(), Ok(()));
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape("plain"), "plain");
+        assert_eq!(escape("a\n[other] forged"), "a\\n[other] forged");
     }
 
     #[test]

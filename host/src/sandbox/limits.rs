@@ -6,7 +6,7 @@
 //! and bytes per call; output lines. A limit stops the guest with a typed
 //! [`LimitHit`], so the host names it without reading message text.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use host_core::outcome::LimitHit;
 use wasmtime::{CallHook, Engine, ResourceLimiter, Store, UpdateDeadline};
@@ -70,11 +70,13 @@ impl Limits {
     /// Default of `output.burst`: a whole demo iteration's lines at once.
     pub const LOG_BURST: u32 = 400;
 
-    /// The socket part of these limits.
+    /// The socket part of these limits: refusals allowed per iteration are
+    /// ten connect bursts.
     pub fn sockets(&self) -> SocketLimits {
         SocketLimits {
             max_connections: self.max_connections,
             max_io_bytes: self.max_io_bytes,
+            max_refusals: 10 * self.connect_burst.max(1),
         }
     }
 }
@@ -147,43 +149,63 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// Guest computation, in epoch ticks that passed while wasm ran.
+/// Guest computation: wall time spent running wasm, measured between call
+/// hooks (time in a host call, and time suspended at a yield, are outside
+/// it), and the run of it since the last import call.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CpuMeter {
     /// Import calls so far (wrapping), counted by the linker's getters: call
     /// hooks also run around epoch yields, so they cannot tell an import.
     pub host_calls: u64,
-    /// `host_calls` at the last tick.
+    /// `host_calls` when the continuous run was last reset.
     seen_host_calls: u64,
-    /// Ticks since the guest last called an import.
-    ticks_in_a_row: u32,
-    /// Ticks in the iteration in flight.
-    pub ticks_this_iteration: u32,
+    /// When wasm started running again, if it runs now.
+    in_wasm_since: Option<Instant>,
+    /// Wasm time in the iteration in flight.
+    iteration: Duration,
+    /// Wasm time since the last import call.
+    continuous: Duration,
 }
 
 impl CpuMeter {
-    /// Milliseconds that `ticks` stand for.
-    fn ms(ticks: u32) -> u64 {
-        u64::from(ticks) * EPOCH_TICK.as_millis() as u64
+    /// Starts counting a new iteration.
+    pub fn new_iteration(&mut self) {
+        self.iteration = Duration::ZERO;
+        self.continuous = Duration::ZERO;
+        self.seen_host_calls = self.host_calls;
     }
 
-    /// Counts a tick that passed while wasm ran; a limit passed stops the
-    /// guest.
-    pub fn tick(&mut self, limits: &Limits) -> Result<(), LimitHit> {
+    /// Wasm starts or resumes running.
+    fn enter(&mut self, now: Instant) {
+        self.in_wasm_since = Some(now);
+    }
+
+    /// Wasm stops running (a host call, a yield, or a return).
+    fn leave(&mut self, now: Instant) {
+        if let Some(since) = self.in_wasm_since.take() {
+            let ran = now.saturating_duration_since(since);
+            self.iteration += ran;
+            self.continuous += ran;
+        }
+    }
+
+    /// Checks the limits at `now` (while wasm runs); a limit passed stops
+    /// the guest.
+    pub fn check(&mut self, limits: &Limits, now: Instant) -> Result<(), LimitHit> {
         if self.host_calls != self.seen_host_calls {
             self.seen_host_calls = self.host_calls;
-            self.ticks_in_a_row = 0;
+            self.continuous = Duration::ZERO;
         }
-        self.ticks_in_a_row += 1;
-        self.ticks_this_iteration += 1;
-        let continuous = Self::ms(self.ticks_in_a_row);
+        self.leave(now);
+        self.enter(now);
+        let continuous = self.continuous.as_millis() as u64;
         if continuous > u64::from(limits.cpu_limit_ms) {
             return Err(LimitHit::Cpu {
                 used_ms: continuous,
                 limit_ms: limits.cpu_limit_ms,
             });
         }
-        let used = Self::ms(self.ticks_this_iteration);
+        let used = self.iteration.as_millis() as u64;
         if limits.cpu_budget_ms > 0 && used > u64::from(limits.cpu_budget_ms) {
             return Err(LimitHit::CpuBudget {
                 used_ms: used,
@@ -215,20 +237,24 @@ pub fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
 pub fn new_store(engine: &Engine, state: DeviceState) -> Store<DeviceState> {
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    // Each time wasm starts running again (after an import, or a yield),
-    // the deadline is one tick ahead: the callback below then fires only
-    // for ticks that pass while wasm runs, a fair sample of guest
-    // computation, and never for time spent waiting in a host call.
+    // The hooks time every stretch of wasm; the deadline is left alone, so
+    // the callback below comes at the first check after every tick, however
+    // the guest spends its time (even calling cheap host functions without
+    // pause), checks the limits and yields to the other tasks.
     store.call_hook(|mut ctx, hook| {
-        if matches!(hook, CallHook::ReturningFromHost | CallHook::CallingWasm) {
-            ctx.set_epoch_deadline(1);
+        let now = Instant::now();
+        let cpu = &mut ctx.data_mut().cpu;
+        match hook {
+            CallHook::ReturningFromHost | CallHook::CallingWasm => cpu.enter(now),
+            CallHook::CallingHost | CallHook::ReturningFromWasm => cpu.leave(now),
         }
         Ok(())
     });
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| {
         let state = ctx.data_mut();
-        state.cpu.tick(&state.limits)?;
+        state.cpu.check(&state.limits, Instant::now())?;
+        state.guard()?;
         Ok(UpdateDeadline::Yield(1))
     });
     store
@@ -238,6 +264,10 @@ pub fn new_store(engine: &Engine, state: DeviceState) -> Store<DeviceState> {
 mod tests {
     use super::*;
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[test]
     fn continuous_computation_and_the_budget_are_separate_limits() {
         let limits = Limits {
@@ -245,31 +275,56 @@ mod tests {
             cpu_budget_ms: 100,
             ..Limits::default()
         };
+        let t0 = Instant::now();
         let mut cpu = CpuMeter::default();
-        for _ in 0..5 {
-            cpu.tick(&limits).unwrap();
-        }
-        // An import call resets the run, not the iteration's total.
+        cpu.new_iteration();
+        cpu.enter(t0);
+        assert_eq!(cpu.check(&limits, t0 + ms(40)), Ok(()));
+        // An import call, then 40 ms more: the run restarts, the total goes on.
+        cpu.leave(t0 + ms(40));
         cpu.host_calls += 1;
-        for _ in 0..5 {
-            cpu.tick(&limits).unwrap();
-        }
+        cpu.enter(t0 + ms(1040));
+        assert_eq!(cpu.check(&limits, t0 + ms(1080)), Ok(()));
+        cpu.leave(t0 + ms(1080));
         cpu.host_calls += 1;
+        cpu.enter(t0 + ms(2000));
         assert_eq!(
-            cpu.tick(&limits),
+            cpu.check(&limits, t0 + ms(2030)),
             Err(LimitHit::CpuBudget {
                 used_ms: 110,
                 budget_ms: 100
             })
         );
         let mut spin = CpuMeter::default();
-        let hit = (0..10).find_map(|_| spin.tick(&limits).err());
+        spin.new_iteration();
+        spin.enter(t0);
         assert_eq!(
-            hit,
-            Some(LimitHit::Cpu {
+            spin.check(&limits, t0 + ms(60)),
+            Err(LimitHit::Cpu {
                 used_ms: 60,
                 limit_ms: 50
             })
         );
+    }
+
+    #[test]
+    fn time_outside_wasm_does_not_count() {
+        let limits = Limits {
+            cpu_limit_ms: 50,
+            cpu_budget_ms: 100,
+            ..Limits::default()
+        };
+        let t0 = Instant::now();
+        let mut cpu = CpuMeter::default();
+        cpu.new_iteration();
+        for i in 0..100u64 {
+            // 1 ms of wasm, then 99 ms waiting in a host call (or suspended).
+            cpu.enter(t0 + ms(100 * i));
+            cpu.leave(t0 + ms(100 * i + 1));
+            cpu.host_calls += 1;
+        }
+        cpu.enter(t0 + ms(10_000));
+        assert_eq!(cpu.check(&limits, t0 + ms(10_000)), Ok(()));
+        assert_eq!(cpu.iteration, ms(100));
     }
 }

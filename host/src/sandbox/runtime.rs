@@ -81,8 +81,18 @@ impl Runtime<Arc<Logic>> for SandboxRuntime {
 
     async fn instantiate(&mut self, logic: &Arc<Logic>) -> wasmtime::Result<Self::Instance> {
         let mut store = new_store(logic.pre.engine(), self.sandbox.state());
-        let device = logic.pre.instantiate_async(&mut store).await?;
-        Ok((store, device))
+        // A start function that never ends is bounded like an iteration.
+        let limit_ms = self.sandbox.limits.iteration_timeout_ms;
+        let start = logic.pre.instantiate_async(&mut store);
+        match bounded(start, limit_ms, &self.sandbox).await {
+            CallEnd::Returned(device) => Ok((store, device?)),
+            CallEnd::TimedOut => Err(wasmtime::Error::msg(format!(
+                "its start did not finish within {limit_ms} ms (--iteration-timeout-ms)"
+            ))),
+            CallEnd::Interrupted => Err(wasmtime::Error::msg(
+                "the host stopped while it started (--stop-timeout-ms)",
+            )),
+        }
     }
 
     async fn run_iteration(
@@ -90,8 +100,11 @@ impl Runtime<Arc<Logic>> for SandboxRuntime {
         (store, device): &mut Self::Instance,
         iteration: u32,
     ) -> wasmtime::Result<Outcome> {
-        store.data_mut().sockets.take_last_failure();
-        store.data_mut().cpu.ticks_this_iteration = 0;
+        let state = store.data_mut();
+        state.sockets.take_last_failure();
+        state.sockets.new_iteration();
+        state.cpu.new_iteration();
+        self.sandbox.new_iteration();
         let limit_ms = self.sandbox.limits.iteration_timeout_ms;
         let end = {
             let call = device.call_run_iteration(&mut *store, &self.settings, iteration);
@@ -154,10 +167,11 @@ impl Runtime<Arc<Logic>> for SandboxRuntime {
 /// the caller drops it, which closes its connections.
 async fn bounded<F: Future>(call: F, limit_ms: u64, sandbox: &Sandbox) -> CallEnd<F::Output> {
     // About a year stands for "never" without overflowing an Instant.
-    let never = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    let year = Duration::from_secs(365 * 24 * 3600);
+    let never = Instant::now() + year;
     let timeout = match limit_ms {
         0 => never,
-        ms => Instant::now() + Duration::from_millis(ms),
+        ms => Instant::now() + Duration::from_millis(ms).min(year),
     };
     let mut stopping = sandbox.stopping.clone();
     let mut stop_by: Option<Instant> = None;

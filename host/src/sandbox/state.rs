@@ -19,6 +19,12 @@ use crate::imports::types::TypesCtx;
 use crate::sandbox::limits::{CpuMeter, Limiter, Limits};
 use crate::tls::TlsClient;
 
+/// Most bytes one WASI `get-random-bytes` returns (as the `entropy` import).
+const MAX_WASI_RANDOM: u64 = 4096;
+
+/// Most WASI resources (streams) a guest holds at once.
+const MAX_WASI_RESOURCES: usize = 1024;
+
 /// Everything a device's host functions reach.
 pub struct DeviceState {
     /// WASI: stdout and stderr (through the output limit); no files,
@@ -112,6 +118,11 @@ impl Sandbox {
         self.output.flush_notice();
     }
 
+    /// Starts counting a new iteration's dropped output lines.
+    pub fn new_iteration(&self) {
+        self.output.new_iteration();
+    }
+
     /// The data of a fresh store.
     pub fn state(&self) -> DeviceState {
         let wasi = WasiCtx::builder()
@@ -120,10 +131,13 @@ impl Sandbox {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
+            .max_random_size(MAX_WASI_RANDOM)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_WASI_RESOURCES);
         DeviceState {
             wasi,
-            table: ResourceTable::new(),
+            table,
             sockets: SocketCtx::new(
                 self.tls.clone(),
                 self.allowed.clone(),
@@ -144,6 +158,14 @@ impl Sandbox {
             limiter: Limiter::new(self.limits),
             cpu: CpuMeter::default(),
         }
+    }
+}
+
+impl DeviceState {
+    /// The limits checked at every epoch tick besides CPU: an output flood
+    /// through stdout or stderr (the log import checks it at each call).
+    pub fn guard(&self) -> Result<(), host_core::outcome::LimitHit> {
+        self.log.output.flood()
     }
 }
 

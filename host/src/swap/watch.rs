@@ -22,6 +22,9 @@ use crate::swap::cache::{self, Source};
 /// in progress is not read half-written.
 const SETTLE: Duration = Duration::from_millis(30);
 
+/// Longest a replacement's trial start may take.
+const TRIAL_START: Duration = Duration::from_secs(5);
+
 /// Keeps the watch alive; dropping it stops watching.
 pub struct SwapWatch {
     _watcher: notify::RecommendedWatcher,
@@ -139,9 +142,15 @@ async fn candidate(
     // A component that traps when instantiated is refused here, in a sandbox
     // of its own, before it can replace anything.
     let mut store = new_store(&source.engine, source.sandbox.state());
-    pre.instantiate_async(&mut store)
-        .await
-        .map_err(|e| anyhow::Error::from(e).context("it traps when started"))?;
+    match tokio::time::timeout(TRIAL_START, pre.instantiate_async(&mut store)).await {
+        Ok(started) => {
+            started.map_err(|e| anyhow::Error::from(e).context("it traps when started"))?;
+        }
+        Err(_) => anyhow::bail!(
+            "it does not finish starting within {} ms",
+            TRIAL_START.as_millis()
+        ),
+    }
     let how = match loaded.source {
         Source::CacheHit => "loaded from the precompiled cache",
         Source::Compiled => "compiled",
