@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use device_tests::{
-    Running, TestPki, demo_wasm, host_bin, host_run_component, median, output_within, root,
+    Running, TestPki, demo_wasm, host_bin, host_run_adversary, median, output_within,
 };
 
 fn attack(name: &str, extra: &[&str]) -> (f64, usize, usize) {
@@ -27,21 +27,16 @@ fn attack(name: &str, extra: &[&str]) -> (f64, usize, usize) {
     let broker = pki.broker();
     let started = Instant::now();
     let out = output_within(
-        host_run_component(
-            &root().join("target/adversary.wasm"),
-            broker.port,
-            &pki.ca,
-            Some(&pki.device),
-        )
-        .args([
-            "--client-id",
-            name,
-            "--iterations",
-            "1",
-            "--restart-max-attempts",
-            "0",
-        ])
-        .args(extra),
+        host_run_adversary(broker.port, &pki)
+            .args([
+                "--client-id",
+                name,
+                "--iterations",
+                "1",
+                "--restart-max-attempts",
+                "0",
+            ])
+            .args(extra),
         Duration::from_secs(300),
     );
     let secs = started.elapsed().as_secs_f64();
@@ -114,12 +109,7 @@ fn stop(name: &str) -> f64 {
 fn fleet(neighbour: &str) -> (f64, f64) {
     let pki = TestPki::new();
     let broker = pki.broker();
-    let mut cmd = host_run_component(
-        &root().join("target/adversary.wasm"),
-        broker.port,
-        &pki.ca,
-        Some(&pki.device),
-    );
+    let mut cmd = host_run_adversary(broker.port, &pki);
     cmd.args([
         "--devices",
         "20",

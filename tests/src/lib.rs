@@ -36,6 +36,26 @@ pub fn demo_wasm() -> PathBuf {
     built(root().join("target/demo.wasm"))
 }
 
+/// The test-only logic that attacks the sandbox (tests/guests/adversary).
+pub fn adversary_wasm() -> PathBuf {
+    built(root().join("target/adversary.wasm"))
+}
+
+/// `host run adversary.wasm` against `port` with the test PKI's device
+/// credentials; the client id picks the attack.
+pub fn host_run_adversary(port: u16, pki: &TestPki) -> Command {
+    host_run_component(&adversary_wasm(), port, &pki.ca, Some(&pki.device))
+}
+
+/// Lines saying that `device` completed an iteration.
+pub fn iterations_completed(stdout: &str, device: &str) -> usize {
+    let tag = format!("[{device}] iteration");
+    stdout
+        .lines()
+        .filter(|l| l.contains(&tag) && l.contains("completed successfully"))
+        .count()
+}
+
 /// The second example logic (a JSON counter), for hot swap.
 pub fn counter_wasm() -> PathBuf {
     built(root().join("target/counter.wasm"))

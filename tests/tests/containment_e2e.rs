@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use device_tests::{TestPki, host_run_component, output_within, root, text};
+use device_tests::{TestPki, host_run_adversary, output_within, text};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -26,16 +26,11 @@ fn attack(attack: &str, extra: &[&str]) -> Contained {
     let broker = pki.broker();
     let started = Instant::now();
     let out = output_within(
-        host_run_component(
-            &root().join("target/adversary.wasm"),
-            broker.port,
-            &pki.ca,
-            Some(&pki.device),
-        )
-        .args(["--devices", "3", "--client-id", &format!("one-{attack}")])
-        .args(["--iterations", "2", "--publish-count", "2"])
-        .args(["--restart-max-attempts", "0"])
-        .args(extra),
+        host_run_adversary(broker.port, &pki)
+            .args(["--devices", "3", "--client-id", &format!("one-{attack}")])
+            .args(["--iterations", "2", "--publish-count", "2"])
+            .args(["--restart-max-attempts", "0"])
+            .args(extra),
         LIMIT,
     );
     let seconds = started.elapsed().as_secs_f64();
@@ -43,11 +38,7 @@ fn attack(attack: &str, extra: &[&str]) -> Contained {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("1 of 3 devices failed"), "{stderr}");
     for other in ["0001", "0003"] {
-        let done = stdout
-            .lines()
-            .filter(|l| l.contains(&format!("[one-{attack}-{other}] iteration")))
-            .filter(|l| l.contains("completed successfully"))
-            .count();
+        let done = device_tests::iterations_completed(&stdout, &format!("one-{attack}-{other}"));
         assert_eq!(done, 2, "device {other} kept being served: {stdout}");
     }
     let broker_log = broker.log_text();

@@ -74,9 +74,8 @@ fn fifty_devices_two_iterations_every_message_arrives() {
 fn a_failing_device_is_restarted_alone_and_the_others_go_on() {
     let pki = TestPki::new();
     let broker = pki.broker();
-    let adversary = device_tests::root().join("target/adversary.wasm");
     let out = output_within(
-        device_tests::host_run_component(&adversary, broker.port, &pki.ca, Some(&pki.device))
+        device_tests::host_run_adversary(broker.port, &pki)
             .args([
                 "--devices",
                 "4",
@@ -99,11 +98,7 @@ fn a_failing_device_is_restarted_alone_and_the_others_go_on() {
     assert_eq!(restarts, 2, "{stdout}");
     assert!(stdout.contains("[one-traps-0002] gave up"), "{stdout}");
     for other in ["0001", "0003", "0004"] {
-        let done = stdout
-            .lines()
-            .filter(|l| l.contains(&format!("[one-traps-{other}] iteration")))
-            .filter(|l| l.contains("completed successfully"))
-            .count();
+        let done = device_tests::iterations_completed(&stdout, &format!("one-traps-{other}"));
         assert_eq!(done, 2, "device {other} completed both iterations");
     }
 }

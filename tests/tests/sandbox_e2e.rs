@@ -3,29 +3,18 @@
 //! names the limit, and the host ends in an orderly way with the exit code
 //! that says what happened.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use device_tests::{TestPki, host_run_component, output_within, root, text};
+use device_tests::{TestPki, host_run_adversary, output_within, text};
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn adversary() -> PathBuf {
-    let p = root().join("target/adversary.wasm");
-    assert!(
-        p.is_file(),
-        "{} is missing: build it with scripts/build",
-        p.display()
-    );
-    p
-}
 
 /// Runs one attack for one iteration, one restart; returns (exit code, stdout, last stderr line).
 fn attack(name: &str, extra: &[&str]) -> (i32, String, String) {
     let pki = TestPki::new();
     let broker = pki.broker();
     let out = output_within(
-        host_run_component(&adversary(), broker.port, &pki.ca, Some(&pki.device))
+        host_run_adversary(broker.port, &pki)
             .args([
                 "--client-id",
                 name,
@@ -67,7 +56,7 @@ fn allow_list_opens_exactly_the_endpoints_given() {
     let pki = TestPki::new();
     let broker = pki.broker();
     let out = output_within(
-        host_run_component(&adversary(), broker.port, &pki.ca, Some(&pki.device))
+        host_run_adversary(broker.port, &pki)
             .args(["--client-id", "connect-elsewhere", "--iterations", "1"])
             .arg("--allow")
             .arg(format!("localhost:{}", broker.port.wrapping_add(1))),
@@ -174,7 +163,7 @@ fn without_iterations_a_failing_guest_is_restarted_with_backoff_until_the_limit(
     let pki = TestPki::new();
     let broker = pki.broker();
     let out = output_within(
-        host_run_component(&adversary(), broker.port, &pki.ca, Some(&pki.device)).args([
+        host_run_adversary(broker.port, &pki).args([
             "--client-id",
             "trap-mid-publish",
             "--restart-max-attempts",

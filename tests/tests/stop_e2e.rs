@@ -188,14 +188,9 @@ fn a_second_signal_stops_at_once() {
     // A logic that never returns, with no watchdog, no CPU budget, and a long
     // stop timeout: only the second signal ends it.
     let mut host = Running::spawn(
-        device_tests::host_run_component(
-            &device_tests::root().join("target/adversary.wasm"),
-            broker.port,
-            &pki.ca,
-            Some(&pki.device),
-        )
-        .args(["--client-id", "hang", "--iteration-timeout-ms", "0"])
-        .args(["--cpu-budget-ms", "0", "--stop-timeout-ms", "60000"]),
+        device_tests::host_run_adversary(broker.port, &pki)
+            .args(["--client-id", "hang", "--iteration-timeout-ms", "0"])
+            .args(["--cpu-budget-ms", "0", "--stop-timeout-ms", "60000"]),
     );
     host.wait_for("session open; hanging", LIMIT);
     signal(host.child.id(), "TERM");

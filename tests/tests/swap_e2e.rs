@@ -132,8 +132,10 @@ fn logic_that_traps_in_its_first_iteration_is_swapped_back() {
     std::fs::copy(demo_wasm(), &device).unwrap();
     let mut host = watched(broker.port, &pki, &device, "trap-mid-publish", 6);
     host.wait_for("iteration 1 completed successfully", LIMIT);
-    let adversary = device_tests::root().join("target/adversary.wasm");
-    replace_atomically(&device, &std::fs::read(adversary).unwrap());
+    replace_atomically(
+        &device,
+        &std::fs::read(device_tests::adversary_wasm()).unwrap(),
+    );
     let line = host.wait_for("trapped in its first iteration", LIMIT);
     assert!(line.contains("back to sha256"), "{line}");
     let (ok, stdout, stderr) = host.finish(LIMIT);
@@ -220,8 +222,10 @@ fn a_replacement_that_hangs_is_stopped_and_rolled_back() {
             .args(["--iterations", "8", "--iteration-timeout-ms", "2000"]),
     );
     host.wait_for("iteration 1 completed successfully", LIMIT);
-    let adversary = device_tests::root().join("target/adversary.wasm");
-    replace_atomically(&device, &std::fs::read(adversary).unwrap());
+    replace_atomically(
+        &device,
+        &std::fs::read(device_tests::adversary_wasm()).unwrap(),
+    );
     let line = host.wait_for("in its first iteration", LIMIT);
     assert!(
         line.contains("was stopped by a sandbox limit")
@@ -246,7 +250,7 @@ fn a_good_replacement_rescues_a_hung_logic() {
     let pki = TestPki::new();
     let broker = pki.broker();
     let device = pki.dir.path().join("device.wasm");
-    std::fs::copy(device_tests::root().join("target/adversary.wasm"), &device).unwrap();
+    std::fs::copy(device_tests::adversary_wasm(), &device).unwrap();
     let mut host = Running::spawn(
         host_run_component(&device, broker.port, &pki.ca, Some(&pki.device))
             .args(["--watch", "--publish-count", "2", "--client-id", "hang"])

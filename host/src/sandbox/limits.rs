@@ -268,13 +268,18 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    #[test]
-    fn continuous_computation_and_the_budget_are_separate_limits() {
-        let limits = Limits {
+    /// A continuous limit of 50 ms and a budget of 100 ms.
+    fn limits() -> Limits {
+        Limits {
             cpu_limit_ms: 50,
             cpu_budget_ms: 100,
             ..Limits::default()
-        };
+        }
+    }
+
+    #[test]
+    fn continuous_computation_and_the_budget_are_separate_limits() {
+        let limits = limits();
         let t0 = Instant::now();
         let mut cpu = CpuMeter::default();
         cpu.new_iteration();
@@ -309,11 +314,7 @@ mod tests {
 
     #[test]
     fn time_outside_wasm_does_not_count() {
-        let limits = Limits {
-            cpu_limit_ms: 50,
-            cpu_budget_ms: 100,
-            ..Limits::default()
-        };
+        let limits = limits();
         let t0 = Instant::now();
         let mut cpu = CpuMeter::default();
         cpu.new_iteration();
