@@ -17,3 +17,4 @@ pub mod imports;
 pub mod sandbox;
 pub mod swap;
 pub mod tls;
+pub mod update;

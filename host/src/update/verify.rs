@@ -1,0 +1,447 @@
+//! The device's side: a logic repository, read from a directory or from
+//! files received over the broker, verified with tough against the keys
+//! the device trusts. tough checks every signature, threshold, hash,
+//! length, version and expiry (rollback, freeze, mix-and-match); on top,
+//! the repository's root must be signed for by trusted keys only, the logic
+//! must be built for this host's world, and its version must not be lower
+//! than the running one unless downgrades are allowed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tough::schema::key::Key;
+use tough::schema::{RoleType, Root};
+use tough::{RepositoryLoader, TargetName, Transport, TransportError, TransportErrorKind};
+use url::Url;
+
+use crate::update::publish::{TARGET, VERSION, WORLD};
+
+/// Why an update was refused, one line each.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// No repository metadata came with the logic.
+    #[error("unsigned: no signed repository with it (sign it with host sign)")]
+    Unsigned,
+    /// The repository's root is signed for by a key this device does not trust.
+    #[error("signed with a key this device does not trust (sign with a key given to --trust)")]
+    UntrustedKey,
+    /// tough refused the metadata or the component: bad signature, hash or
+    /// length mismatch (tampered), expired, older than seen before.
+    #[error(
+        "the signed repository does not verify: {0} (the update was tampered with, is stale, or is older than one seen before)"
+    )]
+    Tuf(String),
+    /// The repository has no logic in it.
+    #[error("the signed repository holds no {TARGET}")]
+    NoLogic,
+    /// Built for another world.
+    #[error("built for the world {got}, not {want} (build it against this host's wit/)")]
+    WrongWorld {
+        /// The world it names.
+        got: String,
+        /// This host's world.
+        want: String,
+    },
+    /// Older than the logic running.
+    #[error(
+        "version {offered} is older than the running version {running} (no downgrade without --allow-downgrade)"
+    )]
+    Downgrade {
+        /// The version offered.
+        offered: u64,
+        /// The version running.
+        running: u64,
+    },
+    /// The local file does not match the signed component.
+    #[error("{} is not the signed component (sha256 {file} vs signed {signed})", path.display())]
+    NotTheSignedFile {
+        /// The file.
+        path: PathBuf,
+        /// Its SHA-256, hex (first 12 digits).
+        file: String,
+        /// The signed one, hex (first 12 digits).
+        signed: String,
+    },
+}
+
+/// What a device trusts.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    /// Public keys a repository's root may be signed with.
+    pub keys: Vec<Key>,
+    /// Accept versions older than the running one.
+    pub allow_downgrade: bool,
+    /// The world logic must be built for.
+    pub world: String,
+    /// Where tough remembers the metadata it accepted (rollback and freeze
+    /// protection across runs); `None` = for this run only.
+    pub datastore: Option<PathBuf>,
+}
+
+/// A verified logic.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The component's bytes, matching the signed hashes and length.
+    pub wasm: Vec<u8>,
+    /// Its version.
+    pub version: u64,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+}
+
+/// Where a repository's files are.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A directory as `host sign` writes it.
+    Dir(PathBuf),
+    /// Files by name (`metadata/1.root.json`, `targets/HASH.logic.wasm`),
+    /// as received over the broker.
+    Files(Arc<HashMap<String, Bytes>>),
+}
+
+/// tough's transport over received files.
+#[derive(Debug, Clone)]
+struct FilesTransport(Arc<HashMap<String, Bytes>>);
+
+#[async_trait]
+impl Transport for FilesTransport {
+    async fn fetch(&self, url: Url) -> Result<tough::TransportStream, TransportError> {
+        let name = url.path().trim_start_matches('/');
+        match self.0.get(name) {
+            Some(bytes) => {
+                let chunk: Result<Bytes, TransportError> = Ok(bytes.clone());
+                Ok(Box::pin(futures::stream::iter([chunk])))
+            }
+            None => Err(TransportError::new(TransportErrorKind::FileNotFound, url)),
+        }
+    }
+}
+
+impl Source {
+    async fn read(&self, name: &str) -> Option<Bytes> {
+        match self {
+            Source::Dir(dir) => tokio::fs::read(dir.join(name)).await.ok().map(Bytes::from),
+            Source::Files(files) => files.get(name).cloned(),
+        }
+    }
+
+    fn urls(&self) -> Result<(Url, Url), Refusal> {
+        let bad = |_| Refusal::Unsigned;
+        match self {
+            Source::Dir(dir) => {
+                let dir = std::path::absolute(dir).map_err(|_| Refusal::Unsigned)?;
+                Ok((
+                    Url::from_directory_path(dir.join("metadata")).map_err(bad)?,
+                    Url::from_directory_path(dir.join("targets")).map_err(bad)?,
+                ))
+            }
+            Source::Files(_) => Ok((
+                Url::parse("mqtt://repository/metadata/").map_err(|_| Refusal::Unsigned)?,
+                Url::parse("mqtt://repository/targets/").map_err(|_| Refusal::Unsigned)?,
+            )),
+        }
+    }
+}
+
+/// The trust anchor: `metadata/1.root.json`, if its root role's keys are
+/// all trusted ones (tough then checks it is signed by them).
+async fn trusted_root(source: &Source, trust: &Trust) -> Result<Bytes, Refusal> {
+    let bytes = source
+        .read("metadata/1.root.json")
+        .await
+        .ok_or(Refusal::Unsigned)?;
+    let root: tough::schema::Signed<Root> =
+        serde_json::from_slice(&bytes).map_err(|e| Refusal::Tuf(format!("1.root.json: {e}")))?;
+    let role = root
+        .signed
+        .roles
+        .get(&RoleType::Root)
+        .ok_or(Refusal::UntrustedKey)?;
+    let all_trusted = !role.keyids.is_empty()
+        && role.keyids.iter().all(|id| {
+            root.signed
+                .keys
+                .get(id)
+                .is_some_and(|key| trust.keys.contains(key))
+        });
+    if !all_trusted {
+        return Err(Refusal::UntrustedKey);
+    }
+    Ok(bytes)
+}
+
+/// Verifies the repository in `source`; `running` is the version of the
+/// logic running now, if it came from a repository.
+pub async fn verify(
+    source: &Source,
+    trust: &Trust,
+    running: Option<u64>,
+) -> Result<Verified, Refusal> {
+    let root = trusted_root(source, trust).await?;
+    let (metadata, targets) = source.urls()?;
+    let mut loader = RepositoryLoader::new(&root, metadata, targets);
+    if let Source::Files(files) = source {
+        loader = loader.transport(FilesTransport(files.clone()));
+    }
+    if let Some(dir) = &trust.datastore {
+        loader = loader.datastore(dir.clone());
+    }
+    let repo = loader.load().await.map_err(|e| Refusal::Tuf(chain(&e)))?;
+    let name = TargetName::new(TARGET).map_err(|e| Refusal::Tuf(e.to_string()))?;
+    let target = repo
+        .targets()
+        .signed
+        .targets
+        .get(&name)
+        .ok_or(Refusal::NoLogic)?
+        .clone();
+    let world = target
+        .custom
+        .get(WORLD)
+        .and_then(|w| w.as_str())
+        .unwrap_or("")
+        .to_string();
+    if world != trust.world {
+        return Err(Refusal::WrongWorld {
+            got: world,
+            want: trust.world.clone(),
+        });
+    }
+    let version = target
+        .custom
+        .get(VERSION)
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    if let Some(running) = running
+        && version < running
+        && !trust.allow_downgrade
+    {
+        return Err(Refusal::Downgrade {
+            offered: version,
+            running,
+        });
+    }
+    let mut stream = repo
+        .read_target(&name)
+        .await
+        .map_err(|e| Refusal::Tuf(chain(&e)))?
+        .ok_or(Refusal::NoLogic)?;
+    let mut wasm = Vec::with_capacity(target.length as usize);
+    while let Some(chunk) = stream.next().await {
+        // tough checks length and hash as the stream ends: use nothing
+        // from a stream that failed.
+        wasm.extend_from_slice(&chunk.map_err(|e| Refusal::Tuf(chain(&e)))?);
+    }
+    Ok(Verified {
+        sha256: hex::encode(Sha256::digest(&wasm)),
+        wasm,
+        version,
+    })
+}
+
+/// Verifies that `file` is the logic signed in its repository `repo`.
+pub async fn verify_file(
+    file: &Path,
+    repo: &Path,
+    trust: &Trust,
+    running: Option<u64>,
+) -> Result<Verified, Refusal> {
+    let verified = verify(&Source::Dir(repo.to_owned()), trust, running).await?;
+    let bytes = std::fs::read(file).unwrap_or_default();
+    let sha = hex::encode(Sha256::digest(&bytes));
+    if sha != verified.sha256 {
+        return Err(Refusal::NotTheSignedFile {
+            path: file.to_owned(),
+            file: sha[..12].to_string(),
+            signed: verified.sha256[..12].to_string(),
+        });
+    }
+    Ok(verified)
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::update::keys::{SigningKey, generate, load_public};
+    use crate::update::publish::sign;
+
+    const WORLD_NAME: &str = "mqtt-device:runtime/device@0.2.0";
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        key: SigningKey,
+        trust: Trust,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let key_path = dir.path().join("publisher.key");
+        let public = generate(&key_path).unwrap();
+        let trust = Trust {
+            keys: vec![load_public(&public).unwrap()],
+            allow_downgrade: false,
+            world: WORLD_NAME.into(),
+            datastore: None,
+        };
+        Fixture {
+            key: SigningKey::load(&key_path).unwrap(),
+            dir,
+            trust,
+        }
+    }
+
+    async fn signed(f: &Fixture, bytes: &[u8], version: u64, world: &str) -> PathBuf {
+        let wasm = f.dir.path().join(format!("logic-{version}.wasm"));
+        std::fs::write(&wasm, bytes).unwrap();
+        let repo = f.dir.path().join("repo");
+        sign(
+            &wasm,
+            &f.key,
+            version,
+            world,
+            &repo,
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+        repo
+    }
+
+    /// The repository as files received over the broker.
+    fn files(repo: &Path) -> HashMap<String, Bytes> {
+        let mut files = HashMap::new();
+        for sub in ["metadata", "targets"] {
+            for e in std::fs::read_dir(repo.join(sub)).unwrap().flatten() {
+                let name = format!("{sub}/{}", e.file_name().to_string_lossy());
+                files.insert(name, Bytes::from(std::fs::read(e.path()).unwrap()));
+            }
+        }
+        files
+    }
+
+    #[tokio::test]
+    async fn a_signed_logic_verifies_from_a_directory_and_from_received_files() {
+        let f = fixture();
+        let repo = signed(&f, b"component bytes", 3, WORLD_NAME).await;
+        let v = verify(&Source::Dir(repo.clone()), &f.trust, None)
+            .await
+            .unwrap();
+        assert_eq!((v.version, v.wasm.as_slice()), (3, &b"component bytes"[..]));
+        let v = verify(&Source::Files(Arc::new(files(&repo))), &f.trust, Some(2))
+            .await
+            .unwrap();
+        assert_eq!(v.version, 3);
+    }
+
+    #[tokio::test]
+    async fn a_tampered_component_is_refused() {
+        let f = fixture();
+        let repo = signed(&f, b"component bytes", 1, WORLD_NAME).await;
+        let mut files = files(&repo);
+        let (_, target) = files
+            .iter_mut()
+            .find(|(n, _)| n.starts_with("targets/"))
+            .unwrap();
+        let mut bytes = target.to_vec();
+        bytes[0] ^= 1;
+        *target = Bytes::from(bytes);
+        let e = verify(&Source::Files(Arc::new(files)), &f.trust, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Refusal::Tuf(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn tampered_metadata_is_refused() {
+        let f = fixture();
+        let repo = signed(&f, b"component bytes", 1, WORLD_NAME).await;
+        let mut files = files(&repo);
+        let (_, targets) = files
+            .iter_mut()
+            .find(|(n, _)| n.ends_with(".targets.json"))
+            .unwrap();
+        // Raise the logic's version without re-signing.
+        let mut json: serde_json::Value = serde_json::from_slice(targets).unwrap();
+        json["signed"]["targets"][TARGET]["custom"][VERSION] = 9.into();
+        *targets = Bytes::from(serde_json::to_vec(&json).unwrap());
+        let e = verify(&Source::Files(Arc::new(files)), &f.trust, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Refusal::Tuf(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn another_key_an_older_version_a_wrong_world_and_no_signature_are_refused() {
+        let f = fixture();
+        let other = fixture();
+        let repo = signed(&other, b"component bytes", 5, WORLD_NAME).await;
+        let e = verify(&Source::Dir(repo), &f.trust, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Refusal::UntrustedKey), "{e}");
+
+        let repo = signed(&f, b"old", 2, WORLD_NAME).await;
+        let e = verify(&Source::Dir(repo.clone()), &f.trust, Some(4))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Refusal::Downgrade {
+                    offered: 2,
+                    running: 4
+                }
+            ),
+            "{e}"
+        );
+        let mut allow = f.trust.clone();
+        allow.allow_downgrade = true;
+        assert!(verify(&Source::Dir(repo), &allow, Some(4)).await.is_ok());
+
+        let repo = signed(&f, b"elsewhere", 6, "other:world/device@1.0.0").await;
+        let e = verify(&Source::Dir(repo), &f.trust, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Refusal::WrongWorld { .. }), "{e}");
+
+        let empty = f.dir.path().join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let e = verify(&Source::Dir(empty), &f.trust, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Refusal::Unsigned), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_file_must_be_the_signed_component() {
+        let f = fixture();
+        let repo = signed(&f, b"component bytes", 1, WORLD_NAME).await;
+        let other = f.dir.path().join("other.wasm");
+        std::fs::write(&other, b"other bytes").unwrap();
+        let e = verify_file(&other, &repo, &f.trust, None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Refusal::NotTheSignedFile { .. }), "{e}");
+        let same = f.dir.path().join("logic-1.wasm");
+        assert!(verify_file(&same, &repo, &f.trust, None).await.is_ok());
+    }
+}
