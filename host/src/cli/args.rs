@@ -177,6 +177,16 @@ pub struct RunArgs {
     #[arg(long)]
     pub watch: bool,
 
+    /// Run only logic signed with this key (a KEY.pub from host keygen;
+    /// repeatable): the component's repository (COMPONENT.tuf, from host
+    /// sign) must verify, at start and for every swap, with a version not
+    /// lower than the running one.
+    #[arg(long, value_name = "KEY.pub")]
+    pub trust: Vec<PathBuf>,
+    /// With --trust, accept a logic older than the running one.
+    #[arg(long, requires = "trust")]
+    pub allow_downgrade: bool,
+
     /// On SIGTERM or Ctrl-C: how long the iteration in flight may take to
     /// end (its sleeps cut short, so it sends its DISCONNECT) before it is
     /// stopped, milliseconds. A second signal stops at once.

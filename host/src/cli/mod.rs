@@ -4,6 +4,7 @@
 pub mod args;
 pub mod endpoint;
 pub mod explain;
+pub mod keys;
 pub mod report;
 pub mod run;
 pub mod signals;
@@ -28,6 +29,13 @@ pub struct Cli {
 pub enum Command {
     /// Run a device component (for example demo.wasm) against a broker.
     Run(RunArgs),
+    /// Make a key pair for signing logic updates.
+    Keygen(keys::KeygenArgs),
+    /// Sign a logic into a TUF repository (root, targets, snapshot,
+    /// timestamp), with its version and world.
+    Sign(keys::SignArgs),
+    /// Check a signed logic as a device with --trust would.
+    Verify(keys::VerifyArgs),
 }
 
 /// Process exit codes of `host run`.

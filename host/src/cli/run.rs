@@ -13,8 +13,9 @@ use host::sandbox::engine::{self, EngineError};
 use host::sandbox::limits::Limits;
 use host::sandbox::{DeviceState, Logic, Reach, Sandbox, run_device};
 use host::swap::cache::{self, Source};
-use host::swap::watch::{self, SwapSource, SwapWatch};
+use host::swap::watch::{self, SignedSource, SwapSource, SwapWatch};
 use host::tls::{Handshake, TlsClient, TlsFiles};
+use host::update::verify::{Trust, verify_file};
 use host_core::observer::Observer;
 use host_core::settings::DeviceSettings;
 use wasmtime::Engine;
@@ -23,6 +24,7 @@ use wasmtime::component::Linker;
 use crate::cli::args::RunArgs;
 use crate::cli::endpoint;
 use crate::cli::explain::{self, Failure};
+use crate::cli::keys;
 use crate::cli::report::LogObserver;
 use crate::cli::signals;
 
@@ -45,7 +47,12 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let linker = engine::linker(&engine)
         .map_err(|e| anyhow::Error::from(e).context("cannot set up the world's imports"))?;
     let linker = Arc::new(linker);
-    let logic = load_logic(&args, &engine, &linker)?;
+    let trust = if args.trust.is_empty() {
+        None
+    } else {
+        Some(keys::trust(&args.trust, args.allow_downgrade)?)
+    };
+    let logic = load_logic(&args, &engine, &linker, trust.as_ref()).await?;
     let reach = Reach {
         tls,
         allowed,
@@ -57,7 +64,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         if args.devices > 1 {
             run_fleet(&args, logic, settings, reach).await
         } else {
-            run_one(&args, logic, settings, reach, engine, linker).await
+            run_one(&args, logic, settings, reach, engine, linker, trust).await
         }
     };
     let requested = stop.requested.clone();
@@ -152,13 +159,26 @@ fn engine_for(args: &RunArgs, limits: &Limits) -> Result<Engine, Failure> {
     Ok(engine::engine(pool).map_err(anyhow::Error::from)?)
 }
 
-/// Loads the component through the cache and checks it against the world.
-fn load_logic(
+/// Loads the component through the cache and checks it against the world
+/// (and, with `trust`, its signature).
+async fn load_logic(
     args: &RunArgs,
     engine: &Engine,
     linker: &Linker<DeviceState>,
+    trust: Option<&Trust>,
 ) -> Result<Arc<Logic>, Failure> {
     let path = &args.component;
+    let version = match &trust {
+        Some(trust) => {
+            let repo = keys::repo_for(path);
+            let v = verify_file(path, &repo, trust, None)
+                .await
+                .with_context(|| format!("refused {}", path.display()))?;
+            tracing::info!(target: "host", "{}: version {} signed with a trusted key", path.display(), v.version);
+            Some(v.version)
+        }
+        None => None,
+    };
     let loaded = cache::load(engine, path, cache_dir(args).as_deref())
         .with_context(|| format!("cannot load {}", path.display()))?;
     tracing::info!(
@@ -178,6 +198,7 @@ fn load_logic(
     Ok(Arc::new(Logic {
         pre,
         sha256: loaded.sha256,
+        version,
     }))
 }
 
@@ -197,6 +218,7 @@ async fn run_one(
     reach: Reach,
     engine: Engine,
     linker: Arc<Linker<DeviceState>>,
+    trust: Option<Trust>,
 ) -> Result<(), Failure> {
     let observer = Arc::new(LogObserver::new(settings.clone()));
     let sandbox = Sandbox::new(settings.client_id.clone(), &reach, observer);
@@ -208,6 +230,11 @@ async fn run_one(
             cache_dir: cache_dir(args),
             sandbox: sandbox.clone(),
             running_sha256: logic.sha256.clone(),
+            signed: trust.map(|trust| SignedSource {
+                repo: keys::repo_for(&args.component),
+                trust,
+                running_version: logic.version.unwrap_or(0),
+            }),
         })?;
         tracing::info!(target: "host", "watching {} for new logic", args.component.display());
         Some(w)

@@ -27,6 +27,8 @@ pub struct Logic {
     pub pre: DevicePre<DeviceState>,
     /// SHA-256 of its `.wasm`, hex.
     pub sha256: String,
+    /// Its signed version, when it was verified against trusted keys.
+    pub version: Option<u64>,
 }
 
 impl Logic {
@@ -38,7 +40,10 @@ impl Logic {
 
 impl fmt::Display for Logic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sha256 {}", self.short())
+        match self.version {
+            Some(v) => write!(f, "version {v} (sha256 {})", self.short()),
+            None => write!(f, "sha256 {}", self.short()),
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use crate::sandbox::engine::prepare;
 use crate::sandbox::limits::new_store;
 use crate::sandbox::{DeviceState, Logic, Sandbox, Swaps};
 use crate::swap::cache::{self, Source};
+use crate::update::verify::{Trust, verify_file};
 
 /// Quiet time after the last file event before the file is read, so a copy
 /// in progress is not read half-written.
@@ -46,6 +47,19 @@ pub struct SwapSource {
     pub sandbox: Sandbox,
     /// SHA-256 of the logic running now.
     pub running_sha256: String,
+    /// With trusted keys: the component's repository and the trust, and
+    /// the version running now.
+    pub signed: Option<SignedSource>,
+}
+
+/// Where a watched component's signature is, and what it must satisfy.
+pub struct SignedSource {
+    /// The repository (`COMPONENT.tuf`).
+    pub repo: PathBuf,
+    /// The keys and rules.
+    pub trust: Trust,
+    /// The version running now.
+    pub running_version: u64,
 }
 
 /// Starts watching `source.path`.
@@ -60,9 +74,17 @@ pub fn watch(source: SwapSource) -> anyhow::Result<SwapWatch> {
         .context("component path has no file name")?
         .to_owned();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let repo = source
+        .signed
+        .as_ref()
+        .map(|s| std::path::absolute(&s.repo))
+        .transpose()?;
+    let in_repo = repo.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
-            && event.paths.iter().any(|p| p.file_name() == Some(&name))
+            && event.paths.iter().any(|p| {
+                p.file_name() == Some(&name) || in_repo.as_ref().is_some_and(|r| p.starts_with(r))
+            })
             && !matches!(event.kind, notify::EventKind::Access(_))
         {
             let _ = events_tx.send(());
@@ -73,6 +95,12 @@ pub fn watch(source: SwapSource) -> anyhow::Result<SwapWatch> {
     watcher
         .watch(&dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("cannot watch {}", dir.display()))?;
+    // A new signing rewrites the repository's metadata.
+    if let Some(repo) = &repo {
+        watcher
+            .watch(repo, RecursiveMode::Recursive)
+            .with_context(|| format!("cannot watch {}", repo.display()))?;
+    }
     let (swap_tx, swaps) = watch::channel(None);
     tokio::spawn(swap_loop(SwapSource { path, ..source }, events_rx, swap_tx));
     Ok(SwapWatch {
@@ -82,7 +110,7 @@ pub fn watch(source: SwapSource) -> anyhow::Result<SwapWatch> {
 }
 
 async fn swap_loop(
-    source: SwapSource,
+    mut source: SwapSource,
     mut events: mpsc::UnboundedReceiver<()>,
     swaps: watch::Sender<Option<Arc<Logic>>>,
 ) {
@@ -106,10 +134,12 @@ async fn swap_loop(
             Ok(Some((logic, how, millis))) => {
                 tracing::info!(
                     target: "host::swap",
-                    "swapped {name}: sha256 {}, {how} in {millis} ms, takes over at the next iteration",
-                    logic.short()
+                    "swapped {name}: {logic}, {how} in {millis} ms, takes over at the next iteration"
                 );
                 running = logic.sha256.clone();
+                if let (Some(signed), Some(v)) = (source.signed.as_mut(), logic.version) {
+                    signed.running_version = v;
+                }
                 if swaps.send(Some(Arc::new(logic))).is_err() {
                     return;
                 }
@@ -129,6 +159,22 @@ async fn candidate(
     wasm: Vec<u8>,
     running: &str,
 ) -> anyhow::Result<Option<(Logic, &'static str, u128)>> {
+    let version = match &source.signed {
+        Some(signed) => {
+            let v = verify_file(
+                &source.path,
+                &signed.repo,
+                &signed.trust,
+                Some(signed.running_version),
+            )
+            .await?;
+            if v.sha256 == running {
+                return Ok(None);
+            }
+            Some(v.version)
+        }
+        None => None,
+    };
     let engine = source.engine.clone();
     let cache_dir = source.cache_dir.clone();
     let loaded = tokio::task::spawn_blocking(move || {
@@ -159,6 +205,7 @@ async fn candidate(
         Logic {
             pre,
             sha256: loaded.sha256,
+            version,
         },
         how,
         loaded.millis,
