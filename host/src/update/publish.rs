@@ -47,7 +47,7 @@ pub enum SignError {
     OtherKey(PathBuf),
     /// tough refused.
     #[error("cannot sign the repository")]
-    Tough(#[source] tough::error::Error),
+    Tough(#[source] Box<tough::error::Error>),
     /// tough could not describe the component or the key.
     #[error("cannot describe the component or the key in TUF metadata")]
     Schema(#[source] tough::schema::Error),
@@ -62,6 +62,10 @@ pub struct Signed {
     pub sha256: String,
     /// The repository's metadata version (seconds since the epoch).
     pub metadata_version: u64,
+}
+
+fn tough_error(e: tough::error::Error) -> SignError {
+    SignError::Tough(Box::new(e))
 }
 
 fn now_secs() -> u64 {
@@ -116,7 +120,7 @@ pub async fn sign(
     };
     let mut editor = RepositoryEditor::new(&root_path)
         .await
-        .map_err(SignError::Tough)?;
+        .map_err(tough_error)?;
     let mut target = Target::from_path(wasm).await.map_err(SignError::Schema)?;
     target.custom.insert(VERSION.into(), version.into());
     target.custom.insert(WORLD.into(), world.into());
@@ -125,19 +129,19 @@ pub async fn sign(
     let expires = in_future(valid);
     editor
         .add_target(TARGET, target)
-        .map_err(SignError::Tough)?
+        .map_err(tough_error)?
         .targets_version(stamp)
-        .map_err(SignError::Tough)?
+        .map_err(tough_error)?
         .targets_expires(expires)
-        .map_err(SignError::Tough)?
+        .map_err(tough_error)?
         .snapshot_version(stamp)
         .snapshot_expires(expires)
         .timestamp_version(stamp)
         .timestamp_expires(expires);
-    let signed = editor.sign(&keys).await.map_err(SignError::Tough)?;
+    let signed = editor.sign(&keys).await.map_err(tough_error)?;
     // Only the current logic stays in the repository.
     clear(&targets)?;
-    signed.write(&metadata).await.map_err(SignError::Tough)?;
+    signed.write(&metadata).await.map_err(tough_error)?;
     let staging = tempfile::tempdir_in(repo).map_err(|source| SignError::Io {
         action: "stage the component in",
         path: repo.to_owned(),
@@ -151,7 +155,7 @@ pub async fn sign(
     signed
         .copy_targets(staging.path(), &targets, PathExists::Replace)
         .await
-        .map_err(SignError::Tough)?;
+        .map_err(tough_error)?;
     prune_metadata(&metadata, stamp.get())?;
     Ok(Signed {
         version,
@@ -198,7 +202,7 @@ async fn write_root(
         &SystemRandom::new(),
     )
     .await
-    .map_err(SignError::Tough)?;
+    .map_err(tough_error)?;
     let path = metadata.join("1.root.json");
     std::fs::write(&path, signed.buffer()).map_err(|source| SignError::Io {
         action: "write",
