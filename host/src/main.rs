@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => cli::run::run(args).await,
+            Command::Run(args) => cli::run::run(*args).await,
             Command::Keygen(args) => cli::keys::keygen(args).map_err(Into::into),
             Command::Sign(args) => cli::keys::sign(args).await.map_err(Into::into),
             Command::Verify(args) => cli::keys::verify(args).await.map_err(Into::into),

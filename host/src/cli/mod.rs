@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a device component (for example demo.wasm) against a broker.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Make a key pair for signing logic updates.
     Keygen(keys::KeygenArgs),
     /// Sign a logic into a TUF repository (root, targets, snapshot,
