@@ -46,6 +46,7 @@ fn main() -> ExitCode {
             Command::Keygen(args) => cli::keys::keygen(args).map_err(Into::into),
             Command::Sign(args) => cli::keys::sign(args).await.map_err(Into::into),
             Command::Verify(args) => cli::keys::verify(args).await.map_err(Into::into),
+            Command::Rollout(args) => cli::rollout::rollout(args).await,
         }
     });
     match result {

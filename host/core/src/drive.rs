@@ -101,10 +101,15 @@ where
                 }
                 let live = match instance.take() {
                     Some(live) if !fresh => live,
-                    _ => runtime
-                        .instantiate(supervisor.current())
-                        .await
-                        .map_err(DriveError::Runtime)?,
+                    old => {
+                        // The old instance goes first: a fleet swapping at
+                        // once needs no second instance per device.
+                        drop(old);
+                        runtime
+                            .instantiate(supervisor.current())
+                            .await
+                            .map_err(DriveError::Runtime)?
+                    }
                 };
                 let live = instance.insert(live);
                 let outcome = runtime

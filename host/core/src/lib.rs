@@ -2,14 +2,16 @@
 //! settings and the one source of their defaults ([`settings`]), what an
 //! iteration ends in ([`outcome`]), the restart/swap/fallback policy
 //! ([`supervisor`]) and the loop that applies it ([`drive`]), the
-//! [`observer`] interface every counter and log line goes through, and the
-//! WIT edge ([`wit`]): the only conversions to and from generated types.
+//! [`observer`] interface every counter and log line goes through, the
+//! canary policy of a fleet rollout ([`rollout`]), and the WIT edge
+//! ([`wit`]): the only conversions to and from generated types.
 
 #![deny(unsafe_code)]
 
 pub mod drive;
 pub mod observer;
 pub mod outcome;
+pub mod rollout;
 pub mod settings;
 pub mod supervisor;
 pub mod wit;

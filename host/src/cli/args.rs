@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use host::imports::output::OutputLimits;
 use host::sandbox::limits::Limits;
+use host::update::{chunks, wire};
 use host_core::settings::{DeviceSettings, defaults};
 use host_core::supervisor::{Plan, RestartPolicy};
 
@@ -186,6 +187,21 @@ pub struct RunArgs {
     /// With --trust, accept a logic older than the running one.
     #[arg(long, requires = "trust")]
     pub allow_downgrade: bool,
+    /// With --trust, where this device receives signed updates over the
+    /// broker: the host keeps its own MQTT session (over the same mTLS
+    /// credentials) subscribed to TOPIC/metadata/# and reports on
+    /// TOPIC/status [default: <client-id>/logic; in a fleet, device i's is
+    /// <client-id>-000i/logic, or TOPIC/000i when given].
+    #[arg(long, value_name = "TOPIC", requires = "trust")]
+    pub update_topic: Option<String>,
+    /// With --trust, where updates' components are (shared, named by their
+    /// SHA-256).
+    #[arg(long, value_name = "TOPIC", default_value = wire::TARGETS_TOPIC, requires = "trust")]
+    pub update_targets_topic: String,
+    /// Largest MQTT payload of the update channel, bytes (AWS IoT Core's
+    /// limit by default); components come in chunks of it.
+    #[arg(long, value_name = "BYTES", default_value_t = chunks::PAYLOAD_LIMIT)]
+    pub update_payload_limit: usize,
 
     /// On SIGTERM or Ctrl-C: how long the iteration in flight may take to
     /// end (its sleeps cut short, so it sends its DISCONNECT) before it is

@@ -210,6 +210,14 @@ pub enum Failure {
         /// Its settings, for the message.
         settings: Box<DeviceSettings>,
     },
+    /// A rollout did not reach every device.
+    #[error("{line}")]
+    Rollout {
+        /// The summary line.
+        line: String,
+        /// The exit code.
+        code: u8,
+    },
     /// Devices of a fleet gave up.
     #[error("{failed} of {devices} devices failed (their log lines say why)")]
     Fleet {
@@ -234,6 +242,7 @@ impl Failure {
                 ..
             }
             | Failure::Fleet { .. } => exit::ITERATION_FAILED,
+            Failure::Rollout { code, .. } => *code,
             Failure::Device {
                 error: RunError::Ended(Ending::GuestFailed { .. }),
                 ..
@@ -266,7 +275,7 @@ pub fn failure_line(failure: &Failure) -> String {
     let line = match failure {
         Failure::Setup(e) => format!("{e:#}"),
         Failure::Device { error, settings } => run_error(error, settings),
-        Failure::Fleet { .. } => failure.to_string(),
+        Failure::Fleet { .. } | Failure::Rollout { .. } => failure.to_string(),
     };
     line.replace('\n', " ")
 }

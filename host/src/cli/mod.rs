@@ -6,6 +6,7 @@ pub mod endpoint;
 pub mod explain;
 pub mod keys;
 pub mod report;
+pub mod rollout;
 pub mod run;
 pub mod signals;
 
@@ -36,6 +37,12 @@ pub enum Command {
     Sign(keys::SignArgs),
     /// Check a signed logic as a device with --trust would.
     Verify(keys::VerifyArgs),
+    /// Sign a logic and roll it out over the broker to a fleet, canaries
+    /// first; stop as soon as a canary refuses it or rolls it back.
+    ///
+    /// Exit codes: 0 every device runs it; 2 a canary stopped the rollout,
+    /// or devices refused it; 3 timed out; 1 a setting or file is wrong.
+    Rollout(rollout::RolloutArgs),
 }
 
 /// Process exit codes of `host run`.

@@ -29,7 +29,7 @@ impl Observer for LogObserver {
                 from,
                 to,
             } => {
-                tracing::info!(target: "host", "{to} takes over from {from} at iteration {iteration}")
+                tracing::info!(target: "host", "[{device}] {to} takes over from {from} at iteration {iteration}")
             }
             Event::IterationCompleted { iteration, report } => tracing::info!(
                 target: "host",

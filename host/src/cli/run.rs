@@ -13,9 +13,13 @@ use host::sandbox::engine::{self, EngineError};
 use host::sandbox::limits::Limits;
 use host::sandbox::{DeviceState, Logic, Reach, Sandbox, run_device};
 use host::swap::cache::{self, Source};
+use host::swap::candidate::Builder;
 use host::swap::watch::{self, SignedSource, SwapSource, SwapWatch};
 use host::tls::{Handshake, TlsClient, TlsFiles};
+use host::update::channel::{Channel, ChannelConfig};
+use host::update::device::{StatusReporter, Updater};
 use host::update::verify::{Trust, verify_file};
+use host::update::wire;
 use host_core::observer::Observer;
 use host_core::settings::DeviceSettings;
 use wasmtime::Engine;
@@ -28,12 +32,59 @@ use crate::cli::keys;
 use crate::cli::report::LogObserver;
 use crate::cli::signals;
 
+/// The host's update session, when logic must be signed (`--trust`).
+struct Updates {
+    channel: Channel,
+    trust: Trust,
+    /// `--update-topic`, if given.
+    topic: Option<String>,
+}
+
+impl Updates {
+    /// The update topic of the device `client_id` (`index` in a fleet).
+    fn topic_for(&self, client_id: &str, index: Option<usize>) -> String {
+        match (&self.topic, index) {
+            (Some(topic), None) => topic.clone(),
+            (Some(topic), Some(i)) => format!("{topic}/{i:04}"),
+            (None, _) => wire::update_topic(client_id),
+        }
+    }
+
+    /// Starts the update task of one device; `reporter` is its status
+    /// (also an observer of the device), `logic` what it runs now.
+    fn follow(
+        &self,
+        device: &str,
+        topic: String,
+        reporter: Arc<StatusReporter>,
+        builder: Builder,
+        swaps: tokio::sync::watch::Sender<Option<Arc<Logic>>>,
+        logic: &Logic,
+    ) {
+        tokio::spawn(
+            Updater {
+                channel: self.channel.clone(),
+                device: device.to_string(),
+                update_topic: topic,
+                trust: self.trust.clone(),
+                builder,
+                swaps,
+                status: reporter,
+                running_version: logic.version.unwrap_or(0),
+                running_sha256: logic.sha256.clone(),
+            }
+            .run(),
+        );
+    }
+}
+
 /// Runs `host run`.
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let stop = signals::watch(Duration::from_millis(u64::from(args.stop_timeout_ms)))?;
     let client_id = client_id(&args);
     let (broker, files, mut embedded) = broker(&args, &client_id)?;
     let tls = tls_client(&args, &broker, &files)?;
+    let reach_tls = tls.clone();
     if let Some(local) = embedded.as_mut() {
         // Loaded by the host and the broker: no key needs to stay on disk.
         local
@@ -53,6 +104,20 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         Some(keys::trust(&args.trust, args.allow_downgrade)?)
     };
     let logic = load_logic(&args, &engine, &linker, trust.as_ref()).await?;
+    let updates = trust.clone().map(|trust| {
+        tracing::info!(target: "host", "taking signed updates over the broker (targets on {})", args.update_targets_topic);
+        Updates {
+            channel: Channel::start(ChannelConfig {
+                broker: broker.clone(),
+                tls: reach_tls.clone(),
+                client_id: format!("{client_id}-updates"),
+                targets_topic: args.update_targets_topic.clone(),
+                payload_limit: args.update_payload_limit,
+            }),
+            trust,
+            topic: args.update_topic.clone(),
+        }
+    });
     let reach = Reach {
         tls,
         allowed,
@@ -62,9 +127,18 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     };
     let work = async {
         if args.devices > 1 {
-            run_fleet(&args, logic, settings, reach).await
+            run_fleet(&args, logic, settings, reach, (engine, linker), updates).await
         } else {
-            run_one(&args, logic, settings, reach, engine, linker, trust).await
+            run_one(
+                &args,
+                logic,
+                settings,
+                reach,
+                (engine, linker),
+                trust,
+                updates,
+            )
+            .await
         }
     };
     let requested = stop.requested.clone();
@@ -216,32 +290,55 @@ async fn run_one(
     logic: Arc<Logic>,
     settings: DeviceSettings,
     reach: Reach,
-    engine: Engine,
-    linker: Arc<Linker<DeviceState>>,
+    (engine, linker): (Engine, Arc<Linker<DeviceState>>),
     trust: Option<Trust>,
+    updates: Option<Updates>,
 ) -> Result<(), Failure> {
-    let observer = Arc::new(LogObserver::new(settings.clone()));
-    let sandbox = Sandbox::new(settings.client_id.clone(), &reach, observer);
-    let watch: Option<SwapWatch> = if args.watch {
-        let w = watch::watch(SwapSource {
-            path: args.component.clone(),
-            engine,
-            linker,
-            cache_dir: cache_dir(args),
-            sandbox: sandbox.clone(),
-            running_sha256: logic.sha256.clone(),
-            signed: trust.map(|trust| SignedSource {
-                repo: keys::repo_for(&args.component),
-                trust,
-                running_version: logic.version.unwrap_or(0),
-            }),
-        })?;
+    let id = settings.client_id.clone();
+    let log = LogObserver::new(settings.clone());
+    let topic = updates.as_ref().map(|u| u.topic_for(&id, None));
+    let reporter = updates
+        .as_ref()
+        .zip(topic.as_ref())
+        .map(|(u, topic)| StatusReporter::new(u.channel.clone(), &id, topic));
+    let observer: Arc<dyn Observer> = match &reporter {
+        Some(r) => Arc::new((log, r.clone())),
+        None => Arc::new(log),
+    };
+    let sandbox = Sandbox::new(id.clone(), &reach, observer);
+    let (swap_tx, swaps) = watch::swaps();
+    let builder = Builder::new(engine, linker, cache_dir(args), sandbox.clone());
+    if let (Some(u), Some(topic), Some(reporter)) = (&updates, topic, reporter) {
+        tracing::info!(target: "host", "[{id}] following updates on {topic}");
+        u.follow(
+            &id,
+            topic,
+            reporter,
+            builder.clone(),
+            swap_tx.clone(),
+            &logic,
+        );
+    }
+    let _watch: Option<SwapWatch> = if args.watch {
+        let w = watch::watch(
+            SwapSource {
+                path: args.component.clone(),
+                builder,
+                running_sha256: logic.sha256.clone(),
+                signed: trust.map(|trust| SignedSource {
+                    repo: keys::repo_for(&args.component),
+                    trust,
+                    running_version: logic.version.unwrap_or(0),
+                }),
+            },
+            swap_tx,
+        )?;
         tracing::info!(target: "host", "watching {} for new logic", args.component.display());
         Some(w)
     } else {
         None
     };
-    let swaps = watch.as_ref().map(|w| w.swaps.clone());
+    let swaps = Some(swaps);
     match run_device(logic, swaps, sandbox, &settings, args.plan()).await {
         Ok(n) => {
             tracing::info!(target: "host", "{n} iteration(s) completed successfully.");
@@ -260,20 +357,43 @@ async fn run_fleet(
     logic: Arc<Logic>,
     settings: DeviceSettings,
     reach: Reach,
+    (engine, linker): (Engine, Arc<Linker<DeviceState>>),
+    updates: Option<Updates>,
 ) -> Result<(), Failure> {
     let stats = Arc::new(FleetStats::default());
     let devices = args.devices as usize;
     let topic_given = args.topic.is_some();
     let plan = args.plan();
     let stopping = reach.stopping.clone();
+    let cache = cache_dir(args);
+    let built: Arc<tokio::sync::Mutex<_>> = Arc::default();
     let device = {
         let stats = stats.clone();
+        let logic = logic.clone();
         Arc::new(move |index: usize| {
             let settings = fleet::identity(&settings, index, topic_given);
-            let observer: Arc<dyn Observer> =
+            let id = settings.client_id.clone();
+            let log: Arc<dyn Observer> =
                 Arc::new((LogObserver::new(settings.clone()), stats.clone()));
-            let sandbox = Sandbox::new(settings.client_id.clone(), &reach, observer);
-            (settings, sandbox)
+            let Some(u) = &updates else {
+                let sandbox = Sandbox::new(id, &reach, log);
+                return (settings, sandbox, None);
+            };
+            let topic = u.topic_for(&id, Some(index));
+            let reporter = StatusReporter::new(u.channel.clone(), &id, &topic);
+            let sandbox = Sandbox::new(id.clone(), &reach, Arc::new((log, reporter.clone())));
+            let (swap_tx, swaps) = watch::swaps();
+            let builder = Builder {
+                built: built.clone(),
+                ..Builder::new(
+                    engine.clone(),
+                    linker.clone(),
+                    cache.clone(),
+                    sandbox.clone(),
+                )
+            };
+            u.follow(&id, topic, reporter, builder, swap_tx, &logic);
+            (settings, sandbox, Some(swaps))
         })
     };
     let gave_up = Arc::new(

@@ -11,7 +11,7 @@ use std::time::Duration;
 use host_core::settings::DeviceSettings;
 use host_core::supervisor::Plan;
 
-use crate::sandbox::{Logic, RunError, Sandbox, run_device};
+use crate::sandbox::{Logic, RunError, Sandbox, Swaps, run_device};
 use stats::FleetStats;
 
 /// How often the summary line is logged.
@@ -34,8 +34,10 @@ pub fn identity(base: &DeviceSettings, index: usize, topic_given: bool) -> Devic
     s
 }
 
-/// Settings and sandbox of device `index` (from 1).
-pub type DeviceFactory = Arc<dyn Fn(usize) -> (DeviceSettings, Sandbox) + Send + Sync>;
+/// Settings, sandbox and (when it takes updates) swap channel of device
+/// `index` (from 1).
+pub type DeviceFactory =
+    Arc<dyn Fn(usize) -> (DeviceSettings, Sandbox, Option<Swaps>) + Send + Sync>;
 
 /// Called when a device gives up, with its settings and why.
 pub type GaveUp = Arc<dyn Fn(&DeviceSettings, &RunError) + Send + Sync>;
@@ -88,10 +90,10 @@ pub async fn run(logic: Arc<Logic>, fleet: Fleet) -> usize {
             break;
         }
         next_start += gap;
-        let (settings, sandbox) = (fleet.device)(index);
+        let (settings, sandbox, swaps) = (fleet.device)(index);
         let (logic, plan, gave_up) = (logic.clone(), fleet.plan, fleet.gave_up.clone());
         tasks.push(tokio::spawn(async move {
-            let result = run_device(logic, None, sandbox, &settings, plan).await;
+            let result = run_device(logic, swaps, sandbox, &settings, plan).await;
             if let Err(e) = &result {
                 gave_up(&settings, e);
             }

@@ -1,5 +1,7 @@
 //! Logic that changes while the host runs: the precompiled-component cache
-//! ([`cache`]) and hot swap of a watched component file ([`watch`]).
+//! ([`cache`]), building and checking new logic ([`candidate`]), and hot
+//! swap of a watched component file ([`watch`]).
 
 pub mod cache;
+pub mod candidate;
 pub mod watch;

@@ -11,40 +11,32 @@ use std::time::Duration;
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
-use wasmtime::component::Linker;
 
-use crate::sandbox::engine::prepare;
-use crate::sandbox::limits::new_store;
-use crate::sandbox::{DeviceState, Logic, Sandbox, Swaps};
-use crate::swap::cache::{self, Source};
+use crate::sandbox::{Logic, Swaps};
+use crate::swap::candidate::{Builder, Built};
 use crate::update::verify::{Trust, verify_file};
 
 /// Quiet time after the last file event before the file is read, so a copy
 /// in progress is not read half-written.
 const SETTLE: Duration = Duration::from_millis(30);
 
-/// Longest a replacement's trial start may take.
-const TRIAL_START: Duration = Duration::from_secs(5);
-
 /// Keeps the watch alive; dropping it stops watching.
 pub struct SwapWatch {
     _watcher: notify::RecommendedWatcher,
-    /// New logic, for [`crate::sandbox::run_device`].
-    pub swaps: Swaps,
+}
+
+/// A channel of new logic for one device: the watcher and the update
+/// channel offer into it, [`crate::sandbox::run_device`] takes from it.
+pub fn swaps() -> (watch::Sender<Option<Arc<Logic>>>, Swaps) {
+    watch::channel(None)
 }
 
 /// Where and how to build swapped-in logic.
 pub struct SwapSource {
     /// The component file.
     pub path: PathBuf,
-    /// The engine to compile with.
-    pub engine: wasmtime::Engine,
-    /// The linker with the world's imports.
-    pub linker: Arc<Linker<DeviceState>>,
-    /// Precompiled-component cache, if any.
-    pub cache_dir: Option<PathBuf>,
-    /// The sandbox the trial instantiation runs in.
-    pub sandbox: Sandbox,
+    /// Builds what is found there.
+    pub builder: Builder,
     /// SHA-256 of the logic running now.
     pub running_sha256: String,
     /// With trusted keys: the component's repository and the trust, and
@@ -62,8 +54,11 @@ pub struct SignedSource {
     pub running_version: u64,
 }
 
-/// Starts watching `source.path`.
-pub fn watch(source: SwapSource) -> anyhow::Result<SwapWatch> {
+/// Starts watching `source.path`, offering new logic into `swaps`.
+pub fn watch(
+    source: SwapSource,
+    swaps: watch::Sender<Option<Arc<Logic>>>,
+) -> anyhow::Result<SwapWatch> {
     let path = std::path::absolute(&source.path)?;
     let dir = path
         .parent()
@@ -101,12 +96,8 @@ pub fn watch(source: SwapSource) -> anyhow::Result<SwapWatch> {
             .watch(repo, RecursiveMode::Recursive)
             .with_context(|| format!("cannot watch {}", repo.display()))?;
     }
-    let (swap_tx, swaps) = watch::channel(None);
-    tokio::spawn(swap_loop(SwapSource { path, ..source }, events_rx, swap_tx));
-    Ok(SwapWatch {
-        _watcher: watcher,
-        swaps,
-    })
+    tokio::spawn(swap_loop(SwapSource { path, ..source }, events_rx, swaps));
+    Ok(SwapWatch { _watcher: watcher })
 }
 
 async fn swap_loop(
@@ -131,7 +122,7 @@ async fn swap_loop(
         };
         match candidate(&source, wasm, &running).await {
             Ok(None) => {}
-            Ok(Some((logic, how, millis))) => {
+            Ok(Some(Built { logic, how, millis })) => {
                 tracing::info!(
                     target: "host::swap",
                     "swapped {name}: {logic}, {how} in {millis} ms, takes over at the next iteration"
@@ -158,7 +149,7 @@ async fn candidate(
     source: &SwapSource,
     wasm: Vec<u8>,
     running: &str,
-) -> anyhow::Result<Option<(Logic, &'static str, u128)>> {
+) -> anyhow::Result<Option<Built>> {
     let version = match &source.signed {
         Some(signed) => {
             let v = verify_file(
@@ -175,39 +166,8 @@ async fn candidate(
         }
         None => None,
     };
-    let engine = source.engine.clone();
-    let cache_dir = source.cache_dir.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
-        cache::load_bytes(&engine, &wasm, cache_dir.as_deref())
-    })
-    .await??;
-    if loaded.sha256 == running {
+    if hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&wasm)) == running {
         return Ok(None);
     }
-    let pre = prepare(&source.linker, &loaded.component)?;
-    // A component that traps when instantiated is refused here, in a sandbox
-    // of its own, before it can replace anything.
-    let mut store = new_store(&source.engine, source.sandbox.state());
-    match tokio::time::timeout(TRIAL_START, pre.instantiate_async(&mut store)).await {
-        Ok(started) => {
-            started.map_err(|e| anyhow::Error::from(e).context("it traps when started"))?;
-        }
-        Err(_) => anyhow::bail!(
-            "it does not finish starting within {} ms",
-            TRIAL_START.as_millis()
-        ),
-    }
-    let how = match loaded.source {
-        Source::CacheHit => "loaded from the precompiled cache",
-        Source::Compiled => "compiled",
-    };
-    Ok(Some((
-        Logic {
-            pre,
-            sha256: loaded.sha256,
-            version,
-        },
-        how,
-        loaded.millis,
-    )))
+    source.builder.build(wasm, version).await.map(Some)
 }

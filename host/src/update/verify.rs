@@ -102,19 +102,45 @@ pub enum Source {
     /// Files by name (`metadata/1.root.json`, `targets/HASH.logic.wasm`),
     /// as received over the broker.
     Files(Arc<HashMap<String, Bytes>>),
+    /// Metadata received, and targets fetched when tough asks for them.
+    Remote {
+        /// The metadata files by name (`metadata/...`).
+        metadata: Arc<HashMap<String, Bytes>>,
+        /// Where targets come from.
+        targets: Arc<dyn Targets>,
+    },
 }
 
-/// tough's transport over received files.
+/// Targets fetched on demand (from the broker).
+#[async_trait]
+pub trait Targets: Send + Sync + std::fmt::Debug {
+    /// The target file `name` (`HASH.logic.wasm`), if it can be had.
+    async fn fetch(&self, name: &str) -> Option<Bytes>;
+}
+
+/// tough's transport over received files and fetched targets.
 #[derive(Debug, Clone)]
-struct FilesTransport(Arc<HashMap<String, Bytes>>);
+struct FilesTransport {
+    files: Arc<HashMap<String, Bytes>>,
+    targets: Option<Arc<dyn Targets>>,
+}
 
 #[async_trait]
 impl Transport for FilesTransport {
     async fn fetch(&self, url: Url) -> Result<tough::TransportStream, TransportError> {
         let name = url.path().trim_start_matches('/');
-        match self.0.get(name) {
+        let found = match (
+            self.files.get(name),
+            name.strip_prefix("targets/"),
+            &self.targets,
+        ) {
+            (Some(bytes), _, _) => Some(bytes.clone()),
+            (None, Some(target), Some(targets)) => targets.fetch(target).await,
+            _ => None,
+        };
+        match found {
             Some(bytes) => {
-                let chunk: Result<Bytes, TransportError> = Ok(bytes.clone());
+                let chunk: Result<Bytes, TransportError> = Ok(bytes);
                 Ok(Box::pin(futures::stream::iter([chunk])))
             }
             None => Err(TransportError::new(TransportErrorKind::FileNotFound, url)),
@@ -126,7 +152,10 @@ impl Source {
     async fn read(&self, name: &str) -> Option<Bytes> {
         match self {
             Source::Dir(dir) => tokio::fs::read(dir.join(name)).await.ok().map(Bytes::from),
-            Source::Files(files) => files.get(name).cloned(),
+            Source::Files(files)
+            | Source::Remote {
+                metadata: files, ..
+            } => files.get(name).cloned(),
         }
     }
 
@@ -140,7 +169,7 @@ impl Source {
                     Url::from_directory_path(dir.join("targets")).map_err(bad)?,
                 ))
             }
-            Source::Files(_) => Ok((
+            Source::Files(_) | Source::Remote { .. } => Ok((
                 Url::parse("mqtt://repository/metadata/").map_err(|_| Refusal::Unsigned)?,
                 Url::parse("mqtt://repository/targets/").map_err(|_| Refusal::Unsigned)?,
             )),
@@ -185,8 +214,20 @@ pub async fn verify(
     let root = trusted_root(source, trust).await?;
     let (metadata, targets) = source.urls()?;
     let mut loader = RepositoryLoader::new(&root, metadata, targets);
-    if let Source::Files(files) = source {
-        loader = loader.transport(FilesTransport(files.clone()));
+    match source {
+        Source::Dir(_) => {}
+        Source::Files(files) => {
+            loader = loader.transport(FilesTransport {
+                files: files.clone(),
+                targets: None,
+            });
+        }
+        Source::Remote { metadata, targets } => {
+            loader = loader.transport(FilesTransport {
+                files: metadata.clone(),
+                targets: Some(targets.clone()),
+            });
+        }
     }
     if let Some(dir) = &trust.datastore {
         loader = loader.datastore(dir.clone());

@@ -1,0 +1,197 @@
+//! `host rollout`: signs a logic, publishes it to a fleet's canaries over
+//! the broker, watches their statuses, promotes it to everyone when they
+//! pass, stops as soon as one refuses or rolls back.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use host::fleet;
+use host::tls::{Handshake, TlsClient, TlsFiles};
+use host::update::keys::SigningKey;
+use host::update::rollout::{Ended, Plan, Publisher, roll_out};
+use host::update::{chunks, publish, wire};
+use host_core::rollout::Report;
+use host_core::settings::DeviceSettings;
+use host_core::wit::WORLD;
+
+use crate::cli::endpoint;
+use crate::cli::exit;
+use crate::cli::explain::Failure;
+use crate::cli::keys::repo_for;
+
+/// `host rollout`: a signed update to a fleet, canaries first.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// The new logic.
+    pub logic: PathBuf,
+    /// The private key to sign with (from host keygen).
+    #[arg(long, value_name = "KEY")]
+    pub key: PathBuf,
+    /// The logic's version (devices refuse lower ones).
+    #[arg(long, value_name = "N")]
+    pub version: u64,
+    /// The fleet's client id prefix (host run --devices N --client-id
+    /// PREFIX): devices PREFIX-0001 to PREFIX-N.
+    #[arg(long, value_name = "PREFIX")]
+    pub fleet: String,
+    /// Devices in the fleet.
+    #[arg(long, value_name = "N")]
+    pub devices: u32,
+    /// Devices that get the update first (0001 on).
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub canary: u32,
+    /// Iterations each canary must complete on the update before everyone
+    /// gets it.
+    #[arg(long, value_name = "ITERATIONS", default_value_t = 3)]
+    pub promote_after: u64,
+    /// The broker, mqtts://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub broker: String,
+    /// The broker's root CA (PEM).
+    #[arg(long, value_name = "ROOT.pem")]
+    pub ca: PathBuf,
+    /// This tool's client certificate (PEM), for brokers that require one.
+    #[arg(long, value_name = "CLIENT.pem", requires = "client_key")]
+    pub cert: Option<PathBuf>,
+    /// This tool's client key (PEM).
+    #[arg(long, value_name = "CLIENT.key", requires = "cert")]
+    pub client_key: Option<PathBuf>,
+    /// The devices' update topics: PREFIX-000i/logic, or TOPIC/000i when
+    /// given (as host run --update-topic).
+    #[arg(long, value_name = "TOPIC")]
+    pub update_topic: Option<String>,
+    /// Where the component goes (shared by the devices).
+    #[arg(long, value_name = "TOPIC", default_value = wire::TARGETS_TOPIC)]
+    pub targets_topic: String,
+    /// Largest MQTT payload, bytes; the component goes in chunks of it.
+    #[arg(long, value_name = "BYTES", default_value_t = chunks::PAYLOAD_LIMIT)]
+    pub payload_limit: usize,
+    /// The signed repository [default: LOGIC.tuf].
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// Days the update's metadata stays valid.
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub valid_days: u64,
+    /// Longest the whole rollout may take, seconds.
+    #[arg(long, value_name = "S", default_value_t = 600)]
+    pub timeout_secs: u64,
+}
+
+/// Runs `host rollout`.
+pub async fn rollout(args: RolloutArgs) -> Result<(), Failure> {
+    let started = Instant::now();
+    let key = SigningKey::load(&args.key).map_err(anyhow::Error::from)?;
+    let repo_dir = args.repo.clone().unwrap_or_else(|| repo_for(&args.logic));
+    let valid = Duration::from_secs(args.valid_days.saturating_mul(24 * 3600));
+    let signed = publish::sign(&args.logic, &key, args.version, WORLD, &repo_dir, valid)
+        .await
+        .with_context(|| format!("cannot sign {}", args.logic.display()))?;
+    let repo = wire::read(&repo_dir, &args.targets_topic, args.payload_limit)
+        .with_context(|| format!("cannot read {}", repo_dir.display()))?;
+    tracing::info!(
+        target: "host::rollout",
+        "version {} (sha256 {}): {} bytes of component, {} bytes on the wire per device",
+        signed.version,
+        &signed.sha256[..12],
+        repo.component_bytes,
+        repo.wire_bytes()
+    );
+    let broker = endpoint::parse(&args.broker).map_err(anyhow::Error::from)?;
+    let tls = TlsClient::load_with(
+        &TlsFiles {
+            ca: args.ca.clone(),
+            cert: args.cert.clone(),
+            key: args.client_key.clone(),
+        },
+        &Handshake::default(),
+    )
+    .map_err(anyhow::Error::from)?;
+    let id = format!("rollout-{}", &signed.sha256[..12]);
+    let mut publisher = Publisher::connect(&broker, &tls, &id, args.payload_limit)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let base = DeviceSettings::new(&broker.host, broker.port, &args.fleet);
+    let devices: Vec<String> = (1..=args.devices as usize)
+        .map(|i| fleet::identity(&base, i, false).client_id)
+        .collect();
+    let topics = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let topic = match &args.update_topic {
+                Some(t) => format!("{t}/{:04}", i + 1),
+                None => wire::update_topic(d),
+            };
+            (d.clone(), topic)
+        })
+        .collect();
+    let plan = Plan {
+        devices,
+        topics,
+        canaries: args.canary as usize,
+        promote_after: args.promote_after,
+        timeout: Duration::from_secs(args.timeout_secs),
+    };
+    let ended = roll_out(&mut publisher, &repo, &signed.sha256, &plan)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let secs = started.elapsed().as_secs_f64();
+    let what = format!(
+        "version {} (sha256 {})",
+        signed.version,
+        &signed.sha256[..12]
+    );
+    match ended {
+        Ended::Done(s) if s.failed == 0 => {
+            println!(
+                "rollout: {what} runs on {}/{} devices ({} canar{} passed {} iterations) in {secs:.1} s",
+                s.running,
+                args.devices,
+                plan.canaries.min(args.devices as usize),
+                if plan.canaries == 1 { "y" } else { "ies" },
+                args.promote_after
+            );
+            Ok(())
+        }
+        Ended::Done(s) => Err(Failure::Rollout {
+            line: format!(
+                "rollout: {what} runs on {}/{} devices; {} refused it or rolled it back (their statuses say why) in {secs:.1} s",
+                s.running, args.devices, s.failed
+            ),
+            code: exit::ITERATION_FAILED,
+        }),
+        Ended::Stopped {
+            device,
+            report,
+            summary,
+        } => {
+            let why = match report {
+                Report::Refused(r) => format!("refused it: {r}"),
+                Report::RolledBack(r) => format!("rolled it back: {r}"),
+                other => format!("{other:?}"),
+            };
+            Err(Failure::Rollout {
+                line: format!(
+                    "rollout stopped: canary {device} {why}; {} devices left on their logic (fix the logic and roll out a new version)",
+                    summary.left_alone
+                ),
+                code: exit::ITERATION_FAILED,
+            })
+        }
+        Ended::TimedOut(waiting) => Err(Failure::Rollout {
+            line: format!(
+                "rollout timed out after {secs:.0} s waiting for {} device(s): {} (check that they run with --trust and follow their update topics)",
+                waiting.len(),
+                waiting
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            code: exit::GUEST_FAILED,
+        }),
+    }
+}

@@ -1,0 +1,233 @@
+//! The host's own MQTT session for updates: the device logic never sees it.
+//! One session per host process (rumqttc, over the host's mTLS
+//! credentials), one subscription per device to its update topic's
+//! metadata; components are fetched from the shared targets topic when a
+//! verification asks for one, once for all the host's devices. Statuses go
+//! out on each device's status topic. After a reconnect every subscription
+//! is renewed, so retained updates published meanwhile arrive.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use tokio::sync::{oneshot, watch};
+
+use crate::imports::mtls_socket::Endpoint;
+use crate::tls::TlsClient;
+use crate::update::chunks::{Assembler, HEADER};
+use crate::update::verify::Targets;
+
+/// Longest a component may take to arrive once asked for.
+const FETCH_WAIT: Duration = Duration::from_secs(60);
+
+/// Completed components kept for the host's other devices.
+const KEEP_TARGETS: usize = 4;
+
+/// The host's update session.
+#[derive(Clone)]
+pub struct Channel {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Channel { .. }")
+    }
+}
+
+struct Inner {
+    client: AsyncClient,
+    targets_topic: String,
+    routes: Mutex<Routes>,
+}
+
+#[derive(Default)]
+struct Routes {
+    /// Every subscription, to renew after a reconnect.
+    subscriptions: BTreeSet<String>,
+    devices: HashMap<String, DeviceRoute>,
+    targets: Assembler,
+    /// Completed components, newest last.
+    target_files: VecDeque<(String, Bytes)>,
+    waiters: HashMap<String, Vec<oneshot::Sender<Bytes>>>,
+}
+
+struct DeviceRoute {
+    assembler: Assembler,
+    files: HashMap<String, Bytes>,
+    changed: watch::Sender<u64>,
+}
+
+/// How the session is made.
+pub struct ChannelConfig {
+    /// The broker.
+    pub broker: Endpoint,
+    /// The host's TLS client (its credentials).
+    pub tls: TlsClient,
+    /// The session's client id.
+    pub client_id: String,
+    /// The shared targets topic.
+    pub targets_topic: String,
+    /// Largest payload, bytes (a chunk and its header).
+    pub payload_limit: usize,
+}
+
+impl Channel {
+    /// Connects (and keeps reconnecting) in the background.
+    pub fn start(config: ChannelConfig) -> Self {
+        let mut opts = MqttOptions::new(config.client_id, config.broker.host, config.broker.port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        let packet = config.payload_limit + HEADER + 4096;
+        opts.set_max_packet_size(packet, packet);
+        opts.set_request_channel_capacity(100_000);
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            config.tls.client_config(),
+        )));
+        let (client, mut events) = AsyncClient::new(opts, 100_000);
+        let inner = Arc::new(Inner {
+            client,
+            targets_topic: config.targets_topic,
+            routes: Mutex::new(Routes::default()),
+        });
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let mut warned = false;
+            loop {
+                let event = events.poll().await;
+                let Some(inner) = weak.upgrade() else { return };
+                match event {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        warned = false;
+                        let topics: Vec<String> =
+                            inner.routes().subscriptions.iter().cloned().collect();
+                        for topic in topics {
+                            let _ = inner.client.try_subscribe(topic, QoS::AtLeastOnce);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => inner.route(&p.topic, &p.payload),
+                    Ok(_) => {}
+                    Err(e) => {
+                        if !warned {
+                            tracing::warn!(target: "host::update", "update channel: {e}; reconnecting");
+                            warned = true;
+                        }
+                        drop(inner);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Self { inner }
+    }
+
+    /// Follows the metadata under `update_topic`; the receiver changes when
+    /// a file of it has been received whole.
+    pub fn follow(&self, update_topic: &str) -> watch::Receiver<u64> {
+        let (changed, rx) = watch::channel(0);
+        let topic = format!("{update_topic}/metadata/#");
+        {
+            let mut routes = self.inner.routes();
+            routes.devices.insert(
+                update_topic.to_string(),
+                DeviceRoute {
+                    assembler: Assembler::default(),
+                    files: HashMap::new(),
+                    changed,
+                },
+            );
+            routes.subscriptions.insert(topic.clone());
+        }
+        let _ = self.inner.client.try_subscribe(topic, QoS::AtLeastOnce);
+        rx
+    }
+
+    /// The metadata files received under `update_topic`, by name
+    /// (`metadata/FILE`).
+    pub fn metadata(&self, update_topic: &str) -> HashMap<String, Bytes> {
+        self.inner
+            .routes()
+            .devices
+            .get(update_topic)
+            .map(|d| d.files.clone())
+            .unwrap_or_default()
+    }
+
+    /// Publishes `payload` retained on `topic` (a status), without waiting.
+    pub fn publish_retained(&self, topic: String, payload: Vec<u8>) {
+        if let Err(e) = self
+            .inner
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, true, payload)
+        {
+            tracing::warn!(target: "host::update", "cannot publish a status: {e}");
+        }
+    }
+}
+
+impl Inner {
+    fn routes(&self) -> MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn route(&self, topic: &str, payload: &[u8]) {
+        let mut routes = self.routes();
+        let Some((file, _index)) = topic.rsplit_once('/') else {
+            return;
+        };
+        if let Some(name) = file.strip_prefix(&format!("{}/", self.targets_topic)) {
+            if let Ok(Some(bytes)) = routes.targets.take(name, payload) {
+                for waiter in routes.waiters.remove(name).unwrap_or_default() {
+                    let _ = waiter.send(bytes.clone());
+                }
+                routes.target_files.push_back((name.to_string(), bytes));
+                while routes.target_files.len() > KEEP_TARGETS {
+                    routes.target_files.pop_front();
+                }
+            }
+            return;
+        }
+        let Some(at) = file.rfind("/metadata/") else {
+            return;
+        };
+        let (update, name) = (&file[..at], &file[at + 1..]);
+        if let Some(device) = routes.devices.get_mut(update)
+            && let Ok(Some(bytes)) = device.assembler.take(name, payload)
+        {
+            device.files.insert(name.to_string(), bytes);
+            device.changed.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+#[async_trait]
+impl Targets for Channel {
+    async fn fetch(&self, name: &str) -> Option<Bytes> {
+        let topic = format!("{}/{name}/+", self.inner.targets_topic);
+        let rx = {
+            let mut routes = self.inner.routes();
+            if let Some((_, bytes)) = routes.target_files.iter().find(|(n, _)| n == name) {
+                return Some(bytes.clone());
+            }
+            let (tx, rx) = oneshot::channel();
+            let first = !routes.waiters.contains_key(name);
+            routes.waiters.entry(name.to_string()).or_default().push(tx);
+            if first {
+                routes.subscriptions.insert(topic.clone());
+                let _ = self
+                    .inner
+                    .client
+                    .try_subscribe(topic.clone(), QoS::AtLeastOnce);
+            }
+            rx
+        };
+        let got = tokio::time::timeout(FETCH_WAIT, rx).await.ok()?.ok();
+        let mut routes = self.inner.routes();
+        if !routes.waiters.contains_key(name) && routes.subscriptions.remove(&topic) {
+            let _ = self.inner.client.try_unsubscribe(topic);
+        }
+        got
+    }
+}

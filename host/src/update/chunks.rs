@@ -1,0 +1,139 @@
+//! Files as retained MQTT messages: each file is cut into chunks that fit a
+//! payload limit (AWS IoT Core's 128 KB by default), each chunk a message
+//! of its own whose payload starts with its index and the count, 4 bytes
+//! each, big-endian. Integrity is TUF's business, not the chunks': a file
+//! is whole when every chunk of the count has come, and is then verified.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+/// The payload limit by default, bytes (AWS IoT Core's).
+pub const PAYLOAD_LIMIT: usize = 128 * 1024;
+
+/// Bytes of a chunk's header.
+pub const HEADER: usize = 8;
+
+/// Why a chunk was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    /// Shorter than its header, or an index past its count.
+    #[error("malformed chunk")]
+    Malformed,
+    /// A limit too small to carry data.
+    #[error("a payload limit of {0} bytes leaves no room for data (at least {HEADER} more)")]
+    LimitTooSmall(usize),
+}
+
+/// The chunks of `file`, each at most `limit` bytes.
+pub fn split(file: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, ChunkError> {
+    let room = limit
+        .checked_sub(HEADER)
+        .filter(|r| *r > 0)
+        .ok_or(ChunkError::LimitTooSmall(limit))?;
+    let parts: Vec<&[u8]> = if file.is_empty() {
+        vec![&[]]
+    } else {
+        file.chunks(room).collect()
+    };
+    let count = parts.len() as u32;
+    Ok(parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let mut chunk = Vec::with_capacity(HEADER + part.len());
+            chunk.extend_from_slice(&(i as u32).to_be_bytes());
+            chunk.extend_from_slice(&count.to_be_bytes());
+            chunk.extend_from_slice(part);
+            chunk
+        })
+        .collect())
+}
+
+/// Collects chunks of several files, by name; a file is complete when all
+/// its chunks have come (a chunk of a different count starts it anew).
+#[derive(Debug, Default)]
+pub struct Assembler {
+    partial: HashMap<String, Vec<Option<Bytes>>>,
+}
+
+impl Assembler {
+    /// Takes one chunk of `name`; returns the file when it is complete.
+    pub fn take(&mut self, name: &str, chunk: &[u8]) -> Result<Option<Bytes>, ChunkError> {
+        if chunk.len() < HEADER {
+            return Err(ChunkError::Malformed);
+        }
+        let index = u32::from_be_bytes(chunk[0..4].try_into().expect("4 bytes")) as usize;
+        let count = u32::from_be_bytes(chunk[4..8].try_into().expect("4 bytes")) as usize;
+        if count == 0 || index >= count || count > 1 << 16 {
+            return Err(ChunkError::Malformed);
+        }
+        let parts = self
+            .partial
+            .entry(name.to_string())
+            .or_insert_with(|| vec![None; count]);
+        if parts.len() != count {
+            *parts = vec![None; count];
+        }
+        parts[index] = Some(Bytes::copy_from_slice(&chunk[HEADER..]));
+        if parts.iter().any(Option::is_none) {
+            return Ok(None);
+        }
+        let parts = self.partial.remove(name).expect("present");
+        let mut file = Vec::with_capacity(parts.iter().flatten().map(Bytes::len).sum());
+        for part in parts.into_iter().flatten() {
+            file.extend_from_slice(&part);
+        }
+        Ok(Some(Bytes::from(file)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_round_trips_through_chunks_in_any_order() {
+        let file: Vec<u8> = (0..1000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let mut chunks = split(&file, 100).unwrap();
+        assert_eq!(chunks.len(), 4000usize.div_ceil(92));
+        assert!(chunks.iter().all(|c| c.len() <= 100));
+        chunks.reverse();
+        let mut a = Assembler::default();
+        let last = chunks.pop().unwrap();
+        for c in &chunks {
+            assert_eq!(a.take("f", c).unwrap(), None);
+        }
+        assert_eq!(a.take("f", &last).unwrap().unwrap(), file);
+    }
+
+    #[test]
+    fn small_and_empty_files_are_one_chunk() {
+        assert_eq!(split(b"x", 100).unwrap().len(), 1);
+        let empty = split(b"", 100).unwrap();
+        assert_eq!(empty.len(), 1);
+        assert_eq!(
+            Assembler::default()
+                .take("e", &empty[0])
+                .unwrap()
+                .unwrap()
+                .len(),
+            0
+        );
+        assert!(split(b"x", 8).is_err());
+    }
+
+    #[test]
+    fn malformed_chunks_are_refused_and_a_new_count_restarts_the_file() {
+        let mut a = Assembler::default();
+        assert_eq!(a.take("f", b"short"), Err(ChunkError::Malformed));
+        assert_eq!(
+            a.take("f", &[0, 0, 0, 5, 0, 0, 0, 2]),
+            Err(ChunkError::Malformed)
+        );
+        let old = split(&[1u8; 30], 18).unwrap(); // 3 chunks
+        a.take("f", &old[0]).unwrap();
+        let new = split(&[2u8; 10], 18).unwrap(); // 1 chunk
+        assert_eq!(a.take("f", &new[0]).unwrap().unwrap(), vec![2u8; 10]);
+    }
+}

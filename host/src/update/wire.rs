@@ -1,0 +1,114 @@
+//! Where a logic repository lives on the broker, and publishing it there.
+//!
+//! - `UPDATE/metadata/FILE/I`: the repository's metadata files (root,
+//!   targets, snapshot, timestamp), retained, for the device whose update
+//!   topic is `UPDATE` (by default `<client-id>/logic`);
+//! - `TARGETS/FILE/I`: components, named by their SHA-256
+//!   (`HASH.logic.wasm`), retained, shared by every device that uses the
+//!   same targets topic (by default `logic/targets`): the broker keeps one
+//!   copy, a host's one session receives it once for all its devices;
+//! - `UPDATE/status`: what the device did with it (retained JSON).
+//!
+//! Every file travels in chunks ([`crate::update::chunks`]).
+
+use std::path::Path;
+
+use crate::update::chunks;
+
+/// The default update topic of a device.
+pub fn update_topic(client_id: &str) -> String {
+    format!("{client_id}/logic")
+}
+
+/// The default shared targets topic.
+pub const TARGETS_TOPIC: &str = "logic/targets";
+
+/// The status topic under an update topic.
+pub fn status_topic(update: &str) -> String {
+    format!("{update}/status")
+}
+
+/// One message to publish, retained.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Its topic.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+}
+
+/// What publishing a repository takes.
+#[derive(Debug, Clone, Default)]
+pub struct Repository {
+    /// The components' chunks (publish first; shared by all devices).
+    pub targets: Vec<Message>,
+    /// The metadata chunks for one device, timestamp last, in the order to
+    /// publish them; `{update}` stands for the device's update topic.
+    pub metadata: Vec<(String, Vec<u8>)>,
+    /// Bytes of the component.
+    pub component_bytes: usize,
+}
+
+impl Repository {
+    /// The messages of the metadata for the device with update topic
+    /// `update`.
+    pub fn metadata_for(&self, update: &str) -> Vec<Message> {
+        self.metadata
+            .iter()
+            .map(|(suffix, payload)| Message {
+                topic: format!("{update}/{suffix}"),
+                payload: payload.clone(),
+            })
+            .collect()
+    }
+
+    /// Bytes one device receives: the component and its metadata, with
+    /// chunk headers (MQTT framing aside).
+    pub fn wire_bytes(&self) -> usize {
+        self.targets.iter().map(|m| m.payload.len()).sum::<usize>()
+            + self.metadata.iter().map(|(_, p)| p.len()).sum::<usize>()
+    }
+}
+
+/// Reads a repository that `host sign` wrote into messages: targets under
+/// `targets_topic`, metadata per device, each chunk at most `limit` bytes.
+pub fn read(repo: &Path, targets_topic: &str, limit: usize) -> std::io::Result<Repository> {
+    let mut out = Repository::default();
+    let invalid = |e: chunks::ChunkError| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    for entry in std::fs::read_dir(repo.join("targets"))?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let bytes = std::fs::read(entry.path())?;
+        out.component_bytes += bytes.len();
+        for (i, chunk) in chunks::split(&bytes, limit)
+            .map_err(invalid)?
+            .into_iter()
+            .enumerate()
+        {
+            out.targets.push(Message {
+                topic: format!("{targets_topic}/{name}/{i}"),
+                payload: chunk,
+            });
+        }
+    }
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(repo.join("metadata"))?
+        .flatten()
+        .map(|e| {
+            Ok((
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path())?,
+            ))
+        })
+        .collect::<std::io::Result<_>>()?;
+    // The timestamp last: it is what tells a device a whole update is there.
+    files.sort_by_key(|(name, _)| (name == "timestamp.json", name.clone()));
+    for (name, bytes) in files {
+        for (i, chunk) in chunks::split(&bytes, limit)
+            .map_err(invalid)?
+            .into_iter()
+            .enumerate()
+        {
+            out.metadata.push((format!("metadata/{name}/{i}"), chunk));
+        }
+    }
+    Ok(out)
+}
