@@ -182,9 +182,14 @@ impl Inner {
                 for waiter in routes.waiters.remove(name).unwrap_or_default() {
                     let _ = waiter.send(bytes.clone());
                 }
-                routes.target_files.push_back((name.to_string(), bytes));
-                while routes.target_files.len() > KEEP_TARGETS {
-                    routes.target_files.pop_front();
+                // Kept for the host's other devices only if it is what its
+                // name says; tough checks every copy anyway.
+                if named_by_its_hash(name, &bytes) {
+                    routes.target_files.retain(|(n, _)| n != name);
+                    routes.target_files.push_back((name.to_string(), bytes));
+                    while routes.target_files.len() > KEEP_TARGETS {
+                        routes.target_files.pop_front();
+                    }
                 }
             }
             return;
@@ -193,13 +198,27 @@ impl Inner {
             return;
         };
         let (update, name) = (&file[..at], &file[at + 1..]);
-        if let Some(device) = routes.devices.get_mut(update)
-            && let Ok(Some(bytes)) = device.assembler.take(name, payload)
-        {
+        let Some(device) = routes.devices.get_mut(update) else {
+            return;
+        };
+        if payload.is_empty() {
+            // A retained file deleted by its publisher.
+            if device.files.remove(name).is_some() {
+                device.changed.send_modify(|n| *n += 1);
+            }
+        } else if let Ok(Some(bytes)) = device.assembler.take(name, payload) {
             device.files.insert(name.to_string(), bytes);
             device.changed.send_modify(|n| *n += 1);
         }
     }
+}
+
+/// Whether `bytes` hash to the SHA-256 that starts `name` (`HASH.logic.wasm`).
+fn named_by_its_hash(name: &str, bytes: &[u8]) -> bool {
+    use sha2::Digest;
+    name.split('.')
+        .next()
+        .is_some_and(|hash| hash == hex::encode(sha2::Sha256::digest(bytes)))
 }
 
 #[async_trait]

@@ -1,0 +1,396 @@
+//! End to end: signed logic updates over the broker, against real
+//! mosquitto, with an independent subscriber as the judge. A fleet is
+//! updated from the demo to the counter logic by `host rollout`, canaries
+//! first; bad updates are refused by every device; an update that traps or
+//! hangs rolls back on the canaries and goes no further; a device started
+//! later gets the retained update; a component larger than the payload
+//! limit comes in chunks.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use device_tests::{
+    Running, Subscriber, TestPki, counter_wasm, demo_wasm, host_bin, output_within, text,
+};
+use host::imports::mtls_socket::Endpoint;
+use host::tls::{Handshake, TlsClient, TlsFiles};
+use host::update::device::Status;
+use host::update::keys::{SigningKey, generate};
+use host::update::rollout::{Publisher, offer};
+use host::update::{publish, wire};
+use host_core::wit::WORLD;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A publisher's key pair and the device logic, signed as version 1.
+struct Signed {
+    dir: tempfile::TempDir,
+    key: PathBuf,
+    public: PathBuf,
+    /// The demo, signed (its repository next to it, as host run --trust wants).
+    device: PathBuf,
+}
+
+fn signed() -> Signed {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("publisher.key");
+    let public = generate(&key).unwrap();
+    let device = dir.path().join("device.wasm");
+    std::fs::copy(demo_wasm(), &device).unwrap();
+    let status = Command::new(host_bin())
+        .args(["sign"])
+        .arg(&device)
+        .arg("--key")
+        .arg(&key)
+        .args(["--version", "1"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    Signed {
+        dir,
+        key,
+        public,
+        device,
+    }
+}
+
+/// `host run` of the signed demo with --trust.
+fn device_run(pki: &TestPki, port: u16, s: &Signed, client_id: &str) -> Command {
+    let mut cmd = device_tests::host_run_component(&s.device, port, &pki.ca, Some(&pki.device));
+    cmd.arg("--trust")
+        .arg(&s.public)
+        .args(["--client-id", client_id, "--publish-count", "1"])
+        .args(["--iteration-delay-ms", "300"]);
+    cmd
+}
+
+/// `host rollout` of `logic` as `version`.
+fn rollout(
+    pki: &TestPki,
+    port: u16,
+    s: &Signed,
+    logic: &Path,
+    version: u64,
+    fleet: &str,
+    devices: u32,
+) -> Command {
+    let mut cmd = Command::new(host_bin());
+    cmd.arg("rollout")
+        .arg(logic)
+        .arg("--key")
+        .arg(&s.key)
+        .args(["--version", &version.to_string(), "--fleet", fleet])
+        .args(["--devices", &devices.to_string()])
+        .args(["--broker", &format!("mqtts://localhost:{port}"), "--ca"])
+        .arg(&pki.ca)
+        .arg("--cert")
+        .arg(&pki.subscriber.cert)
+        .arg("--client-key")
+        .arg(&pki.subscriber.key)
+        .arg("--repo")
+        .arg(s.dir.path().join(format!("rollout-{version}.tuf")))
+        .args(["--timeout-secs", "90"])
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+/// A publisher session for the test itself.
+async fn publisher(pki: &TestPki, port: u16, limit: usize) -> Publisher {
+    let tls = TlsClient::load_with(
+        &TlsFiles {
+            ca: pki.ca.clone(),
+            cert: Some(pki.subscriber.cert.clone()),
+            key: Some(pki.subscriber.key.clone()),
+        },
+        &Handshake::default(),
+    )
+    .unwrap();
+    let broker = Endpoint {
+        host: "localhost".into(),
+        port,
+    };
+    let id = format!("test-publisher-{}", std::process::id());
+    Publisher::connect(&broker, &tls, &id, limit).await.unwrap()
+}
+
+/// Signs `logic` as `version` with `key` into a fresh repository.
+async fn sign(dir: &Path, logic: &Path, key: &Path, version: u64, world: &str) -> PathBuf {
+    let repo = dir.join(format!("repo-{version}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&repo);
+    publish::sign(
+        logic,
+        &SigningKey::load(key).unwrap(),
+        version,
+        world,
+        &repo,
+        Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    repo
+}
+
+/// The statuses of `devices` (their update topics `<id>/logic`) until each
+/// has one in `states`; returns them in device order.
+async fn statuses(p: &mut Publisher, devices: &[String], states: &[&str]) -> Vec<Status> {
+    for d in devices {
+        p.subscribe(&wire::status_topic(&wire::update_topic(d)))
+            .await
+            .unwrap();
+    }
+    let mut got: std::collections::BTreeMap<String, Status> = Default::default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while got.len() < devices.len() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Some((_, payload)) = p.next(left).await else {
+            panic!("statuses {got:?}; waiting for {devices:?} to be {states:?}");
+        };
+        if let Ok(status) = serde_json::from_slice::<Status>(&payload)
+            && states.contains(&status.state.as_str())
+        {
+            got.insert(status.device.clone(), status);
+        }
+    }
+    got.into_values().collect()
+}
+
+fn fleet_ids(prefix: &str, n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("{prefix}-{i:04}")).collect()
+}
+
+#[test]
+fn a_fleet_of_twenty_is_updated_through_the_broker_canaries_first() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let s = signed();
+    let mut sub = Subscriber::start(broker.port, &pki, "+/example/topic");
+    let mut fleet = Running::spawn(device_run(&pki, broker.port, &s, "plant").args([
+        "--devices",
+        "20",
+        "--ramp-per-sec",
+        "100",
+    ]));
+    let pid = fleet.child.id();
+    fleet.wait_for("[plant-0020] iteration 1 completed", LIMIT);
+    let out = output_within(
+        rollout(&pki, broker.port, &s, &counter_wasm(), 2, "plant", 20).args([
+            "--canary",
+            "2",
+            "--promote-after",
+            "2",
+        ]),
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    assert!(
+        stdout.contains("runs on 20/20 devices (2 canaries passed 2 iterations)"),
+        "{stdout}"
+    );
+    // Canaries first: the others were offered it only after both canaries
+    // had run it twice.
+    let log = stderr + &stdout;
+    let offered_rest = log
+        .find("canaries passed: offering to the 18 other devices")
+        .expect("promotion");
+    for canary in ["plant-0001", "plant-0002"] {
+        let ran = log
+            .find(&format!("{canary}: running, 2 iteration(s)"))
+            .expect("canary ran twice");
+        assert!(
+            ran < offered_rest,
+            "{canary} ran twice before the promotion"
+        );
+    }
+    // Every device publishes the counter's messages, from the same process.
+    let counters: BTreeSet<String> = sub
+        .messages(400, Duration::from_secs(20))
+        .into_iter()
+        .filter(|(_, p)| p.contains(r#""logic":"counter""#))
+        .map(|(t, _)| t.split('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        counters,
+        fleet_ids("plant", 20).into_iter().collect(),
+        "every device runs the counter"
+    );
+    assert_eq!(fleet.child.id(), pid);
+    fleet.wait_for("[plant-0020] version 2", LIMIT);
+    let _ = fleet.child.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_unsigned_wrong_key_and_older_updates_are_refused_by_every_device() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let s = signed();
+    let mut fleet =
+        Running::spawn(device_run(&pki, broker.port, &s, "guarded").args(["--devices", "4"]));
+    fleet.wait_for("[guarded-0004] iteration 1 completed", LIMIT);
+    let devices = fleet_ids("guarded", 4);
+    let topics: Vec<String> = devices.iter().map(|d| wire::update_topic(d)).collect();
+    let mut p = publisher(&pki, broker.port, wire_limit()).await;
+    let other = s.dir.path().join("other.key");
+    generate(&other).unwrap();
+    let counter = counter_wasm();
+
+    // A chunk of the component changed on the way.
+    let repo = sign(s.dir.path(), &counter, &s.key, 2, WORLD).await;
+    let mut tampered = wire::read(&repo, wire::TARGETS_TOPIC, wire_limit()).unwrap();
+    let last = tampered.targets.last_mut().unwrap();
+    let n = last.payload.len();
+    last.payload[n - 1] ^= 0xff;
+    // No root: not signed for at all (each device's retained root is
+    // deleted below, before it is offered).
+    let repo = sign(s.dir.path(), &counter, &s.key, 3, WORLD).await;
+    let mut unsigned = wire::read(&repo, wire::TARGETS_TOPIC, wire_limit()).unwrap();
+    unsigned
+        .metadata
+        .retain(|(name, _)| !name.contains("root.json"));
+    let wrong_key = wire::read(
+        &sign(s.dir.path(), &counter, &other, 4, WORLD).await,
+        wire::TARGETS_TOPIC,
+        wire_limit(),
+    )
+    .unwrap();
+    let older = wire::read(
+        &sign(s.dir.path(), &counter, &s.key, 0, WORLD).await,
+        wire::TARGETS_TOPIC,
+        wire_limit(),
+    )
+    .unwrap();
+
+    for (what, update, reason) in [
+        ("tampered chunk", tampered, "does not verify"),
+        ("unsigned", unsigned, "unsigned"),
+        ("wrong key", wrong_key, "does not trust"),
+        ("older version", older, "older than the running version 1"),
+    ] {
+        if what == "unsigned" {
+            for t in &topics {
+                p.clear(&format!("{t}/metadata/1.root.json/0"))
+                    .await
+                    .unwrap();
+            }
+        }
+        offer(&mut p, &update, &topics).await.unwrap();
+        let got = statuses(&mut p, &devices, &["refused"]).await;
+        for status in &got {
+            assert!(status.reason.contains(reason), "{what}: {status:?}");
+        }
+        // Clear the statuses for the next case.
+        for t in &topics {
+            p.clear(&wire::status_topic(t)).await.unwrap();
+        }
+        p.flush().await.unwrap();
+    }
+    let _ = fleet.child.kill();
+    let (_, stdout, _) = fleet.finish(LIMIT);
+    assert!(
+        !stdout.contains("takes over"),
+        "no device swapped: {stdout}"
+    );
+    assert_eq!(
+        stdout.matches("refused an update").count(),
+        16,
+        "each device refused each update"
+    );
+}
+
+fn wire_limit() -> usize {
+    host::update::chunks::PAYLOAD_LIMIT
+}
+
+/// An update of the adversary, which traps or hangs on device 0002.
+fn bad_update_rolls_back_on_the_canaries(attack: &str) {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let s = signed();
+    let prefix = format!("one-{attack}");
+    let mut fleet = Running::spawn(device_run(&pki, broker.port, &s, &prefix).args([
+        "--devices",
+        "6",
+        "--iteration-timeout-ms",
+        "2000",
+    ]));
+    fleet.wait_for(&format!("[{prefix}-0006] iteration 1 completed"), LIMIT);
+    let out = output_within(
+        rollout(
+            &pki,
+            broker.port,
+            &s,
+            &device_tests::adversary_wasm(),
+            2,
+            &prefix,
+            6,
+        )
+        .args(["--canary", "2", "--promote-after", "3"]),
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}\n{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "rollout stopped: canary {prefix}-0002 rolled it back"
+        )) && stderr.contains("4 devices left on their logic"),
+        "{stderr}"
+    );
+    let _ = fleet.child.kill();
+    let (_, log, _) = fleet.finish(LIMIT);
+    assert!(
+        log.contains(&format!("[{prefix}-0002]")) && log.contains("in its first iterations"),
+        "{log}"
+    );
+    for device in 3..=6 {
+        let id = format!("[{prefix}-{device:04}]");
+        let touched = log
+            .lines()
+            .any(|l| l.contains(&id) && (l.contains("accepted") || l.contains("takes over")));
+        assert!(!touched, "{id} never got the update: {log}");
+    }
+}
+
+#[test]
+fn an_update_that_traps_rolls_back_on_the_canaries_and_goes_no_further() {
+    bad_update_rolls_back_on_the_canaries("traps");
+}
+
+#[test]
+fn an_update_that_hangs_rolls_back_on_the_canaries_and_goes_no_further() {
+    bad_update_rolls_back_on_the_canaries("hang");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_started_later_gets_the_retained_update_in_chunks() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let s = signed();
+    // Chunks of 16 KiB: the counter (about 110 KB) comes in seven or more.
+    let limit = 16 * 1024;
+    let repo = sign(s.dir.path(), &counter_wasm(), &s.key, 2, WORLD).await;
+    let update = wire::read(&repo, wire::TARGETS_TOPIC, limit).unwrap();
+    assert!(update.targets.len() >= 7, "{} chunks", update.targets.len());
+    let mut p = publisher(&pki, broker.port, limit).await;
+    offer(&mut p, &update, &[wire::update_topic("late")])
+        .await
+        .unwrap();
+
+    let mut sub = Subscriber::start(broker.port, &pki, "late/example/topic");
+    let mut device = Running::spawn(
+        device_run(&pki, broker.port, &s, "late")
+            .args(["--update-payload-limit", &limit.to_string()]),
+    );
+    let accepted = device.wait_for("[late] update version 2", LIMIT);
+    assert!(accepted.contains("accepted"), "{accepted}");
+    device.wait_for("Counter logic", LIMIT);
+    let got = statuses(&mut p, &["late".to_string()], &["running"]).await;
+    assert_eq!(got[0].version, 2);
+    let counted = sub
+        .messages(6, Duration::from_secs(20))
+        .into_iter()
+        .any(|(_, payload)| payload.contains(r#""logic":"counter""#));
+    assert!(counted, "the late device publishes the counter's messages");
+    let _ = device.child.kill();
+}
