@@ -277,3 +277,73 @@ fn a_good_replacement_rescues_a_hung_logic() {
         "{stdout}"
     );
 }
+
+/// `--watch --devices 4`: a replaced component goes to the canary first.
+fn local_rollout(
+    client_id: &str,
+    replacement: &std::path::Path,
+) -> (Running, TestPki, host::broker::mosquitto::Mosquitto) {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let device = pki.dir.path().join("device.wasm");
+    std::fs::copy(demo_wasm(), &device).unwrap();
+    let mut host = Running::spawn(
+        host_run_component(&device, broker.port, &pki.ca, Some(&pki.device))
+            .args(["--watch", "--devices", "4", "--client-id", client_id])
+            .args([
+                "--canary",
+                "1",
+                "--promote-after",
+                "2",
+                "--publish-count",
+                "1",
+            ])
+            .args([
+                "--iteration-delay-ms",
+                "200",
+                "--iteration-timeout-ms",
+                "2000",
+            ]),
+    );
+    host.wait_for(&format!("[{client_id}-0004] iteration 1 completed"), LIMIT);
+    replace_atomically(&device, &std::fs::read(replacement).unwrap());
+    (host, pki, broker)
+}
+
+#[test]
+fn watch_with_devices_rolls_out_canary_first() {
+    let (mut host, _pki, _broker) = local_rollout("local", &counter_wasm());
+    let done = host.wait_for("runs on 4/4 devices", LIMIT);
+    assert!(done.contains("0 rolled it back"), "{done}");
+    let log = host.seen.join("\n");
+    let promoted = log.find("canaries passed").expect("a promotion");
+    let canary = log
+        .find("[local-0001] sha256")
+        .expect("the canary took over");
+    assert!(canary < promoted, "the canary first:\n{log}");
+    for other in ["0002", "0003", "0004"] {
+        let at = log
+            .find(&format!("[local-{other}] sha256"))
+            .unwrap_or_else(|| panic!("{other} took over:\n{log}"));
+        assert!(at > promoted, "{other} only after the promotion:\n{log}");
+    }
+    let _ = host.child.kill();
+}
+
+#[test]
+fn watch_with_devices_stops_when_the_canary_rolls_back() {
+    // The demo runs under any id; the adversary hangs on every device of a
+    // fleet named "hang", so on the canary hang-0001.
+    let (mut host, _pki, _broker) = local_rollout("hang", &device_tests::adversary_wasm());
+    let line = host.wait_for("stopped: canary hang-0001 rolled it back", LIMIT);
+    assert!(line.contains("3 devices keep their logic"), "{line}");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let _ = host.child.kill();
+    let (_, log, _) = host.finish(LIMIT);
+    for other in ["0002", "0003", "0004"] {
+        assert!(
+            !log.contains(&format!("[hang-{other}] sha256")),
+            "{other} never got it:\n{log}"
+        );
+    }
+}

@@ -175,8 +175,16 @@ pub struct RunArgs {
     /// iteration on, without restarting (hot swap). A replacement that does
     /// not compile, does not match the world, or traps on start is refused;
     /// one stopped (trap or limit) in its first iterations is rolled back.
+    /// With --devices: a local rollout, --canary devices first.
     #[arg(long)]
     pub watch: bool,
+    /// With --watch --devices: devices that get a replaced component first.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub canary: u32,
+    /// With --watch --devices: iterations each canary must complete on it
+    /// before the other devices get it.
+    #[arg(long, value_name = "ITERATIONS", default_value_t = 3)]
+    pub promote_after: u64,
 
     /// Run only logic signed with this key (a KEY.pub from host keygen;
     /// repeatable): the component's repository (COMPONENT.tuf, from host

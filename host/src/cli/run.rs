@@ -1,19 +1,22 @@
 //! `host run`: who the device is, which broker and credentials, which
 //! logic, then one device or a fleet, until done or interrupted.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use host::broker::embedded::LocalBroker;
+use host::fleet::rollout::LocalRollout;
 use host::fleet::stats::FleetStats;
 use host::fleet::{self, Fleet};
 use host::imports::mtls_socket::Endpoint;
 use host::sandbox::engine::{self, EngineError};
 use host::sandbox::limits::Limits;
-use host::sandbox::{DeviceState, Logic, Reach, Sandbox, run_device};
+use host::sandbox::{DeviceState, Logic, Reach, Sandbox, Swaps, run_device};
 use host::swap::cache::{self, Source};
 use host::swap::candidate::Builder;
+use host::swap::watch::SwapSender;
 use host::swap::watch::{self, SignedSource, SwapSource, SwapWatch};
 use host::tls::{Handshake, TlsClient, TlsFiles};
 use host::update::channel::{Channel, ChannelConfig};
@@ -127,7 +130,16 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     };
     let work = async {
         if args.devices > 1 {
-            run_fleet(&args, logic, settings, reach, (engine, linker), updates).await
+            run_fleet(
+                &args,
+                logic,
+                settings,
+                reach,
+                (engine, linker),
+                updates,
+                trust.clone(),
+            )
+            .await
         } else {
             run_one(
                 &args,
@@ -223,12 +235,6 @@ fn allow_list(args: &RunArgs, broker: &Endpoint) -> Result<Vec<Endpoint>, Failur
 
 /// One engine for the run: pooled in fleet mode.
 fn engine_for(args: &RunArgs, limits: &Limits) -> Result<Engine, Failure> {
-    if args.devices > 1 && args.watch {
-        return Err(anyhow::anyhow!(
-            "--watch and --devices together are not supported (run the fleet without --watch)"
-        )
-        .into());
-    }
     let pool = (args.devices > 1).then_some((args.devices, limits));
     Ok(engine::engine(pool).map_err(anyhow::Error::from)?)
 }
@@ -351,7 +357,9 @@ async fn run_one(
     }
 }
 
-/// `--devices N`: N devices, each with its own identity and sandbox.
+/// `--devices N`: N devices, each with its own identity and sandbox; each
+/// takes new logic from its update topic (`--trust`) and from a local
+/// rollout of the watched file (`--watch`).
 async fn run_fleet(
     args: &RunArgs,
     logic: Arc<Logic>,
@@ -359,6 +367,7 @@ async fn run_fleet(
     reach: Reach,
     (engine, linker): (Engine, Arc<Linker<DeviceState>>),
     updates: Option<Updates>,
+    trust: Option<Trust>,
 ) -> Result<(), Failure> {
     let stats = Arc::new(FleetStats::default());
     let devices = args.devices as usize;
@@ -367,22 +376,48 @@ async fn run_fleet(
     let stopping = reach.stopping.clone();
     let cache = cache_dir(args);
     let built: Arc<tokio::sync::Mutex<_>> = Arc::default();
+    let ids: Vec<String> = (1..=devices)
+        .map(|i| fleet::identity(&settings, i, topic_given).client_id)
+        .collect();
+    // Every device's swap channel, made before the ramp: the local rollout
+    // offers into them from the start.
+    let channels: HashMap<usize, (SwapSender, Swaps)> =
+        (1..=devices).map(|i| (i, watch::swaps())).collect();
+    let mut local = args
+        .watch
+        .then(|| LocalRollout::new(args.canary as usize, args.promote_after));
+    let mut progress: HashMap<usize, Arc<dyn Observer>> = HashMap::new();
+    if let Some(local) = local.as_mut() {
+        for (i, id) in ids.iter().enumerate() {
+            let tx = channels[&(i + 1)].0.clone();
+            progress.insert(i + 1, local.add(id, tx));
+        }
+    }
+    let channels = Mutex::new(channels);
     let device = {
         let stats = stats.clone();
         let logic = logic.clone();
+        let (engine, linker, reach) = (engine.clone(), linker.clone(), reach.clone());
         Arc::new(move |index: usize| {
             let settings = fleet::identity(&settings, index, topic_given);
             let id = settings.client_id.clone();
-            let log: Arc<dyn Observer> =
+            let mut observer: Arc<dyn Observer> =
                 Arc::new((LogObserver::new(settings.clone()), stats.clone()));
+            if let Some(p) = progress.get(&index) {
+                observer = Arc::new((observer, p.clone()));
+            }
+            let (swap_tx, swaps) = channels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&index)
+                .expect("one channel per device");
             let Some(u) = &updates else {
-                let sandbox = Sandbox::new(id, &reach, log);
-                return (settings, sandbox, None);
+                let sandbox = Sandbox::new(id, &reach, observer);
+                return (settings, sandbox, Some(swaps));
             };
             let topic = u.topic_for(&id, Some(index));
             let reporter = StatusReporter::new(u.channel.clone(), &id, &topic);
-            let sandbox = Sandbox::new(id.clone(), &reach, Arc::new((log, reporter.clone())));
-            let (swap_tx, swaps) = watch::swaps();
+            let sandbox = Sandbox::new(id.clone(), &reach, Arc::new((observer, reporter.clone())));
             let builder = Builder {
                 built: built.clone(),
                 ..Builder::new(
@@ -401,6 +436,40 @@ async fn run_fleet(
             tracing::error!(target: "host::fleet", "[{}] gave up: {}", settings.client_id, explain::run_error(error, settings));
         },
     );
+    let _watch = match local {
+        Some(local) => {
+            let (tx, rx) = watch::swaps();
+            let trial = Sandbox::new(
+                "rollout-trial".into(),
+                &reach,
+                Arc::new(host_core::observer::Ignore),
+            );
+            let w = watch::watch(
+                SwapSource {
+                    path: args.component.clone(),
+                    builder: Builder::new(engine, linker, cache_dir(args), trial),
+                    running_sha256: logic.sha256.clone(),
+                    signed: trust.map(|trust| SignedSource {
+                        repo: keys::repo_for(&args.component),
+                        trust,
+                        running_version: logic.version.unwrap_or(0),
+                    }),
+                },
+                tx,
+            )?;
+            tokio::spawn(local.run(rx));
+            tracing::info!(
+                target: "host",
+                "watching {} for new logic: a local rollout, {} canar{} first, the rest once they completed {} iterations on it",
+                args.component.display(),
+                args.canary,
+                if args.canary == 1 { "y" } else { "ies" },
+                args.promote_after
+            );
+            Some(w)
+        }
+        None => None,
+    };
     tracing::info!(target: "host::fleet", "starting {devices} devices at up to {} per second", args.ramp_per_sec);
     let failed = fleet::run(
         logic,

@@ -3,6 +3,7 @@
 //! one tokio runtime; started at a bounded rate, summarised every few
 //! seconds from the counters in [`stats`].
 
+pub mod rollout;
 pub mod stats;
 
 use std::sync::Arc;

@@ -33,11 +33,14 @@ pub struct Builder {
     pub sandbox: Sandbox,
     /// Logic built already, by SHA-256 and version, shared by every device
     /// of a host (a fleet builds an update once).
-    pub built: Arc<tokio::sync::Mutex<HashMap<(String, Option<u64>), Arc<Logic>>>>,
+    pub built: Arc<tokio::sync::Mutex<Built>>,
 }
 
+/// Logic built already, by SHA-256 and version.
+pub type Built = HashMap<(String, Option<u64>), Arc<Logic>>;
+
 /// New logic, ready to be offered, and how it was obtained.
-pub struct Built {
+pub struct New {
     /// The logic.
     pub logic: Logic,
     /// "compiled" or "loaded from the precompiled cache".
@@ -82,7 +85,7 @@ impl Builder {
     }
 
     /// Builds and checks `wasm` (signed as `version`, if it was).
-    pub async fn build(&self, wasm: Vec<u8>, version: Option<u64>) -> anyhow::Result<Built> {
+    pub async fn build(&self, wasm: Vec<u8>, version: Option<u64>) -> anyhow::Result<New> {
         let engine = self.engine.clone();
         let cache_dir = self.cache_dir.clone();
         let loaded = tokio::task::spawn_blocking(move || {
@@ -100,7 +103,7 @@ impl Builder {
                 TRIAL_START.as_millis()
             ),
         }
-        Ok(Built {
+        Ok(New {
             logic: Logic {
                 pre,
                 sha256: loaded.sha256,

@@ -13,7 +13,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
 use crate::sandbox::{Logic, Swaps};
-use crate::swap::candidate::{Builder, Built};
+use crate::swap::candidate::{Builder, New};
 use crate::update::verify::{Trust, verify_file};
 
 /// Quiet time after the last file event before the file is read, so a copy
@@ -25,9 +25,12 @@ pub struct SwapWatch {
     _watcher: notify::RecommendedWatcher,
 }
 
+/// Offers new logic to one device.
+pub type SwapSender = watch::Sender<Option<Arc<Logic>>>;
+
 /// A channel of new logic for one device: the watcher and the update
 /// channel offer into it, [`crate::sandbox::run_device`] takes from it.
-pub fn swaps() -> (watch::Sender<Option<Arc<Logic>>>, Swaps) {
+pub fn swaps() -> (SwapSender, Swaps) {
     watch::channel(None)
 }
 
@@ -122,7 +125,7 @@ async fn swap_loop(
         };
         match candidate(&source, wasm, &running).await {
             Ok(None) => {}
-            Ok(Some(Built { logic, how, millis })) => {
+            Ok(Some(New { logic, how, millis })) => {
                 tracing::info!(
                     target: "host::swap",
                     "swapped {name}: {logic}, {how} in {millis} ms, takes over at the next iteration"
@@ -149,7 +152,7 @@ async fn candidate(
     source: &SwapSource,
     wasm: Vec<u8>,
     running: &str,
-) -> anyhow::Result<Option<Built>> {
+) -> anyhow::Result<Option<New>> {
     let version = match &source.signed {
         Some(signed) => {
             let v = verify_file(

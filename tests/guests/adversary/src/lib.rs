@@ -15,7 +15,8 @@
 //! - `flood-stdout`: prints to stdout without end;
 //! - `storm`: connects and closes without pause, forever;
 //! - `one-ATTACK-NNNN` (a fleet's device ids): device 0002 runs ATTACK
-//!   (`traps` panics), the others run the demo.
+//!   (`traps` panics), the others run the demo;
+//! - `ATTACK-NNNN` (a fleet named after the attack): every device runs it.
 //!
 //! Each returns the error the host answered (so a test sees it), traps, or
 //! never returns.
@@ -66,7 +67,13 @@ impl guest::bindings::Guest for Adversary {
                     });
                 }
             },
-            None => settings.client_id.clone(),
+            // A fleet named after the attack: every device runs it.
+            None => match settings.client_id.rsplit_once('-') {
+                Some((attack, n)) if n.len() == 4 && n.bytes().all(|b| b.is_ascii_digit()) => {
+                    attack.to_string()
+                }
+                _ => settings.client_id.clone(),
+            },
         };
         match attack.as_str() {
             "traps" => panic!("device 0002 traps, as planned"),
