@@ -102,16 +102,16 @@ fn main() {
     let compile: Vec<_> = (0..ROUNDS)
         .map(|_| {
             let t = Instant::now();
-            host::swap::cache::load_bytes(&engine, &wasm, None).unwrap();
+            host::sandbox::cache::load_bytes(&engine, &wasm, None).unwrap();
             t.elapsed()
         })
         .collect();
-    host::swap::cache::load_bytes(&engine, &wasm, Some(cache.path())).unwrap();
+    host::sandbox::cache::load_bytes(&engine, &wasm, Some(cache.path())).unwrap();
     let cached: Vec<_> = (0..ROUNDS)
         .map(|_| {
             let t = Instant::now();
-            let l = host::swap::cache::load_bytes(&engine, &wasm, Some(cache.path())).unwrap();
-            assert_eq!(l.source, host::swap::cache::Source::CacheHit);
+            let l = host::sandbox::cache::load_bytes(&engine, &wasm, Some(cache.path())).unwrap();
+            assert_eq!(l.source, host::sandbox::cache::Source::CacheHit);
             t.elapsed()
         })
         .collect();

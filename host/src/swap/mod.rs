@@ -1,7 +1,5 @@
-//! Logic that changes while the host runs: the precompiled-component cache
-//! ([`cache`]), building and checking new logic ([`candidate`]), and hot
-//! swap of a watched component file ([`watch`]).
+//! Hot swap of a watched component file ([`watch`]): new logic built and
+//! checked by [`crate::sandbox::build`], verified by [`crate::update`] when
+//! logic must be signed.
 
-pub mod cache;
-pub mod candidate;
 pub mod watch;

@@ -12,8 +12,8 @@ use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
+use crate::sandbox::build::{Builder, New};
 use crate::sandbox::{Logic, Swaps};
-use crate::swap::candidate::{Builder, New};
 use crate::update::verify::{Trust, verify_file};
 
 /// Quiet time after the last file event before the file is read, so a copy

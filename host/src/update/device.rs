@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::sandbox::Logic;
-use crate::swap::candidate::Builder;
+use crate::sandbox::build::Builder;
 use crate::update::channel::Channel;
 use crate::update::verify::{Source, Trust, verify};
 use crate::update::wire::status_topic;

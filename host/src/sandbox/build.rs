@@ -12,10 +12,10 @@ use std::time::Duration;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
+use crate::sandbox::cache::{self, Source};
 use crate::sandbox::engine::prepare;
 use crate::sandbox::limits::new_store;
 use crate::sandbox::{DeviceState, Logic, Sandbox};
-use crate::swap::cache::{self, Source};
 
 /// Longest a new logic's trial start may take.
 const TRIAL_START: Duration = Duration::from_secs(5);
