@@ -26,6 +26,11 @@ const FETCH_WAIT: Duration = Duration::from_secs(60);
 /// Completed components kept for the host's other devices.
 const KEEP_TARGETS: usize = 4;
 
+/// Metadata files a device keeps, at most, and their largest size, bytes:
+/// a repository has four roles' files, each a few kilobytes.
+const MAX_METADATA_FILES: usize = 64;
+const MAX_METADATA_BYTES: usize = 1 << 20;
+
 /// The host's update session.
 #[derive(Clone)]
 pub struct Channel {
@@ -207,8 +212,11 @@ impl Inner {
                 device.changed.send_modify(|n| *n += 1);
             }
         } else if let Ok(Some(bytes)) = device.assembler.take(name, payload) {
-            device.files.insert(name.to_string(), bytes);
-            device.changed.send_modify(|n| *n += 1);
+            let room = device.files.len() < MAX_METADATA_FILES || device.files.contains_key(name);
+            if room && bytes.len() <= MAX_METADATA_BYTES {
+                device.files.insert(name.to_string(), bytes);
+                device.changed.send_modify(|n| *n += 1);
+            }
         }
     }
 }

@@ -50,11 +50,28 @@ pub fn split(file: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, ChunkError> {
         .collect())
 }
 
+/// Largest file an assembler takes, bytes: a component larger than the
+/// largest guest memory is no logic this host would run.
+pub const MAX_FILE: usize = 64 << 20;
+
+/// Files in progress at once, at most; a new one beyond evicts the oldest.
+const MAX_PARTIAL: usize = 16;
+
 /// Collects chunks of several files, by name; a file is complete when all
 /// its chunks have come (a chunk of a different count starts it anew).
+/// Bounded whatever a publisher sends: files of at most [`MAX_FILE`] bytes,
+/// at most 16 in progress.
 #[derive(Debug, Default)]
 pub struct Assembler {
-    partial: HashMap<String, Vec<Option<Bytes>>>,
+    partial: HashMap<String, Partial>,
+    /// Names in progress, oldest first.
+    order: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Partial {
+    parts: Vec<Option<Bytes>>,
+    bytes: usize,
 }
 
 impl Assembler {
@@ -65,23 +82,46 @@ impl Assembler {
         }
         let index = u32::from_be_bytes(chunk[0..4].try_into().expect("4 bytes")) as usize;
         let count = u32::from_be_bytes(chunk[4..8].try_into().expect("4 bytes")) as usize;
-        if count == 0 || index >= count || count > 1 << 16 {
+        // Every chunk but the last carries data: a count beyond MAX_FILE
+        // bytes of one-byte chunks is no file of ours.
+        if count == 0 || index >= count || count > MAX_FILE {
             return Err(ChunkError::Malformed);
         }
-        let parts = self
+        if !self.partial.contains_key(name) {
+            if self.order.len() >= MAX_PARTIAL {
+                let oldest = self.order.remove(0);
+                self.partial.remove(&oldest);
+            }
+            self.order.push(name.to_string());
+        }
+        let file = self
             .partial
             .entry(name.to_string())
-            .or_insert_with(|| vec![None; count]);
-        if parts.len() != count {
-            *parts = vec![None; count];
+            .or_insert_with(|| Partial {
+                parts: Vec::new(),
+                bytes: 0,
+            });
+        if file.parts.len() != count {
+            file.parts = vec![None; count];
+            file.bytes = 0;
         }
-        parts[index] = Some(Bytes::copy_from_slice(&chunk[HEADER..]));
+        let data = &chunk[HEADER..];
+        let replaced = file.parts[index].as_ref().map_or(0, Bytes::len);
+        file.bytes = file.bytes - replaced + data.len();
+        if file.bytes > MAX_FILE {
+            self.partial.remove(name);
+            self.order.retain(|n| n != name);
+            return Err(ChunkError::Malformed);
+        }
+        file.parts[index] = Some(Bytes::copy_from_slice(data));
+        let parts = &file.parts;
         if parts.iter().any(Option::is_none) {
             return Ok(None);
         }
-        let parts = self.partial.remove(name).expect("present");
-        let mut file = Vec::with_capacity(parts.iter().flatten().map(Bytes::len).sum());
-        for part in parts.into_iter().flatten() {
+        let done = self.partial.remove(name).expect("present");
+        self.order.retain(|n| n != name);
+        let mut file = Vec::with_capacity(done.bytes);
+        for part in done.parts.into_iter().flatten() {
             file.extend_from_slice(&part);
         }
         Ok(Some(Bytes::from(file)))
@@ -121,6 +161,22 @@ mod tests {
             0
         );
         assert!(split(b"x", 8).is_err());
+    }
+
+    #[test]
+    fn a_hostile_publisher_cannot_grow_it_without_bound() {
+        let mut a = Assembler::default();
+        // A count claiming more chunks than a whole file may have.
+        let mut huge = vec![0u8; HEADER];
+        huge[4..8].copy_from_slice(&(MAX_FILE as u32 + 1).to_be_bytes());
+        assert_eq!(a.take("f", &huge), Err(ChunkError::Malformed));
+        // Many names: only the latest 16 are kept in progress.
+        let two = split(&[1u8; 20], 18).unwrap();
+        for i in 0..100 {
+            a.take(&format!("f{i}"), &two[0]).unwrap();
+        }
+        assert_eq!(a.partial.len(), MAX_PARTIAL);
+        assert!(a.partial.contains_key("f99") && !a.partial.contains_key("f0"));
     }
 
     #[test]
