@@ -59,10 +59,12 @@ fn signed() -> Signed {
 /// `host run` of the signed demo with --trust.
 fn device_run(pki: &TestPki, port: u16, s: &Signed, client_id: &str) -> Command {
     let mut cmd = device_tests::host_run_component(&s.device, port, &pki.ca, Some(&pki.device));
+    // A cache of its own: devices remember their version floor there.
     cmd.arg("--trust")
         .arg(&s.public)
         .args(["--client-id", client_id, "--publish-count", "1"])
-        .args(["--iteration-delay-ms", "300"]);
+        .args(["--iteration-delay-ms", "300", "--cache-dir"])
+        .arg(s.dir.path().join("cache"));
     cmd
 }
 
@@ -263,7 +265,7 @@ async fn tampered_unsigned_wrong_key_and_older_updates_are_refused_by_every_devi
     .unwrap();
 
     for (what, update, reason) in [
-        ("tampered chunk", tampered, "does not verify"),
+        ("tampered chunk", tampered, "Hash mismatch"),
         ("unsigned", unsigned, "unsigned"),
         ("wrong key", wrong_key, "does not trust"),
         ("older version", older, "older than the running version 1"),
@@ -393,4 +395,95 @@ async fn a_device_started_later_gets_the_retained_update_in_chunks() {
         .any(|(_, payload)| payload.contains(r#""logic":"counter""#));
     assert!(counted, "the late device publishes the counter's messages");
     let _ = device.child.kill();
+}
+
+#[test]
+fn trust_is_checked_at_start_and_for_every_watched_replacement() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let s = signed();
+    // Unsigned at start: refused, exit 1, one line.
+    let bare = s.dir.path().join("bare.wasm");
+    std::fs::copy(demo_wasm(), &bare).unwrap();
+    let mut cmd = device_tests::host_run_component(&bare, broker.port, &pki.ca, Some(&pki.device));
+    cmd.arg("--trust")
+        .arg(&s.public)
+        .args(["--iterations", "1"]);
+    let out = output_within(&mut cmd, LIMIT);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let line = stderr.trim_end().lines().last().unwrap();
+    assert!(
+        line.contains("refused") && line.contains("unsigned"),
+        "{line}"
+    );
+
+    // Watched: a replacement signed with another key is refused; one signed
+    // with the trusted key but older is refused; a newer one swaps in.
+    let other = s.dir.path().join("other.key");
+    generate(&other).unwrap();
+    let mut host = Running::spawn(device_run(&pki, broker.port, &s, "watched").args([
+        "--watch",
+        "--iterations",
+        "40",
+    ]));
+    host.wait_for("iteration 1 completed", LIMIT);
+    let resign = |key: &Path, version: u64| {
+        std::fs::copy(counter_wasm(), &s.device).unwrap();
+        let status = Command::new(host_bin())
+            .arg("sign")
+            .arg(&s.device)
+            .arg("--key")
+            .arg(key)
+            .args(["--version", &version.to_string()])
+            .arg("--repo")
+            .arg(s.dir.path().join(format!("staging-{version}.tuf")))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // Put the repository in place at once, as a deployment would.
+        let live = s.dir.path().join("device.wasm.tuf");
+        let _ = std::fs::remove_dir_all(&live);
+        std::fs::rename(s.dir.path().join(format!("staging-{version}.tuf")), &live).unwrap();
+    };
+    resign(&other, 5);
+    let line = host.wait_for("refused the new device.wasm", LIMIT);
+    assert!(line.contains("does not trust"), "{line}");
+    host.seen.clear();
+    resign(&s.key, 0);
+    let line = host.wait_for("refused the new device.wasm", LIMIT);
+    assert!(line.contains("older than the running version 1"), "{line}");
+    host.seen.clear();
+    resign(&s.key, 2);
+    let line = host.wait_for("swapped device.wasm", LIMIT);
+    assert!(line.contains("version 2"), "{line}");
+    host.wait_for("Counter logic", LIMIT);
+    let _ = host.child.kill();
+}
+
+#[test]
+fn allow_downgrade_lets_an_older_signed_version_start_watching_over() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let s = signed();
+    let mut host = Running::spawn(device_run(&pki, broker.port, &s, "down").args([
+        "--watch",
+        "--allow-downgrade",
+        "--iterations",
+        "40",
+    ]));
+    host.wait_for("iteration 1 completed", LIMIT);
+    std::fs::copy(counter_wasm(), &s.device).unwrap();
+    let status = Command::new(host_bin())
+        .arg("sign")
+        .arg(&s.device)
+        .arg("--key")
+        .arg(&s.key)
+        .args(["--version", "0"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let line = host.wait_for("swapped device.wasm", LIMIT);
+    assert!(line.contains("version 0"), "{line}");
+    let _ = host.child.kill();
 }

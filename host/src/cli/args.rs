@@ -178,6 +178,12 @@ pub struct RunArgs {
     /// With --devices: a local rollout, --canary devices first.
     #[arg(long)]
     pub watch: bool,
+    /// Iterations new logic must return from before it stays: a stop (trap
+    /// or limit) within them rolls it back to the logic it replaced. Keep
+    /// it at least a rollout's --promote-after, so a canary that fails is
+    /// rolled back (and stops the rollout) rather than restarted.
+    #[arg(long, value_name = "N", default_value_t = defaults::PROBATION_ITERATIONS)]
+    pub probation_iterations: u32,
     /// With --watch --devices: devices that get a replaced component first.
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub canary: u32,
@@ -208,7 +214,7 @@ pub struct RunArgs {
     pub update_targets_topic: String,
     /// Largest MQTT payload of the update channel, bytes (AWS IoT Core's
     /// limit by default); components come in chunks of it.
-    #[arg(long, value_name = "BYTES", default_value_t = chunks::PAYLOAD_LIMIT)]
+    #[arg(long, value_name = "BYTES", default_value_t = chunks::PAYLOAD_LIMIT, value_parser = payload_limit)]
     pub update_payload_limit: usize,
 
     /// On SIGTERM or Ctrl-C: how long the iteration in flight may take to
@@ -223,6 +229,19 @@ pub struct RunArgs {
     /// Compile the component every time; do not read or write the cache.
     #[arg(long)]
     pub no_cache: bool,
+}
+
+/// A payload limit of at least [`chunks::MIN_PAYLOAD_LIMIT`] bytes.
+pub fn payload_limit(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if n < chunks::MIN_PAYLOAD_LIMIT {
+        return Err(format!(
+            "at least {} bytes (a component of up to 64 MiB in at most {} chunks)",
+            chunks::MIN_PAYLOAD_LIMIT,
+            chunks::MAX_CHUNKS
+        ));
+    }
+    Ok(n)
 }
 
 /// Default of `--stop-timeout-ms`: below the 10 s Docker waits before
@@ -261,7 +280,7 @@ impl RunArgs {
                 max_ms: self.backoff_max_ms,
                 max_attempts: self.restart_max_attempts,
             },
-            ..Plan::default()
+            probation_iterations: self.probation_iterations,
         }
     }
 

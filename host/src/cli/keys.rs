@@ -73,6 +73,7 @@ pub fn trust(keys: &[PathBuf], allow_downgrade: bool) -> anyhow::Result<Trust> {
         allow_downgrade,
         world: WORLD.to_string(),
         datastore: None,
+        check_expiry: true,
     })
 }
 

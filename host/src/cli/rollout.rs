@@ -37,7 +37,7 @@ pub struct RolloutArgs {
     #[arg(long, value_name = "PREFIX")]
     pub fleet: String,
     /// Devices in the fleet.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub devices: u32,
     /// Devices that get the update first (0001 on).
     #[arg(long, value_name = "K", default_value_t = 1)]
@@ -66,7 +66,7 @@ pub struct RolloutArgs {
     #[arg(long, value_name = "TOPIC", default_value = wire::TARGETS_TOPIC)]
     pub targets_topic: String,
     /// Largest MQTT payload, bytes; the component goes in chunks of it.
-    #[arg(long, value_name = "BYTES", default_value_t = chunks::PAYLOAD_LIMIT)]
+    #[arg(long, value_name = "BYTES", default_value_t = chunks::PAYLOAD_LIMIT, value_parser = crate::cli::args::payload_limit)]
     pub payload_limit: usize,
     /// The signed repository [default: LOGIC.tuf].
     #[arg(long, value_name = "DIR")]
@@ -108,7 +108,7 @@ pub async fn rollout(args: RolloutArgs) -> Result<(), Failure> {
         &Handshake::default(),
     )
     .map_err(anyhow::Error::from)?;
-    let id = format!("rollout-{}", &signed.sha256[..12]);
+    let id = format!("rollout-{}-{}", &signed.sha256[..12], std::process::id());
     let mut publisher = Publisher::connect(&broker, &tls, &id, args.payload_limit)
         .await
         .map_err(anyhow::Error::from)?;
@@ -134,9 +134,14 @@ pub async fn rollout(args: RolloutArgs) -> Result<(), Failure> {
         promote_after: args.promote_after,
         timeout: Duration::from_secs(args.timeout_secs),
     };
-    let ended = roll_out(&mut publisher, &repo, &signed.sha256, &plan)
-        .await
-        .map_err(anyhow::Error::from)?;
+    let ended = roll_out(
+        &mut publisher,
+        &repo,
+        (&signed.sha256, signed.version),
+        &plan,
+    )
+    .await
+    .map_err(anyhow::Error::from)?;
     let secs = started.elapsed().as_secs_f64();
     let what = format!(
         "version {} (sha256 {})",

@@ -21,6 +21,7 @@ use host::swap::watch::{self, SignedSource, SwapSource, SwapWatch};
 use host::tls::{Handshake, TlsClient, TlsFiles};
 use host::update::channel::{Channel, ChannelConfig};
 use host::update::device::{StatusReporter, Updater};
+use host::update::floor::Floor;
 use host::update::verify::{Trust, verify_file};
 use host::update::wire;
 use host_core::observer::Observer;
@@ -41,6 +42,8 @@ struct Updates {
     trust: Trust,
     /// `--update-topic`, if given.
     topic: Option<String>,
+    /// Where devices remember their version floor, if anywhere.
+    floors: Option<std::path::PathBuf>,
 }
 
 impl Updates {
@@ -53,8 +56,18 @@ impl Updates {
         }
     }
 
+    /// The version floor of the device `client_id`, which starts on `logic`.
+    fn floor(&self, client_id: &str, logic: &Logic) -> Arc<Floor> {
+        let file = self
+            .floors
+            .as_ref()
+            .map(|d| d.join(format!("{client_id}.floor")));
+        Arc::new(Floor::new(logic.version.unwrap_or(0), file))
+    }
+
     /// Starts the update task of one device; `reporter` is its status
     /// (also an observer of the device), `logic` what it runs now.
+    #[allow(clippy::too_many_arguments, reason = "one device's parts, named")]
     fn follow(
         &self,
         device: &str,
@@ -63,6 +76,7 @@ impl Updates {
         builder: Builder,
         swaps: tokio::sync::watch::Sender<Option<Arc<Logic>>>,
         logic: &Logic,
+        floor: Arc<Floor>,
     ) {
         tokio::spawn(
             Updater {
@@ -73,7 +87,7 @@ impl Updates {
                 builder,
                 swaps,
                 status: reporter,
-                running_version: logic.version.unwrap_or(0),
+                floor,
                 running_sha256: logic.sha256.clone(),
             }
             .run(),
@@ -119,6 +133,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             }),
             trust,
             topic: args.update_topic.clone(),
+            floors: cache_dir(&args).map(|d| d.join("floors")),
         }
     });
     let reach = Reach {
@@ -248,19 +263,28 @@ async fn load_logic(
     trust: Option<&Trust>,
 ) -> Result<Arc<Logic>, Failure> {
     let path = &args.component;
-    let version = match &trust {
+    // Signed: run the bytes that were verified, not a second read.
+    let (loaded, version) = match &trust {
         Some(trust) => {
             let repo = keys::repo_for(path);
-            let v = verify_file(path, &repo, trust, None)
+            let local = Trust {
+                check_expiry: false,
+                ..(*trust).clone()
+            };
+            let v = verify_file(path, &repo, &local, None)
                 .await
                 .with_context(|| format!("refused {}", path.display()))?;
             tracing::info!(target: "host", "{}: version {} signed with a trusted key", path.display(), v.version);
-            Some(v.version)
+            let loaded = cache::load_bytes(engine, &v.wasm, cache_dir(args).as_deref())
+                .with_context(|| format!("cannot load {}", path.display()))?;
+            (loaded, Some(v.version))
         }
-        None => None,
+        None => {
+            let loaded = cache::load(engine, path, cache_dir(args).as_deref())
+                .with_context(|| format!("cannot load {}", path.display()))?;
+            (loaded, None)
+        }
     };
-    let loaded = cache::load(engine, path, cache_dir(args).as_deref())
-        .with_context(|| format!("cannot load {}", path.display()))?;
     tracing::info!(
         target: "host",
         "loaded {}: sha256 {}, {} in {} ms",
@@ -314,6 +338,11 @@ async fn run_one(
     let sandbox = Sandbox::new(id.clone(), &reach, observer);
     let (swap_tx, swaps) = watch::swaps();
     let builder = Builder::new(engine, linker, cache_dir(args), sandbox.clone());
+    // One floor for every source of new logic of this device.
+    let floor = match &updates {
+        Some(u) => u.floor(&id, &logic),
+        None => Arc::new(Floor::new(logic.version.unwrap_or(0), None)),
+    };
     if let (Some(u), Some(topic), Some(reporter)) = (&updates, topic, reporter) {
         tracing::info!(target: "host", "[{id}] following updates on {topic}");
         u.follow(
@@ -323,6 +352,7 @@ async fn run_one(
             builder.clone(),
             swap_tx.clone(),
             &logic,
+            floor.clone(),
         );
     }
     let _watch: Option<SwapWatch> = if args.watch {
@@ -333,8 +363,11 @@ async fn run_one(
                 running_sha256: logic.sha256.clone(),
                 signed: trust.map(|trust| SignedSource {
                     repo: keys::repo_for(&args.component),
-                    trust,
-                    running_version: logic.version.unwrap_or(0),
+                    trust: Trust {
+                        check_expiry: false,
+                        ..trust
+                    },
+                    floor,
                 }),
             },
             swap_tx,
@@ -427,7 +460,8 @@ async fn run_fleet(
                     sandbox.clone(),
                 )
             };
-            u.follow(&id, topic, reporter, builder, swap_tx, &logic);
+            let floor = u.floor(&id, &logic);
+            u.follow(&id, topic, reporter, builder, swap_tx, &logic, floor);
             (settings, sandbox, Some(swaps))
         })
     };
@@ -451,8 +485,11 @@ async fn run_fleet(
                     running_sha256: logic.sha256.clone(),
                     signed: trust.map(|trust| SignedSource {
                         repo: keys::repo_for(&args.component),
-                        trust,
-                        running_version: logic.version.unwrap_or(0),
+                        trust: Trust {
+                            check_expiry: false,
+                            ..trust
+                        },
+                        floor: Arc::new(Floor::new(logic.version.unwrap_or(0), None)),
                     }),
                 },
                 tx,

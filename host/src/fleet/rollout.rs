@@ -18,7 +18,7 @@ pub struct Progress {
     /// The label of the logic being rolled out to this device, and the
     /// iterations it completed since it took over (`None` before).
     current: Mutex<Option<(String, Option<u64>)>>,
-    reports: mpsc::UnboundedSender<(String, Report)>,
+    reports: mpsc::UnboundedSender<(String, String, Report)>,
 }
 
 impl Observer for Progress {
@@ -27,8 +27,9 @@ impl Observer for Progress {
         let Some((label, iterations)) = current.as_mut() else {
             return;
         };
+        let label = label.clone();
         let report = match event {
-            Event::SwappedIn { to, .. } if to == label => {
+            Event::SwappedIn { to, .. } if *to == label => {
                 *iterations = Some(0);
                 Report::Running(0)
             }
@@ -40,7 +41,7 @@ impl Observer for Progress {
                 }
                 None => return,
             },
-            Event::FellBack { from, stop, .. } if from == label => {
+            Event::FellBack { from, stop, .. } if *from == label => {
                 let why = match stop {
                     host_core::outcome::Stop::Limit(hit) => hit.to_string(),
                     host_core::outcome::Stop::Trap { message, .. } => message.clone(),
@@ -50,15 +51,16 @@ impl Observer for Progress {
             }
             _ => return,
         };
-        let _ = self.reports.send((self.device.clone(), report));
+        let _ = self.reports.send((self.device.clone(), label, report));
     }
 }
 
 /// The devices of a local rollout, and the policy.
 pub struct LocalRollout {
     devices: Vec<(String, SwapSender, Arc<Progress>)>,
-    reports: mpsc::UnboundedReceiver<(String, Report)>,
-    tx: mpsc::UnboundedSender<(String, Report)>,
+    /// Reports: device, the logic's label they are about, the report.
+    reports: mpsc::UnboundedReceiver<(String, String, Report)>,
+    tx: mpsc::UnboundedSender<(String, String, Report)>,
     canaries: usize,
     promote_after: u64,
 }
@@ -116,8 +118,12 @@ impl LocalRollout {
                     self.offer(r.canaries(), &logic);
                     rollout = Some((r, logic));
                 }
-                Some((device, report)) = self.reports.recv() => {
+                Some((device, about, report)) = self.reports.recv() => {
                     let Some((r, logic)) = rollout.as_mut() else { continue };
+                    // A report still queued about the logic rolled out before.
+                    if about != logic.to_string() {
+                        continue;
+                    }
                     match r.on_report(&device, report) {
                         Step::Wait => {}
                         Step::Promote(rest) => {

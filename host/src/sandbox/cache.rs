@@ -7,6 +7,8 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use std::os::unix::fs::DirBuilderExt;
+
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -137,7 +139,11 @@ fn load_verified(engine: &Engine, file: &Path) -> Option<Component> {
 
 fn store(file: &Path, serialized: &[u8]) -> anyhow::Result<()> {
     let dir = file.parent().context("cache file has no directory")?;
-    std::fs::create_dir_all(dir)?;
+    // Native code is loaded from here: the owner's only.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::fs::write(tmp.path(), serialized)?;
     std::fs::write(file.with_extension("sha256"), hex_sha256(serialized))?;

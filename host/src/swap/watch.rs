@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::sandbox::build::{Builder, New};
 use crate::sandbox::{Logic, Swaps};
+use crate::update::floor::Floor;
 use crate::update::verify::{Trust, verify_file};
 
 /// Quiet time after the last file event before the file is read, so a copy
@@ -53,8 +54,9 @@ pub struct SignedSource {
     pub repo: PathBuf,
     /// The keys and rules.
     pub trust: Trust,
-    /// The version running now.
-    pub running_version: u64,
+    /// The lowest version accepted, shared with the device's other sources
+    /// of updates.
+    pub floor: Arc<Floor>,
 }
 
 /// Starts watching `source.path`, offering new logic into `swaps`.
@@ -104,7 +106,7 @@ pub fn watch(
 }
 
 async fn swap_loop(
-    mut source: SwapSource,
+    source: SwapSource,
     mut events: mpsc::UnboundedReceiver<()>,
     swaps: watch::Sender<Option<Arc<Logic>>>,
 ) {
@@ -131,8 +133,8 @@ async fn swap_loop(
                     "swapped {name}: {logic}, {how} in {millis} ms, takes over at the next iteration"
                 );
                 running = logic.sha256.clone();
-                if let (Some(signed), Some(v)) = (source.signed.as_mut(), logic.version) {
-                    signed.running_version = v;
+                if let (Some(signed), Some(v)) = (source.signed.as_ref(), logic.version) {
+                    signed.floor.raise(v);
                 }
                 if swaps.send(Some(Arc::new(logic))).is_err() {
                     return;
@@ -153,21 +155,20 @@ async fn candidate(
     wasm: Vec<u8>,
     running: &str,
 ) -> anyhow::Result<Option<New>> {
-    let version = match &source.signed {
+    // Signed: build what was verified, not the file read before (it may
+    // have changed since).
+    let (wasm, version) = match &source.signed {
         Some(signed) => {
             let v = verify_file(
                 &source.path,
                 &signed.repo,
                 &signed.trust,
-                Some(signed.running_version),
+                Some(signed.floor.get()),
             )
             .await?;
-            if v.sha256 == running {
-                return Ok(None);
-            }
-            Some(v.version)
+            (v.wasm, Some(v.version))
         }
-        None => None,
+        None => (wasm, None),
     };
     if hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&wasm)) == running {
         return Ok(None);

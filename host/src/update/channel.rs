@@ -85,7 +85,10 @@ impl Channel {
     pub fn start(config: ChannelConfig) -> Self {
         let mut opts = MqttOptions::new(config.client_id, config.broker.host, config.broker.port);
         opts.set_keep_alive(Duration::from_secs(30));
-        let packet = config.payload_limit + HEADER + 4096;
+        // Larger retained messages than a chunk are dropped by rumqttc with
+        // the connection: allow far more than a chunk, so a stray large
+        // message on an update topic does not cut the session in a loop.
+        let packet = (config.payload_limit + HEADER + 4096).max(4 << 20);
         opts.set_max_packet_size(packet, packet);
         opts.set_request_channel_capacity(100_000);
         opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
@@ -206,6 +209,9 @@ impl Inner {
         let Some(device) = routes.devices.get_mut(update) else {
             return;
         };
+        if !is_metadata_name(name) {
+            return;
+        }
         if payload.is_empty() {
             // A retained file deleted by its publisher.
             if device.files.remove(name).is_some() {
@@ -219,6 +225,21 @@ impl Inner {
             }
         }
     }
+}
+
+/// Whether `name` (`metadata/FILE`) is a TUF metadata file:
+/// `timestamp.json`, or `N.root.json`, `N.snapshot.json`, `N.targets.json`.
+fn is_metadata_name(name: &str) -> bool {
+    let Some(file) = name.strip_prefix("metadata/") else {
+        return false;
+    };
+    if file == "timestamp.json" {
+        return true;
+    }
+    ["root", "snapshot", "targets"].iter().any(|role| {
+        file.strip_suffix(&format!(".{role}.json"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 /// Whether `bytes` hash to the SHA-256 that starts `name` (`HASH.logic.wasm`).
@@ -256,5 +277,41 @@ impl Targets for Channel {
             let _ = self.inner.client.try_unsubscribe(topic);
         }
         got
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_tuf_metadata_names_are_taken() {
+        for ok in [
+            "metadata/timestamp.json",
+            "metadata/1.root.json",
+            "metadata/1795624092.targets.json",
+            "metadata/7.snapshot.json",
+        ] {
+            assert!(is_metadata_name(ok), "{ok}");
+        }
+        for bad in [
+            "metadata/x.json",
+            "metadata/.root.json",
+            "metadata/../etc",
+            "metadata/a.targets.json",
+            "targets/1.root.json",
+            "metadata/1.root.json.x",
+        ] {
+            assert!(!is_metadata_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_component_is_kept_only_under_its_own_hash() {
+        use sha2::Digest;
+        let bytes = b"component";
+        let name = format!("{}.logic.wasm", hex::encode(sha2::Sha256::digest(bytes)));
+        assert!(named_by_its_hash(&name, bytes));
+        assert!(!named_by_its_hash(&name, b"tampered"));
     }
 }

@@ -57,6 +57,13 @@ pub const MAX_FILE: usize = 64 << 20;
 /// Files in progress at once, at most; a new one beyond evicts the oldest.
 const MAX_PARTIAL: usize = 16;
 
+/// Chunks of one file, at most (so the smallest payload limit that carries
+/// a [`MAX_FILE`] file is 8 KiB and its header).
+pub const MAX_CHUNKS: usize = 8192;
+
+/// The smallest payload limit, bytes.
+pub const MIN_PAYLOAD_LIMIT: usize = MAX_FILE / MAX_CHUNKS + HEADER;
+
 /// Collects chunks of several files, by name; a file is complete when all
 /// its chunks have come (a chunk of a different count starts it anew).
 /// Bounded whatever a publisher sends: files of at most [`MAX_FILE`] bytes,
@@ -82,9 +89,7 @@ impl Assembler {
         }
         let index = u32::from_be_bytes(chunk[0..4].try_into().expect("4 bytes")) as usize;
         let count = u32::from_be_bytes(chunk[4..8].try_into().expect("4 bytes")) as usize;
-        // Every chunk but the last carries data: a count beyond MAX_FILE
-        // bytes of one-byte chunks is no file of ours.
-        if count == 0 || index >= count || count > MAX_FILE {
+        if count == 0 || index >= count || count > MAX_CHUNKS {
             return Err(ChunkError::Malformed);
         }
         if !self.partial.contains_key(name) {
@@ -168,7 +173,7 @@ mod tests {
         let mut a = Assembler::default();
         // A count claiming more chunks than a whole file may have.
         let mut huge = vec![0u8; HEADER];
-        huge[4..8].copy_from_slice(&(MAX_FILE as u32 + 1).to_be_bytes());
+        huge[4..8].copy_from_slice(&(MAX_CHUNKS as u32 + 1).to_be_bytes());
         assert_eq!(a.take("f", &huge), Err(ChunkError::Malformed));
         // Many names: only the latest 16 are kept in progress.
         let two = split(&[1u8; 20], 18).unwrap();

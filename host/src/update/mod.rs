@@ -8,6 +8,7 @@
 pub mod channel;
 pub mod chunks;
 pub mod device;
+pub mod floor;
 pub mod keys;
 pub mod publish;
 pub mod rollout;

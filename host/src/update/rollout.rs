@@ -36,6 +36,8 @@ pub enum PublishError {
 /// subscriptions.
 pub struct Publisher {
     client: AsyncClient,
+    /// Topics subscribed to, renewed after a reconnect.
+    subscriptions: Arc<std::sync::Mutex<Vec<String>>>,
     published: u64,
     acked: Arc<AtomicU64>,
     progress: Arc<Notify>,
@@ -65,6 +67,8 @@ impl Publisher {
         let (tx, messages) = mpsc::unbounded_channel();
         let (connected_tx, connected) = tokio::sync::oneshot::channel();
         let (a, p) = (acked.clone(), progress.clone());
+        let subscriptions: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let (subs, renew) = (subscriptions.clone(), client.clone());
         tokio::spawn(async move {
             let mut connected_tx = Some(connected_tx);
             loop {
@@ -72,6 +76,10 @@ impl Publisher {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         if let Some(c) = connected_tx.take() {
                             let _ = c.send(());
+                        }
+                        let topics = subs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        for topic in topics {
+                            let _ = renew.try_subscribe(topic, QoS::AtLeastOnce);
                         }
                     }
                     Ok(Event::Incoming(Packet::PubAck(_))) => {
@@ -94,6 +102,7 @@ impl Publisher {
             .map_err(|_| PublishError::Connect(format!("{}:{}", broker.host, broker.port)))?;
         Ok(Self {
             client,
+            subscriptions,
             published: 0,
             acked,
             progress,
@@ -139,6 +148,10 @@ impl Publisher {
 
     /// Subscribes to `topic` at QoS 1.
     pub async fn subscribe(&self, topic: &str) -> Result<(), PublishError> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(topic.to_string());
         self.client
             .subscribe(topic, QoS::AtLeastOnce)
             .await
@@ -200,11 +213,12 @@ pub struct Plan {
     pub timeout: Duration,
 }
 
-/// Rolls `repo` (whose component has SHA-256 `sha256`) out per `plan`.
+/// Rolls `repo` (whose component has SHA-256 `sha256` and is `version`)
+/// out per `plan`.
 pub async fn roll_out(
     publisher: &mut Publisher,
     repo: &Repository,
-    sha256: &str,
+    (sha256, version): (&str, u64),
     plan: &Plan,
 ) -> Result<Ended, PublishError> {
     let mut rollout = Rollout::new(plan.devices.clone(), plan.canaries, plan.promote_after);
@@ -238,8 +252,10 @@ pub async fn roll_out(
         ) else {
             continue;
         };
-        // A status of another update (but a refusal may not know the hash).
-        if status.sha256 != sha256 && !(status.state == "refused" && status.sha256.is_empty()) {
+        // A status of another update (but a refusal may not know which).
+        let ours = status.sha256 == sha256 && status.version == version;
+        let unknown_refusal = status.state == "refused" && status.sha256.is_empty();
+        if !(ours || unknown_refusal) {
             continue;
         }
         let report = match status.state.as_str() {

@@ -57,6 +57,9 @@ pub enum Refusal {
         /// The version running.
         running: u64,
     },
+    /// A file of the repository has not arrived (yet); not an answer.
+    #[error("incomplete: a file of the update has not arrived ({0})")]
+    Incomplete(String),
     /// The local file does not match the signed component.
     #[error("{} is not the signed component (sha256 {file} vs signed {signed})", path.display())]
     NotTheSignedFile {
@@ -78,9 +81,14 @@ pub struct Trust {
     pub allow_downgrade: bool,
     /// The world logic must be built for.
     pub world: String,
-    /// Where tough remembers the metadata it accepted (rollback and freeze
-    /// protection across runs); `None` = for this run only.
+    /// Where tough remembers the metadata it accepted; `None` = for this
+    /// verification only (downgrades across runs are the device's version
+    /// floor's to refuse).
     pub datastore: Option<PathBuf>,
+    /// Refuse expired metadata (freeze protection). Off for a device's own
+    /// files on disk, so it can restart on them after their validity;
+    /// always on for updates over the broker.
+    pub check_expiry: bool,
 }
 
 /// A verified logic.
@@ -118,11 +126,13 @@ pub trait Targets: Send + Sync + std::fmt::Debug {
     async fn fetch(&self, name: &str) -> Option<Bytes>;
 }
 
-/// tough's transport over received files and fetched targets.
+/// tough's transport over received files and fetched targets; notes a
+/// file it could not find.
 #[derive(Debug, Clone)]
 struct FilesTransport {
     files: Arc<HashMap<String, Bytes>>,
     targets: Option<Arc<dyn Targets>>,
+    missing: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 #[async_trait]
@@ -143,7 +153,15 @@ impl Transport for FilesTransport {
                 let chunk: Result<Bytes, TransportError> = Ok(bytes);
                 Ok(Box::pin(futures::stream::iter([chunk])))
             }
-            None => Err(TransportError::new(TransportErrorKind::FileNotFound, url)),
+            None => {
+                // tough looks for the next root version, which is not
+                // there unless the root rotated: that is no missing file.
+                if !name.ends_with(".root.json") {
+                    *self.missing.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(name.to_string());
+                }
+                Err(TransportError::new(TransportErrorKind::FileNotFound, url))
+            }
         }
     }
 }
@@ -214,25 +232,40 @@ pub async fn verify(
     let root = trusted_root(source, trust).await?;
     let (metadata, targets) = source.urls()?;
     let mut loader = RepositoryLoader::new(&root, metadata, targets);
+    let missing = Arc::new(std::sync::Mutex::new(None));
     match source {
         Source::Dir(_) => {}
         Source::Files(files) => {
             loader = loader.transport(FilesTransport {
                 files: files.clone(),
                 targets: None,
+                missing: missing.clone(),
             });
         }
         Source::Remote { metadata, targets } => {
             loader = loader.transport(FilesTransport {
                 files: metadata.clone(),
                 targets: Some(targets.clone()),
+                missing: missing.clone(),
             });
         }
     }
+    // A refusal because a file was missing is no answer: it may come.
+    let refusal = |e: &dyn std::error::Error| match missing
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        Some(name) => Refusal::Incomplete(name),
+        None => Refusal::Tuf(chain(e)),
+    };
     if let Some(dir) = &trust.datastore {
         loader = loader.datastore(dir.clone());
     }
-    let repo = loader.load().await.map_err(|e| Refusal::Tuf(chain(&e)))?;
+    if !trust.check_expiry {
+        loader = loader.expiration_enforcement(tough::ExpirationEnforcement::Unsafe);
+    }
+    let repo = loader.load().await.map_err(|e| refusal(&e))?;
     let name = TargetName::new(TARGET).map_err(|e| Refusal::Tuf(e.to_string()))?;
     let target = repo
         .targets()
@@ -270,13 +303,13 @@ pub async fn verify(
     let mut stream = repo
         .read_target(&name)
         .await
-        .map_err(|e| Refusal::Tuf(chain(&e)))?
+        .map_err(|e| refusal(&e))?
         .ok_or(Refusal::NoLogic)?;
     let mut wasm = Vec::with_capacity(target.length as usize);
     while let Some(chunk) = stream.next().await {
         // tough checks length and hash as the stream ends: use nothing
         // from a stream that failed.
-        wasm.extend_from_slice(&chunk.map_err(|e| Refusal::Tuf(chain(&e)))?);
+        wasm.extend_from_slice(&chunk.map_err(|e| refusal(&e))?);
     }
     Ok(Verified {
         sha256: hex::encode(Sha256::digest(&wasm)),
@@ -342,6 +375,7 @@ mod tests {
             allow_downgrade: false,
             world: WORLD_NAME.into(),
             datastore: None,
+            check_expiry: true,
         };
         Fixture {
             key: SigningKey::load(&key_path).unwrap(),
