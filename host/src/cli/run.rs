@@ -315,6 +315,20 @@ fn cache_dir(args: &RunArgs) -> Option<std::path::PathBuf> {
 }
 
 /// One device, with hot swap when `--watch` is given.
+/// How `--watch` checks the signed repository next to the component: the
+/// same trust and version floor as the broker, but without expiry, since a
+/// local file is the operator's own and may be re-signed at leisure.
+fn local_signed(args: &RunArgs, trust: Trust, floor: Arc<Floor>) -> SignedSource {
+    SignedSource {
+        repo: keys::repo_for(&args.component),
+        trust: Trust {
+            check_expiry: false,
+            ..trust
+        },
+        floor,
+    }
+}
+
 async fn run_one(
     args: &RunArgs,
     logic: Arc<Logic>,
@@ -361,14 +375,7 @@ async fn run_one(
                 path: args.component.clone(),
                 builder,
                 running_sha256: logic.sha256.clone(),
-                signed: trust.map(|trust| SignedSource {
-                    repo: keys::repo_for(&args.component),
-                    trust: Trust {
-                        check_expiry: false,
-                        ..trust
-                    },
-                    floor,
-                }),
+                signed: trust.map(|trust| local_signed(args, trust, floor)),
             },
             swap_tx,
         )?;
@@ -483,13 +490,9 @@ async fn run_fleet(
                     path: args.component.clone(),
                     builder: Builder::new(engine, linker, cache_dir(args), trial),
                     running_sha256: logic.sha256.clone(),
-                    signed: trust.map(|trust| SignedSource {
-                        repo: keys::repo_for(&args.component),
-                        trust: Trust {
-                            check_expiry: false,
-                            ..trust
-                        },
-                        floor: Arc::new(Floor::new(logic.version.unwrap_or(0), None)),
+                    signed: trust.map(|trust| {
+                        let floor = Arc::new(Floor::new(logic.version.unwrap_or(0), None));
+                        local_signed(args, trust, floor)
                     }),
                 },
                 tx,
