@@ -224,7 +224,7 @@ fn a_fleet_of_twenty_is_updated_through_the_broker_canaries_first() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tampered_unsigned_wrong_key_and_older_updates_are_refused_by_every_device() {
+async fn tampered_unsigned_wrong_key_older_and_wrong_world_updates_are_refused_by_every_device() {
     let pki = TestPki::new();
     let broker = pki.broker();
     let s = signed();
@@ -263,12 +263,26 @@ async fn tampered_unsigned_wrong_key_and_older_updates_are_refused_by_every_devi
         wire_limit(),
     )
     .unwrap();
+    let wrong_world = wire::read(
+        &sign(
+            s.dir.path(),
+            &counter,
+            &s.key,
+            5,
+            "other:world/device@1.0.0",
+        )
+        .await,
+        wire::TARGETS_TOPIC,
+        wire_limit(),
+    )
+    .unwrap();
 
     for (what, update, reason) in [
         ("tampered chunk", tampered, "Hash mismatch"),
         ("unsigned", unsigned, "unsigned"),
         ("wrong key", wrong_key, "does not trust"),
         ("older version", older, "older than the running version 1"),
+        ("wrong world", wrong_world, "built for the world"),
     ] {
         if what == "unsigned" {
             for t in &topics {
@@ -296,7 +310,7 @@ async fn tampered_unsigned_wrong_key_and_older_updates_are_refused_by_every_devi
     );
     assert_eq!(
         stdout.matches("refused an update").count(),
-        16,
+        20,
         "each device refused each update"
     );
 }
