@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use device_tests::{Running, TestPki, host_run_component, median, root};
 use guest_bench::workload::{self as bench, Config, WINDOW};
-use host::tls::{TlsClient, TlsConnection, TlsFiles};
+use host::tls::{Roots, TlsClient, TlsConnection, TlsFiles};
 use mqtt_core::stats::percentile;
 use mqtt_core::{Clock, Level, Platform, Transport, TransportError as ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -177,7 +177,7 @@ impl Platform for NativePlatform {
 
 fn tls_files(pki: &TestPki) -> TlsFiles {
     TlsFiles {
-        ca: pki.ca.clone(),
+        ca: Roots::File(pki.ca.clone()),
         cert: Some(pki.device.cert.clone()),
         key: Some(pki.device.key.clone()),
     }

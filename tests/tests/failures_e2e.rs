@@ -181,3 +181,29 @@ fn a_component_of_another_world_is_refused() {
         "the line names what is missing: {line}"
     );
 }
+
+/// `--ca webpki` and `--ca os` against a broker whose chain is in neither
+/// set: refused at the first handshake, the message naming the set and the
+/// fix. The OS store is pinned with `SSL_CERT_FILE` to an unrelated CA, so
+/// the test does not depend on this machine's store.
+#[test]
+fn standard_root_sets_refuse_a_private_broker_and_say_so() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    for (ca, names) in [
+        ("webpki", "the Mozilla root set (--ca webpki)"),
+        ("os", "the operating system's trust store (--ca os)"),
+    ] {
+        let mut cmd = host_run(broker.port, &pki.ca, Some(&pki.device));
+        cmd.args(["--ca", ca, "--iterations", "1"])
+            .env("SSL_CERT_FILE", &pki.other_ca);
+        let out = output_within(&mut cmd, LIMIT);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{ca}: {stderr}");
+        let line = last_line(&stderr);
+        assert!(line.contains("UnknownIssuer"), "{ca}: {line}");
+        assert!(line.contains(names), "{ca}: {line}");
+        assert!(line.contains("with --ca"), "{ca}: the fix: {line}");
+        assert_eq!(attempts(&stdout), 1, "{ca}: {stdout}");
+    }
+}

@@ -15,7 +15,7 @@ use device_tests::{
     Running, Subscriber, TestPki, counter_wasm, demo_wasm, host_bin, output_within, text,
 };
 use host::imports::mtls_socket::Endpoint;
-use host::tls::{Handshake, TlsClient, TlsFiles};
+use host::tls::{Handshake, Roots, TlsClient, TlsFiles};
 use host::update::device::Status;
 use host::update::keys::{SigningKey, generate};
 use host::update::rollout::{Publisher, offer};
@@ -102,7 +102,7 @@ fn rollout(
 async fn publisher(pki: &TestPki, port: u16, limit: usize) -> Publisher {
     let tls = TlsClient::load_with(
         &TlsFiles {
-            ca: pki.ca.clone(),
+            ca: Roots::File(pki.ca.clone()),
             cert: Some(pki.subscriber.cert.clone()),
             key: Some(pki.subscriber.key.clone()),
         },

@@ -9,7 +9,7 @@ use tempfile::TempDir;
 
 use super::mosquitto::{BrokerError, ListenerTls, Mosquitto};
 use super::pki::{self, Authority};
-use crate::tls::TlsFiles;
+use crate::tls::{Roots, TlsFiles};
 
 /// A running local broker and the client's credentials for it.
 pub struct LocalBroker {
@@ -56,7 +56,7 @@ impl LocalBroker {
             tls_version: None,
         };
         let files = TlsFiles {
-            ca: ca_path,
+            ca: Roots::File(ca_path),
             cert: Some(pki::write(d, "client.pem", &client.cert_pem)?),
             key: Some(pki::write_secret(d, "client.key", &client.key_pem)?),
         };

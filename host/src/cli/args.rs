@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use host::imports::output::OutputLimits;
 use host::sandbox::limits::Limits;
+use host::tls::Roots;
 use host::update::{chunks, wire};
 use host_core::settings::{DeviceSettings, defaults};
 use host_core::supervisor::{Plan, RestartPolicy};
@@ -28,9 +29,12 @@ pub struct RunArgs {
     /// required) is started on 127.0.0.1.
     #[arg(long, value_name = "URL")]
     pub broker: Option<String>,
-    /// Root CA the broker's certificate must chain to (PEM; RSA or ECDSA).
-    #[arg(long, value_name = "ROOT.pem", requires = "broker")]
-    pub ca: Option<PathBuf>,
+    /// Root CAs the broker's certificate must chain to: a PEM file (RSA or
+    /// ECDSA), `webpki` (the Mozilla root set built into the host, which
+    /// holds Amazon Root CA 1-4 for AWS IoT Core) or `os` (this machine's
+    /// trust store). A file named so is given as ./webpki.
+    #[arg(long, value_name = "ROOT.pem|webpki|os", requires = "broker")]
+    pub ca: Option<Roots>,
     /// Client certificate chain (PEM). Needs --key.
     #[arg(long, value_name = "CLIENT.pem", requires = "broker")]
     pub cert: Option<PathBuf>,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use host::fleet;
-use host::tls::{Handshake, TlsClient, TlsFiles};
+use host::tls::{Handshake, Roots, TlsClient, TlsFiles};
 use host::update::keys::SigningKey;
 use host::update::rollout::{Ended, Plan, Publisher, roll_out};
 use host::update::{chunks, publish, wire};
@@ -49,9 +49,10 @@ pub struct RolloutArgs {
     /// The broker, mqtts://HOST:PORT.
     #[arg(long, value_name = "URL")]
     pub broker: String,
-    /// The broker's root CA (PEM).
-    #[arg(long, value_name = "ROOT.pem")]
-    pub ca: PathBuf,
+    /// The broker's root CA: a PEM file, `webpki` (the Mozilla root set,
+    /// with Amazon's roots) or `os` (this machine's trust store).
+    #[arg(long, value_name = "ROOT.pem|webpki|os")]
+    pub ca: Roots,
     /// This tool's client certificate (PEM), for brokers that require one.
     #[arg(long, value_name = "CLIENT.pem", requires = "client_key")]
     pub cert: Option<PathBuf>,

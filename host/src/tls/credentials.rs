@@ -1,6 +1,6 @@
-//! Loading the TLS material from PEM files: the root CA, the client
-//! certificate chain and its private key. Every failure names the flag,
-//! the file and the fix.
+//! Loading the TLS material: the root CAs (a PEM file, the Mozilla set or
+//! the operating system's store), the client certificate chain and its
+//! private key. Every failure names the flag, the file and the fix.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -48,6 +48,11 @@ pub enum CredentialError {
         /// Why rustls refused it.
         source: rustls::Error,
     },
+    /// The operating system's trust store holds no usable certificate.
+    #[error(
+        "--ca os found no root certificate in the operating system's trust store (install ca-certificates, set SSL_CERT_FILE, or pass --ca FILE)"
+    )]
+    NoOsRoots,
     /// The key file is encrypted; the host needs the plain key.
     #[error("--key file {} is encrypted (decrypt it first: openssl pkey -in KEY -out PLAIN.key)", .0.display())]
     EncryptedKey(PathBuf),
@@ -81,6 +86,42 @@ pub enum CredentialError {
     Unusable(#[source] rustls::Error),
 }
 
+/// Where the root CAs the broker's certificate must chain to come from:
+/// `--ca FILE`, `--ca webpki` or `--ca os` (a file named so is `./webpki`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Roots {
+    /// The certificates of a PEM file.
+    File(PathBuf),
+    /// The Mozilla root set built into the host (webpki-roots); it holds
+    /// Amazon Root CA 1 to 4, so AWS IoT Core needs no downloaded PEM.
+    Webpki,
+    /// The operating system's trust store (rustls-native-certs; on Debian
+    /// /etc/ssl/certs, or `SSL_CERT_FILE` / `SSL_CERT_DIR`).
+    Os,
+}
+
+impl std::str::FromStr for Roots {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "webpki" => Roots::Webpki,
+            "os" => Roots::Os,
+            path => Roots::File(PathBuf::from(path)),
+        })
+    }
+}
+
+impl std::fmt::Display for Roots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Roots::File(path) => write!(f, "{}", path.display()),
+            Roots::Webpki => f.write_str("the Mozilla root set (--ca webpki)"),
+            Roots::Os => f.write_str("the operating system's trust store (--ca os)"),
+        }
+    }
+}
+
 fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, CredentialError> {
     std::fs::read(path).map_err(|source| CredentialError::Read {
         flag,
@@ -110,6 +151,28 @@ pub fn certificates(
         });
     }
     Ok(certs)
+}
+
+/// The root store `roots` names.
+pub fn root_store(roots: &Roots) -> Result<RootCertStore, CredentialError> {
+    match roots {
+        Roots::File(path) => self::roots(path),
+        Roots::Webpki => Ok(RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        }),
+        Roots::Os => {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::debug!(target: "host", "--ca os: {e}");
+            }
+            let mut store = RootCertStore::empty();
+            let (added, _ignored) = store.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(CredentialError::NoOsRoots);
+            }
+            Ok(store)
+        }
+    }
 }
 
 /// The root store of the `--ca` file `path`.
@@ -180,6 +243,18 @@ mod tests {
             line.starts_with("--ca file") && !line.contains("client certificate"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn webpki_and_os_name_root_sets_and_anything_else_a_file() {
+        assert_eq!("webpki".parse::<Roots>().unwrap(), Roots::Webpki);
+        assert_eq!("os".parse::<Roots>().unwrap(), Roots::Os);
+        assert_eq!(
+            "./webpki".parse::<Roots>().unwrap(),
+            Roots::File("./webpki".into())
+        );
+        let mozilla = root_store(&Roots::Webpki).unwrap();
+        assert!(mozilla.len() > 100, "{} roots", mozilla.len());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-pub use credentials::CredentialError;
+pub use credentials::{CredentialError, Roots};
 pub use failure::{classify_io, classify_tls};
 
 /// An established TLS session to the broker.
@@ -28,7 +28,7 @@ pub type TlsConnection = TlsStream<TcpStream>;
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     /// Root CA(s) the broker's certificate must chain to.
-    pub ca: PathBuf,
+    pub ca: Roots,
     /// Client certificate chain, PEM; `None` for no client authentication.
     pub cert: Option<PathBuf>,
     /// Client private key, PEM. Read by the host only.
@@ -61,6 +61,8 @@ pub struct TlsClient {
     /// Whether a client certificate is presented (else a broker's handshake
     /// failure most likely means it wants one).
     has_client_cert: bool,
+    /// Where the roots come from, for the message when none fits.
+    roots: Roots,
 }
 
 impl std::fmt::Debug for TlsClient {
@@ -77,7 +79,7 @@ impl TlsClient {
 
     /// Like [`TlsClient::load`], with ALPN and SNI as `handshake` says.
     pub fn load_with(files: &TlsFiles, handshake: &Handshake) -> Result<Self, CredentialError> {
-        let roots = credentials::roots(&files.ca)?;
+        let roots = credentials::root_store(&files.ca)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -117,6 +119,7 @@ impl TlsClient {
         Ok(Self {
             connector: TlsConnector::from(Arc::new(config)),
             has_client_cert: files.cert.is_some(),
+            roots: files.ca.clone(),
         })
     }
 
@@ -179,6 +182,12 @@ impl TlsClient {
                         {
                             failure.error = TransportError::ClientCertificateRequired;
                         }
+                        if failure.error == TransportError::ServerCertificateUnknownIssuer {
+                            failure.detail = format!(
+                                "{}: the broker's certificate does not chain to {}",
+                                failure.detail, self.roots
+                            );
+                        }
                         failure
                     });
                 }
@@ -200,7 +209,7 @@ mod tests {
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, ca.cert.pem()).unwrap();
         let files = TlsFiles {
-            ca: path,
+            ca: Roots::File(path),
             cert: None,
             key: None,
         };
