@@ -47,6 +47,7 @@ fn main() -> ExitCode {
             Command::Sign(args) => cli::keys::sign(args).await.map_err(Into::into),
             Command::Verify(args) => cli::keys::verify(args).await.map_err(Into::into),
             Command::Rollout(args) => cli::rollout::rollout(args).await,
+            Command::Certs(args) => cli::certs::certs(args),
         }
     });
     match result {

@@ -9,6 +9,29 @@ use rcgen::{
     KeyUsagePurpose, SanType,
 };
 
+/// The kind of key a certificate is made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyKind {
+    /// ECDSA on P-256 with SHA-256: small and fast, the default.
+    #[default]
+    EcdsaP256,
+    /// RSA-2048 with SHA-256 (PKCS#1 v1.5 certificate signatures), for
+    /// peers that take only RSA.
+    Rsa2048,
+}
+
+impl KeyKind {
+    /// A fresh key of this kind.
+    pub fn generate(self) -> Result<KeyPair, rcgen::Error> {
+        match self {
+            KeyKind::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+            KeyKind::Rsa2048 => {
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+            }
+        }
+    }
+}
+
 /// A certificate and its private key, PEM.
 #[derive(Debug, Clone)]
 pub struct Issued {
@@ -50,6 +73,16 @@ impl Authority {
     /// A new self-signed root CA with an ECDSA P-256 key.
     pub fn new(common_name: &str) -> Result<Self, rcgen::Error> {
         Self::with_key(common_name, KeyPair::generate()?)
+    }
+
+    /// A new self-signed root CA with a fresh key of `kind`.
+    pub fn of_kind(common_name: &str, kind: KeyKind) -> Result<Self, rcgen::Error> {
+        Self::with_key(common_name, kind.generate()?)
+    }
+
+    /// The CA's private key, PEM (PKCS#8), to issue more certificates later.
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
     }
 
     /// A new self-signed root CA with `key` (e.g. an RSA key from PEM).

@@ -2,6 +2,7 @@
 //! ([`run`]), and every message a user reads ([`explain`], [`report`]).
 
 pub mod args;
+pub mod certs;
 pub mod endpoint;
 pub mod explain;
 pub mod keys;
@@ -43,6 +44,10 @@ pub enum Command {
     /// Exit codes: 0 every device runs it; 2 a canary stopped the rollout,
     /// or devices refused it; 3 timed out; 1 a setting or file is wrong.
     Rollout(rollout::RolloutArgs),
+    /// Write a development PKI: a root CA, a broker certificate and device
+    /// certificates, and print the mosquitto configuration and the host
+    /// run flags that use them.
+    Certs(certs::CertsArgs),
 }
 
 /// Process exit codes of `host run`.
