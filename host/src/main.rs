@@ -48,6 +48,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => cli::keys::verify(args).await.map_err(Into::into),
             Command::Rollout(args) => cli::rollout::rollout(args).await,
             Command::Certs(args) => cli::certs::certs(args),
+            Command::Inspect(args) => cli::inspect::inspect(args).await,
         }
     });
     match result {

@@ -218,6 +218,10 @@ pub enum Failure {
         /// The exit code.
         code: u8,
     },
+    /// `host inspect`: this host would not run the logic, or its signature
+    /// does not verify (the output above says why).
+    #[error("{0}")]
+    Refused(String),
     /// Devices of a fleet gave up.
     #[error("{failed} of {devices} devices failed (their log lines say why)")]
     Fleet {
@@ -243,6 +247,7 @@ impl Failure {
             }
             | Failure::Fleet { .. } => exit::ITERATION_FAILED,
             Failure::Rollout { code, .. } => *code,
+            Failure::Refused(_) => exit::REFUSED,
             Failure::Device {
                 error: RunError::Ended(Ending::GuestFailed { .. }),
                 ..
@@ -275,7 +280,9 @@ pub fn failure_line(failure: &Failure) -> String {
     let line = match failure {
         Failure::Setup(e) => format!("{e:#}"),
         Failure::Device { error, settings } => run_error(error, settings),
-        Failure::Fleet { .. } | Failure::Rollout { .. } => failure.to_string(),
+        Failure::Fleet { .. } | Failure::Rollout { .. } | Failure::Refused(_) => {
+            failure.to_string()
+        }
     };
     line.replace('\n', " ")
 }

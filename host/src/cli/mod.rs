@@ -5,6 +5,7 @@ pub mod args;
 pub mod certs;
 pub mod endpoint;
 pub mod explain;
+pub mod inspect;
 pub mod keys;
 pub mod report;
 pub mod rollout;
@@ -48,6 +49,12 @@ pub enum Command {
     /// certificates, and print the mosquitto configuration and the host
     /// run flags that use them.
     Certs(certs::CertsArgs),
+    /// Describe a logic file: size, SHA-256, whether this host can run it,
+    /// its imports and exports, and its signature.
+    ///
+    /// Exit codes: 0 this host can run it (and, with --trust, its signature
+    /// verifies); 2 it cannot; 1 the file cannot be read.
+    Inspect(inspect::InspectArgs),
 }
 
 /// Process exit codes of `host run`.
@@ -58,6 +65,8 @@ pub mod exit {
     pub const ITERATION_FAILED: u8 = 2;
     /// The guest trapped or hit a limit, and the restarts are exhausted.
     pub const GUEST_FAILED: u8 = 3;
+    /// `host inspect`: this host would not run the logic.
+    pub const REFUSED: u8 = 2;
 }
 
 #[cfg(test)]

@@ -126,6 +126,23 @@ pub trait Targets: Send + Sync + std::fmt::Debug {
     async fn fetch(&self, name: &str) -> Option<Bytes>;
 }
 
+/// The version the newest targets metadata in the repository `repo` claims
+/// for the logic, without verifying anything (for `host inspect` without
+/// keys); `None` if it cannot be read.
+pub fn claimed_version(repo: &Path) -> Option<u64> {
+    let newest = std::fs::read_dir(repo.join("metadata"))
+        .ok()?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let n: u64 = name.strip_suffix(".targets.json")?.parse().ok()?;
+            Some((n, name))
+        })
+        .max()?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.join("metadata").join(newest.1)).ok()?).ok()?;
+    json["signed"]["targets"][TARGET]["custom"][VERSION].as_u64()
+}
+
 /// tough's transport over received files and fetched targets; notes a
 /// file it could not find.
 #[derive(Debug, Clone)]
