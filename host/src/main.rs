@@ -7,12 +7,38 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
-use crate::cli::{Cli, Command, explain};
+use crate::cli::{Cli, Command, config, explain};
+
+/// The command line, with `host run --config FILE` and the environment
+/// variables applied; exits on a usage error as clap does, and with 1 on
+/// a bad configuration file.
+fn parse() -> Result<Cli, ExitCode> {
+    let resolved = config::resolve(std::env::args_os().collect()).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(cli::exit::SETUP)
+    })?;
+    let matches = config::command()
+        .try_get_matches_from(&resolved.argv)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    match matches {
+        Ok(cli) => Ok(cli),
+        Err(e) => match resolved.explain(&e) {
+            Some(bad) => {
+                eprintln!("error: {bad}");
+                Err(ExitCode::from(cli::exit::SETUP))
+            }
+            None => e.exit(),
+        },
+    }
+}
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

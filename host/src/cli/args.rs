@@ -24,6 +24,14 @@ pub struct RunArgs {
     /// The component to run (built from guest/: target/demo.wasm).
     pub component: PathBuf,
 
+    /// Read settings from this TOML file: a key per flag, without the
+    /// dashes (`broker = "mqtts://HOST:8883"`, `iterations = 3`, `trust =
+    /// ["a.pub"]`, `watch = true`) and `component`. Flags and environment
+    /// variables (MQTT_DEVICE_BROKER, ... one per flag) override it;
+    /// relative paths in it are relative to the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Broker as mqtts://HOST:PORT (port defaults to 8883). Without it, an
     /// embedded broker (mosquitto with a throwaway PKI, client certificates
     /// required) is started on 127.0.0.1.
@@ -33,7 +41,7 @@ pub struct RunArgs {
     /// ECDSA), `webpki` (the Mozilla root set built into the host, which
     /// holds Amazon Root CA 1-4 for AWS IoT Core) or `os` (this machine's
     /// trust store). A file named so is given as ./webpki.
-    #[arg(long, value_name = "ROOT.pem|webpki|os", requires = "broker")]
+    #[arg(long, value_name = "ROOT.pem|webpki|os", requires = "broker", value_hint = clap::ValueHint::FilePath)]
     pub ca: Option<Roots>,
     /// Client certificate chain (PEM). Needs --key.
     #[arg(long, value_name = "CLIENT.pem", requires = "broker")]

@@ -1,0 +1,479 @@
+//! `host run --config FILE`: a TOML file with one key per flag of `host run`
+//! (`broker = "mqtts://..."`, `iterations = 3`, `trust = ["a.pub"]`,
+//! `watch = true`, and `component` for the logic). Flags override the
+//! file, and so do environment variables: every flag `--some-flag` also
+//! reads `MQTT_DEVICE_SOME_FLAG`. Relative paths in the file are relative
+//! to the file's directory.
+//!
+//! The file becomes command-line arguments for what the command line and
+//! the environment did not set, so clap checks every value once, the same
+//! way; a value it refuses is reported with the file, line and key.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, ArgMatches, CommandFactory, ValueHint};
+use toml::de::{DeTable, DeValue};
+
+use crate::cli::Cli;
+
+/// Prefix of the environment variable of every `host run` flag.
+pub const ENV_PREFIX: &str = "MQTT_DEVICE_";
+
+/// Why the configuration file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read the --config file {} (check the path)", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not TOML.
+    #[error("{}:{line}: not valid TOML: {message} (write key = value lines)", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// What the parser said.
+        message: String,
+    },
+    /// A key names no flag.
+    #[error("{}:{line}: unknown key `{key}`{hint} (keys are the flags of host run --help, without the dashes)", path.display())]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// The key.
+        key: String,
+        /// ` (did you mean ...?)`, or nothing.
+        hint: String,
+    },
+    /// A value of the wrong kind, or refused by the flag.
+    #[error("{}:{line}: {key}: {message}", path.display())]
+    Value {
+        /// The file.
+        path: PathBuf,
+        /// The line, from 1.
+        line: usize,
+        /// The key.
+        key: String,
+        /// What is wrong, and the fix.
+        message: String,
+    },
+}
+
+/// Where a value from the file came from, to name it if clap refuses it.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The file.
+    pub path: PathBuf,
+    /// The line, from 1.
+    pub line: usize,
+    /// The key as written.
+    pub key: String,
+}
+
+/// The command line with the file's settings added.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The arguments to parse.
+    pub argv: Vec<OsString>,
+    /// Which flags (by long name) came from the file.
+    pub origins: HashMap<String, Origin>,
+}
+
+impl Resolved {
+    /// A clap error about a value from the file, as a [`ConfigError`]
+    /// naming the file, line and key; `None` if it is not about one.
+    pub fn explain(&self, error: &clap::Error) -> Option<ConfigError> {
+        let clap::error::ContextValue::String(arg) =
+            error.get(clap::error::ContextKind::InvalidArg)?
+        else {
+            return None;
+        };
+        // `--publish-count <N>`, or `<COMPONENT>` for the positional.
+        let name = arg
+            .trim_start_matches("--")
+            .split([' ', '='])
+            .next()?
+            .trim_matches(['<', '>'])
+            .to_ascii_lowercase();
+        let origin = self.origins.get(&name)?;
+        let rendered = error.render().to_string();
+        let message = rendered
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ");
+        Some(ConfigError::Value {
+            path: origin.path.clone(),
+            line: origin.line,
+            key: origin.key.clone(),
+            message: message.to_string(),
+        })
+    }
+}
+
+/// The `host` command with the environment variable of every `host run`
+/// flag.
+pub fn command() -> clap::Command {
+    Cli::command().mut_subcommand("run", |run| {
+        run.mut_args(|arg| {
+            let var = env_var(arg.get_id().as_str());
+            arg.env(var)
+        })
+    })
+}
+
+/// `MQTT_DEVICE_CLIENT_ID` for the flag `client_id` (`--client-id`).
+pub fn env_var(id: &str) -> String {
+    format!("{ENV_PREFIX}{}", id.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// `raw` with the settings of `host run --config FILE` that the command
+/// line and the environment leave unset.
+pub fn resolve(raw: Vec<OsString>) -> Result<Resolved, ConfigError> {
+    let unchanged = |argv| Resolved {
+        argv,
+        origins: HashMap::new(),
+    };
+    // The component may be in the file: not required yet.
+    let probe =
+        command().mut_subcommand("run", |run| run.mut_arg("component", |a| a.required(false)));
+    let Ok(matches) = probe.try_get_matches_from(&raw) else {
+        // The real parse reports it.
+        return Ok(unchanged(raw));
+    };
+    let Some(("run", given)) = matches.subcommand() else {
+        return Ok(unchanged(raw));
+    };
+    let Some(path) = given.get_one::<PathBuf>("config").cloned() else {
+        return Ok(unchanged(raw));
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let run = command();
+    let run = run.find_subcommand("run").expect("run is a subcommand");
+    let file = File {
+        path: &path,
+        text: &text,
+    };
+    let mut resolved = unchanged(raw);
+    let mut positional = Vec::new();
+    let table = DeTable::parse(&text).map_err(|e| ConfigError::Syntax {
+        path: path.clone(),
+        line: file.line(e.span().map_or(0, |s| s.start)),
+        message: e.message().to_string(),
+    })?;
+    for (key, value) in table.get_ref().iter() {
+        let line = file.line(key.span().start);
+        let name = key.get_ref().replace('_', "-");
+        let origin = Origin {
+            path: path.clone(),
+            line,
+            key: key.get_ref().to_string(),
+        };
+        let arg = run
+            .get_arguments()
+            .find(|a| {
+                a.get_long() == Some(name.as_str())
+                    || (a.is_positional() && a.get_id() == name.as_str())
+            })
+            .filter(|a| a.get_id() != "config")
+            .ok_or_else(|| file.unknown(&origin, run))?;
+        if set_elsewhere(given, arg) {
+            continue;
+        }
+        let values = file.values(&origin, arg, value.get_ref())?;
+        if arg.is_positional() {
+            positional.extend(values);
+        } else if let Some(long) = arg.get_long() {
+            match arg.get_action() {
+                ArgAction::SetTrue => {
+                    if values.first().is_some_and(|v| v == "true") {
+                        resolved.argv.push(format!("--{long}").into());
+                    }
+                }
+                _ => resolved.argv.extend(
+                    values
+                        .into_iter()
+                        .map(|v| OsString::from(format!("--{long}={v}"))),
+                ),
+            }
+        }
+        resolved.origins.insert(name, origin);
+    }
+    resolved
+        .argv
+        .extend(positional.into_iter().map(OsString::from));
+    Ok(resolved)
+}
+
+/// Whether the command line or the environment set `arg`.
+fn set_elsewhere(given: &ArgMatches, arg: &Arg) -> bool {
+    matches!(
+        given.value_source(arg.get_id().as_str()),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    )
+}
+
+/// The file being read.
+struct File<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl File<'_> {
+    /// The line of byte `offset`, from 1.
+    fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    fn value_error(&self, origin: &Origin, message: String) -> ConfigError {
+        ConfigError::Value {
+            path: self.path.to_owned(),
+            line: origin.line,
+            key: origin.key.clone(),
+            message,
+        }
+    }
+
+    /// An unknown key, with the closest flag if one is close.
+    fn unknown(&self, origin: &Origin, run: &clap::Command) -> ConfigError {
+        let closest = run
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .map(|long| (strsim::jaro_winkler(long, &origin.key), long))
+            .filter(|(score, _)| *score > 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        ConfigError::UnknownKey {
+            path: self.path.to_owned(),
+            line: origin.line,
+            key: origin.key.clone(),
+            hint: closest.map_or(String::new(), |(_, long)| {
+                format!(" (did you mean `{long}`?)")
+            }),
+        }
+    }
+
+    /// The value(s) of `arg` that `value` gives, as command-line text.
+    fn values(
+        &self,
+        origin: &Origin,
+        arg: &Arg,
+        value: &DeValue<'_>,
+    ) -> Result<Vec<String>, ConfigError> {
+        let flag = matches!(arg.get_action(), ArgAction::SetTrue);
+        let many = matches!(arg.get_action(), ArgAction::Append);
+        match value {
+            DeValue::Boolean(b) if flag => Ok(vec![b.to_string()]),
+            _ if flag => Err(self.value_error(
+                origin,
+                format!("a switch: write {} = true or false", origin.key),
+            )),
+            DeValue::Array(items) if many => items
+                .iter()
+                .map(|item| self.scalar(origin, arg, item.get_ref()))
+                .collect(),
+            DeValue::Array(_) => {
+                Err(self.value_error(origin, "takes one value, not a list".to_string()))
+            }
+            other => Ok(vec![self.scalar(origin, arg, other)?]),
+        }
+    }
+
+    /// One value as command-line text; a relative path made relative to
+    /// the file's directory.
+    fn scalar(
+        &self,
+        origin: &Origin,
+        arg: &Arg,
+        value: &DeValue<'_>,
+    ) -> Result<String, ConfigError> {
+        let text = match value {
+            DeValue::String(s) => s.to_string(),
+            DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+                .map_err(|e| self.value_error(origin, format!("{e}")))?
+                .to_string(),
+            DeValue::Float(f) => f.as_str().to_string(),
+            other => {
+                return Err(self.value_error(
+                    origin,
+                    format!(
+                        "a {} is not a value of this flag (write a string or a number)",
+                        other.type_str()
+                    ),
+                ));
+            }
+        };
+        Ok(self.relative_to_file(arg, text))
+    }
+
+    /// `text` as a path relative to the file's directory, when `arg` takes
+    /// a path and `text` is a relative one (not `webpki`, `os` or a
+    /// `pkcs11:` URI, which name no file).
+    fn relative_to_file(&self, arg: &Arg, text: String) -> String {
+        let path_hint = matches!(
+            arg.get_value_hint(),
+            ValueHint::AnyPath | ValueHint::FilePath | ValueHint::DirPath
+        );
+        let names_no_file = matches!(text.as_str(), "webpki" | "os") || text.starts_with("pkcs11:");
+        if !path_hint || names_no_file || Path::new(&text).is_absolute() {
+            return text;
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        dir.join(&text).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::FromArgMatches;
+
+    use super::*;
+    use crate::cli::Command;
+    use crate::cli::args::RunArgs;
+
+    fn parse(file: &str, argv: &[&str]) -> Result<RunArgs, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device.toml");
+        std::fs::write(&path, file).unwrap();
+        let mut raw: Vec<OsString> = ["host", "run", "--config"].map(OsString::from).to_vec();
+        raw.push(path.clone().into());
+        raw.extend(argv.iter().map(OsString::from));
+        let resolved = resolve(raw).map_err(|e| {
+            e.to_string()
+                .replace(&dir.path().display().to_string(), "DIR")
+        })?;
+        let matches = command()
+            .try_get_matches_from(&resolved.argv)
+            .map_err(|e| match resolved.explain(&e) {
+                Some(c) => c
+                    .to_string()
+                    .replace(&dir.path().display().to_string(), "DIR"),
+                None => e.to_string(),
+            })?;
+        match crate::cli::Cli::from_arg_matches(&matches).unwrap().command {
+            Command::Run(args) => Ok(*args),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_file_sets_what_flags_do_not_and_paths_are_relative_to_it() {
+        let args = parse(
+            "component = \"logic.wasm\"\nbroker = \"mqtts://b:8883\"\nca = \"ca.pem\"\n\
+             publish_count = 7\niterations = 0x10\nwatch = true\nno-sni = false\n\
+             trust = [\"a.pub\", \"/abs/b.pub\"]\n",
+            &["--publish-count", "9"],
+        )
+        .unwrap();
+        assert!(args.component.ends_with("logic.wasm") && args.component.is_absolute());
+        assert_eq!(args.broker.as_deref(), Some("mqtts://b:8883"));
+        assert_eq!(args.publish_count, 9, "the flag wins");
+        assert_eq!(args.iterations, Some(16));
+        assert!(args.watch && !args.no_sni);
+        assert_eq!(args.trust.len(), 2);
+        assert!(args.trust[0].is_absolute() && args.trust[1] == Path::new("/abs/b.pub"));
+        let Some(host::tls::Roots::File(ca)) = args.ca else {
+            panic!("{:?}", args.ca)
+        };
+        assert!(ca.is_absolute());
+    }
+
+    #[test]
+    fn names_that_are_no_files_are_kept() {
+        let args = parse(
+            "component = \"x.wasm\"\nbroker = \"mqtts://b\"\nca = \"webpki\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(args.ca, Some(host::tls::Roots::Webpki));
+    }
+
+    #[test]
+    fn bad_keys_and_values_name_the_file_line_and_key() {
+        let e = parse("component = \"x.wasm\"\n\nbrokr = \"mqtts://b\"\n", &[]).unwrap_err();
+        assert!(
+            e.starts_with("DIR/device.toml:3: unknown key `brokr` (did you mean `broker`?)"),
+            "{e}"
+        );
+        let e = parse("component = \"x.wasm\"\npublish-count = \"many\"\n", &[]).unwrap_err();
+        assert!(
+            e.starts_with("DIR/device.toml:2: publish-count: invalid value 'many'"),
+            "{e}"
+        );
+        let e = parse("component = \"x.wasm\"\nwatch = \"yes\"\n", &[]).unwrap_err();
+        assert!(e.contains(":2: watch: a switch"), "{e}");
+        let e = parse("component = \"x.wasm\"\nbroker = [\"a\", \"b\"]\n", &[]).unwrap_err();
+        assert!(e.contains(":2: broker: takes one value"), "{e}");
+        let e = parse("component = \"x.wasm\"\nbroker = \n", &[]).unwrap_err();
+        assert!(e.contains("device.toml:2: not valid TOML"), "{e}");
+        let e = parse("component = \"x.wasm\"\nconfig = \"other.toml\"\n", &[]).unwrap_err();
+        assert!(e.contains(":2: unknown key `config`"), "{e}");
+    }
+
+    #[test]
+    fn every_flag_has_an_environment_variable() {
+        let cmd = command();
+        let run = cmd.find_subcommand("run").unwrap();
+        let broker = run
+            .get_arguments()
+            .find(|a| a.get_id() == "broker")
+            .unwrap();
+        assert_eq!(broker.get_env().unwrap(), "MQTT_DEVICE_BROKER");
+        assert!(run.get_arguments().all(|a| a.get_env().is_some()));
+        assert_eq!(env_var("client_id"), "MQTT_DEVICE_CLIENT_ID");
+    }
+}
+
+#[cfg(test)]
+mod readme {
+    use clap::CommandFactory;
+
+    /// The README's example file names every flag of `host run`, set or
+    /// commented out, and the keys it sets are all flags.
+    #[test]
+    fn the_readme_example_is_complete() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```toml\n# device.toml")
+            .expect("the README has the example file");
+        let block = &readme[start + 8..];
+        let block = &block[..block.find("```").unwrap()];
+        let keys: Vec<&str> = block
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.trim()))
+            .collect();
+        let cli = crate::cli::Cli::command();
+        let run = cli.find_subcommand("run").unwrap();
+        for arg in run.get_arguments() {
+            let name = arg.get_long().unwrap_or(arg.get_id().as_str());
+            if name == "config" {
+                continue;
+            }
+            assert!(keys.contains(&name), "the README's example lacks `{name}`");
+        }
+        let table: toml::Table = toml::from_str(block).expect("the example parses");
+        for key in table.keys() {
+            assert!(
+                run.get_arguments()
+                    .any(|a| a.get_long() == Some(key.as_str()) || a.get_id() == key.as_str()),
+                "`{key}` is no flag"
+            );
+        }
+    }
+}
