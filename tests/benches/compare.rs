@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use device_tests::{Running, TestPki, host_run_component, median, root};
 use guest_bench::workload::{self as bench, Config, WINDOW};
-use host::tls::{Roots, TlsClient, TlsConnection, TlsFiles};
+use host::tls::{ClientKey, Roots, TlsClient, TlsConnection, TlsFiles};
 use mqtt_core::stats::percentile;
 use mqtt_core::{Clock, Level, Platform, Transport, TransportError as ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -179,7 +179,7 @@ fn tls_files(pki: &TestPki) -> TlsFiles {
     TlsFiles {
         ca: Roots::File(pki.ca.clone()),
         cert: Some(pki.device.cert.clone()),
-        key: Some(pki.device.key.clone()),
+        key: Some(ClientKey::File(pki.device.key.clone())),
     }
 }
 

@@ -4,6 +4,8 @@
 
 #![deny(unsafe_code)]
 
+pub mod softhsm;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -210,6 +212,8 @@ pub struct TestPki {
     pub other_ca: PathBuf,
     /// A client certificate from the other CA.
     pub stranger: ClientFiles,
+    /// The CA itself, to issue more certificates.
+    pub authority: Authority,
 }
 
 impl TestPki {
@@ -249,6 +253,7 @@ impl TestPki {
             other_ca: pki::write(d, "other-ca.pem", &other.cert_pem()).unwrap(),
             stranger,
             dir,
+            authority: ca,
         }
     }
 

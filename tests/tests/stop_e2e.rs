@@ -169,7 +169,9 @@ fn sigkill_takes_the_embedded_broker_with_it_and_leaves_no_keys() {
 fn the_embedded_brokers_files_are_the_owners_only_until_removed() {
     device_tests::require_mosquitto();
     let mut local = host::broker::embedded::LocalBroker::start("perm-check").expect("start");
-    let key = local.files.key.clone().expect("a client key");
+    let Some(host::tls::ClientKey::File(key)) = local.files.key.clone() else {
+        panic!("a client key file");
+    };
     let dir = key.parent().unwrap().to_owned();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700, "{}", dir.display());

@@ -15,7 +15,7 @@ use device_tests::{
     Running, Subscriber, TestPki, counter_wasm, demo_wasm, host_bin, output_within, text,
 };
 use host::imports::mtls_socket::Endpoint;
-use host::tls::{Handshake, Roots, TlsClient, TlsFiles};
+use host::tls::{ClientKey, Handshake, Roots, TlsClient, TlsFiles};
 use host::update::device::Status;
 use host::update::keys::{SigningKey, generate};
 use host::update::rollout::{Publisher, offer};
@@ -104,7 +104,7 @@ async fn publisher(pki: &TestPki, port: u16, limit: usize) -> Publisher {
         &TlsFiles {
             ca: Roots::File(pki.ca.clone()),
             cert: Some(pki.subscriber.cert.clone()),
-            key: Some(pki.subscriber.key.clone()),
+            key: Some(ClientKey::File(pki.subscriber.key.clone())),
         },
         &Handshake::default(),
     )

@@ -9,7 +9,7 @@ use tempfile::TempDir;
 
 use super::mosquitto::{BrokerError, ListenerTls, Mosquitto};
 use super::pki::{self, Authority};
-use crate::tls::{Roots, TlsFiles};
+use crate::tls::{ClientKey, Roots, TlsFiles};
 
 /// A running local broker and the client's credentials for it.
 pub struct LocalBroker {
@@ -58,7 +58,11 @@ impl LocalBroker {
         let files = TlsFiles {
             ca: Roots::File(ca_path),
             cert: Some(pki::write(d, "client.pem", &client.cert_pem)?),
-            key: Some(pki::write_secret(d, "client.key", &client.key_pem)?),
+            key: Some(ClientKey::File(pki::write_secret(
+                d,
+                "client.key",
+                &client.key_pem,
+            )?)),
         };
         let mosquitto = Mosquitto::start(d, &tls)?;
         Ok(Self {

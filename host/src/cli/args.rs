@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use host::imports::output::OutputLimits;
+use host::pkcs11::{Pkcs11Uri, UriError};
 use host::sandbox::limits::Limits;
 use host::tls::Roots;
 use host::update::{chunks, wire};
@@ -46,9 +47,26 @@ pub struct RunArgs {
     /// Client certificate chain (PEM). Needs --key.
     #[arg(long, value_name = "CLIENT.pem", requires = "broker")]
     pub cert: Option<PathBuf>,
-    /// Client private key (PEM: PKCS#8, PKCS#1 or SEC1). Read by the host only.
-    #[arg(long, value_name = "CLIENT.key", requires = "broker")]
-    pub key: Option<PathBuf>,
+    /// Client private key: a PEM file (PKCS#8, PKCS#1 or SEC1), read by the
+    /// host only; or a key in a PKCS#11 token, `pkcs11:token=NAME;object=LABEL`
+    /// (RFC 7512), which signs the handshake itself, so the key is in
+    /// neither the sandbox nor the host's memory.
+    #[arg(long, value_name = "CLIENT.key|pkcs11:URI", requires = "broker", value_hint = clap::ValueHint::FilePath)]
+    pub key: Option<KeySpec>,
+    /// The token's PKCS#11 module, for --key pkcs11:... (e.g.
+    /// /usr/lib/softhsm/libsofthsm2.so).
+    #[arg(long, value_name = "MODULE.so")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// A file whose first line is the token's user PIN [default: the
+    /// MQTT_DEVICE_PKCS11_PIN environment variable]. Never a flag value:
+    /// the command line is visible to every local user.
+    #[arg(long, value_name = "FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
+    /// Where the guests' `entropy` comes from: `os` (the OS RNG) or
+    /// `pkcs11` (the token's C_GenerateRandom, as the original demo does;
+    /// needs --key pkcs11:...).
+    #[arg(long, value_name = "SOURCE", default_value = "os")]
+    pub entropy: EntropyArg,
     /// ALPN protocol to offer (repeatable) [default: x-amzn-mqtt-ca when
     /// the broker port is 443, as AWS IoT Core needs; none otherwise].
     #[arg(long, value_name = "PROTOCOL")]
@@ -242,6 +260,39 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_cache: bool,
 }
+
+/// Where the client key is: `--key FILE` or `--key pkcs11:URI`.
+#[derive(Debug, Clone)]
+pub enum KeySpec {
+    /// A PEM file.
+    File(PathBuf),
+    /// A key in a PKCS#11 token.
+    Pkcs11(Pkcs11Uri),
+}
+
+impl std::str::FromStr for KeySpec {
+    type Err = UriError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with("pkcs11:") {
+            s.parse().map(KeySpec::Pkcs11)
+        } else {
+            Ok(KeySpec::File(PathBuf::from(s)))
+        }
+    }
+}
+
+/// `--entropy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EntropyArg {
+    /// The operating system's RNG.
+    Os,
+    /// The PKCS#11 token of --key.
+    Pkcs11,
+}
+
+/// The environment variable that may hold the token's user PIN.
+pub const PIN_VAR: &str = "MQTT_DEVICE_PKCS11_PIN";
 
 /// A payload limit of at least [`chunks::MIN_PAYLOAD_LIMIT`] bytes.
 pub fn payload_limit(s: &str) -> Result<usize, String> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use host::fleet;
-use host::tls::{Handshake, Roots, TlsClient, TlsFiles};
+use host::tls::{ClientKey, Handshake, Roots, TlsClient, TlsFiles};
 use host::update::keys::SigningKey;
 use host::update::rollout::{Ended, Plan, Publisher, roll_out};
 use host::update::{chunks, publish, wire};
@@ -104,7 +104,7 @@ pub async fn rollout(args: RolloutArgs) -> Result<(), Failure> {
         &TlsFiles {
             ca: args.ca.clone(),
             cert: args.cert.clone(),
-            key: args.client_key.clone(),
+            key: args.client_key.clone().map(ClientKey::File),
         },
         &Handshake::default(),
     )

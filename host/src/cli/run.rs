@@ -10,7 +10,9 @@ use host::broker::embedded::LocalBroker;
 use host::fleet::rollout::LocalRollout;
 use host::fleet::stats::FleetStats;
 use host::fleet::{self, Fleet};
+use host::imports::entropy::EntropySource;
 use host::imports::mtls_socket::Endpoint;
+use host::pkcs11::{Pin, Pkcs11Uri, Token};
 use host::sandbox::build::Builder;
 use host::sandbox::cache::{self, Source};
 use host::sandbox::engine::{self, EngineError};
@@ -18,7 +20,7 @@ use host::sandbox::limits::Limits;
 use host::sandbox::{DeviceState, Logic, Reach, Sandbox, Swaps, run_device};
 use host::swap::watch::SwapSender;
 use host::swap::watch::{self, SignedSource, SwapSource, SwapWatch};
-use host::tls::{Handshake, TlsClient, TlsFiles};
+use host::tls::{ClientKey, Handshake, TlsClient, TlsFiles};
 use host::update::channel::{Channel, ChannelConfig};
 use host::update::device::{StatusReporter, Updater};
 use host::update::floor::Floor;
@@ -29,7 +31,7 @@ use host_core::settings::DeviceSettings;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-use crate::cli::args::RunArgs;
+use crate::cli::args::{EntropyArg, KeySpec, PIN_VAR, RunArgs};
 use crate::cli::endpoint;
 use crate::cli::explain::{self, Failure};
 use crate::cli::keys;
@@ -101,6 +103,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let client_id = client_id(&args);
     let (broker, files, mut embedded) = broker(&args, &client_id)?;
     let tls = tls_client(&args, &broker, &files)?;
+    let entropy = entropy(&args, &files)?;
     let reach_tls = tls.clone();
     if let Some(local) = embedded.as_mut() {
         // Loaded by the host and the broker: no key needs to stay on disk.
@@ -142,6 +145,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         limits,
         stopping: stop.requested.clone(),
         stop_timeout: stop.timeout,
+        entropy,
     };
     let work = async {
         if args.devices > 1 {
@@ -207,7 +211,7 @@ fn broker(
         let files = TlsFiles {
             ca,
             cert: args.cert.clone(),
-            key: args.key.clone(),
+            key: client_key(args)?,
         };
         return Ok((endpoint, files, None));
     }
@@ -219,6 +223,45 @@ fn broker(
     };
     tracing::info!(target: "host", "no --broker given: started an embedded mosquitto on 127.0.0.1:{} with client certificates required", endpoint.port);
     Ok((endpoint, local.files.clone(), Some(local)))
+}
+
+/// The client key of `--key`: a file, or the token a `pkcs11:` URI names,
+/// opened and logged in.
+fn client_key(args: &RunArgs) -> Result<Option<ClientKey>, Failure> {
+    Ok(match &args.key {
+        None => None,
+        Some(KeySpec::File(path)) => Some(ClientKey::File(path.clone())),
+        Some(KeySpec::Pkcs11(uri)) => Some(ClientKey::Token(open_token(args, uri)?)),
+    })
+}
+
+/// Opens the token of `--key pkcs11:...` with the PIN from
+/// `--pkcs11-pin-file` or the environment.
+fn open_token(args: &RunArgs, uri: &Pkcs11Uri) -> Result<Token, Failure> {
+    let pin = match (&args.pkcs11_pin_file, std::env::var(PIN_VAR)) {
+        (Some(file), _) => Pin::File(file.clone()),
+        (None, Ok(value)) => Pin::Value(value),
+        (None, Err(_)) => Pin::None,
+    };
+    let token =
+        Token::open(args.pkcs11_module.as_deref(), uri, &pin).map_err(anyhow::Error::from)?;
+    tracing::info!(target: "host", "client key {} in a PKCS#11 token: the token signs the TLS handshakes", token.uri());
+    Ok(token)
+}
+
+/// Where the guests' entropy comes from (`--entropy`).
+fn entropy(args: &RunArgs, files: &TlsFiles) -> Result<EntropySource, Failure> {
+    match (args.entropy, &files.key) {
+        (EntropyArg::Os, _) => Ok(EntropySource::Os),
+        (EntropyArg::Pkcs11, Some(ClientKey::Token(token))) => {
+            tracing::info!(target: "host", "guest entropy from the PKCS#11 token");
+            Ok(EntropySource::Token(token.clone()))
+        }
+        (EntropyArg::Pkcs11, _) => Err(anyhow::anyhow!(
+            "--entropy pkcs11 draws from the token of --key pkcs11:... (pass a pkcs11: URI to --key, or --entropy os)"
+        )
+        .into()),
+    }
 }
 
 /// The TLS client: the files, and ALPN `x-amzn-mqtt-ca` on port 443 (AWS

@@ -10,7 +10,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::imports::clock::ClockCtx;
-use crate::imports::entropy::EntropyCtx;
+use crate::imports::entropy::{EntropyCtx, EntropySource};
 use crate::imports::log::LogCtx;
 use crate::imports::mtls_socket::{Endpoint, SocketCtx, SocketShared};
 use crate::imports::output::GuestOutput;
@@ -70,6 +70,8 @@ pub struct Sandbox {
     /// How long the iteration in flight may take to end once the host is
     /// stopping.
     pub stop_timeout: Duration,
+    /// Where the guest's entropy comes from.
+    pub entropy: EntropySource,
     output: Arc<GuestOutput>,
     connects: Arc<Mutex<TokenBucket>>,
 }
@@ -88,6 +90,8 @@ pub struct Reach {
     pub stopping: watch::Receiver<bool>,
     /// How long the iteration in flight may take to end once stopping.
     pub stop_timeout: Duration,
+    /// Where the guests' entropy comes from.
+    pub entropy: EntropySource,
 }
 
 impl Sandbox {
@@ -110,6 +114,7 @@ impl Sandbox {
             observer,
             stopping: reach.stopping.clone(),
             stop_timeout: reach.stop_timeout,
+            entropy: reach.entropy.clone(),
         }
     }
 
@@ -149,7 +154,9 @@ impl Sandbox {
                 },
             ),
             clock: ClockCtx::new(self.stopping.clone()),
-            entropy: EntropyCtx,
+            entropy: EntropyCtx {
+                source: self.entropy.clone(),
+            },
             log: LogCtx {
                 output: self.output.clone(),
             },

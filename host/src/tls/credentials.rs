@@ -79,6 +79,9 @@ pub enum CredentialError {
         "the TLS library refused TLS 1.2 and 1.3 (rebuild the host with rustls' ring provider)"
     )]
     Provider(#[source] rustls::Error),
+    /// The key in a PKCS#11 token cannot be used.
+    #[error(transparent)]
+    Token(#[from] crate::pkcs11::Pkcs11Error),
     /// rustls refused the client certificate or key.
     #[error(
         "client certificate or key unusable (pass an RSA, ECDSA or Ed25519 key and its certificate)"

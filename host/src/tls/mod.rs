@@ -14,11 +14,14 @@ use host_core::TransportError;
 use host_core::outcome::SocketFailure;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 pub use credentials::{CredentialError, Roots};
+
+use crate::pkcs11::{Token, TokenKey};
 pub use failure::{classify_io, classify_tls};
 
 /// An established TLS session to the broker.
@@ -31,8 +34,17 @@ pub struct TlsFiles {
     pub ca: Roots,
     /// Client certificate chain, PEM; `None` for no client authentication.
     pub cert: Option<PathBuf>,
-    /// Client private key, PEM. Read by the host only.
-    pub key: Option<PathBuf>,
+    /// Client private key. Read by the host only, or kept in a token.
+    pub key: Option<ClientKey>,
+}
+
+/// Where the client's private key is.
+#[derive(Debug, Clone)]
+pub enum ClientKey {
+    /// A PEM file, read into the host's memory.
+    File(PathBuf),
+    /// A PKCS#11 token, which signs the handshake itself.
+    Token(Token),
 }
 
 /// Handshake options beyond the files.
@@ -86,7 +98,13 @@ impl TlsClient {
             .map_err(CredentialError::Provider)?
             .with_root_certificates(roots);
         let mut config = match (&files.cert, &files.key) {
-            (Some(cert), Some(key)) => {
+            (Some(cert), Some(ClientKey::Token(token))) => {
+                let chain = credentials::certificates("--cert", cert)?;
+                let key = TokenKey::new(token.clone(), &chain[0])?;
+                let certified = CertifiedKey::new(chain, key);
+                builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))
+            }
+            (Some(cert), Some(ClientKey::File(key))) => {
                 let chain = credentials::certificates("--cert", cert)?;
                 let key = credentials::private_key(key)?;
                 builder

@@ -1,0 +1,398 @@
+//! Opening a token: load the module, find the token and the key, log in.
+//! One session per host process, shared behind a lock (PKCS#11 sessions
+//! are not for concurrent use); its login lasts while it is open.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+
+use crate::pkcs11::uri::Pkcs11Uri;
+
+/// DER of the P-256 curve's OID, as CKA_EC_PARAMS holds it.
+const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+/// DER of the P-384 curve's OID.
+const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+
+/// Why the token or its key cannot be used; one line each, with the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Pkcs11Error {
+    /// No module named.
+    #[error(
+        "--key pkcs11:... needs the token's PKCS#11 module: pass --pkcs11-module PATH (e.g. /usr/lib/softhsm/libsofthsm2.so) or module-path= in the URI"
+    )]
+    NoModule,
+    /// The module cannot be loaded.
+    #[error("cannot load the PKCS#11 module {}: {source} (install the token's module, e.g. apt-get install softhsm2, and pass its path to --pkcs11-module)", path.display())]
+    Module {
+        /// The module.
+        path: PathBuf,
+        /// Why.
+        source: CkError,
+    },
+    /// No token matches the URI.
+    #[error("no token {wanted} in {} (tokens there: {present}) (check token= in --key; for SoftHSM2, SOFTHSM2_CONF names the token directory)", module.display())]
+    NoToken {
+        /// What the URI asks for.
+        wanted: String,
+        /// The module.
+        module: PathBuf,
+        /// The tokens found.
+        present: String,
+    },
+    /// The token needs a PIN and none was given.
+    #[error(
+        "the token {0} needs its user PIN: pass --pkcs11-pin-file FILE or set MQTT_DEVICE_PKCS11_PIN"
+    )]
+    NoPin(String),
+    /// The PIN file cannot be read.
+    #[error("cannot read the PIN file {} (check --pkcs11-pin-file or pin-source=)", path.display())]
+    PinFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The token refused the PIN.
+    #[error(
+        "the token {0} refused the PIN (check --pkcs11-pin-file or MQTT_DEVICE_PKCS11_PIN; repeated wrong PINs lock the token)"
+    )]
+    WrongPin(String),
+    /// The user PIN is locked.
+    #[error(
+        "the token {0}'s user PIN is locked (reset it with the security officer's PIN, e.g. pkcs11-tool --init-pin)"
+    )]
+    PinLocked(String),
+    /// No private key matches the URI.
+    #[error(
+        "no private key {uri} on the token {token} (check object= or id= in --key; list the keys with pkcs11-tool --list-objects)"
+    )]
+    NoKey {
+        /// The URI.
+        uri: String,
+        /// The token.
+        token: String,
+    },
+    /// Several private keys match.
+    #[error("{count} private keys match {uri} on the token {token} (add id= to --key to pick one)")]
+    Ambiguous {
+        /// The URI.
+        uri: String,
+        /// The token.
+        token: String,
+        /// How many.
+        count: usize,
+    },
+    /// A key this host cannot sign TLS handshakes with.
+    #[error(
+        "the key {uri} is {what}; this host signs with ECDSA P-256 or P-384 and RSA keys (make one of those)"
+    )]
+    UnsupportedKey {
+        /// The URI.
+        uri: String,
+        /// What it is.
+        what: String,
+    },
+    /// The token's key is not the certificate's.
+    #[error(
+        "the token's key {uri} does not match the public key of --cert (pass the certificate issued for that key)"
+    )]
+    KeyMismatch {
+        /// The URI.
+        uri: String,
+    },
+    /// The token failed an operation.
+    #[error("the token failed to {action}: {source} (check the token and its module)")]
+    Token {
+        /// What it was doing.
+        action: &'static str,
+        /// Why.
+        source: CkError,
+    },
+}
+
+/// Where the user PIN comes from.
+#[derive(Debug, Clone, Default)]
+pub enum Pin {
+    /// No PIN (a token without login).
+    #[default]
+    None,
+    /// The first line of a file.
+    File(PathBuf),
+    /// A value from the environment.
+    Value(String),
+}
+
+impl Pin {
+    fn read(&self) -> Result<Option<AuthPin>, Pkcs11Error> {
+        Ok(match self {
+            Pin::None => None,
+            Pin::Value(v) => Some(AuthPin::from(v.as_str())),
+            Pin::File(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| Pkcs11Error::PinFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some(AuthPin::from(text.lines().next().unwrap_or_default()))
+            }
+        })
+    }
+}
+
+/// What kind of key the token holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// ECDSA on P-256.
+    EcdsaP256,
+    /// ECDSA on P-384.
+    EcdsaP384,
+    /// RSA, of this many bits.
+    Rsa(usize),
+}
+
+/// An open, logged-in token with the device's key.
+#[derive(Clone)]
+pub struct Token {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    session: Mutex<Session>,
+    key: ObjectHandle,
+    kind: KeyKind,
+    /// The key's URI, for messages.
+    uri: String,
+    /// Keeps the module loaded as long as the token is used.
+    _module: Pkcs11,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token({}, {:?})", self.inner.uri, self.inner.kind)
+    }
+}
+
+fn token_error(action: &'static str) -> impl FnOnce(CkError) -> Pkcs11Error {
+    move |source| Pkcs11Error::Token { action, source }
+}
+
+impl Token {
+    /// Loads `module` (or the URI's `module-path`), finds the token and the
+    /// key `uri` names, and logs in with `pin` (or the URI's `pin-source`).
+    pub fn open(module: Option<&Path>, uri: &Pkcs11Uri, pin: &Pin) -> Result<Self, Pkcs11Error> {
+        let module = module
+            .or(uri.module_path.as_deref())
+            .ok_or(Pkcs11Error::NoModule)?;
+        let pkcs11 = Pkcs11::new(module).map_err(|source| Pkcs11Error::Module {
+            path: module.to_owned(),
+            source,
+        })?;
+        match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(source) => {
+                return Err(Pkcs11Error::Module {
+                    path: module.to_owned(),
+                    source,
+                });
+            }
+        }
+        let (slot, label) = find_slot(&pkcs11, module, uri)?;
+        let session = pkcs11
+            .open_ro_session(slot)
+            .map_err(token_error("open a session"))?;
+        let info = pkcs11
+            .get_token_info(slot)
+            .map_err(token_error("describe itself"))?;
+        let pin = match uri.pin_source.as_ref() {
+            Some(file) if matches!(pin, Pin::None) => Pin::File(file.clone()).read()?,
+            _ => pin.read()?,
+        };
+        if info.login_required() {
+            let pin = pin.ok_or_else(|| Pkcs11Error::NoPin(label.clone()))?;
+            match session.login(UserType::User, Some(&pin)) {
+                Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+                Err(CkError::Pkcs11(
+                    RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange,
+                    _,
+                )) => {
+                    return Err(Pkcs11Error::WrongPin(label));
+                }
+                Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
+                    return Err(Pkcs11Error::PinLocked(label));
+                }
+                Err(source) => return Err(token_error("log in")(source)),
+            }
+        }
+        let (key, kind) = find_key(&session, uri, &label)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                session: Mutex::new(session),
+                key,
+                kind,
+                uri: uri.to_string(),
+                _module: pkcs11,
+            }),
+        })
+    }
+
+    /// The key's kind.
+    pub fn kind(&self) -> KeyKind {
+        self.inner.kind
+    }
+
+    /// The key's URI (for messages).
+    pub fn uri(&self) -> &str {
+        &self.inner.uri
+    }
+
+    /// Signs `data` with the token's key.
+    pub fn sign(&self, mechanism: &Mechanism<'_>, data: &[u8]) -> Result<Vec<u8>, Pkcs11Error> {
+        let session = self.inner.session.lock().unwrap_or_else(|p| p.into_inner());
+        session
+            .sign(mechanism, self.inner.key, data)
+            .map_err(token_error("sign"))
+    }
+
+    /// Fills `buf` from the token's random number generator.
+    pub fn random(&self, buf: &mut [u8]) -> Result<(), Pkcs11Error> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let session = self.inner.session.lock().unwrap_or_else(|p| p.into_inner());
+        session
+            .generate_random_slice(buf)
+            .map_err(token_error("generate random bytes"))
+    }
+}
+
+/// The slot of the token the URI names (the only one if it names none).
+fn find_slot(
+    pkcs11: &Pkcs11,
+    module: &Path,
+    uri: &Pkcs11Uri,
+) -> Result<(Slot, String), Pkcs11Error> {
+    let slots = pkcs11
+        .get_slots_with_token()
+        .map_err(token_error("list its slots"))?;
+    let mut present = Vec::new();
+    let mut found = Vec::new();
+    for slot in slots {
+        let info = pkcs11
+            .get_token_info(slot)
+            .map_err(token_error("describe a token"))?;
+        let label = info.label().trim().to_string();
+        let matches = uri.token.as_ref().is_none_or(|t| *t == label)
+            && uri
+                .serial
+                .as_ref()
+                .is_none_or(|s| s == info.serial_number().trim())
+            && uri.slot_id.is_none_or(|id| id == slot.id());
+        if matches {
+            found.push((slot, label.clone()));
+        }
+        present.push(label);
+    }
+    if found.len() == 1 {
+        return Ok(found.remove(0));
+    }
+    let wanted = match (&uri.token, found.len()) {
+        (Some(t), 0) => format!("labelled {t:?}"),
+        (None, 0) => "at all".to_string(),
+        _ => "that token= names alone".to_string(),
+    };
+    Err(Pkcs11Error::NoToken {
+        wanted,
+        module: module.to_owned(),
+        present: if present.is_empty() {
+            "none".to_string()
+        } else {
+            present.join(", ")
+        },
+    })
+}
+
+/// The private key the URI names, and its kind.
+fn find_key(
+    session: &Session,
+    uri: &Pkcs11Uri,
+    token: &str,
+) -> Result<(ObjectHandle, KeyKind), Pkcs11Error> {
+    let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
+    if let Some(label) = &uri.object {
+        template.push(Attribute::Label(label.as_bytes().to_vec()));
+    }
+    if let Some(id) = &uri.id {
+        template.push(Attribute::Id(id.clone()));
+    }
+    let keys = session
+        .find_objects(&template)
+        .map_err(token_error("find the key"))?;
+    let key = match keys.as_slice() {
+        [key] => *key,
+        [] => {
+            return Err(Pkcs11Error::NoKey {
+                uri: uri.to_string(),
+                token: token.to_string(),
+            });
+        }
+        more => {
+            return Err(Pkcs11Error::Ambiguous {
+                uri: uri.to_string(),
+                token: token.to_string(),
+                count: more.len(),
+            });
+        }
+    };
+    let attributes = session
+        .get_attributes(
+            key,
+            &[
+                AttributeType::KeyType,
+                AttributeType::EcParams,
+                AttributeType::Modulus,
+            ],
+        )
+        .map_err(token_error("describe the key"))?;
+    let mut key_type = None;
+    let mut ec_params = None;
+    let mut modulus = None;
+    for a in attributes {
+        match a {
+            Attribute::KeyType(t) => key_type = Some(t),
+            Attribute::EcParams(p) => ec_params = Some(p),
+            Attribute::Modulus(m) => modulus = Some(m),
+            _ => {}
+        }
+    }
+    let unsupported = |what: String| Pkcs11Error::UnsupportedKey {
+        uri: uri.to_string(),
+        what,
+    };
+    let kind = match key_type {
+        Some(KeyType::EC) => match ec_params.as_deref() {
+            Some(P256) => KeyKind::EcdsaP256,
+            Some(P384) => KeyKind::EcdsaP384,
+            _ => return Err(unsupported("an EC key on another curve".into())),
+        },
+        Some(KeyType::RSA) => {
+            let m = modulus.unwrap_or_default();
+            let bits = m.iter().skip_while(|b| **b == 0).count() * 8;
+            if bits < 2048 {
+                return Err(unsupported(format!(
+                    "an RSA key of {bits} bits (at least 2048)"
+                )));
+            }
+            KeyKind::Rsa(bits)
+        }
+        Some(other) => return Err(unsupported(format!("a key of type {other}"))),
+        None => return Err(unsupported("a key of unknown type".into())),
+    };
+    Ok((key, kind))
+}
