@@ -14,6 +14,7 @@
 pub mod broker;
 pub mod fleet;
 pub mod imports;
+pub mod metrics;
 pub mod pkcs11;
 pub mod sandbox;
 pub mod swap;

@@ -34,19 +34,50 @@ fn parse() -> Result<Cli, ExitCode> {
     }
 }
 
+/// Log lines to stdout: text shows each event's message alone (its
+/// structured fields repeat what the message says); JSON has one object
+/// per line with the fields flattened into it.
+fn init_logging(format: cli::args::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match format {
+        cli::args::LogFormat::Text => {
+            let message_only = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+                if field.name() == "message" {
+                    write!(w, "{value:?}")
+                } else {
+                    Ok(())
+                }
+            });
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_target(false)
+                .fmt_fields(message_only)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                .init();
+        }
+        cli::args::LogFormat::Json => {
+            tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_env_filter(filter)
+                .init();
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match parse() {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+    let format = match &cli.command {
+        Command::Run(args) => args.log_format,
+        _ => cli::args::LogFormat::Text,
+    };
+    init_logging(format);
     // One device: a current-thread runtime wakes the guest with the least
     // latency. A fleet: every core.
     let fleet = matches!(&cli.command, Command::Run(args) if args.devices > 1);

@@ -13,7 +13,10 @@ use crate::outcome::{IterationFailure, IterationReport, SocketFailure, Stop};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A TLS connection was opened.
-    ConnectionOpened,
+    ConnectionOpened {
+        /// The TCP connect and TLS handshake took this long, microseconds.
+        connect_us: u64,
+    },
     /// A TLS connection was closed (by the guest, or with its store).
     ConnectionClosed,
     /// New logic took over at the start of `iteration`.

@@ -161,6 +161,21 @@ pub enum LimitHit {
     },
 }
 
+impl LimitHit {
+    /// The limit's name in metrics and structured logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LimitHit::Memory { .. } => "memory",
+            LimitHit::Table { .. } => "table",
+            LimitHit::Cpu { .. } => "cpu",
+            LimitHit::CpuBudget { .. } => "cpu_budget",
+            LimitHit::OutputFlood { .. } => "output_flood",
+            LimitHit::ConnectStorm { .. } => "connect_storm",
+            LimitHit::IterationTimeout { .. } => "iteration_timeout",
+        }
+    }
+}
+
 /// What kind of trap stopped a guest, from wasmtime's trap code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrapKind {

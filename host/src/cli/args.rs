@@ -253,6 +253,25 @@ pub struct RunArgs {
     #[arg(long, default_value_t = STOP_TIMEOUT_MS, value_name = "MS")]
     pub stop_timeout_ms: u32,
 
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464) at
+    /// /metrics: iterations, publishes, acknowledgements, connections,
+    /// reconnects, restarts, swaps, rollbacks, limit hits by kind, connect
+    /// latency and echo round-trip histograms. No authentication: keep it on
+    /// loopback or a management network.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Metrics per device (label device=<client id>) for fleets of at most
+    /// this many devices; larger fleets report as one (device="fleet").
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub metrics_device_limit: usize,
+
+    /// The host's log lines: `text` (one line per event, as the original
+    /// demo prints them) or `json` (one object per line: timestamp, level,
+    /// target, message, and the fields device, iteration, packet_id,
+    /// limit, ... where known).
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
     /// Directory of the precompiled-component cache [default: ~/.cache/mqtt-device-host].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -280,6 +299,16 @@ impl std::str::FromStr for KeySpec {
             Ok(KeySpec::File(PathBuf::from(s)))
         }
     }
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `--entropy`.

@@ -21,18 +21,22 @@ impl LogObserver {
 
 impl Observer for LogObserver {
     fn observe(&self, event: &Event) {
-        let device = &self.settings.client_id;
+        let device = self.settings.client_id.as_str();
         match event {
-            Event::ConnectionOpened | Event::ConnectionClosed => {}
+            Event::ConnectionOpened { .. } | Event::ConnectionClosed => {}
             Event::SwappedIn {
                 iteration,
                 from,
                 to,
             } => {
-                tracing::info!(target: "host", "[{device}] {to} takes over from {from} at iteration {iteration}")
+                tracing::info!(target: "host", device, iteration, "[{device}] {to} takes over from {from} at iteration {iteration}")
             }
             Event::IterationCompleted { iteration, report } => tracing::info!(
                 target: "host",
+                device,
+                iteration,
+                published = report.published,
+                acknowledged = report.acknowledged,
                 "[{device}] iteration {iteration} completed successfully: {} published, {} acknowledged, {} echoes received, {} TLS connection(s).",
                 report.published,
                 report.acknowledged,
@@ -48,11 +52,16 @@ impl Observer for LogObserver {
                 ends_run: false,
             } => tracing::error!(
                 target: "host",
+                device,
+                iteration,
                 "[{device}] iteration {iteration} failed: {}",
                 explain::iteration_failure(failure, &self.settings, socket.as_ref())
             ),
             Event::GuestStopped { iteration, stop } => tracing::error!(
                 target: "host",
+                device,
+                iteration,
+                limit = match stop { Stop::Limit(hit) => Some(hit.kind()), Stop::Trap { .. } => None },
                 "[{device}] the device logic was stopped in iteration {iteration}: {}",
                 explain::stop(stop)
             ),
@@ -63,6 +72,7 @@ impl Observer for LogObserver {
                 };
                 tracing::error!(
                     target: "host",
+                    device,
                     "swapped-in {from} {how} in its first iterations ({}); back to {to}",
                     explain::stop(stop)
                 )
@@ -73,14 +83,18 @@ impl Observer for LogObserver {
                 max_attempts,
             } => tracing::warn!(
                 target: "host",
+                device,
                 "[{device}] restarting the device logic on a fresh instance in {delay_ms} ms (restart {attempt} of {max_attempts})"
             ),
             Event::NextIteration { .. } => tracing::info!(
                 target: "host",
+                device,
                 "[{device}] Short delay before starting the next iteration...."
             ),
             Event::Interrupted { iteration } => tracing::warn!(
                 target: "host",
+                device,
+                iteration,
                 "[{device}] iteration {iteration} cut short: the host is stopping and it did not end within --stop-timeout-ms"
             ),
         }

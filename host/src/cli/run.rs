@@ -12,6 +12,7 @@ use host::fleet::stats::FleetStats;
 use host::fleet::{self, Fleet};
 use host::imports::entropy::EntropySource;
 use host::imports::mtls_socket::Endpoint;
+use host::metrics::{self, Metrics};
 use host::pkcs11::{Pin, Pkcs11Uri, Token};
 use host::sandbox::build::Builder;
 use host::sandbox::cache::{self, Source};
@@ -97,6 +98,19 @@ impl Updates {
     }
 }
 
+/// What one device or a fleet runs with, once the command line is checked.
+struct Prepared {
+    logic: Arc<Logic>,
+    /// The first (or only) device's settings.
+    settings: DeviceSettings,
+    reach: Reach,
+    engine: Engine,
+    linker: Arc<Linker<DeviceState>>,
+    trust: Option<Trust>,
+    updates: Option<Updates>,
+    metrics: Option<Arc<Metrics>>,
+}
+
 /// Runs `host run`.
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let stop = signals::watch(Duration::from_millis(u64::from(args.stop_timeout_ms)))?;
@@ -139,6 +153,17 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             floors: cache_dir(&args).map(|d| d.join("floors")),
         }
     });
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            let metrics = Metrics::new(args.devices as usize, args.metrics_device_limit);
+            let bound = metrics::server::serve(addr, metrics.clone())
+                .await
+                .map_err(anyhow::Error::from)?;
+            tracing::info!(target: "host", "metrics on http://{bound}/metrics");
+            Some(metrics)
+        }
+        None => None,
+    };
     let reach = Reach {
         tls,
         allowed,
@@ -147,29 +172,21 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         stop_timeout: stop.timeout,
         entropy,
     };
+    let prepared = Prepared {
+        logic,
+        settings,
+        reach,
+        engine,
+        linker,
+        trust,
+        updates,
+        metrics,
+    };
     let work = async {
         if args.devices > 1 {
-            run_fleet(
-                &args,
-                logic,
-                settings,
-                reach,
-                (engine, linker),
-                updates,
-                trust.clone(),
-            )
-            .await
+            run_fleet(&args, prepared).await
         } else {
-            run_one(
-                &args,
-                logic,
-                settings,
-                reach,
-                (engine, linker),
-                trust,
-                updates,
-            )
-            .await
+            run_one(&args, prepared).await
         }
     };
     let requested = stop.requested.clone();
@@ -357,6 +374,18 @@ fn cache_dir(args: &RunArgs) -> Option<std::path::PathBuf> {
     }
 }
 
+/// `observer`, and the device's metrics when they are served.
+fn with_metrics(
+    observer: Arc<dyn Observer>,
+    metrics: Option<&Arc<Metrics>>,
+    client_id: &str,
+) -> Arc<dyn Observer> {
+    match metrics {
+        Some(m) => Arc::new((observer, m.device(client_id))),
+        None => observer,
+    }
+}
+
 /// One device, with hot swap when `--watch` is given.
 /// How `--watch` checks the signed repository next to the component: the
 /// same trust and version floor as the broker, but without expiry, since a
@@ -372,17 +401,23 @@ fn local_signed(args: &RunArgs, trust: Trust, floor: Arc<Floor>) -> SignedSource
     }
 }
 
-async fn run_one(
-    args: &RunArgs,
-    logic: Arc<Logic>,
-    settings: DeviceSettings,
-    reach: Reach,
-    (engine, linker): (Engine, Arc<Linker<DeviceState>>),
-    trust: Option<Trust>,
-    updates: Option<Updates>,
-) -> Result<(), Failure> {
+async fn run_one(args: &RunArgs, prepared: Prepared) -> Result<(), Failure> {
+    let Prepared {
+        logic,
+        settings,
+        reach,
+        engine,
+        linker,
+        trust,
+        updates,
+        metrics,
+    } = prepared;
     let id = settings.client_id.clone();
-    let log = LogObserver::new(settings.clone());
+    let log = with_metrics(
+        Arc::new(LogObserver::new(settings.clone())),
+        metrics.as_ref(),
+        &id,
+    );
     let topic = updates.as_ref().map(|u| u.topic_for(&id, None));
     let reporter = updates
         .as_ref()
@@ -390,7 +425,7 @@ async fn run_one(
         .map(|(u, topic)| StatusReporter::new(u.channel.clone(), &id, topic));
     let observer: Arc<dyn Observer> = match &reporter {
         Some(r) => Arc::new((log, r.clone())),
-        None => Arc::new(log),
+        None => log,
     };
     let sandbox = Sandbox::new(id.clone(), &reach, observer);
     let (swap_tx, swaps) = watch::swaps();
@@ -443,15 +478,17 @@ async fn run_one(
 /// `--devices N`: N devices, each with its own identity and sandbox; each
 /// takes new logic from its update topic (`--trust`) and from a local
 /// rollout of the watched file (`--watch`).
-async fn run_fleet(
-    args: &RunArgs,
-    logic: Arc<Logic>,
-    settings: DeviceSettings,
-    reach: Reach,
-    (engine, linker): (Engine, Arc<Linker<DeviceState>>),
-    updates: Option<Updates>,
-    trust: Option<Trust>,
-) -> Result<(), Failure> {
+async fn run_fleet(args: &RunArgs, prepared: Prepared) -> Result<(), Failure> {
+    let Prepared {
+        logic,
+        settings,
+        reach,
+        engine,
+        linker,
+        trust,
+        updates,
+        metrics,
+    } = prepared;
     let stats = Arc::new(FleetStats::default());
     let devices = args.devices as usize;
     let topic_given = args.topic.is_some();
@@ -484,8 +521,11 @@ async fn run_fleet(
         Arc::new(move |index: usize| {
             let settings = fleet::identity(&settings, index, topic_given);
             let id = settings.client_id.clone();
-            let mut observer: Arc<dyn Observer> =
-                Arc::new((LogObserver::new(settings.clone()), stats.clone()));
+            let mut observer: Arc<dyn Observer> = with_metrics(
+                Arc::new((LogObserver::new(settings.clone()), stats.clone())),
+                metrics.as_ref(),
+                &id,
+            );
             if let Some(p) = progress.get(&index) {
                 observer = Arc::new((observer, p.clone()));
             }

@@ -25,7 +25,7 @@ pub struct FleetStats {
 impl Observer for FleetStats {
     fn observe(&self, event: &Event) {
         match event {
-            Event::ConnectionOpened => {
+            Event::ConnectionOpened { .. } => {
                 self.connected.fetch_add(1, Ordering::Relaxed);
             }
             Event::ConnectionClosed => {
@@ -132,8 +132,8 @@ mod tests {
     #[test]
     fn connections_are_counted_up_and_down() {
         let stats = FleetStats::default();
-        stats.observe(&Event::ConnectionOpened);
-        stats.observe(&Event::ConnectionOpened);
+        stats.observe(&Event::ConnectionOpened { connect_us: 1 });
+        stats.observe(&Event::ConnectionOpened { connect_us: 1 });
         stats.observe(&Event::ConnectionClosed);
         assert!(stats.summary(2).starts_with("fleet: 1/2 devices connected"));
     }

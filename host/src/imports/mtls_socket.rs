@@ -150,9 +150,11 @@ impl SocketCtx {
         code
     }
 
-    fn opened(&mut self) {
+    fn opened(&mut self, started: Instant) {
         self.open += 1;
-        self.observer.observe(&Event::ConnectionOpened);
+        let connect_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.observer
+            .observe(&Event::ConnectionOpened { connect_us });
     }
 
     fn closed(&mut self) {
@@ -214,10 +216,11 @@ impl Host for SocketCtx {
             );
             return self.refuse(ErrorCode::RateLimited, &line).await;
         }
+        let started = Instant::now();
         match self.tls.connect(&host, port, limit(timeout_ms)).await {
             Ok(stream) => {
                 let handle = self.connections.push(Stream(Some(stream)))?;
-                self.opened();
+                self.opened(started);
                 Ok(Ok(Resource::new_own(handle.rep())))
             }
             Err(failure) => {

@@ -58,6 +58,8 @@ struct OutputState {
     last_notice: Instant,
     /// Until when the guest's next write waits (it went over the limit).
     wait_until: Option<Instant>,
+    /// The iteration in flight (0 before the first).
+    iteration: u32,
 }
 
 impl OutputState {
@@ -84,6 +86,7 @@ impl GuestOutput {
                 limits,
                 dropped: 0,
                 dropped_this_iteration: 0,
+                iteration: 0,
                 last_notice: now,
                 wait_until: None,
             }),
@@ -128,12 +131,12 @@ impl GuestOutput {
         until.checked_duration_since(Instant::now())
     }
 
-    /// Starts counting a new iteration's dropped lines.
-    pub fn new_iteration(&self) {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .dropped_this_iteration = 0;
+    /// Starts counting iteration `iteration`'s dropped lines; its lines
+    /// carry its number.
+    pub fn new_iteration(&self, iteration: u32) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.dropped_this_iteration = 0;
+        st.iteration = iteration;
     }
 
     /// The flood limit, once the iteration has dropped more lines than it
@@ -150,15 +153,24 @@ impl GuestOutput {
         Ok(())
     }
 
-    /// Writes a permitted line: cut, with control characters escaped.
+    /// Writes a permitted line: cut, with control characters escaped. Its
+    /// structured fields (JSON logs) are the device, the iteration, and the
+    /// MQTT packet id when the line names one (`packet id N`).
     pub fn emit(&self, level: Level, source: &str, line: &str) {
         let line = escape(cut(line));
         let device = &self.device;
+        let iteration = self.state.lock().map_or(0, |st| st.iteration);
+        let packet_id = packet_id(&line);
+        macro_rules! emit {
+            ($level:ident) => {
+                tracing::$level!(target: "device", device = %device, iteration, packet_id, "[{device}] {source}{line}")
+            };
+        }
         match level {
-            Level::Debug => tracing::debug!(target: "device", "[{device}] {source}{line}"),
-            Level::Info => tracing::info!(target: "device", "[{device}] {source}{line}"),
-            Level::Warn => tracing::warn!(target: "device", "[{device}] {source}{line}"),
-            Level::Error => tracing::error!(target: "device", "[{device}] {source}{line}"),
+            Level::Debug => emit!(debug),
+            Level::Info => emit!(info),
+            Level::Warn => emit!(warn),
+            Level::Error => emit!(error),
         }
     }
 
@@ -191,6 +203,15 @@ impl GuestOutput {
             name,
         }
     }
+}
+
+/// The MQTT packet id a guest line names (`... packet id 3 ...`, any
+/// case, as the original's "PUBACK received for packet Id 3."), if any.
+fn packet_id(line: &str) -> Option<u16> {
+    let lower = line.to_ascii_lowercase();
+    let (_, after) = lower.split_once("packet id ")?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// `line` with control characters escaped, so one guest line is one host
@@ -336,6 +357,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_packet_id_is_taken_from_the_line() {
+        assert_eq!(
+            packet_id("SUBACK for packet id 12 within 2000 ms"),
+            Some(12)
+        );
+        assert_eq!(packet_id("PUBACK received for packet Id 3."), Some(3));
+        assert_eq!(packet_id("PUBACK for packet ids [1, 2]"), None);
+        assert_eq!(packet_id("packet id 70000"), None);
+        assert_eq!(packet_id("no id here"), None);
+    }
+
+    #[test]
     fn lines_over_the_burst_are_dropped() {
         let out = GuestOutput::new(
             "d".into(),
@@ -359,7 +392,7 @@ mod tests {
                 limit: 10
             })
         );
-        out.new_iteration();
+        out.new_iteration(2);
         assert_eq!(out.flood(), Ok(()));
     }
 

@@ -109,7 +109,7 @@ impl Runtime<Arc<Logic>> for SandboxRuntime {
         state.sockets.take_last_failure();
         state.sockets.new_iteration();
         state.cpu.new_iteration();
-        self.sandbox.new_iteration();
+        self.sandbox.new_iteration(iteration);
         let limit_ms = self.sandbox.limits.iteration_timeout_ms;
         let end = {
             let call = device.call_run_iteration(&mut *store, &self.settings, iteration);

@@ -123,9 +123,9 @@ impl Sandbox {
         self.output.flush_notice();
     }
 
-    /// Starts counting a new iteration's dropped output lines.
-    pub fn new_iteration(&self) {
-        self.output.new_iteration();
+    /// Starts counting iteration `iteration`'s dropped output lines.
+    pub fn new_iteration(&self, iteration: u32) {
+        self.output.new_iteration(iteration);
     }
 
     /// The data of a fresh store.
