@@ -12,8 +12,8 @@ use clap::FromArgMatches;
 use crate::cli::{Cli, Command, config, explain};
 
 /// The command line, with `host run --config FILE` and the environment
-/// variables applied; exits on a usage error as clap does, and with 1 on
-/// a bad configuration file.
+/// variables applied. A usage error or a bad configuration file is a wrong
+/// setting: exit 1 (2 and 3 mean a failed run); --help and --version exit 0.
 fn parse() -> Result<Cli, ExitCode> {
     let resolved = config::resolve(std::env::args_os().collect()).map_err(|e| {
         eprintln!("error: {e}");
@@ -29,7 +29,14 @@ fn parse() -> Result<Cli, ExitCode> {
                 eprintln!("error: {bad}");
                 Err(ExitCode::from(cli::exit::SETUP))
             }
-            None => e.exit(),
+            None => {
+                let _ = e.print();
+                Err(ExitCode::from(if e.use_stderr() {
+                    cli::exit::SETUP
+                } else {
+                    0
+                }))
+            }
         },
     }
 }

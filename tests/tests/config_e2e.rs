@@ -92,6 +92,22 @@ fn flags_and_environment_variables_override_the_file() {
         "the flag's 2 iterations, the variable's client id and count: {stdout}"
     );
     assert!(!stdout.contains("iteration 3"), "{stdout}");
+
+    // A flag overrides the variable too.
+    let out = output_within(
+        host_in(dir.path())
+            .args(["run", "--client-id", "from-flag"])
+            .env("MQTT_DEVICE_CONFIG", &config)
+            .env("MQTT_DEVICE_CLIENT_ID", "from-env"),
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("[from-flag] iteration 1 completed"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("from-env"), "{stdout}");
 }
 
 #[test]

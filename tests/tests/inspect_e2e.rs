@@ -124,3 +124,15 @@ fn the_signature_is_shown_and_checked_against_trust() {
     let reason = json["signature"]["reason"].as_str().unwrap();
     assert!(reason.contains("does not trust"), "{reason}");
 }
+
+#[test]
+fn a_missing_file_is_exit_1_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = output_within(
+        host(dir.path()).args(["inspect", "nothing-here.wasm"]),
+        LIMIT,
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot read nothing-here.wasm"), "{stderr}");
+}

@@ -205,7 +205,7 @@ fn wrong_pin_missing_object_missing_module_and_a_foreign_key_are_named() {
 }
 
 #[test]
-fn a_pin_in_the_uri_is_refused() {
+fn a_pin_in_the_uri_is_refused_without_echoing_it() {
     let pki = TestPki::new();
     let hsm = SoftHsm::new();
     let out = output_within(
@@ -219,6 +219,10 @@ fn a_pin_in_the_uri_is_refused() {
         LIMIT,
     );
     let (_, stderr) = text(&out);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("would be visible in ps"), "{stderr}");
+    assert!(
+        !stderr.contains("1234"),
+        "the refusal does not echo the PIN: {stderr}"
+    );
 }

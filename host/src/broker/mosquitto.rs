@@ -164,6 +164,8 @@ impl Mosquitto {
         command
             .arg("-c")
             .arg(&config)
+            // The broker has no use for the host's token PIN.
+            .env_remove("MQTT_DEVICE_PKCS11_PIN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?);

@@ -280,23 +280,44 @@ pub struct RunArgs {
     pub no_cache: bool,
 }
 
-/// Where the client key is: `--key FILE` or `--key pkcs11:URI`.
-#[derive(Debug, Clone)]
+/// Where the client key is: `--key FILE` or `--key pkcs11:URI`. The URI
+/// is parsed later, by [`KeySpec::uri`], so a refusal never echoes it (it
+/// may hold a PIN).
+#[derive(Clone)]
 pub enum KeySpec {
     /// A PEM file.
     File(PathBuf),
-    /// A key in a PKCS#11 token.
-    Pkcs11(Pkcs11Uri),
+    /// A key in a PKCS#11 token: the URI as given.
+    Pkcs11(String),
+}
+
+impl std::fmt::Debug for KeySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySpec::File(p) => f.debug_tuple("File").field(p).finish(),
+            KeySpec::Pkcs11(_) => f.write_str("Pkcs11(..)"),
+        }
+    }
 }
 
 impl std::str::FromStr for KeySpec {
-    type Err = UriError;
+    type Err = std::convert::Infallible;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.starts_with("pkcs11:") {
-            s.parse().map(KeySpec::Pkcs11)
+        Ok(if s.starts_with("pkcs11:") {
+            KeySpec::Pkcs11(s.to_string())
         } else {
-            Ok(KeySpec::File(PathBuf::from(s)))
+            KeySpec::File(PathBuf::from(s))
+        })
+    }
+}
+
+impl KeySpec {
+    /// The parsed `pkcs11:` URI (`None` for a file).
+    pub fn uri(&self) -> Option<Result<Pkcs11Uri, UriError>> {
+        match self {
+            KeySpec::File(_) => None,
+            KeySpec::Pkcs11(uri) => Some(uri.parse()),
         }
     }
 }

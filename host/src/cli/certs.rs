@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use host::broker::pki::{self, Authority, KeyKind, LeafOptions, Role};
+use host::broker::pki::{self, Authority, Issued, KeyKind, LeafOptions, Role};
 
 use crate::cli::explain::Failure;
 
@@ -55,7 +55,7 @@ pub fn certs(args: CertsArgs) -> Result<(), Failure> {
         .dir
         .canonicalize()
         .with_context(|| format!("cannot open {}", args.dir.display()))?;
-    let ids = device_ids(&args);
+    let ids = device_ids(&args)?;
     let mut names: Vec<&str> = [CA, BROKER].into();
     names.extend(ids.iter().map(String::as_str));
     let files: Vec<PathBuf> = names
@@ -63,26 +63,47 @@ pub fn certs(args: CertsArgs) -> Result<(), Failure> {
         .flat_map(|n| [dir.join(format!("{n}.pem")), dir.join(format!("{n}.key"))])
         .chain([dir.join("mosquitto.conf")])
         .collect();
-    if let Some(existing) = files.iter().find(|f| f.exists()) {
-        if !args.force {
-            return Err(anyhow::anyhow!(
-                "{} already exists (pass another directory, or --force to replace the PKI there)",
-                existing.display()
-            )
-            .into());
-        }
-        for f in files.iter().filter(|f| f.exists()) {
-            std::fs::remove_file(f).with_context(|| format!("cannot replace {}", f.display()))?;
-        }
+    if let Some(existing) = files.iter().find(|f| f.exists())
+        && !args.force
+    {
+        return Err(anyhow::anyhow!(
+            "{} already exists (pass another directory, or --force to replace the PKI there)",
+            existing.display()
+        )
+        .into());
     }
+    // Everything is made before anything is replaced.
+    let pairs = make(&args, &ids)
+        .with_context(|| format!("cannot make the certificates for {}", dir.display()))?;
+    for f in files.iter().filter(|f| f.exists()) {
+        std::fs::remove_file(f).with_context(|| format!("cannot replace {}", f.display()))?;
+    }
+    for (name, issued) in &pairs {
+        write_pair(&dir, name, &issued.cert_pem, &issued.key_pem)?;
+    }
+    let conf = mosquitto_conf(&dir, args.port);
+    pki::write(&dir, "mosquitto.conf", &conf)
+        .with_context(|| format!("cannot write {}", dir.join("mosquitto.conf").display()))?;
+    print!("{}", summary(&dir, &args, &ids, &conf));
+    Ok(())
+}
+
+/// The CA, the broker's and the devices' certificates and keys, by file
+/// name.
+fn make(args: &CertsArgs, ids: &[String]) -> anyhow::Result<Vec<(String, Issued)>> {
     let kind = if args.rsa {
         KeyKind::Rsa2048
     } else {
         KeyKind::EcdsaP256
     };
-    let made = || format!("cannot make the certificates in {}", dir.display());
-    let ca = Authority::of_kind("mqtt-device development root CA", kind).with_context(made)?;
-    write_pair(&dir, CA, &ca.cert_pem(), &ca.key_pem())?;
+    let ca = Authority::of_kind("mqtt-device development root CA", kind)?;
+    let mut pairs = vec![(
+        CA.to_string(),
+        Issued {
+            cert_pem: ca.cert_pem(),
+            key_pem: ca.key_pem(),
+        },
+    )];
     let mut broker_names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     broker_names.extend(args.names.iter().cloned());
     let broker = ca
@@ -93,40 +114,54 @@ pub fn certs(args: CertsArgs) -> Result<(), Failure> {
                 role: Role::Server,
                 not_after: None,
             },
-            kind.generate().with_context(made)?,
+            kind.generate()?,
         )
         .with_context(|| format!("cannot issue the broker certificate for {:?}", args.names))?;
-    write_pair(&dir, BROKER, &broker.cert_pem, &broker.key_pem)?;
-    for id in &ids {
-        let device = ca
-            .issue_with_key(
-                &LeafOptions {
-                    common_name: id.clone(),
-                    names: Vec::new(),
-                    role: Role::Client,
-                    not_after: None,
-                },
-                kind.generate().with_context(made)?,
-            )
-            .with_context(made)?;
-        write_pair(&dir, id, &device.cert_pem, &device.key_pem)?;
+    pairs.push((BROKER.to_string(), broker));
+    for id in ids {
+        let device = ca.issue_with_key(
+            &LeafOptions {
+                common_name: id.clone(),
+                names: Vec::new(),
+                role: Role::Client,
+                not_after: None,
+            },
+            kind.generate()?,
+        )?;
+        pairs.push((id.clone(), device));
     }
-    let conf = mosquitto_conf(&dir, args.port);
-    pki::write(&dir, "mosquitto.conf", &conf)
-        .with_context(|| format!("cannot write {}", dir.join("mosquitto.conf").display()))?;
-    print!("{}", summary(&dir, &args, &ids, &conf));
-    Ok(())
+    Ok(pairs)
 }
 
 /// The device client ids: `--client-id`s, or PREFIX-0001 to PREFIX-N.
-fn device_ids(args: &CertsArgs) -> Vec<String> {
-    if args.client_id.is_empty() {
+/// Each names its files, so it must be a plain file name, unique, and not
+/// one of the CA's or the broker's.
+fn device_ids(args: &CertsArgs) -> anyhow::Result<Vec<String>> {
+    let ids: Vec<String> = if args.client_id.is_empty() {
         (1..=args.devices)
             .map(|i| format!("{}-{i:04}", args.prefix))
             .collect()
     } else {
         args.client_id.clone()
+    };
+    let mut seen = std::collections::HashSet::new();
+    for id in &ids {
+        let plain = !id.is_empty()
+            && !id.starts_with('.')
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        anyhow::ensure!(
+            plain,
+            "client id {id:?} cannot name a file (use letters, digits, '.', '_' and '-')"
+        );
+        anyhow::ensure!(
+            ![CA, BROKER, "mosquitto"].contains(&id.as_str()),
+            "client id {id:?} would overwrite the PKI's own files (pick another)"
+        );
+        anyhow::ensure!(seen.insert(id), "client id {id:?} is given twice");
     }
+    Ok(ids)
 }
 
 /// Writes NAME.pem (0644) and NAME.key (0600).
@@ -231,10 +266,22 @@ mod tests {
             client_id: vec!["boiler".into()],
             ..args(Path::new("/unused"))
         };
-        assert_eq!(device_ids(&a), ["boiler"]);
+        assert_eq!(device_ids(&a).unwrap(), ["boiler"]);
         assert_eq!(
-            device_ids(&args(Path::new("/unused"))),
+            device_ids(&args(Path::new("/unused"))).unwrap(),
             ["plant-0001", "plant-0002"]
         );
+        for bad in ["ca", "broker", "../x", ".hidden", "a/b", ""] {
+            let a = CertsArgs {
+                client_id: vec![bad.into()],
+                ..args(Path::new("/unused"))
+            };
+            assert!(device_ids(&a).is_err(), "{bad:?}");
+        }
+        let twice = CertsArgs {
+            client_id: vec!["a".into(), "a".into()],
+            ..args(Path::new("/unused"))
+        };
+        assert!(device_ids(&twice).is_err());
     }
 }

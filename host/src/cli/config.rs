@@ -127,7 +127,15 @@ pub fn command() -> clap::Command {
     Cli::command().mut_subcommand("run", |run| {
         run.mut_args(|arg| {
             let var = env_var(arg.get_id().as_str());
-            arg.env(var)
+            // A repeatable flag's variable holds a comma-separated list.
+            let arg = if matches!(arg.get_action(), ArgAction::Append) {
+                arg.value_delimiter(',')
+            } else {
+                arg
+            };
+            // --help names the variables but never shows their values
+            // (MQTT_DEVICE_PASSWORD, ...).
+            arg.env(var).hide_env_values(true)
         })
     })
 }
@@ -144,9 +152,13 @@ pub fn resolve(raw: Vec<OsString>) -> Result<Resolved, ConfigError> {
         argv,
         origins: HashMap::new(),
     };
-    // The component may be in the file: not required yet.
-    let probe =
-        command().mut_subcommand("run", |run| run.mut_arg("component", |a| a.required(false)));
+    // Only to find --config and what the command line and environment
+    // set: what the file may complete (the component, a flag another one
+    // requires) is neither required nor requirable yet; errors are the
+    // real parse's.
+    let probe = command().mut_subcommand("run", |run| {
+        run.mut_args(|a| a.required(false).requires(clap::builder::Resettable::Reset))
+    });
     let Ok(matches) = probe.try_get_matches_from(&raw) else {
         // The real parse reports it.
         return Ok(unchanged(raw));
@@ -212,9 +224,12 @@ pub fn resolve(raw: Vec<OsString>) -> Result<Resolved, ConfigError> {
         }
         resolved.origins.insert(name, origin);
     }
-    resolved
-        .argv
-        .extend(positional.into_iter().map(OsString::from));
+    // The component right after `run`, before any flag or `--`.
+    if let Some(at) = resolved.argv.iter().position(|a| a == "run") {
+        for (i, value) in positional.into_iter().enumerate() {
+            resolved.argv.insert(at + 1 + i, value.into());
+        }
+    }
     Ok(resolved)
 }
 
@@ -329,7 +344,10 @@ impl File<'_> {
             arg.get_value_hint(),
             ValueHint::AnyPath | ValueHint::FilePath | ValueHint::DirPath
         );
-        let names_no_file = matches!(text.as_str(), "webpki" | "os") || text.starts_with("pkcs11:");
+        // A module given by bare name is for the loader's search path.
+        let bare_module = arg.get_id() == "pkcs11_module" && !text.contains('/');
+        let names_no_file =
+            matches!(text.as_str(), "webpki" | "os") || text.starts_with("pkcs11:") || bare_module;
         if !path_hint || names_no_file || Path::new(&text).is_absolute() {
             return text;
         }
@@ -391,6 +409,33 @@ mod tests {
             panic!("{:?}", args.ca)
         };
         assert!(ca.is_absolute());
+    }
+
+    /// Regression: a flag that requires one the file sets made the first
+    /// parse fail, and the file was dropped.
+    #[test]
+    fn a_flag_may_require_what_the_file_sets() {
+        let args = parse(
+            "component = \"x.wasm\"\nbroker = \"mqtts://b\"\ntrust = [\"k.pub\"]\n",
+            &["--ca", "webpki", "--allow-downgrade"],
+        )
+        .unwrap();
+        assert_eq!(args.ca, Some(host::tls::Roots::Webpki));
+        assert!(args.allow_downgrade && args.broker.is_some());
+    }
+
+    #[test]
+    fn a_bare_module_name_is_left_to_the_loader() {
+        let args = parse(
+            "component = \"x.wasm\"\npkcs11-module = \"libsofthsm2.so\"\npkcs11-pin-file = \"pin\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            args.pkcs11_module.as_deref(),
+            Some(Path::new("libsofthsm2.so"))
+        );
+        assert!(args.pkcs11_pin_file.unwrap().is_absolute());
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
 }
 
-/// Process exit codes of `host run`.
+/// Process exit codes (`host run`'s, and `host inspect`'s 2).
 pub mod exit {
     /// A setting, file or component was wrong (the message says which).
     pub const SETUP: u8 = 1;

@@ -223,7 +223,7 @@ fn broker(
     if let Some(url) = &args.broker {
         let endpoint = endpoint::parse(url).map_err(anyhow::Error::from)?;
         let ca = args.ca.clone().context(
-            "--broker needs --ca ROOT.pem (the root CA that signed the broker's certificate)",
+            "--broker needs --ca: ROOT.pem (the root CA that signed the broker's certificate), webpki (the Mozilla roots, for AWS IoT Core) or os",
         )?;
         let files = TlsFiles {
             ca,
@@ -248,7 +248,13 @@ fn client_key(args: &RunArgs) -> Result<Option<ClientKey>, Failure> {
     Ok(match &args.key {
         None => None,
         Some(KeySpec::File(path)) => Some(ClientKey::File(path.clone())),
-        Some(KeySpec::Pkcs11(uri)) => Some(ClientKey::Token(open_token(args, uri)?)),
+        Some(spec @ KeySpec::Pkcs11(_)) => {
+            let uri = spec
+                .uri()
+                .expect("a pkcs11: key has a URI")
+                .map_err(|e| anyhow::anyhow!("--key: {e}"))?;
+            Some(ClientKey::Token(open_token(args, &uri)?))
+        }
     })
 }
 
@@ -257,7 +263,7 @@ fn client_key(args: &RunArgs) -> Result<Option<ClientKey>, Failure> {
 fn open_token(args: &RunArgs, uri: &Pkcs11Uri) -> Result<Token, Failure> {
     let pin = match (&args.pkcs11_pin_file, std::env::var(PIN_VAR)) {
         (Some(file), _) => Pin::File(file.clone()),
-        (None, Ok(value)) => Pin::Value(value),
+        (None, Ok(value)) => Pin::Value(value.into()),
         (None, Err(_)) => Pin::None,
     };
     let token =

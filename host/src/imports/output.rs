@@ -159,7 +159,11 @@ impl GuestOutput {
     pub fn emit(&self, level: Level, source: &str, line: &str) {
         let line = escape(cut(line));
         let device = &self.device;
-        let iteration = self.state.lock().map_or(0, |st| st.iteration);
+        let iteration = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iteration;
         let packet_id = packet_id(&line);
         macro_rules! emit {
             ($level:ident) => {

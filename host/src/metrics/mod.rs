@@ -158,7 +158,7 @@ impl Metrics {
         );
         registry.register_with_unit(
             "connect_latency",
-            "TCP connect and TLS handshake",
+            "Name lookup, TCP connect and TLS handshake (with a PKCS#11 key, the token's signature too)",
             Unit::Seconds,
             m.connect_latency.clone(),
         );
@@ -181,26 +181,16 @@ impl Metrics {
         let label = DeviceLabel {
             device: device.clone(),
         };
-        // One statement each: a family's read guard lives to the end of
-        // its statement, and creating the next series needs its write lock.
-        let counter = |family: &Family<DeviceLabel, Counter>| family.get_or_create(&label).clone();
-        let ok = self
-            .iterations
-            .get_or_create(&ResultLabels {
-                device: device.clone(),
-                result: "ok",
-            })
-            .clone();
-        let failed = self
-            .iterations
-            .get_or_create(&ResultLabels {
-                device: device.clone(),
-                result: "failed",
-            })
-            .clone();
-        let open = self.connections_open.get_or_create(&label).clone();
-        let connect_latency = self.connect_latency.get_or_create(&label).clone();
-        let round_trip = self.round_trip.get_or_create(&label).clone();
+        let counter = |family: &Family<DeviceLabel, Counter>| family.get_or_create_owned(&label);
+        let result = |result| ResultLabels {
+            device: device.clone(),
+            result,
+        };
+        let ok = self.iterations.get_or_create_owned(&result("ok"));
+        let failed = self.iterations.get_or_create_owned(&result("failed"));
+        let open = self.connections_open.get_or_create_owned(&label);
+        let connect_latency = self.connect_latency.get_or_create_owned(&label);
+        let round_trip = self.round_trip.get_or_create_owned(&label);
         DeviceMetrics {
             ok,
             failed,

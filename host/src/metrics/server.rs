@@ -1,19 +1,30 @@
 //! Serves [`Metrics`] over HTTP/1 (hyper): `GET /metrics` answers the
 //! OpenMetrics text, anything else 404. No authentication: bind it to
-//! loopback or a management network.
+//! loopback or a management network. Bounded whoever connects: at most
+//! [`MAX_CONNECTIONS`] at once, each given [`HEADER_TIMEOUT`] to send its
+//! request, so the server can never take the descriptors the devices'
+//! connections need.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
+
+/// Scrapes served at once; more wait to be accepted.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// Time a client has to send its request headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The content type of OpenMetrics text, which Prometheus asks for.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -40,10 +51,23 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr
     let bound = listener
         .local_addr()
         .map_err(|source| ListenError { addr, source })?;
+    if !bound.ip().is_loopback() {
+        tracing::warn!(target: "host", "metrics on {bound} are open to the network without authentication");
+    }
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, most likely: wait, do not spin.
+                    tracing::warn!(target: "host", "metrics: cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let metrics = metrics.clone();
             tokio::spawn(async move {
@@ -52,8 +76,11 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr
                     async move { Ok::<_, Infallible>(answer(&request, &metrics)) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
+                drop(slot);
             });
         }
     });

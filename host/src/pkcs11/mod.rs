@@ -6,8 +6,8 @@
 
 mod signer;
 mod token;
-pub mod uri;
+mod uri;
 
 pub use signer::TokenKey;
-pub use token::{Pin, Pkcs11Error, Token};
+pub use token::{Pin, Pkcs11Error, Token, TokenKeyKind};
 pub use uri::{Pkcs11Uri, UriError};

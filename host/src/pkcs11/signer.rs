@@ -1,8 +1,10 @@
 //! The token's key as a rustls signing key: rustls hands over the
-//! handshake's to-be-signed bytes; ECDSA keys get its digest (tokens such
+//! handshake's to-be-signed bytes. ECDSA keys get their digest (tokens such
 //! as SoftHSM 2.6 do not hash for ECDSA) and answer r‖s, which TLS wants as
-//! DER; RSA keys hash and pad on the token (PSS, or PKCS#1 v1.5 for TLS 1.2
-//! peers that offer nothing else).
+//! DER. RSA keys sign with PSS (TLS 1.3 needs it) or PKCS#1 v1.5 (TLS 1.2
+//! peers that offer nothing else), with the token hashing when it offers
+//! the combined mechanism, else over a digest (and DigestInfo) made here.
+//! Only schemes the token offers a mechanism for are chosen.
 
 use std::sync::Arc;
 
@@ -13,27 +15,120 @@ use rustls::sign::{Signer, SigningKey};
 use rustls::{SignatureAlgorithm, SignatureScheme};
 use sha2::Digest;
 
-use crate::pkcs11::token::{KeyKind, Pkcs11Error, Token};
+use crate::pkcs11::token::{Pkcs11Error, Token, TokenKeyKind};
+
+/// The DER prefix of a PKCS#1 v1.5 DigestInfo for SHA-256 (RFC 8017, 9.2).
+const SHA256_DIGEST_INFO: &[u8] = &[
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
+/// The DER prefix of a PKCS#1 v1.5 DigestInfo for SHA-384.
+const SHA384_DIGEST_INFO: &[u8] = &[
+    0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05,
+    0x00, 0x04, 0x30,
+];
+
+/// How one scheme is signed on the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    /// CKM_ECDSA over a digest made here.
+    Ecdsa(Hash),
+    /// A mechanism that hashes on the token (CKM_SHA256_RSA_PKCS_PSS, ...).
+    Hashing(Hash, Padding),
+    /// CKM_RSA_PKCS_PSS or CKM_RSA_PKCS over a digest made here.
+    Raw(Hash, Padding),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hash {
+    Sha256,
+    Sha384,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Padding {
+    Pss,
+    Pkcs1,
+}
+
+impl Hash {
+    fn digest(self, message: &[u8]) -> Vec<u8> {
+        match self {
+            Hash::Sha256 => sha2::Sha256::digest(message).to_vec(),
+            Hash::Sha384 => sha2::Sha384::digest(message).to_vec(),
+        }
+    }
+
+    fn pss(self) -> PkcsPssParams {
+        let (hash_alg, mgf, s_len) = match self {
+            Hash::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256, 32u64),
+            Hash::Sha384 => (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384, 48u64),
+        };
+        PkcsPssParams {
+            hash_alg,
+            mgf,
+            s_len: s_len.into(),
+        }
+    }
+}
+
+/// The mechanism that signs `scheme` with hashing on the token, the one
+/// that signs a digest, and the digest's hash and padding.
+fn rsa_mechanisms(
+    scheme: SignatureScheme,
+) -> Option<(MechanismType, MechanismType, Hash, Padding)> {
+    use SignatureScheme as S;
+    Some(match scheme {
+        S::RSA_PSS_SHA256 => (
+            MechanismType::SHA256_RSA_PKCS_PSS,
+            MechanismType::RSA_PKCS_PSS,
+            Hash::Sha256,
+            Padding::Pss,
+        ),
+        S::RSA_PSS_SHA384 => (
+            MechanismType::SHA384_RSA_PKCS_PSS,
+            MechanismType::RSA_PKCS_PSS,
+            Hash::Sha384,
+            Padding::Pss,
+        ),
+        S::RSA_PKCS1_SHA256 => (
+            MechanismType::SHA256_RSA_PKCS,
+            MechanismType::RSA_PKCS,
+            Hash::Sha256,
+            Padding::Pkcs1,
+        ),
+        S::RSA_PKCS1_SHA384 => (
+            MechanismType::SHA384_RSA_PKCS,
+            MechanismType::RSA_PKCS,
+            Hash::Sha384,
+            Padding::Pkcs1,
+        ),
+        _ => return None,
+    })
+}
 
 /// The token's key, for rustls.
 #[derive(Debug, Clone)]
 pub struct TokenKey {
     token: Token,
+    /// The schemes the token can sign, best first, and how.
+    schemes: Vec<(SignatureScheme, Method)>,
 }
 
 impl TokenKey {
-    /// The key of `token`, after checking that it is the one `cert` was
-    /// issued for (a signature by the token must verify with the
-    /// certificate's public key).
+    /// The key of `token`, after checking that the token can sign with it
+    /// and that it is the one `cert` was issued for (a signature by the
+    /// token must verify with the certificate's public key).
     pub fn new(token: Token, cert: &CertificateDer<'_>) -> Result<Arc<Self>, Pkcs11Error> {
-        let key = Self { token };
-        let scheme = key.schemes()[0];
+        let schemes = Self::schemes_of(&token);
+        let Some(&(scheme, method)) = schemes.first() else {
+            return Err(Pkcs11Error::NoMechanism {
+                uri: token.uri().to_string(),
+            });
+        };
+        let key = Self { token, schemes };
         let message = b"mqtt-device: does the token hold the key of --cert?";
-        let signature = TokenSigner {
-            token: key.token.clone(),
-            scheme,
-        }
-        .sign_with_token(message)?;
+        let signature = key.sign_with(method, message)?;
         let mismatch = || Pkcs11Error::KeyMismatch {
             uri: key.token.uri().to_string(),
         };
@@ -51,34 +146,91 @@ impl TokenKey {
         Ok(Arc::new(key))
     }
 
-    /// The schemes this key signs with, best first.
-    fn schemes(&self) -> &'static [SignatureScheme] {
-        match self.token.kind() {
-            KeyKind::EcdsaP256 => &[SignatureScheme::ECDSA_NISTP256_SHA256],
-            KeyKind::EcdsaP384 => &[SignatureScheme::ECDSA_NISTP384_SHA384],
-            KeyKind::Rsa(_) => &[
-                SignatureScheme::RSA_PSS_SHA256,
-                SignatureScheme::RSA_PSS_SHA384,
-                SignatureScheme::RSA_PKCS1_SHA256,
-                SignatureScheme::RSA_PKCS1_SHA384,
-            ],
+    /// The schemes `token` can sign with its key, best first.
+    fn schemes_of(token: &Token) -> Vec<(SignatureScheme, Method)> {
+        use SignatureScheme as S;
+        match token.kind() {
+            TokenKeyKind::EcdsaP256 | TokenKeyKind::EcdsaP384
+                if !token.supports(MechanismType::ECDSA) =>
+            {
+                Vec::new()
+            }
+            TokenKeyKind::EcdsaP256 => {
+                vec![(S::ECDSA_NISTP256_SHA256, Method::Ecdsa(Hash::Sha256))]
+            }
+            TokenKeyKind::EcdsaP384 => {
+                vec![(S::ECDSA_NISTP384_SHA384, Method::Ecdsa(Hash::Sha384))]
+            }
+            TokenKeyKind::Rsa(_) => [
+                S::RSA_PSS_SHA256,
+                S::RSA_PSS_SHA384,
+                S::RSA_PKCS1_SHA256,
+                S::RSA_PKCS1_SHA384,
+            ]
+            .into_iter()
+            .filter_map(|scheme| {
+                let (hashing, raw, hash, padding) = rsa_mechanisms(scheme)?;
+                if token.supports(hashing) {
+                    Some((scheme, Method::Hashing(hash, padding)))
+                } else if token.supports(raw) {
+                    Some((scheme, Method::Raw(hash, padding)))
+                } else {
+                    None
+                }
+            })
+            .collect(),
+        }
+    }
+
+    fn sign_with(&self, method: Method, message: &[u8]) -> Result<Vec<u8>, Pkcs11Error> {
+        match method {
+            Method::Ecdsa(hash) => {
+                ecdsa_der(&self.token.sign(&Mechanism::Ecdsa, &hash.digest(message))?)
+            }
+            Method::Hashing(hash, Padding::Pss) => {
+                let mechanism = match hash {
+                    Hash::Sha256 => Mechanism::Sha256RsaPkcsPss(hash.pss()),
+                    Hash::Sha384 => Mechanism::Sha384RsaPkcsPss(hash.pss()),
+                };
+                self.token.sign(&mechanism, message)
+            }
+            Method::Hashing(hash, Padding::Pkcs1) => {
+                let mechanism = match hash {
+                    Hash::Sha256 => Mechanism::Sha256RsaPkcs,
+                    Hash::Sha384 => Mechanism::Sha384RsaPkcs,
+                };
+                self.token.sign(&mechanism, message)
+            }
+            Method::Raw(hash, Padding::Pss) => self
+                .token
+                .sign(&Mechanism::RsaPkcsPss(hash.pss()), &hash.digest(message)),
+            Method::Raw(hash, Padding::Pkcs1) => {
+                let prefix = match hash {
+                    Hash::Sha256 => SHA256_DIGEST_INFO,
+                    Hash::Sha384 => SHA384_DIGEST_INFO,
+                };
+                let mut info = prefix.to_vec();
+                info.extend(hash.digest(message));
+                self.token.sign(&Mechanism::RsaPkcs, &info)
+            }
         }
     }
 }
 
 impl SigningKey for TokenKey {
     fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
-        let scheme = self.schemes().iter().find(|s| offered.contains(s))?;
+        let (scheme, method) = *self.schemes.iter().find(|(s, _)| offered.contains(s))?;
         Some(Box::new(TokenSigner {
-            token: self.token.clone(),
-            scheme: *scheme,
+            key: self.clone(),
+            scheme,
+            method,
         }))
     }
 
     fn algorithm(&self) -> SignatureAlgorithm {
         match self.token.kind() {
-            KeyKind::EcdsaP256 | KeyKind::EcdsaP384 => SignatureAlgorithm::ECDSA,
-            KeyKind::Rsa(_) => SignatureAlgorithm::RSA,
+            TokenKeyKind::EcdsaP256 | TokenKeyKind::EcdsaP384 => SignatureAlgorithm::ECDSA,
+            TokenKeyKind::Rsa(_) => SignatureAlgorithm::RSA,
         }
     }
 }
@@ -86,53 +238,14 @@ impl SigningKey for TokenKey {
 /// One handshake's signature.
 #[derive(Debug)]
 struct TokenSigner {
-    token: Token,
+    key: TokenKey,
     scheme: SignatureScheme,
-}
-
-impl TokenSigner {
-    fn sign_with_token(&self, message: &[u8]) -> Result<Vec<u8>, Pkcs11Error> {
-        let pss = |hash_alg, mgf, s_len: u64| PkcsPssParams {
-            hash_alg,
-            mgf,
-            s_len: s_len.into(),
-        };
-        match self.scheme {
-            SignatureScheme::ECDSA_NISTP256_SHA256 => {
-                let digest = sha2::Sha256::digest(message);
-                ecdsa_der(&self.token.sign(&Mechanism::Ecdsa, &digest)?)
-            }
-            SignatureScheme::ECDSA_NISTP384_SHA384 => {
-                let digest = sha2::Sha384::digest(message);
-                ecdsa_der(&self.token.sign(&Mechanism::Ecdsa, &digest)?)
-            }
-            SignatureScheme::RSA_PSS_SHA256 => self.token.sign(
-                &Mechanism::Sha256RsaPkcsPss(pss(
-                    MechanismType::SHA256,
-                    PkcsMgfType::MGF1_SHA256,
-                    32,
-                )),
-                message,
-            ),
-            SignatureScheme::RSA_PSS_SHA384 => self.token.sign(
-                &Mechanism::Sha384RsaPkcsPss(pss(
-                    MechanismType::SHA384,
-                    PkcsMgfType::MGF1_SHA384,
-                    48,
-                )),
-                message,
-            ),
-            SignatureScheme::RSA_PKCS1_SHA256 => {
-                self.token.sign(&Mechanism::Sha256RsaPkcs, message)
-            }
-            _ => self.token.sign(&Mechanism::Sha384RsaPkcs, message),
-        }
-    }
+    method: Method,
 }
 
 impl Signer for TokenSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
-        self.sign_with_token(message).map_err(|e| {
+        self.key.sign_with(self.method, message).map_err(|e| {
             tracing::error!(target: "host", "{e}");
             rustls::Error::General(e.to_string())
         })
@@ -177,5 +290,13 @@ mod tests {
         assert_eq!(der[2 + 2 + 33 + 1], 31);
         assert_eq!(der.len(), 2 + 2 + 33 + 2 + 31);
         assert!(ecdsa_der(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn digest_infos_end_with_the_digest_length() {
+        assert_eq!(SHA256_DIGEST_INFO.len() + 32, 0x31 + 2);
+        assert_eq!(SHA384_DIGEST_INFO.len() + 48, 0x41 + 2);
+        assert_eq!(*SHA256_DIGEST_INFO.last().unwrap(), 32);
+        assert_eq!(*SHA384_DIGEST_INFO.last().unwrap(), 48);
     }
 }

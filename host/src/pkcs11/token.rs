@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::Mechanism;
+use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
@@ -46,6 +46,14 @@ pub enum Pkcs11Error {
         /// The tokens found.
         present: String,
     },
+    /// Several tokens match the URI.
+    #[error("several tokens in {} match --key (tokens there: {present}) (name one with token= or serial=)", module.display())]
+    SeveralTokens {
+        /// The module.
+        module: PathBuf,
+        /// The tokens found.
+        present: String,
+    },
     /// The token needs a PIN and none was given.
     #[error(
         "the token {0} needs its user PIN: pass --pkcs11-pin-file FILE or set MQTT_DEVICE_PKCS11_PIN"
@@ -71,13 +79,15 @@ pub enum Pkcs11Error {
     PinLocked(String),
     /// No private key matches the URI.
     #[error(
-        "no private key {uri} on the token {token} (check object= or id= in --key; list the keys with pkcs11-tool --list-objects)"
+        "no private key {uri} on the token {token} (check object= or id= in --key{hint}; list the keys with pkcs11-tool --list-objects)"
     )]
     NoKey {
         /// The URI.
         uri: String,
         /// The token.
         token: String,
+        /// A hint about the id, or nothing.
+        hint: &'static str,
     },
     /// Several private keys match.
     #[error("{count} private keys match {uri} on the token {token} (add id= to --key to pick one)")]
@@ -88,6 +98,14 @@ pub enum Pkcs11Error {
         token: String,
         /// How many.
         count: usize,
+    },
+    /// The token cannot sign with the key the way TLS needs.
+    #[error(
+        "the token offers no mechanism to sign TLS handshakes with the key {uri} (it needs ECDSA for an EC key, RSA-PSS or RSA PKCS#1 for an RSA key)"
+    )]
+    NoMechanism {
+        /// The URI.
+        uri: String,
     },
     /// A key this host cannot sign TLS handshakes with.
     #[error(
@@ -117,7 +135,7 @@ pub enum Pkcs11Error {
     },
 }
 
-/// Where the user PIN comes from.
+/// Where the user PIN comes from. Its `Debug` never shows the PIN.
 #[derive(Debug, Clone, Default)]
 pub enum Pin {
     /// No PIN (a token without login).
@@ -125,15 +143,15 @@ pub enum Pin {
     None,
     /// The first line of a file.
     File(PathBuf),
-    /// A value from the environment.
-    Value(String),
+    /// A value from the environment (zeroed when dropped).
+    Value(AuthPin),
 }
 
 impl Pin {
     fn read(&self) -> Result<Option<AuthPin>, Pkcs11Error> {
         Ok(match self {
             Pin::None => None,
-            Pin::Value(v) => Some(AuthPin::from(v.as_str())),
+            Pin::Value(v) => Some(v.clone()),
             Pin::File(path) => {
                 let text =
                     std::fs::read_to_string(path).map_err(|source| Pkcs11Error::PinFile {
@@ -148,7 +166,7 @@ impl Pin {
 
 /// What kind of key the token holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyKind {
+pub enum TokenKeyKind {
     /// ECDSA on P-256.
     EcdsaP256,
     /// ECDSA on P-384.
@@ -166,7 +184,9 @@ pub struct Token {
 struct Inner {
     session: Mutex<Session>,
     key: ObjectHandle,
-    kind: KeyKind,
+    kind: TokenKeyKind,
+    /// The mechanisms the token offers.
+    mechanisms: Vec<MechanismType>,
     /// The key's URI, for messages.
     uri: String,
     /// Keeps the module loaded as long as the token is used.
@@ -231,11 +251,15 @@ impl Token {
             }
         }
         let (key, kind) = find_key(&session, uri, &label)?;
+        let mechanisms = pkcs11
+            .get_mechanism_list(slot)
+            .map_err(token_error("list its mechanisms"))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 session: Mutex::new(session),
                 key,
                 kind,
+                mechanisms,
                 uri: uri.to_string(),
                 _module: pkcs11,
             }),
@@ -243,7 +267,7 @@ impl Token {
     }
 
     /// The key's kind.
-    pub fn kind(&self) -> KeyKind {
+    pub fn kind(&self) -> TokenKeyKind {
         self.inner.kind
     }
 
@@ -252,12 +276,19 @@ impl Token {
         &self.inner.uri
     }
 
+    /// Whether the token offers `mechanism`.
+    pub fn supports(&self, mechanism: MechanismType) -> bool {
+        self.inner.mechanisms.contains(&mechanism)
+    }
+
     /// Signs `data` with the token's key.
     pub fn sign(&self, mechanism: &Mechanism<'_>, data: &[u8]) -> Result<Vec<u8>, Pkcs11Error> {
-        let session = self.inner.session.lock().unwrap_or_else(|p| p.into_inner());
-        session
-            .sign(mechanism, self.inner.key, data)
-            .map_err(token_error("sign"))
+        blocking(|| {
+            let session = self.inner.session.lock().unwrap_or_else(|p| p.into_inner());
+            session
+                .sign(mechanism, self.inner.key, data)
+                .map_err(token_error("sign"))
+        })
     }
 
     /// Fills `buf` from the token's random number generator.
@@ -265,10 +296,27 @@ impl Token {
         if buf.is_empty() {
             return Ok(());
         }
-        let session = self.inner.session.lock().unwrap_or_else(|p| p.into_inner());
-        session
-            .generate_random_slice(buf)
-            .map_err(token_error("generate random bytes"))
+        blocking(|| {
+            let session = self.inner.session.lock().unwrap_or_else(|p| p.into_inner());
+            session
+                .generate_random_slice(buf)
+                .map_err(token_error("generate random bytes"))
+        })
+    }
+}
+
+/// Runs a token call, which blocks (a smart card may take a tenth of a
+/// second to sign): on a multi-threaded runtime (a fleet) the worker hands
+/// its other tasks over first, so devices not waiting for the token run
+/// on. A single device's runtime is its own; the call just runs. Calls are
+/// one at a time per token: one session serves the whole host.
+fn blocking<R>(call: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(call)
+        }
+        _ => call(),
     }
 }
 
@@ -302,10 +350,15 @@ fn find_slot(
     if found.len() == 1 {
         return Ok(found.remove(0));
     }
-    let wanted = match (&uri.token, found.len()) {
-        (Some(t), 0) => format!("labelled {t:?}"),
-        (None, 0) => "at all".to_string(),
-        _ => "that token= names alone".to_string(),
+    if found.len() > 1 {
+        return Err(Pkcs11Error::SeveralTokens {
+            module: module.to_owned(),
+            present: present.join(", "),
+        });
+    }
+    let wanted = match &uri.token {
+        Some(t) => format!("labelled {t:?}"),
+        None => "at all".to_string(),
     };
     Err(Pkcs11Error::NoToken {
         wanted,
@@ -323,7 +376,7 @@ fn find_key(
     session: &Session,
     uri: &Pkcs11Uri,
     token: &str,
-) -> Result<(ObjectHandle, KeyKind), Pkcs11Error> {
+) -> Result<(ObjectHandle, TokenKeyKind), Pkcs11Error> {
     let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
     if let Some(label) = &uri.object {
         template.push(Attribute::Label(label.as_bytes().to_vec()));
@@ -337,9 +390,20 @@ fn find_key(
     let key = match keys.as_slice() {
         [key] => *key,
         [] => {
+            // `id=01` is the two bytes "01"; the key of softhsm2-util
+            // --id 01 is `id=%01`.
+            let textual_id = uri
+                .id
+                .as_ref()
+                .is_some_and(|id| !id.is_empty() && id.iter().all(u8::is_ascii_hexdigit));
             return Err(Pkcs11Error::NoKey {
                 uri: uri.to_string(),
                 token: token.to_string(),
+                hint: if textual_id {
+                    "; id= takes percent-encoded bytes: id=%01 for the id 01"
+                } else {
+                    ""
+                },
             });
         }
         more => {
@@ -377,8 +441,8 @@ fn find_key(
     };
     let kind = match key_type {
         Some(KeyType::EC) => match ec_params.as_deref() {
-            Some(P256) => KeyKind::EcdsaP256,
-            Some(P384) => KeyKind::EcdsaP384,
+            Some(P256) => TokenKeyKind::EcdsaP256,
+            Some(P384) => TokenKeyKind::EcdsaP384,
             _ => return Err(unsupported("an EC key on another curve".into())),
         },
         Some(KeyType::RSA) => {
@@ -389,7 +453,7 @@ fn find_key(
                     "an RSA key of {bits} bits (at least 2048)"
                 )));
             }
-            KeyKind::Rsa(bits)
+            TokenKeyKind::Rsa(bits)
         }
         Some(other) => return Err(unsupported(format!("a key of type {other}"))),
         None => return Err(unsupported("a key of unknown type".into())),

@@ -50,9 +50,12 @@ pub enum CredentialError {
     },
     /// The operating system's trust store holds no usable certificate.
     #[error(
-        "--ca os found no root certificate in the operating system's trust store (install ca-certificates, set SSL_CERT_FILE, or pass --ca FILE)"
+        "--ca os found no root certificate in the operating system's trust store{detail} (install ca-certificates, set SSL_CERT_FILE, or pass --ca FILE)"
     )]
-    NoOsRoots,
+    NoOsRoots {
+        /// The first problem met, as `: ...`, or nothing.
+        detail: String,
+    },
     /// The key file is encrypted; the host needs the plain key.
     #[error("--key file {} is encrypted (decrypt it first: openssl pkey -in KEY -out PLAIN.key)", .0.display())]
     EncryptedKey(PathBuf),
@@ -171,7 +174,12 @@ pub fn root_store(roots: &Roots) -> Result<RootCertStore, CredentialError> {
             let mut store = RootCertStore::empty();
             let (added, _ignored) = store.add_parsable_certificates(found.certs);
             if added == 0 {
-                return Err(CredentialError::NoOsRoots);
+                return Err(CredentialError::NoOsRoots {
+                    detail: found
+                        .errors
+                        .first()
+                        .map_or(String::new(), |e| format!(": {e}")),
+                });
             }
             Ok(store)
         }
