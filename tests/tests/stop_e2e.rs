@@ -205,3 +205,23 @@ fn a_second_signal_stops_at_once() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_broker_whose_port_was_taken_meanwhile_is_not_mistaken_for_another() {
+    // Another process binds the chosen port before mosquitto does: the
+    // start must not take that process's listener for its own broker.
+    let pki = TestPki::new();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = other.local_addr().unwrap().port();
+    let started =
+        host::broker::mosquitto::Mosquitto::start_on(pki.dir.path(), &pki.listener, port, false);
+    match started {
+        Err(host::broker::mosquitto::BrokerError::PortTaken { port: p }) => assert_eq!(p, port),
+        Err(e) => panic!("expected PortTaken, got {e}"),
+        Ok(_) => panic!("took the other listener on {port} for its broker"),
+    }
+    // `start` chooses again and gets a broker of its own.
+    let own = host::broker::mosquitto::Mosquitto::start(pki.dir.path(), &pki.listener).unwrap();
+    assert_ne!(own.port, port);
+    assert!(own.log_text().contains(&format!("port {}.", own.port)));
+}

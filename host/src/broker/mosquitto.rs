@@ -19,6 +19,12 @@ pub enum BrokerError {
     /// Writing the configuration or spawning failed.
     #[error("cannot start mosquitto")]
     Io(#[from] std::io::Error),
+    /// Another process bound the port first.
+    #[error("mosquitto could not listen on 127.0.0.1:{port}: the port is taken")]
+    PortTaken {
+        /// The port it was told to use.
+        port: u16,
+    },
     /// It exited or never listened.
     #[error("mosquitto did not start listening on 127.0.0.1:{port}: {log}")]
     NotListening {
@@ -117,7 +123,16 @@ impl Mosquitto {
     /// configuration and log into `dir`, and waits until it accepts TCP.
     /// Sessions live in memory only (see [`Mosquitto::start_on`]).
     pub fn start(dir: &Path, tls: &ListenerTls) -> Result<Self, BrokerError> {
-        Self::start_on(dir, tls, free_port()?, false)
+        // The port is free when chosen but may be taken before mosquitto
+        // binds it (by another process choosing a port at the same time):
+        // then choose again.
+        let mut attempt = 0;
+        loop {
+            match Self::start_on(dir, tls, free_port()?, false) {
+                Err(BrokerError::PortTaken { .. }) if attempt < 5 => attempt += 1,
+                other => return other,
+            }
+        }
     }
 
     /// Like [`Mosquitto::start`] on a given port; `persistence` keeps
@@ -181,23 +196,34 @@ impl Mosquitto {
         Ok(broker)
     }
 
+    /// Waits until this mosquitto (not some other process that holds the
+    /// port) says it runs with its listener open, and the port accepts TCP.
     fn wait_listening(&mut self) -> Result<(), BrokerError> {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let opened = format!("listen socket on port {}.", self.port);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 break;
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            let log = self.log_text();
+            if log.contains(&opened)
+                && log.contains(" running")
+                && TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let log = self.log_text();
+        if log.contains("Address already in use") {
+            return Err(BrokerError::PortTaken { port: self.port });
+        }
         Err(BrokerError::NotListening {
             port: self.port,
-            log: self.log_text().replace('\n', " | "),
+            log: log.replace('\n', " | "),
         })
     }
 
