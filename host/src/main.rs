@@ -113,6 +113,7 @@ fn main() -> ExitCode {
             Command::Rollout(args) => cli::rollout::rollout(args).await,
             Command::Certs(args) => cli::certs::certs(args),
             Command::Inspect(args) => cli::inspect::inspect(args).await,
+            Command::Test(args) => cli::test::test(args),
         }
     });
     match result {

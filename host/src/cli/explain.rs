@@ -222,6 +222,12 @@ pub enum Failure {
     /// does not verify (the output above says why).
     #[error("{0}")]
     Refused(String),
+    /// `host test`: scenarios failed (the output above says how).
+    #[error("{failed} scenario(s) failed")]
+    Scenarios {
+        /// How many.
+        failed: usize,
+    },
     /// Devices of a fleet gave up.
     #[error("{failed} of {devices} devices failed (their log lines say why)")]
     Fleet {
@@ -248,6 +254,7 @@ impl Failure {
             | Failure::Fleet { .. } => exit::ITERATION_FAILED,
             Failure::Rollout { code, .. } => *code,
             Failure::Refused(_) => exit::REFUSED,
+            Failure::Scenarios { .. } => exit::SCENARIOS_FAILED,
             Failure::Device {
                 error: RunError::Ended(Ending::GuestFailed { .. }),
                 ..
@@ -280,9 +287,10 @@ pub fn failure_line(failure: &Failure) -> String {
     let line = match failure {
         Failure::Setup(e) => format!("{e:#}"),
         Failure::Device { error, settings } => run_error(error, settings),
-        Failure::Fleet { .. } | Failure::Rollout { .. } | Failure::Refused(_) => {
-            failure.to_string()
-        }
+        Failure::Fleet { .. }
+        | Failure::Rollout { .. }
+        | Failure::Refused(_)
+        | Failure::Scenarios { .. } => failure.to_string(),
     };
     line.replace('\n', " ")
 }

@@ -12,6 +12,7 @@ pub mod report;
 pub mod rollout;
 pub mod run;
 pub mod signals;
+pub mod test;
 
 use clap::{Parser, Subcommand};
 
@@ -56,9 +57,16 @@ pub enum Command {
     /// Exit codes: 0 this host can run it (and, with --trust, its signature
     /// verifies); 2 it cannot; 1 the file cannot be read.
     Inspect(inspect::InspectArgs),
+    /// Test a logic against scenario files on the mock host: a scripted
+    /// broker, seeded entropy, virtual time. One line per scenario; on a
+    /// failure, what was expected and what happened.
+    ///
+    /// Exit codes: 0 every scenario passed; 2 one failed; 1 a file or the
+    /// logic is wrong (the message names the file, line and key).
+    Test(test::TestArgs),
 }
 
-/// Process exit codes (`host run`'s, and `host inspect`'s 2).
+/// Process exit codes (`host run`'s, and the 2 of `host inspect` and `host test`).
 pub mod exit {
     /// A setting, file or component was wrong (the message says which).
     pub const SETUP: u8 = 1;
@@ -68,6 +76,8 @@ pub mod exit {
     pub const GUEST_FAILED: u8 = 3;
     /// `host inspect`: this host would not run the logic.
     pub const REFUSED: u8 = 2;
+    /// `host test`: a scenario failed.
+    pub const SCENARIOS_FAILED: u8 = 2;
 }
 
 #[cfg(test)]

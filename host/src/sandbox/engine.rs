@@ -11,7 +11,7 @@ use crate::imports::entropy::EntropyCtx;
 use crate::imports::log::LogCtx;
 use crate::imports::mtls_socket::SocketCtx;
 use crate::imports::types::TypesCtx;
-use crate::sandbox::limits::{Limits, start_epoch_ticker};
+use crate::sandbox::limits::Limits;
 use crate::sandbox::state::DeviceState;
 
 /// Why a component cannot run.
@@ -62,7 +62,7 @@ pub fn engine(pool: Option<(u32, &Limits)>) -> Result<Engine, EngineError> {
     // CPU limits: wasm code checks the epoch, which a thread advances.
     config.epoch_interruption(true);
     let engine = Engine::new(&config).map_err(EngineError::Setup)?;
-    start_epoch_ticker(&engine).map_err(|e| EngineError::Setup(e.into()))?;
+    host_core::epoch::start_ticker(&engine).map_err(|e| EngineError::Setup(e.into()))?;
     Ok(engine)
 }
 

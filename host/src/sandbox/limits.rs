@@ -16,7 +16,7 @@ use crate::imports::output::OutputLimits;
 use crate::sandbox::state::DeviceState;
 
 /// How often the engine's epoch advances.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub const EPOCH_TICK: Duration = host_core::epoch::TICK;
 
 /// Limits of one device's sandbox. Each default is next to its field, and
 /// the CLI's flags use them.
@@ -214,21 +214,6 @@ impl CpuMeter {
         }
         Ok(())
     }
-}
-
-/// Starts the thread that advances `engine`'s epoch every [`EPOCH_TICK`].
-pub fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("epoch-ticker".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })
-        .map(drop)
 }
 
 /// A store for `state` with its limits applied: memory and tables through

@@ -14,6 +14,7 @@ use mqttbytes::v4::Packet;
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
 use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::script::{AfterScript, Delivery, Script, Step, auto_reply};
@@ -68,18 +69,29 @@ pub struct MockState {
     wasi: WasiCtx,
     table: ResourceTable,
     broker: Arc<Mutex<Broker>>,
+    pub(crate) limits: StoreLimits,
 }
 
 impl MockState {
-    pub(crate) fn new(broker: Arc<Mutex<Broker>>) -> Self {
+    /// The state of instance number `instance` of a run seeded `seed`, its
+    /// linear memory capped at `max_memory_bytes`.
+    pub(crate) fn new(
+        broker: Arc<Mutex<Broker>>,
+        seed: u64,
+        instance: u64,
+        max_memory_bytes: usize,
+    ) -> Self {
         Self {
-            wasi: WasiCtx::builder().build(),
+            wasi: crate::wasi::context(&broker, seed, instance),
             table: ResourceTable::new(),
             broker,
+            limits: StoreLimitsBuilder::new()
+                .memory_size(max_memory_bytes)
+                .build(),
         }
     }
 
-    fn broker(&self) -> MutexGuard<'_, Broker> {
+    pub(crate) fn broker(&self) -> MutexGuard<'_, Broker> {
         // A panic while the lock is held fails the test anyway.
         self.broker.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -102,10 +114,19 @@ pub struct Broker {
     pub(crate) failure: Option<String>,
     /// Import calls so far (a guard against a looping guest).
     pub(crate) import_calls: u64,
+    /// Bytes of log lines and sent data recorded so far (a guard against a
+    /// flooding guest).
+    recorded_bytes: usize,
+    /// Instances made so far.
+    pub(crate) instances: u64,
 }
 
 /// Import calls after which the mock stops a guest as looping.
 pub const MAX_IMPORT_CALLS: u64 = 1_000_000;
+
+/// Bytes of log lines and sent data a run may record before the mock stops
+/// the guest as flooding.
+pub const MAX_RECORDED_BYTES: usize = 64 << 20;
 
 impl Broker {
     pub(crate) fn new(script: Script, rng: ChaCha20Rng) -> Self {
@@ -120,6 +141,8 @@ impl Broker {
             connections: 0,
             failure: None,
             import_calls: 0,
+            recorded_bytes: 0,
+            instances: 0,
         }
     }
 
@@ -127,8 +150,22 @@ impl Broker {
     pub(crate) fn instantiated(&mut self) {
         self.current = None;
         self.inbound.clear();
+        self.instances += 1;
         self.calls.push(Call::Instantiate);
     }
+
+    /// Counts `bytes` more recorded; past [`MAX_RECORDED_BYTES`] the run fails.
+    fn record(&mut self, bytes: usize) -> wasmtime::Result<()> {
+        self.recorded_bytes = self.recorded_bytes.saturating_add(bytes);
+        if self.recorded_bytes > MAX_RECORDED_BYTES {
+            return Err(self.fail(format!(
+                "mock host: the guest logged and sent over {} MiB; it is flooding",
+                MAX_RECORDED_BYTES >> 20
+            )));
+        }
+        Ok(())
+    }
+
 
     /// Runs the steps that act by themselves (Send, Close, Trap) at the head.
     fn advance(&mut self) -> wasmtime::Result<()> {
@@ -168,8 +205,9 @@ impl Broker {
         self.advance()
     }
 
-    fn fail(&mut self, message: String) -> wasmtime::Error {
-        self.failure = Some(message.clone());
+    /// Fails the run with `message` (the first failure wins).
+    pub(crate) fn fail(&mut self, message: String) -> wasmtime::Error {
+        let message = self.failure.get_or_insert(message).clone();
         wasmtime::Error::msg(message)
     }
 
@@ -281,6 +319,7 @@ impl HostConnection for MockState {
         let index = self.table.get(&connection(&conn))?.index;
         let mut b = self.broker();
         b.enter()?;
+        b.record(data.len())?;
         if b.current != Some(index) {
             return Ok(Err(ErrorCode::ConnectionClosed));
         }
@@ -385,6 +424,7 @@ impl log::Host for MockState {
     ) -> wasmtime::Result<()> {
         let mut b = self.broker();
         b.enter()?;
+        b.record(message.len())?;
         b.calls.push(Call::Log(level.into(), message));
         Ok(())
     }

@@ -18,12 +18,15 @@
 
 #![deny(unsafe_code)]
 
+pub mod file;
 mod imports;
 pub mod script;
+mod wasi;
 
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use host_core::drive::{self, DriveError, Outcome as StepOutcome, Runtime};
 use host_core::observer::{Event, Observer};
@@ -34,9 +37,12 @@ use mqttbytes::v4::Packet;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Engine, Store};
+use wasmtime::{Config, Engine, Store, UpdateDeadline};
 
-pub use crate::imports::{Broker, Call, MAX_IMPORT_CALLS, MockConnection, MockState};
+pub use crate::imports::{
+    Broker, Call, MAX_IMPORT_CALLS, MAX_RECORDED_BYTES, MockConnection, MockState,
+};
+pub use crate::wasi::WALL_CLOCK_START_SECS;
 pub use crate::script::{AfterScript, Delivery, Reply, Script, Step, auto_reply, echo_of};
 pub use host_core::outcome::{ConnackRefusal, IterationFailure, IterationReport, Stop};
 pub use host_core::settings::DeviceSettings;
@@ -180,6 +186,38 @@ pub fn demo_host() -> &'static MockHost {
 /// A compiled component and a linker with the mock imports.
 pub struct MockHost {
     logic: MockLogic,
+    limits: MockLimits,
+}
+
+/// What contains a logic under the mock host, so that a looping, hanging or
+/// greedy logic fails its scenario instead of stopping the test run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MockLimits {
+    /// Linear memory per instance, bytes (the real host's default).
+    pub max_memory_bytes: usize,
+    /// Real time a scenario may take; the guest is stopped wherever it
+    /// computes once it is over, and the scenario fails.
+    pub real_time: Duration,
+}
+
+impl Default for MockLimits {
+    fn default() -> Self {
+        Self {
+            max_memory_bytes: 64 << 20,
+            real_time: Duration::from_secs(30),
+        }
+    }
+}
+
+/// An engine for mock runs: the component model, and epoch interruption
+/// (with its ticker) for [`MockLimits::real_time`].
+pub fn engine() -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
+    host_core::epoch::start_ticker(&engine)?;
+    Ok(engine)
 }
 
 /// The component a mock run instantiates.
@@ -195,13 +233,14 @@ impl fmt::Display for MockLogic {
 impl MockHost {
     /// Compiles the component at `path` and checks it against the world.
     pub fn load(path: impl AsRef<Path>) -> anyhow::Result<Self> {
-        let engine = Engine::default();
+        let engine = engine()?;
         let component =
             Component::from_file(&engine, path.as_ref()).map_err(anyhow::Error::from)?;
         Self::from_component(&engine, &component)
     }
 
-    /// Uses an already compiled component.
+    /// Uses an already compiled component. The real-time limit needs an
+    /// engine with epoch interruption whose epoch advances (see [`engine`]).
     pub fn from_component(engine: &Engine, component: &Component) -> anyhow::Result<Self> {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
@@ -213,7 +252,19 @@ impl MockHost {
         let pre = DevicePre::new(pre).map_err(anyhow::Error::from)?;
         Ok(Self {
             logic: MockLogic(pre),
+            limits: MockLimits::default(),
         })
+    }
+
+    /// Runs later scenarios with these limits.
+    pub fn with_limits(mut self, limits: MockLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits scenarios run with.
+    pub fn limits(&self) -> MockLimits {
+        self.limits
     }
 
     /// Runs a scenario under the host's supervisor, on virtual time.
@@ -227,6 +278,9 @@ impl MockHost {
             settings: (&scenario.settings).into(),
             // Apart from the guest's entropy, so its draws stay the seed's.
             jitter: ChaCha20Rng::seed_from_u64(scenario.seed ^ 0x5eed_5eed),
+            seed: scenario.seed,
+            limits: self.limits,
+            deadline: Instant::now() + self.limits.real_time,
         };
         // Everything runs on virtual time: nothing waits for real.
         let ended = drive::run_ready(drive::drive(&mut supervisor, &mut runtime));
@@ -296,6 +350,10 @@ struct MockRuntime {
     broker: Arc<Mutex<Broker>>,
     settings: Settings,
     jitter: ChaCha20Rng,
+    seed: u64,
+    limits: MockLimits,
+    /// When the scenario's real time is up.
+    deadline: Instant,
 }
 
 impl MockRuntime {
@@ -310,8 +368,34 @@ impl Runtime<MockLogic> for MockRuntime {
     type Error = String;
 
     async fn instantiate(&mut self, logic: &MockLogic) -> Result<Self::Instance, String> {
-        self.broker().instantiated();
-        let mut store = Store::new(logic.0.engine(), MockState::new(self.broker.clone()));
+        let instance = {
+            let mut b = self.broker();
+            b.instantiated();
+            b.instances
+        };
+        let state = MockState::new(
+            self.broker.clone(),
+            self.seed,
+            instance,
+            self.limits.max_memory_bytes,
+        );
+        let mut store = Store::new(logic.0.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        // Checked at every epoch tick while wasm runs: past the scenario's
+        // real time the guest stops where it is and the run fails.
+        let deadline = self.deadline;
+        let real_time = self.limits.real_time;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |ctx| {
+            if Instant::now() < deadline {
+                return Ok(UpdateDeadline::Continue(1));
+            }
+            let mut b = ctx.data().broker();
+            Err(b.fail(format!(
+                "mock host: the scenario ran for over {} s of real time; the logic computes without end",
+                real_time.as_secs_f64()
+            )))
+        });
         match logic.0.instantiate_async(&mut store).await {
             Ok(device) => Ok((store, device)),
             Err(e) => Err(format!("instantiation failed: {e:#}")),

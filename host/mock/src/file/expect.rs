@@ -1,0 +1,532 @@
+//! The checks of a scenario file against what a run did: packets (kinds
+//! and fields, in order), results, sleeps, log lines, stops, virtual time.
+//! Each failed check is one message saying what was expected and what
+//! happened.
+
+use host_core::outcome::ConnackRefusal;
+use mqtt_core::packets::packet_name;
+use mqttbytes::v4::Packet;
+use regex::Regex;
+
+use super::format::{ExpectSpec, PacketSpec, SentSpec};
+use super::scenario::{kind_name, qos};
+use crate::{Call, IterationFailure, IterationReport, Outcome};
+
+/// Field checks of one packet, compiled.
+pub struct PacketCheck {
+    kind: &'static str,
+    spec: PacketSpec,
+    payload: Option<Regex>,
+}
+
+impl PacketCheck {
+    /// A check of a packet of `kind` against `spec`'s fields.
+    pub fn new(kind: &'static str, spec: &PacketSpec) -> Result<Self, String> {
+        if let Some(q) = spec.qos {
+            qos(q)?;
+        }
+        let payload = spec
+            .payload_matches
+            .as_deref()
+            .map(regex)
+            .transpose()?;
+        Ok(Self {
+            kind,
+            spec: spec.clone(),
+            payload,
+        })
+    }
+
+    /// `Ok` when `packet` is of the kind and has every field given; else
+    /// what differs.
+    pub fn check(&self, packet: &Packet) -> Result<(), String> {
+        let name = packet_name(packet);
+        if name != self.kind {
+            return Err(format!("expected {}, got {name}", self.kind));
+        }
+        let s = &self.spec;
+        let mut wrong = Vec::new();
+        match packet {
+            Packet::Publish(p) => {
+                if let Some(t) = &s.topic {
+                    field(&mut wrong, "topic", format!("{t:?}"), format!("{:?}", p.topic));
+                }
+                let text = String::from_utf8_lossy(&p.payload);
+                if let Some(want) = &s.payload {
+                    field(&mut wrong, "payload", format!("{want:?}"), format!("{text:?}"));
+                }
+                if let Some(re) = &self.payload
+                    && !re.is_match(&text)
+                {
+                    wrong.push(format!("payload matches /{re}/ (got {text:?})"));
+                }
+                if let Some(q) = s.qos {
+                    field(&mut wrong, "qos", q.to_string(), (p.qos as u8).to_string());
+                }
+                if let Some(d) = s.dup {
+                    field(&mut wrong, "dup", d.to_string(), p.dup.to_string());
+                }
+                if let Some(r) = s.retain {
+                    field(&mut wrong, "retain", r.to_string(), p.retain.to_string());
+                }
+                if let Some(id) = s.packet_id {
+                    field(&mut wrong, "packet-id", id.to_string(), p.pkid.to_string());
+                }
+            }
+            Packet::Connect(c) => {
+                if let Some(id) = &s.client_id {
+                    field(&mut wrong, "client-id", format!("{id:?}"), format!("{:?}", c.client_id));
+                }
+                if let Some(v) = s.clean_session {
+                    field(&mut wrong, "clean-session", v.to_string(), c.clean_session.to_string());
+                }
+                if let Some(v) = s.keep_alive {
+                    field(&mut wrong, "keep-alive", v.to_string(), c.keep_alive.to_string());
+                }
+                if let Some(u) = &s.username {
+                    let got = c.login.as_ref().map(|l| l.username.clone()).unwrap_or_default();
+                    field(&mut wrong, "username", format!("{u:?}"), format!("{got:?}"));
+                }
+            }
+            Packet::Subscribe(sub) => {
+                if let Some(f) = &s.filters {
+                    let got: Vec<_> = sub.filters.iter().map(|f| f.path.clone()).collect();
+                    field(&mut wrong, "filters", format!("{f:?}"), format!("{got:?}"));
+                }
+                if let Some(q) = s.qos {
+                    for f in &sub.filters {
+                        field(&mut wrong, "qos", q.to_string(), (f.qos as u8).to_string());
+                    }
+                }
+                if let Some(id) = s.packet_id {
+                    field(&mut wrong, "packet-id", id.to_string(), sub.pkid.to_string());
+                }
+            }
+            Packet::Unsubscribe(u) => {
+                if let Some(f) = &s.filters {
+                    field(&mut wrong, "filters", format!("{f:?}"), format!("{:?}", u.topics));
+                }
+                if let Some(id) = s.packet_id {
+                    field(&mut wrong, "packet-id", id.to_string(), u.pkid.to_string());
+                }
+            }
+            Packet::PubAck(a) => {
+                if let Some(id) = s.packet_id {
+                    field(&mut wrong, "packet-id", id.to_string(), a.pkid.to_string());
+                }
+            }
+            _ => {}
+        }
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{}: {}", self.kind, wrong.join(", ")))
+        }
+    }
+
+    /// The packet's virtual send time, when the pattern gives one.
+    fn at_ms(&self) -> Option<u64> {
+        self.spec.at_ms
+    }
+}
+
+/// Notes `key` as wrong when `want` and `got` differ.
+fn field(wrong: &mut Vec<String>, key: &str, want: String, got: String) {
+    if want != got {
+        wrong.push(format!("{key} = {want} (got {got})"));
+    }
+}
+
+fn regex(pattern: &str) -> Result<Regex, String> {
+    Regex::new(pattern).map_err(|e| format!("bad regular expression /{pattern}/: {e}"))
+}
+
+/// The checks of `expect`, ready to run against outcomes.
+pub struct Checks {
+    spec: ExpectSpec,
+    sent: Option<Vec<PacketCheck>>,
+    sent_start: Option<Vec<PacketCheck>>,
+    log: Vec<Regex>,
+    no_log: Vec<Regex>,
+    log_count: Vec<(Regex, usize)>,
+}
+
+impl Checks {
+    /// Compiles `spec`; a bad kind, QoS or pattern is an error.
+    pub fn new(spec: ExpectSpec) -> Result<Self, String> {
+        let packets = |list: &Option<Vec<SentSpec>>| -> Result<Option<Vec<PacketCheck>>, String> {
+            list.as_ref()
+                .map(|l| l.iter().map(sent_check).collect())
+                .transpose()
+        };
+        for r in spec.result.iter().chain(spec.results.iter().flatten()) {
+            result_kind_known(r)?;
+        }
+        if let Some(counts) = &spec.sent_count {
+            for kind in counts.keys() {
+                kind_name(kind)?;
+            }
+        }
+        let all = |list: &Option<Vec<String>>| -> Result<Vec<Regex>, String> {
+            list.iter().flatten().map(|p| regex(p)).collect()
+        };
+        Ok(Self {
+            sent: packets(&spec.sent)?,
+            sent_start: packets(&spec.sent_start)?,
+            log: all(&spec.log)?,
+            no_log: all(&spec.no_log)?,
+            log_count: spec
+                .log_count
+                .iter()
+                .flatten()
+                .map(|c| Ok((regex(&c.matches)?, c.count)))
+                .collect::<Result<_, String>>()?,
+            spec,
+        })
+    }
+
+    /// Every failed check's message; empty when the scenario passed.
+    pub fn failures(&self, out: &Outcome) -> Vec<String> {
+        let mut f = Vec::new();
+        let s = &self.spec;
+        let first = out.results.first();
+        if let Some(want) = &s.result {
+            match first {
+                Some(r) if result_kind(r) == *want => {}
+                Some(r) => f.push(format!(
+                    "result: expected {want}, got {}",
+                    describe_result(r)
+                )),
+                None => f.push(format!(
+                    "result: expected {want}, but no iteration returned ({})",
+                    ended(out)
+                )),
+            }
+        }
+        if let Some(want) = &s.results {
+            let got: Vec<String> = out.results.iter().map(result_kind).collect();
+            if &got != want {
+                f.push(format!("results: expected {want:?}, got {got:?}"));
+            }
+        }
+        if let Some(text) = &s.error_contains {
+            match first {
+                Some(Err(e)) if error_text(e).contains(text.as_str()) => {}
+                Some(r) => f.push(format!(
+                    "error-contains: expected an error with {text:?}, got {}",
+                    describe_result(r)
+                )),
+                None => f.push(format!("error-contains: no iteration returned ({})", ended(out))),
+            }
+        }
+        if let Some(want) = &s.report {
+            match first {
+                Some(Ok(r)) => report_failures(&mut f, want, r),
+                Some(r) => f.push(format!("report: expected a report, got {}", describe_result(r))),
+                None => f.push(format!("report: no iteration returned ({})", ended(out))),
+            }
+        }
+        match (&s.aborted_contains, &out.aborted) {
+            (Some(text), Some(msg)) if !msg.contains(text.as_str()) => f.push(format!(
+                "aborted-contains: expected {text:?} in the run's end, got {msg:?}"
+            )),
+            (Some(text), None) => f.push(format!(
+                "aborted-contains: expected the run to end early with {text:?}; it ran to its end"
+            )),
+            (None, Some(msg)) => f.push(format!("the run ended early: {msg}")),
+            _ => {}
+        }
+        if let Some(n) = s.stops
+            && out.stops.len() != n
+        {
+            f.push(format!(
+                "stops: expected {n}, got {} {:?}",
+                out.stops.len(),
+                out.stops.iter().map(crate::stop_message).collect::<Vec<_>>()
+            ));
+        }
+        if let Some(text) = &s.stop_contains {
+            match out.stops.first().map(crate::stop_message) {
+                Some(m) if m.contains(text.as_str()) => {}
+                other => f.push(format!("stop-contains: expected {text:?}, got {other:?}")),
+            }
+        }
+        let count = |pred: &dyn Fn(&Call) -> bool| out.calls.iter().filter(|c| pred(c)).count();
+        if let Some(n) = s.instances {
+            let got = count(&|c| *c == Call::Instantiate) as u64;
+            if got != n {
+                f.push(format!("instances: expected {n}, got {got}"));
+            }
+        }
+        let sent: Vec<(Packet, u64)> = out
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Sent { packet, at_ms } => Some((packet.clone(), *at_ms)),
+                _ => None,
+            })
+            .collect();
+        if let Some(checks) = &self.sent {
+            packet_failures(&mut f, "sent", checks, &sent, true);
+        }
+        if let Some(checks) = &self.sent_start {
+            packet_failures(&mut f, "sent-start", checks, &sent, false);
+        }
+        if let Some(counts) = &s.sent_count {
+            for (kind, n) in counts {
+                let kind = kind_name(kind).unwrap_or("?");
+                let got = sent.iter().filter(|(p, _)| packet_name(p) == kind).count();
+                if got != *n {
+                    f.push(format!("sent-count: expected {n} {kind}, got {got}"));
+                }
+            }
+        }
+        if let Some(n) = s.connects {
+            let got = out.connects();
+            if got != n {
+                f.push(format!("connects: expected {n}, got {got}"));
+            }
+        }
+        let sleeps = out.sleeps();
+        if let Some(want) = &s.sleeps
+            && &sleeps != want
+        {
+            f.push(format!("sleeps: expected {want:?}, got {sleeps:?}"));
+        }
+        if let Some(want) = &s.sleeps_start
+            && !sleeps.starts_with(want)
+        {
+            f.push(format!("sleeps-start: expected {want:?} first, got {sleeps:?}"));
+        }
+        if let Some(n) = s.sleep_count
+            && sleeps.len() != n
+        {
+            f.push(format!("sleep-count: expected {n}, got {} {sleeps:?}", sleeps.len()));
+        }
+        if let Some(bounds) = &s.sleeps_at_most {
+            let ok = sleeps.len() >= bounds.len()
+                && sleeps.iter().zip(bounds).all(|(got, bound)| got <= bound);
+            if !ok {
+                f.push(format!(
+                    "sleeps-at-most: expected sleeps within {bounds:?}, got {sleeps:?}"
+                ));
+            }
+        }
+        let log = out.log();
+        for re in &self.log {
+            if !log.iter().any(|l| re.is_match(l)) {
+                f.push(format!("log: no line matches /{re}/; lines: {}", lines(&log)));
+            }
+        }
+        for re in &self.no_log {
+            if let Some(line) = log.iter().find(|l| re.is_match(l)) {
+                f.push(format!("no-log: /{re}/ matches {line:?}"));
+            }
+        }
+        for (re, n) in &self.log_count {
+            let got = log.iter().filter(|l| re.is_match(l)).count();
+            if got != *n {
+                f.push(format!("log-count: expected {n} lines matching /{re}/, got {got}"));
+            }
+        }
+        if let Some(ms) = s.virtual_ms_at_least
+            && out.now_ms < ms
+        {
+            f.push(format!("virtual-ms-at-least: expected {ms} ms, ran {} ms", out.now_ms));
+        }
+        if let Some(ms) = s.virtual_ms_at_most
+            && out.now_ms > ms
+        {
+            f.push(format!("virtual-ms-at-most: expected {ms} ms, ran {} ms", out.now_ms));
+        }
+        if let Some(n) = s.entropy_calls {
+            let got = count(&|c| matches!(c, Call::Entropy(_)));
+            if got != n {
+                f.push(format!("entropy-calls: expected {n}, got {got}"));
+            }
+        }
+        let left = s.steps_left.unwrap_or(0);
+        if out.steps_left != left {
+            f.push(format!(
+                "steps-left: expected {left} script steps left undone, got {}",
+                out.steps_left
+            ));
+        }
+        f
+    }
+}
+
+fn sent_check(spec: &SentSpec) -> Result<PacketCheck, String> {
+    match spec {
+        SentSpec::Kind(kind) => PacketCheck::new(kind_name(kind)?, &PacketSpec::default()),
+        SentSpec::Packet(p) => {
+            let kind = p
+                .kind
+                .as_deref()
+                .ok_or("a packet in `sent` needs its `kind`")?;
+            PacketCheck::new(kind_name(kind)?, p)
+        }
+    }
+}
+
+/// Compares packets in order: all of them (`exact`) or the first ones.
+fn packet_failures(
+    f: &mut Vec<String>,
+    key: &str,
+    checks: &[PacketCheck],
+    sent: &[(Packet, u64)],
+    exact: bool,
+) {
+    for (i, check) in checks.iter().enumerate() {
+        let Some((packet, at_ms)) = sent.get(i) else {
+            f.push(format!(
+                "{key}: expected packet {} to be {}, but the logic sent only {} packets: {}",
+                i + 1,
+                check.kind,
+                sent.len(),
+                names(sent)
+            ));
+            return;
+        };
+        if let Err(why) = check.check(packet) {
+            f.push(format!(
+                "{key}: packet {}: expected {why}; actual {packet:?}",
+                i + 1
+            ));
+            return;
+        }
+        if let Some(want) = check.at_ms()
+            && want != *at_ms
+        {
+            f.push(format!(
+                "{key}: packet {} ({}): expected at {want} ms of virtual time, sent at {at_ms} ms",
+                i + 1,
+                check.kind
+            ));
+        }
+    }
+    if exact && sent.len() > checks.len() {
+        f.push(format!(
+            "{key}: expected {} packets, the logic sent {}: {}",
+            checks.len(),
+            sent.len(),
+            names(sent)
+        ));
+    }
+}
+
+fn names(sent: &[(Packet, u64)]) -> String {
+    sent.iter()
+        .map(|(p, _)| packet_name(p))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn lines(log: &[String]) -> String {
+    const SHOWN: usize = 12;
+    let mut shown: Vec<String> = log.iter().take(SHOWN).map(|l| format!("{l:?}")).collect();
+    if log.len() > SHOWN {
+        shown.push(format!("... {} more", log.len() - SHOWN));
+    }
+    shown.join(", ")
+}
+
+fn report_failures(f: &mut Vec<String>, want: &super::format::ReportSpec, got: &IterationReport) {
+    let pairs = [
+        ("published", want.published, got.published),
+        ("acknowledged", want.acknowledged, got.acknowledged),
+        ("echoes", want.echoes, got.echoes),
+        ("connections", want.connections, got.connections),
+    ];
+    for (key, want, got) in pairs {
+        if let Some(want) = want
+            && want != got
+        {
+            f.push(format!("report: expected {key} = {want}, got {got}"));
+        }
+    }
+}
+
+/// How the run ended, when no iteration returned.
+fn ended(out: &Outcome) -> String {
+    match (&out.aborted, out.stops.last()) {
+        (Some(m), _) => format!("the run ended early: {m}"),
+        (None, Some(stop)) => format!("the guest stopped: {}", crate::stop_message(stop)),
+        (None, None) => "nothing ran".into(),
+    }
+}
+
+/// Every name `result` accepts.
+pub const RESULT_KINDS: [&str; 9] = [
+    "ok",
+    "connect-retries-exhausted",
+    "transport-permanent",
+    "transport",
+    "connack-refused",
+    "subscribe-retries-exhausted",
+    "timed-out",
+    "protocol-violation",
+    "invalid-settings",
+];
+
+fn result_kind_known(name: &str) -> Result<(), String> {
+    if RESULT_KINDS.contains(&name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown result {name:?} (one of {})",
+            RESULT_KINDS.join(", ")
+        ))
+    }
+}
+
+/// "ok" or the WIT `iteration-error` case.
+fn result_kind(r: &Result<IterationReport, IterationFailure>) -> String {
+    let name = match r {
+        Ok(_) => "ok",
+        Err(IterationFailure::ConnectRetriesExhausted(_)) => "connect-retries-exhausted",
+        Err(IterationFailure::TransportPermanent(_)) => "transport-permanent",
+        Err(IterationFailure::Transport(_)) => "transport",
+        Err(IterationFailure::ConnackRefused(_)) => "connack-refused",
+        Err(IterationFailure::SubscribeRetriesExhausted(_)) => "subscribe-retries-exhausted",
+        Err(IterationFailure::TimedOut(_)) => "timed-out",
+        Err(IterationFailure::ProtocolViolation(_)) => "protocol-violation",
+        Err(IterationFailure::InvalidSettings(_)) => "invalid-settings",
+    };
+    name.to_string()
+}
+
+/// The error's payload as text: the error-code or refusal name, or the
+/// string the guest gave.
+fn error_text(e: &IterationFailure) -> String {
+    match e {
+        IterationFailure::ConnectRetriesExhausted(c)
+        | IterationFailure::TransportPermanent(c)
+        | IterationFailure::Transport(c) => c.name().to_string(),
+        IterationFailure::ConnackRefused(r) => refusal_name(*r).to_string(),
+        IterationFailure::SubscribeRetriesExhausted(s)
+        | IterationFailure::TimedOut(s)
+        | IterationFailure::ProtocolViolation(s)
+        | IterationFailure::InvalidSettings(s) => s.clone(),
+    }
+}
+
+fn refusal_name(r: ConnackRefusal) -> &'static str {
+    match r {
+        ConnackRefusal::UnacceptableProtocolVersion => "unacceptable-protocol-version",
+        ConnackRefusal::IdentifierRejected => "identifier-rejected",
+        ConnackRefusal::ServerUnavailable => "server-unavailable",
+        ConnackRefusal::BadUserNameOrPassword => "bad-user-name-or-password",
+        ConnackRefusal::NotAuthorized => "not-authorized",
+    }
+}
+
+fn describe_result(r: &Result<IterationReport, IterationFailure>) -> String {
+    match r {
+        Ok(report) => format!(
+            "ok ({} published, {} acknowledged, {} echoes, {} connections)",
+            report.published, report.acknowledged, report.echoes, report.connections
+        ),
+        Err(e) => format!("{}({})", result_kind(r), error_text(e)),
+    }
+}

@@ -1,0 +1,350 @@
+//! The scenario file format (TOML), as read: every table and key of a file
+//! that `host test` runs. Keys are kebab-case like the flags of `host run`;
+//! unknown keys are errors. What each key means is in the README's
+//! "Scenario files" section; what it becomes is in [`super::build`] (the
+//! broker's script) and [`super::expect`] (the checks).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// A whole file: defaults for every scenario, then the scenarios in order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileSpec {
+    /// Applied to every scenario; a scenario's own keys win.
+    #[serde(default)]
+    pub defaults: Common,
+    /// `[[scenario]]` tables.
+    #[serde(default, rename = "scenario")]
+    pub scenarios: Vec<ScenarioSpec>,
+}
+
+/// Keys a scenario and `[defaults]` share.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Common {
+    /// Seed of the guest's entropy (and WASI random) [0].
+    pub seed: Option<u64>,
+    /// Successful iterations to run [1].
+    pub iterations: Option<u32>,
+    /// Virtual wait between iterations, milliseconds [5000].
+    pub iteration_delay_ms: Option<u32>,
+    /// "coalesced" (each read returns all that is queued) or "one-byte".
+    pub delivery: Option<DeliverySpec>,
+    /// After the last step: "auto" (answer as a broker would) or "strict"
+    /// (any packet fails the scenario).
+    pub after: Option<AfterSpec>,
+    /// Overrides of the settings handed to `run-iteration`.
+    #[serde(default)]
+    pub settings: SettingsSpec,
+    /// Restarts of a stopped (trapped) guest.
+    pub restart: Option<RestartSpec>,
+}
+
+/// One `[[scenario]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScenarioSpec {
+    /// Shown in the output and the JUnit report; unique in the file.
+    pub name: String,
+    /// Seed of the guest's entropy (and WASI random).
+    pub seed: Option<u64>,
+    /// Successful iterations to run.
+    pub iterations: Option<u32>,
+    /// Virtual wait between iterations, milliseconds.
+    pub iteration_delay_ms: Option<u32>,
+    /// How bytes reach the guest.
+    pub delivery: Option<DeliverySpec>,
+    /// What the broker does after the last step.
+    pub after: Option<AfterSpec>,
+    /// Overrides of the settings, over those of `[defaults]`.
+    #[serde(default)]
+    pub settings: SettingsSpec,
+    /// Restarts of a stopped guest.
+    pub restart: Option<RestartSpec>,
+    /// The broker's script, in order.
+    #[serde(default)]
+    pub steps: Vec<StepSpec>,
+    /// What must have happened.
+    #[serde(default)]
+    pub expect: ExpectSpec,
+}
+
+/// How bytes reach the guest.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliverySpec {
+    /// Every read returns all queued bytes.
+    Coalesced,
+    /// Every read returns one byte.
+    OneByte,
+}
+
+/// What the broker does after the last step.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterSpec {
+    /// Answers as a broker would.
+    Auto,
+    /// Fails the scenario on any packet.
+    Strict,
+}
+
+/// Overrides of the device settings (the WIT `settings` record; the
+/// defaults are the original demo's, against `broker.example:8883` as
+/// `mock-device`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[allow(missing_docs, reason = "each field is the WIT record field of the same name")]
+pub struct SettingsSpec {
+    pub broker_host: Option<String>,
+    pub broker_port: Option<u16>,
+    pub client_id: Option<String>,
+    pub topic: Option<String>,
+    pub payload: Option<String>,
+    pub publish_count: Option<u32>,
+    pub publish_delay_ms: Option<u32>,
+    pub process_loop_ms: Option<u32>,
+    pub connack_timeout_ms: Option<u32>,
+    pub transport_timeout_ms: Option<u32>,
+    pub connect_timeout_ms: Option<u32>,
+    pub keep_alive_secs: Option<u16>,
+    pub pingresp_timeout_ms: Option<u32>,
+    pub backoff_base_ms: Option<u32>,
+    pub backoff_max_ms: Option<u32>,
+    pub backoff_max_attempts: Option<u32>,
+    pub clean_session: Option<bool>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// The host's restart policy for a stopped guest.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RestartSpec {
+    /// First Full-Jitter window, milliseconds.
+    pub base_ms: u32,
+    /// Largest window, milliseconds.
+    pub max_ms: u32,
+    /// Restarts in a row before the run gives up.
+    pub max_attempts: u32,
+}
+
+/// One step of the broker's script: exactly one action key, and optionally
+/// `times` to repeat it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StepSpec {
+    /// Refuse the next `connect` with this WIT `error-code`.
+    pub refuse_connect: Option<String>,
+    /// Answer the next N packets as a broker would.
+    pub auto: Option<usize>,
+    /// Expect this packet kind next (CONNECT, PUBLISH, ...).
+    pub expect: Option<String>,
+    /// Field checks of the expected packet.
+    #[serde(rename = "where")]
+    pub where_: Option<PacketSpec>,
+    /// The answer to the expected packet: "auto" [default], "none", or a
+    /// list of packets.
+    pub reply: Option<ReplySpec>,
+    /// Expect this packet kind and answer nothing.
+    pub swallow: Option<String>,
+    /// Deliver these bytes now (hex; spaces allowed).
+    pub send: Option<String>,
+    /// Close the connection now.
+    pub close: Option<bool>,
+    /// Make the guest's next import call trap with this message.
+    pub trap: Option<String>,
+    /// Do the step this many times [1].
+    pub times: Option<usize>,
+}
+
+/// The broker's answer to an expected packet.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ReplySpec {
+    /// "auto" or "none".
+    Word(String),
+    /// These packets, in order.
+    Packets(Vec<ReplyPacket>),
+}
+
+/// One packet the broker answers with: exactly one kind key.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ReplyPacket {
+    /// CONNACK with this return code: "accepted" or a WIT
+    /// `connack-refusal` name.
+    pub connack: Option<String>,
+    /// With `connack`: the session-present flag [false].
+    pub session_present: Option<bool>,
+    /// SUBACK for the SUBSCRIBE answered, one code per filter: "qos0",
+    /// "qos1", "qos2" or "failure".
+    pub suback: Option<Vec<String>>,
+    /// PUBACK: `true` for the packet id of the PUBLISH answered, or an id.
+    pub puback: Option<IdOrSame>,
+    /// UNSUBACK for the UNSUBSCRIBE answered.
+    pub unsuback: Option<bool>,
+    /// PINGRESP.
+    pub pingresp: Option<bool>,
+    /// The broker's copy of the PUBLISH answered, QoS 1, with this packet id.
+    pub echo: Option<u16>,
+    /// Any PUBLISH.
+    pub publish: Option<PublishSpec>,
+}
+
+/// `true` (the id of the packet answered) or a packet id.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+pub enum IdOrSame {
+    /// `true`: the same id.
+    Same(bool),
+    /// This id.
+    Id(u16),
+}
+
+/// A PUBLISH the broker sends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PublishSpec {
+    /// Topic name.
+    pub topic: String,
+    /// Payload, as text.
+    #[serde(default)]
+    pub payload: String,
+    /// 0, 1 or 2 [1].
+    pub qos: Option<u8>,
+    /// Packet id [1].
+    pub packet_id: Option<u16>,
+    /// DUP flag [false].
+    #[serde(default)]
+    pub dup: bool,
+    /// RETAIN flag [false].
+    #[serde(default)]
+    pub retain: bool,
+}
+
+/// A packet pattern: the kind (in `expect.sent`) and any fields to check.
+/// A field left out is not checked.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PacketSpec {
+    /// CONNECT, PUBLISH, ... (implied by the step in `where`).
+    pub kind: Option<String>,
+    /// PUBLISH topic.
+    pub topic: Option<String>,
+    /// PUBLISH payload, exactly (as text).
+    pub payload: Option<String>,
+    /// PUBLISH payload matches this regular expression.
+    pub payload_matches: Option<String>,
+    /// PUBLISH QoS, or the QoS every SUBSCRIBE filter asks for.
+    pub qos: Option<u8>,
+    /// PUBLISH DUP flag.
+    pub dup: Option<bool>,
+    /// PUBLISH RETAIN flag.
+    pub retain: Option<bool>,
+    /// Packet id (PUBLISH, PUBACK, SUBSCRIBE, UNSUBSCRIBE).
+    pub packet_id: Option<u16>,
+    /// SUBSCRIBE or UNSUBSCRIBE topic filters, in order.
+    pub filters: Option<Vec<String>>,
+    /// CONNECT client id.
+    pub client_id: Option<String>,
+    /// CONNECT clean-session flag.
+    pub clean_session: Option<bool>,
+    /// CONNECT keep-alive, seconds.
+    pub keep_alive: Option<u16>,
+    /// CONNECT user name ("" = none).
+    pub username: Option<String>,
+    /// Virtual time the packet was sent at, milliseconds (in `expect.sent`).
+    pub at_ms: Option<u64>,
+}
+
+/// An entry of `expect.sent`: a kind, or a pattern.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SentSpec {
+    /// Just the kind.
+    Kind(String),
+    /// A kind and field checks.
+    Packet(PacketSpec),
+}
+
+/// An iteration's result: "ok", or the WIT `iteration-error` case
+/// (`timed-out`, `connect-retries-exhausted`, ...).
+pub type ResultSpec = String;
+
+/// The checks of a scenario. Every key is optional; a scenario also fails
+/// when the script has steps left undone (unless `steps-left` says how many).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ExpectSpec {
+    /// The first iteration's result.
+    pub result: Option<ResultSpec>,
+    /// Every iteration's result, in order.
+    pub results: Option<Vec<ResultSpec>>,
+    /// Text in the first iteration's error (its WIT payload).
+    pub error_contains: Option<String>,
+    /// Fields of the first iteration's report.
+    pub report: Option<ReportSpec>,
+    /// The run ended early (a scripted expectation failed, or the restarts
+    /// ran out) with a message containing this text.
+    pub aborted_contains: Option<String>,
+    /// Times the guest was stopped (trapped or limited).
+    pub stops: Option<usize>,
+    /// Text in the first stop's message.
+    pub stop_contains: Option<String>,
+    /// Instances of the component made (1 + restarts).
+    pub instances: Option<u64>,
+    /// Every packet the guest sent, in order.
+    pub sent: Option<Vec<SentSpec>>,
+    /// The first packets the guest sent, in order.
+    pub sent_start: Option<Vec<SentSpec>>,
+    /// Packets sent, by kind.
+    pub sent_count: Option<BTreeMap<String, usize>>,
+    /// `connect` calls.
+    pub connects: Option<usize>,
+    /// `sleep-ms` durations, in order, exactly.
+    pub sleeps: Option<Vec<u32>>,
+    /// The first `sleep-ms` durations, in order.
+    pub sleeps_start: Option<Vec<u32>>,
+    /// Number of `sleep-ms` calls.
+    pub sleep_count: Option<usize>,
+    /// The i-th sleep is at most the i-th bound (a backoff window).
+    pub sleeps_at_most: Option<Vec<u32>>,
+    /// Each regular expression matches some log line.
+    pub log: Option<Vec<String>>,
+    /// Each regular expression matches no log line.
+    pub no_log: Option<Vec<String>>,
+    /// Lines matching each regular expression, counted.
+    pub log_count: Option<Vec<LogCount>>,
+    /// Virtual time at the end, at least, milliseconds.
+    pub virtual_ms_at_least: Option<u64>,
+    /// Virtual time at the end, at most, milliseconds.
+    pub virtual_ms_at_most: Option<u64>,
+    /// `get-random-bytes` calls.
+    pub entropy_calls: Option<usize>,
+    /// Script steps left undone [0].
+    pub steps_left: Option<usize>,
+}
+
+/// Fields of an iteration report; those left out are not checked.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[allow(missing_docs, reason = "each field is the WIT record field of the same name")]
+pub struct ReportSpec {
+    pub published: Option<u32>,
+    pub acknowledged: Option<u32>,
+    pub echoes: Option<u32>,
+    pub connections: Option<u32>,
+}
+
+/// Lines matching `matches`: exactly `count`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LogCount {
+    /// Regular expression.
+    pub matches: String,
+    /// Lines that must match it.
+    pub count: usize,
+}

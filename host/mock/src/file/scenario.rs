@@ -1,0 +1,332 @@
+//! A scenario of a file as the mock host's [`Scenario`]: settings over the
+//! defaults, the plan, and the broker's [`Script`] from the steps.
+
+use host_core::settings::DeviceSettings;
+use host_core::supervisor::RestartPolicy;
+use mqttbytes::QoS;
+use mqttbytes::v4::{
+    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
+};
+
+use super::format::{
+    AfterSpec, Common, DeliverySpec, IdOrSame, PublishSpec, ReplyPacket, ReplySpec, ScenarioSpec,
+    SettingsSpec, StepSpec,
+};
+use crate::script::{AfterScript, Delivery, Reply, Script, Step, auto_reply, echo_of};
+use crate::{Scenario, TransportError, default_settings};
+
+/// Every packet kind a step or check may name.
+pub const PACKET_KINDS: [&str; 14] = [
+    "CONNECT",
+    "CONNACK",
+    "PUBLISH",
+    "PUBACK",
+    "PUBREC",
+    "PUBREL",
+    "PUBCOMP",
+    "SUBSCRIBE",
+    "SUBACK",
+    "UNSUBSCRIBE",
+    "UNSUBACK",
+    "PINGREQ",
+    "PINGRESP",
+    "DISCONNECT",
+];
+
+/// The scenario `spec` describes, over the file's `defaults`.
+pub fn scenario(spec: &ScenarioSpec, defaults: &Common) -> Result<Scenario, String> {
+    let mut settings = default_settings();
+    apply(&mut settings, &defaults.settings);
+    apply(&mut settings, &spec.settings);
+    if spec.settings.topic.is_none() && defaults.settings.topic.is_none() {
+        settings.topic = DeviceSettings::default_topic(&settings.client_id);
+    }
+    let mut script = Script::steps(steps(&spec.steps)?);
+    script.delivery = match spec.delivery.or(defaults.delivery) {
+        Some(DeliverySpec::OneByte) => Delivery::OneByte,
+        Some(DeliverySpec::Coalesced) | None => Delivery::Coalesced,
+    };
+    script.after = match spec.after.or(defaults.after) {
+        Some(AfterSpec::Strict) => AfterScript::Strict,
+        Some(AfterSpec::Auto) | None => AfterScript::Auto,
+    };
+    let mut scenario = Scenario::new(script);
+    scenario.settings = settings;
+    scenario.seed = spec.seed.or(defaults.seed).unwrap_or(0);
+    scenario.plan.iterations = Some(spec.iterations.or(defaults.iterations).unwrap_or(1));
+    if let Some(ms) = spec.iteration_delay_ms.or(defaults.iteration_delay_ms) {
+        scenario.plan.iteration_delay_ms = ms;
+    }
+    if let Some(r) = spec.restart.or(defaults.restart) {
+        scenario.plan.restart = RestartPolicy {
+            base_ms: r.base_ms,
+            max_ms: r.max_ms,
+            max_attempts: r.max_attempts,
+        };
+    }
+    Ok(scenario)
+}
+
+fn apply(s: &mut DeviceSettings, o: &SettingsSpec) {
+    macro_rules! set {
+        ($($field:ident),*) => {
+            $(if let Some(v) = &o.$field { s.$field = v.clone(); })*
+        };
+    }
+    set!(
+        broker_host,
+        broker_port,
+        client_id,
+        topic,
+        payload,
+        publish_count,
+        publish_delay_ms,
+        process_loop_ms,
+        connack_timeout_ms,
+        transport_timeout_ms,
+        connect_timeout_ms,
+        keep_alive_secs,
+        pingresp_timeout_ms,
+        backoff_base_ms,
+        backoff_max_ms,
+        backoff_max_attempts,
+        clean_session
+    );
+    if let Some(u) = &o.username {
+        s.username = Some(u.clone());
+    }
+    if let Some(p) = &o.password {
+        s.password = Some(p.clone());
+    }
+}
+
+/// The script's steps, `times` expanded.
+fn steps(specs: &[StepSpec]) -> Result<Vec<Step>, String> {
+    let mut out = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let times = spec.times.unwrap_or(1);
+        for _ in 0..times {
+            out.push(step(spec).map_err(|e| format!("step {}: {e}", i + 1))?);
+        }
+    }
+    Ok(out)
+}
+
+fn step(spec: &StepSpec) -> Result<Step, String> {
+    let actions = [
+        spec.refuse_connect.is_some(),
+        spec.auto.is_some(),
+        spec.expect.is_some(),
+        spec.swallow.is_some(),
+        spec.send.is_some(),
+        spec.close.is_some(),
+        spec.trap.is_some(),
+    ];
+    if actions.iter().filter(|a| **a).count() != 1 {
+        return Err(
+            "give exactly one of refuse-connect, auto, expect, swallow, send, close, trap".into(),
+        );
+    }
+    if (spec.where_.is_some() || spec.reply.is_some()) && spec.expect.is_none() {
+        return Err("`where` and `reply` go with `expect`".into());
+    }
+    if let Some(name) = &spec.refuse_connect {
+        return Ok(Step::RefuseConnect(error_code(name)?));
+    }
+    if let Some(n) = spec.auto {
+        return Ok(Step::Auto(n));
+    }
+    if let Some(kind) = &spec.swallow {
+        return Ok(Step::swallow(kind_name(kind)?));
+    }
+    if let Some(hex) = &spec.send {
+        return Ok(Step::Send(bytes(hex)?));
+    }
+    if spec.close.is_some() {
+        return Ok(Step::Close);
+    }
+    if let Some(message) = &spec.trap {
+        return Ok(Step::Trap(message.clone()));
+    }
+    let kind = kind_name(spec.expect.as_deref().unwrap_or_default())?;
+    let reply = reply(spec.reply.as_ref())?;
+    Ok(match &spec.where_ {
+        None => Step::Expect(kind, reply),
+        Some(pattern) => {
+            if pattern.kind.is_some() || pattern.at_ms.is_some() {
+                return Err("`where` checks fields; `kind` and `at-ms` do not go in it".into());
+            }
+            let check = super::expect::PacketCheck::new(kind, pattern)?;
+            Step::ExpectWhere(kind, Box::new(move |p| check.check(p)), reply)
+        }
+    })
+}
+
+/// A packet kind's canonical name.
+pub fn kind_name(kind: &str) -> Result<&'static str, String> {
+    let upper = kind.to_ascii_uppercase();
+    PACKET_KINDS
+        .iter()
+        .find(|k| **k == upper)
+        .copied()
+        .ok_or_else(|| format!("unknown packet kind {kind:?} (one of {})", PACKET_KINDS.join(", ")))
+}
+
+/// A WIT `error-code` by name.
+pub fn error_code(name: &str) -> Result<TransportError, String> {
+    TransportError::ALL
+        .iter()
+        .find(|e| e.name() == name)
+        .copied()
+        .ok_or_else(|| {
+            let names: Vec<_> = TransportError::ALL.iter().map(|e| e.name()).collect();
+            format!("unknown error-code {name:?} (one of {})", names.join(", "))
+        })
+}
+
+/// Bytes from hex, spaces allowed.
+pub fn bytes(hex: &str) -> Result<Vec<u8>, String> {
+    let compact: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
+    hex::decode(&compact).map_err(|e| format!("bad hex {hex:?}: {e}"))
+}
+
+fn reply(spec: Option<&ReplySpec>) -> Result<Reply, String> {
+    match spec {
+        None => Ok(Box::new(auto_reply)),
+        Some(ReplySpec::Word(w)) if w == "auto" => Ok(Box::new(auto_reply)),
+        Some(ReplySpec::Word(w)) if w == "none" => Ok(Box::new(|_| Vec::new())),
+        Some(ReplySpec::Word(w)) => Err(format!(
+            "reply {w:?}: give \"auto\", \"none\" or a list of packets"
+        )),
+        Some(ReplySpec::Packets(list)) => {
+            let makers = list
+                .iter()
+                .map(reply_packet)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Box::new(move |p| makers.iter().map(|m| m(p)).collect()))
+        }
+    }
+}
+
+/// Makes one answer packet from the packet answered.
+type Maker = Box<dyn Fn(&Packet) -> Packet + Send>;
+
+fn reply_packet(spec: &ReplyPacket) -> Result<Maker, String> {
+    let kinds = [
+        spec.connack.is_some(),
+        spec.suback.is_some(),
+        spec.puback.is_some(),
+        spec.unsuback.is_some(),
+        spec.pingresp.is_some(),
+        spec.echo.is_some(),
+        spec.publish.is_some(),
+    ];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        return Err(
+            "a reply packet is exactly one of connack, suback, puback, unsuback, pingresp, echo, publish (raw bytes: a `send` step after the expect)"
+                .into(),
+        );
+    }
+    if spec.session_present.is_some() && spec.connack.is_none() {
+        return Err("`session-present` goes with `connack`".into());
+    }
+    if let Some(code) = &spec.connack {
+        let code = connack_code(code)?;
+        let present = spec.session_present.unwrap_or(false);
+        return Ok(Box::new(move |_| {
+            Packet::ConnAck(ConnAck::new(code, present))
+        }));
+    }
+    if let Some(codes) = &spec.suback {
+        let codes = codes
+            .iter()
+            .map(|c| suback_code(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(Box::new(move |p| {
+            Packet::SubAck(SubAck::new(packet_id(p), codes.clone()))
+        }));
+    }
+    if let Some(id) = spec.puback {
+        return Ok(Box::new(move |p| {
+            Packet::PubAck(PubAck::new(match id {
+                IdOrSame::Id(id) => id,
+                IdOrSame::Same(_) => packet_id(p),
+            }))
+        }));
+    }
+    if spec.unsuback.is_some() {
+        return Ok(Box::new(|p| Packet::UnsubAck(UnsubAck::new(packet_id(p)))));
+    }
+    if spec.pingresp.is_some() {
+        return Ok(Box::new(|_| Packet::PingResp));
+    }
+    if let Some(id) = spec.echo {
+        return Ok(Box::new(move |p| match p {
+            Packet::Publish(p) => Packet::Publish(echo_of(p, id)),
+            _ => Packet::Publish(Publish::new("", QoS::AtLeastOnce, Vec::new())),
+        }));
+    }
+    let publish = spec.publish.as_ref().ok_or("a reply packet needs a kind")?;
+    let packet = publish_packet(publish)?;
+    Ok(Box::new(move |_| packet.clone()))
+}
+
+fn publish_packet(spec: &PublishSpec) -> Result<Packet, String> {
+    let qos = qos(spec.qos.unwrap_or(1))?;
+    let mut p = Publish::new(spec.topic.clone(), qos, spec.payload.clone().into_bytes());
+    p.pkid = if qos == QoS::AtMostOnce {
+        0
+    } else {
+        spec.packet_id.unwrap_or(1)
+    };
+    p.dup = spec.dup;
+    p.retain = spec.retain;
+    Ok(Packet::Publish(p))
+}
+
+/// QoS from 0, 1 or 2.
+pub fn qos(level: u8) -> Result<QoS, String> {
+    match level {
+        0 => Ok(QoS::AtMostOnce),
+        1 => Ok(QoS::AtLeastOnce),
+        2 => Ok(QoS::ExactlyOnce),
+        n => Err(format!("QoS {n}: give 0, 1 or 2")),
+    }
+}
+
+/// The packet id of the packet answered (0 when it has none).
+fn packet_id(p: &Packet) -> u16 {
+    match p {
+        Packet::Publish(p) => p.pkid,
+        Packet::Subscribe(s) => s.pkid,
+        Packet::Unsubscribe(u) => u.pkid,
+        Packet::PubAck(a) => a.pkid,
+        _ => 0,
+    }
+}
+
+fn connack_code(name: &str) -> Result<ConnectReturnCode, String> {
+    Ok(match name {
+        "accepted" => ConnectReturnCode::Success,
+        "unacceptable-protocol-version" => ConnectReturnCode::RefusedProtocolVersion,
+        "identifier-rejected" => ConnectReturnCode::BadClientId,
+        "server-unavailable" => ConnectReturnCode::ServiceUnavailable,
+        "bad-user-name-or-password" => ConnectReturnCode::BadUserNamePassword,
+        "not-authorized" => ConnectReturnCode::NotAuthorized,
+        other => {
+            return Err(format!(
+                "connack {other:?}: give accepted, unacceptable-protocol-version, identifier-rejected, server-unavailable, bad-user-name-or-password or not-authorized"
+            ));
+        }
+    })
+}
+
+fn suback_code(name: &str) -> Result<SubscribeReasonCode, String> {
+    Ok(match name {
+        "qos0" => SubscribeReasonCode::Success(QoS::AtMostOnce),
+        "qos1" => SubscribeReasonCode::Success(QoS::AtLeastOnce),
+        "qos2" => SubscribeReasonCode::Success(QoS::ExactlyOnce),
+        "failure" => SubscribeReasonCode::Failure,
+        other => return Err(format!("suback {other:?}: give qos0, qos1, qos2 or failure")),
+    })
+}

@@ -1,0 +1,87 @@
+//! The WASI a mock instance sees: no files, no network, no stdio (as in the
+//! real host), and, unlike the real host, WASI's random numbers drawn from
+//! the scenario's seed and WASI's clocks on the run's virtual time. A logic
+//! that reads `wasi:random` or `wasi:clocks` (languages' standard libraries
+//! do: Python seeds its hashes and reads `time.time()` through them) stays
+//! deterministic under the mock. WASI waits (`subscribe-duration`, `poll`)
+//! are not virtual: a logic waits with the world's `clock.sleep-ms`.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx};
+
+use crate::imports::Broker;
+
+/// Wall-clock time at virtual time 0: 2026-01-01T00:00:00Z, seconds since
+/// the Unix epoch.
+pub const WALL_CLOCK_START_SECS: u64 = 1_767_225_600;
+
+/// Salt that keeps WASI's numbers apart from the `entropy` import's.
+const SALT: u64 = 0x3a51_0000_0000_0001;
+
+/// A WASI context for instance number `instance` of a run seeded `seed`.
+pub(crate) fn context(broker: &Arc<Mutex<Broker>>, seed: u64, instance: u64) -> WasiCtx {
+    let seed = seed ^ SALT ^ instance.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let insecure_seed = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+    WasiCtx::builder()
+        .secure_random(Seeded(ChaCha20Rng::seed_from_u64(rng.next_u64())))
+        .insecure_random(Seeded(ChaCha20Rng::seed_from_u64(rng.next_u64())))
+        .insecure_random_seed(insecure_seed)
+        .wall_clock(VirtualClock(broker.clone()))
+        .monotonic_clock(VirtualClock(broker.clone()))
+        .build()
+}
+
+/// A seeded generator in the shape WASI's context takes.
+struct Seeded(ChaCha20Rng);
+
+impl wasi_rand::TryRng for Seeded {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        Ok(self.0.next_u32())
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        Ok(self.0.next_u64())
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        self.0.fill_bytes(dst);
+        Ok(())
+    }
+}
+
+/// The broker's virtual time as WASI's clocks.
+struct VirtualClock(Arc<Mutex<Broker>>);
+
+impl VirtualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).now_ms
+    }
+}
+
+impl HostWallClock for VirtualClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::from_secs(WALL_CLOCK_START_SECS) + Duration::from_millis(self.now_ms())
+    }
+}
+
+impl HostMonotonicClock for VirtualClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+
+    fn now(&self) -> u64 {
+        self.now_ms().saturating_mul(1_000_000)
+    }
+}
