@@ -58,6 +58,12 @@ pub fn iterations_completed(stdout: &str, device: &str) -> usize {
         .count()
 }
 
+/// The Python telemetry logic (guest-examples/telemetry-py, built by
+/// scripts/build-python).
+pub fn telemetry_py_wasm() -> PathBuf {
+    built(root().join("target/telemetry-py.wasm"))
+}
+
 /// The second example logic (a JSON counter), for hot swap.
 pub fn counter_wasm() -> PathBuf {
     built(root().join("target/counter.wasm"))

@@ -166,7 +166,6 @@ impl Broker {
         Ok(())
     }
 
-
     /// Runs the steps that act by themselves (Send, Close, Trap) at the head.
     fn advance(&mut self) -> wasmtime::Result<()> {
         loop {

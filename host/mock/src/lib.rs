@@ -42,8 +42,8 @@ use wasmtime::{Config, Engine, Store, UpdateDeadline};
 pub use crate::imports::{
     Broker, Call, MAX_IMPORT_CALLS, MAX_RECORDED_BYTES, MockConnection, MockState,
 };
-pub use crate::wasi::WALL_CLOCK_START_SECS;
 pub use crate::script::{AfterScript, Delivery, Reply, Script, Step, auto_reply, echo_of};
+pub use crate::wasi::WALL_CLOCK_START_SECS;
 pub use host_core::outcome::{ConnackRefusal, IterationFailure, IterationReport, Stop};
 pub use host_core::settings::DeviceSettings;
 pub use host_core::supervisor::RestartPolicy;

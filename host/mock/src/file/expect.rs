@@ -25,11 +25,7 @@ impl PacketCheck {
         if let Some(q) = spec.qos {
             qos(q)?;
         }
-        let payload = spec
-            .payload_matches
-            .as_deref()
-            .map(regex)
-            .transpose()?;
+        let payload = spec.payload_matches.as_deref().map(regex).transpose()?;
         Ok(Self {
             kind,
             spec: spec.clone(),
@@ -49,11 +45,21 @@ impl PacketCheck {
         match packet {
             Packet::Publish(p) => {
                 if let Some(t) = &s.topic {
-                    field(&mut wrong, "topic", format!("{t:?}"), format!("{:?}", p.topic));
+                    field(
+                        &mut wrong,
+                        "topic",
+                        format!("{t:?}"),
+                        format!("{:?}", p.topic),
+                    );
                 }
                 let text = String::from_utf8_lossy(&p.payload);
                 if let Some(want) = &s.payload {
-                    field(&mut wrong, "payload", format!("{want:?}"), format!("{text:?}"));
+                    field(
+                        &mut wrong,
+                        "payload",
+                        format!("{want:?}"),
+                        format!("{text:?}"),
+                    );
                 }
                 if let Some(re) = &self.payload
                     && !re.is_match(&text)
@@ -75,16 +81,35 @@ impl PacketCheck {
             }
             Packet::Connect(c) => {
                 if let Some(id) = &s.client_id {
-                    field(&mut wrong, "client-id", format!("{id:?}"), format!("{:?}", c.client_id));
+                    field(
+                        &mut wrong,
+                        "client-id",
+                        format!("{id:?}"),
+                        format!("{:?}", c.client_id),
+                    );
                 }
                 if let Some(v) = s.clean_session {
-                    field(&mut wrong, "clean-session", v.to_string(), c.clean_session.to_string());
+                    field(
+                        &mut wrong,
+                        "clean-session",
+                        v.to_string(),
+                        c.clean_session.to_string(),
+                    );
                 }
                 if let Some(v) = s.keep_alive {
-                    field(&mut wrong, "keep-alive", v.to_string(), c.keep_alive.to_string());
+                    field(
+                        &mut wrong,
+                        "keep-alive",
+                        v.to_string(),
+                        c.keep_alive.to_string(),
+                    );
                 }
                 if let Some(u) = &s.username {
-                    let got = c.login.as_ref().map(|l| l.username.clone()).unwrap_or_default();
+                    let got = c
+                        .login
+                        .as_ref()
+                        .map(|l| l.username.clone())
+                        .unwrap_or_default();
                     field(&mut wrong, "username", format!("{u:?}"), format!("{got:?}"));
                 }
             }
@@ -99,12 +124,22 @@ impl PacketCheck {
                     }
                 }
                 if let Some(id) = s.packet_id {
-                    field(&mut wrong, "packet-id", id.to_string(), sub.pkid.to_string());
+                    field(
+                        &mut wrong,
+                        "packet-id",
+                        id.to_string(),
+                        sub.pkid.to_string(),
+                    );
                 }
             }
             Packet::Unsubscribe(u) => {
                 if let Some(f) = &s.filters {
-                    field(&mut wrong, "filters", format!("{f:?}"), format!("{:?}", u.topics));
+                    field(
+                        &mut wrong,
+                        "filters",
+                        format!("{f:?}"),
+                        format!("{:?}", u.topics),
+                    );
                 }
                 if let Some(id) = s.packet_id {
                     field(&mut wrong, "packet-id", id.to_string(), u.pkid.to_string());
@@ -120,7 +155,7 @@ impl PacketCheck {
         if wrong.is_empty() {
             Ok(())
         } else {
-            Err(format!("{}: {}", self.kind, wrong.join(", ")))
+            Err(format!("expected {} with {}", self.kind, wrong.join(", ")))
         }
     }
 
@@ -216,13 +251,19 @@ impl Checks {
                     "error-contains: expected an error with {text:?}, got {}",
                     describe_result(r)
                 )),
-                None => f.push(format!("error-contains: no iteration returned ({})", ended(out))),
+                None => f.push(format!(
+                    "error-contains: no iteration returned ({})",
+                    ended(out)
+                )),
             }
         }
         if let Some(want) = &s.report {
             match first {
                 Some(Ok(r)) => report_failures(&mut f, want, r),
-                Some(r) => f.push(format!("report: expected a report, got {}", describe_result(r))),
+                Some(r) => f.push(format!(
+                    "report: expected a report, got {}",
+                    describe_result(r)
+                )),
                 None => f.push(format!("report: no iteration returned ({})", ended(out))),
             }
         }
@@ -242,7 +283,10 @@ impl Checks {
             f.push(format!(
                 "stops: expected {n}, got {} {:?}",
                 out.stops.len(),
-                out.stops.iter().map(crate::stop_message).collect::<Vec<_>>()
+                out.stops
+                    .iter()
+                    .map(crate::stop_message)
+                    .collect::<Vec<_>>()
             ));
         }
         if let Some(text) = &s.stop_contains {
@@ -296,12 +340,17 @@ impl Checks {
         if let Some(want) = &s.sleeps_start
             && !sleeps.starts_with(want)
         {
-            f.push(format!("sleeps-start: expected {want:?} first, got {sleeps:?}"));
+            f.push(format!(
+                "sleeps-start: expected {want:?} first, got {sleeps:?}"
+            ));
         }
         if let Some(n) = s.sleep_count
             && sleeps.len() != n
         {
-            f.push(format!("sleep-count: expected {n}, got {} {sleeps:?}", sleeps.len()));
+            f.push(format!(
+                "sleep-count: expected {n}, got {} {sleeps:?}",
+                sleeps.len()
+            ));
         }
         if let Some(bounds) = &s.sleeps_at_most {
             let ok = sleeps.len() >= bounds.len()
@@ -315,7 +364,10 @@ impl Checks {
         let log = out.log();
         for re in &self.log {
             if !log.iter().any(|l| re.is_match(l)) {
-                f.push(format!("log: no line matches /{re}/; lines: {}", lines(&log)));
+                f.push(format!(
+                    "log: no line matches /{re}/; lines: {}",
+                    lines(&log)
+                ));
             }
         }
         for re in &self.no_log {
@@ -326,18 +378,26 @@ impl Checks {
         for (re, n) in &self.log_count {
             let got = log.iter().filter(|l| re.is_match(l)).count();
             if got != *n {
-                f.push(format!("log-count: expected {n} lines matching /{re}/, got {got}"));
+                f.push(format!(
+                    "log-count: expected {n} lines matching /{re}/, got {got}"
+                ));
             }
         }
         if let Some(ms) = s.virtual_ms_at_least
             && out.now_ms < ms
         {
-            f.push(format!("virtual-ms-at-least: expected {ms} ms, ran {} ms", out.now_ms));
+            f.push(format!(
+                "virtual-ms-at-least: expected {ms} ms, ran {} ms",
+                out.now_ms
+            ));
         }
         if let Some(ms) = s.virtual_ms_at_most
             && out.now_ms > ms
         {
-            f.push(format!("virtual-ms-at-most: expected {ms} ms, ran {} ms", out.now_ms));
+            f.push(format!(
+                "virtual-ms-at-most: expected {ms} ms, ran {} ms",
+                out.now_ms
+            ));
         }
         if let Some(n) = s.entropy_calls {
             let got = count(&|c| matches!(c, Call::Entropy(_)));
@@ -389,10 +449,7 @@ fn packet_failures(
             return;
         };
         if let Err(why) = check.check(packet) {
-            f.push(format!(
-                "{key}: packet {}: expected {why}; actual {packet:?}",
-                i + 1
-            ));
+            f.push(format!("{key}: packet {}: {why}; actual {packet:?}", i + 1));
             return;
         }
         if let Some(want) = check.at_ms()

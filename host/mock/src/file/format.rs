@@ -96,7 +96,10 @@ pub enum AfterSpec {
 /// `mock-device`).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-#[allow(missing_docs, reason = "each field is the WIT record field of the same name")]
+#[allow(
+    missing_docs,
+    reason = "each field is the WIT record field of the same name"
+)]
 pub struct SettingsSpec {
     pub broker_host: Option<String>,
     pub broker_port: Option<u16>,
@@ -331,7 +334,10 @@ pub struct ExpectSpec {
 /// Fields of an iteration report; those left out are not checked.
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-#[allow(missing_docs, reason = "each field is the WIT record field of the same name")]
+#[allow(
+    missing_docs,
+    reason = "each field is the WIT record field of the same name"
+)]
 pub struct ReportSpec {
     pub published: Option<u32>,
     pub acknowledged: Option<u32>,

@@ -145,7 +145,10 @@ impl ScenarioFile {
 
     /// The scenarios' names, in order.
     pub fn names(&self) -> Vec<&str> {
-        self.scenarios.iter().map(|(s, _)| s.name.as_str()).collect()
+        self.scenarios
+            .iter()
+            .map(|(s, _)| s.name.as_str())
+            .collect()
     }
 
     /// Runs the scenarios in order (those whose name contains `filter`,
@@ -171,7 +174,12 @@ impl ScenarioFile {
     }
 }
 
-fn run_one(host: &MockHost, spec: &ScenarioSpec, defaults: &Common, checks: &Checks) -> ScenarioResult {
+fn run_one(
+    host: &MockHost,
+    spec: &ScenarioSpec,
+    defaults: &Common,
+    checks: &Checks,
+) -> ScenarioResult {
     let started = Instant::now();
     let result = |failures, virtual_ms| ScenarioResult {
         name: spec.name.clone(),

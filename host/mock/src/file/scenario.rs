@@ -169,7 +169,12 @@ pub fn kind_name(kind: &str) -> Result<&'static str, String> {
         .iter()
         .find(|k| **k == upper)
         .copied()
-        .ok_or_else(|| format!("unknown packet kind {kind:?} (one of {})", PACKET_KINDS.join(", ")))
+        .ok_or_else(|| {
+            format!(
+                "unknown packet kind {kind:?} (one of {})",
+                PACKET_KINDS.join(", ")
+            )
+        })
 }
 
 /// A WIT `error-code` by name.
@@ -327,6 +332,10 @@ fn suback_code(name: &str) -> Result<SubscribeReasonCode, String> {
         "qos1" => SubscribeReasonCode::Success(QoS::AtLeastOnce),
         "qos2" => SubscribeReasonCode::Success(QoS::ExactlyOnce),
         "failure" => SubscribeReasonCode::Failure,
-        other => return Err(format!("suback {other:?}: give qos0, qos1, qos2 or failure")),
+        other => {
+            return Err(format!(
+                "suback {other:?}: give qos0, qos1, qos2 or failure"
+            ));
+        }
     })
 }

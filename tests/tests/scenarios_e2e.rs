@@ -1,0 +1,151 @@
+//! End to end: `host test` runs scenario files against logic built in Rust
+//! and in Python, writes JUnit XML, reports a failing scenario with the
+//! expected and the actual packet, names a bad file's line and key, and
+//! contains hostile logic.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use device_tests::{
+    adversary_wasm, demo_wasm, host_bin, output_within, root, telemetry_py_wasm, text,
+};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn host_test(logic: &Path, files: &[&Path], extra: &[&str]) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(host_bin());
+    cmd.arg("test").arg(logic).args(files).args(extra);
+    let out = output_within(&mut cmd, LIMIT);
+    let (stdout, stderr) = text(&out);
+    (out.status.code(), stdout, stderr)
+}
+
+/// Scenario lines that passed and failed.
+fn tally(stdout: &str) -> (usize, usize) {
+    let ok = stdout.lines().filter(|l| l.starts_with("ok   ")).count();
+    let failed = stdout.lines().filter(|l| l.starts_with("FAIL ")).count();
+    (ok, failed)
+}
+
+#[test]
+fn the_demos_scenario_file_passes_and_writes_junit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let junit = tmp.path().join("demo.xml");
+    let file = root().join("tests/scenarios/demo.toml");
+    let (code, stdout, stderr) = host_test(
+        &demo_wasm(),
+        &[&file],
+        &["--junit", junit.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{stderr}\n{stdout}");
+    let scenarios = std::fs::read_to_string(&file)
+        .unwrap()
+        .matches("[[scenario]]")
+        .count();
+    assert!(scenarios >= 25, "{scenarios}");
+    assert_eq!(tally(&stdout), (scenarios, 0), "{stdout}");
+    assert!(stdout.contains(&format!(
+        "{scenarios} scenarios: {scenarios} passed, 0 failed"
+    )));
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(&format!(r#"tests="{scenarios}" failures="0""#)),
+        "{xml}"
+    );
+    assert_eq!(xml.matches("<testcase ").count(), scenarios, "{xml}");
+}
+
+#[test]
+fn the_python_logic_passes_its_own_scenario_file() {
+    let file = root().join("guest-examples/telemetry-py/scenarios.toml");
+    let (code, stdout, stderr) = host_test(&telemetry_py_wasm(), &[&file], &[]);
+    assert_eq!(code, Some(0), "{stderr}\n{stdout}");
+    let (ok, failed) = tally(&stdout);
+    assert!(ok >= 10 && failed == 0, "{stdout}");
+}
+
+#[test]
+fn the_demos_file_fails_against_the_python_logic_with_expected_and_actual() {
+    // The same scenarios, another logic: the packets differ, and the output
+    // says where and how.
+    let tmp = tempfile::tempdir().unwrap();
+    let junit = tmp.path().join("out.xml");
+    let file = root().join("tests/scenarios/demo.toml");
+    let (code, stdout, _) = host_test(
+        &telemetry_py_wasm(),
+        &[&file],
+        &["--filter", "s01 happy", "--junit", junit.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(2), "{stdout}");
+    assert_eq!(tally(&stdout), (0, 1), "{stdout}");
+    assert!(
+        stdout.contains("sent: packet 2: expected SUBSCRIBE, got PUBLISH; actual Publish"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("report: expected published = 5, got 1"),
+        "{stdout}"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(r#"failures="1""#) && xml.contains("<failure"),
+        "{xml}"
+    );
+}
+
+#[test]
+fn a_bad_scenario_file_is_refused_with_its_line_and_key_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[[scenario]]\nname = \"x\"\n\n[scenario.expect]\nresutl = \"ok\"\n",
+            "bad.toml:5: unknown field `resutl`",
+        ),
+        (
+            "[[scenario]]\nname = \"x\"\nsteps = [{ expect = \"PUBLSH\" }]\n",
+            "scenario \"x\": step 1: unknown packet kind \"PUBLSH\"",
+        ),
+        (
+            "[[scenario]]\nname = \"x\"\nsteps = [{ refuse-connect = \"refused\" }]\n",
+            "unknown error-code \"refused\" (one of not-permitted",
+        ),
+        (
+            "[[scenario]]\nname = \"x\"\n[scenario.expect]\nlog = ['(']\n",
+            "bad regular expression /(/",
+        ),
+        ("# nothing\n", "no [[scenario]] in it"),
+    ];
+    for (text, want) in cases {
+        let file = tmp.path().join("bad.toml");
+        std::fs::write(&file, text).unwrap();
+        let (code, stdout, stderr) = host_test(&demo_wasm(), &[&file], &[]);
+        assert_eq!(code, Some(1), "{text}: {stderr}");
+        assert!(stderr.contains(want), "{text}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stdout.is_empty(), "nothing ran: {stdout}");
+    }
+}
+
+#[test]
+fn a_file_that_is_not_a_component_of_the_world_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logic = tmp.path().join("not.wasm");
+    std::fs::write(&logic, b"not wasm at all").unwrap();
+    let file = root().join("tests/scenarios/demo.toml");
+    let (code, _, stderr) = host_test(&logic, &[&file], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot load") && stderr.contains("not.wasm"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn hostile_logic_ends_its_own_scenarios_and_never_the_run() {
+    let file = root().join("tests/scenarios/adversary.toml");
+    let (code, stdout, stderr) = host_test(&adversary_wasm(), &[&file], &["--timeout-secs", "2"]);
+    assert_eq!(code, Some(0), "{stderr}\n{stdout}");
+    let (ok, failed) = tally(&stdout);
+    assert!(ok >= 8 && failed == 0, "{stdout}");
+}
