@@ -34,6 +34,9 @@ pub(crate) fn context(broker: &Arc<Mutex<Broker>>, seed: u64, instance: u64) -> 
         .insecure_random_seed(insecure_seed)
         .wall_clock(VirtualClock(broker.clone()))
         .monotonic_clock(VirtualClock(broker.clone()))
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
         .build()
 }
 

@@ -58,7 +58,7 @@ pub fn test(args: TestArgs) -> Result<(), Failure> {
     let mut suites = Vec::new();
     let (mut passed, mut failed) = (0, 0);
     for file in &files {
-        let results = quietly(|| file.run(&host, args.filter.as_deref(), |r| print_result(r)));
+        let results = quietly(|| file.run(&host, args.filter.as_deref(), print_result));
         passed += results.iter().filter(|r| r.passed()).count();
         failed += results.iter().filter(|r| !r.passed()).count();
         suites.push((file.path().to_path_buf(), results));
