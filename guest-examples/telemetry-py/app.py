@@ -90,7 +90,8 @@ def connect_packet(settings):
     if settings.username is not None:
         flags |= 0x80
         tail += utf8(settings.username)
-    if settings.password is not None:
+    # MQTT 3.1.1 allows a password only after a user name.
+    if settings.username is not None and settings.password is not None:
         flags |= 0x40
         tail += utf8(settings.password)
     body = utf8("MQTT") + bytes([4, flags]) + settings.keep_alive_secs.to_bytes(2, "big") + tail
@@ -246,9 +247,11 @@ def converse(session, settings, iteration):
             # A message from the broker (if the topic is subscribed to
             # elsewhere in the session): acknowledge QoS 1.
             echoes += 1
-            if (flags >> 1) & 0x03 == 1 and len(body) >= 2:
-                topic_len = int.from_bytes(body[:2], "big")
+            if (flags >> 1) & 0x03 == 1:
+                topic_len = int.from_bytes(body[:2], "big") if len(body) >= 2 else len(body)
                 pid = body[2 + topic_len:4 + topic_len]
+                if len(pid) != 2:
+                    raise ProtocolViolation("PUBLISH too short for its packet id")
                 session.send(packet(0x40, pid))
     info(f"PUBACK received for packet Id {PACKET_ID} after {round_trip} us.")
     session.send(packet(0xE0, b""))

@@ -74,19 +74,20 @@ pub struct MockState {
 
 impl MockState {
     /// The state of instance number `instance` of a run seeded `seed`, its
-    /// linear memory capped at `max_memory_bytes`.
+    /// memory and tables within `limits`.
     pub(crate) fn new(
         broker: Arc<Mutex<Broker>>,
         seed: u64,
         instance: u64,
-        max_memory_bytes: usize,
+        limits: &crate::MockLimits,
     ) -> Self {
         Self {
             wasi: crate::wasi::context(&broker, seed, instance),
             table: ResourceTable::new(),
             broker,
             limits: StoreLimitsBuilder::new()
-                .memory_size(max_memory_bytes)
+                .memory_size(limits.max_memory_bytes)
+                .table_elements(limits.max_table_elements)
                 .build(),
         }
     }
@@ -194,7 +195,8 @@ impl Broker {
     fn enter(&mut self) -> wasmtime::Result<()> {
         self.import_calls += 1;
         if self.import_calls > MAX_IMPORT_CALLS {
-            return Err(wasmtime::Error::msg(format!(
+            // Ends the run: a restart would loop the same way.
+            return Err(self.fail(format!(
                 "mock host: the guest made over {MAX_IMPORT_CALLS} import calls; it is looping"
             )));
         }

@@ -195,6 +195,8 @@ pub struct MockHost {
 pub struct MockLimits {
     /// Linear memory per instance, bytes (the real host's default).
     pub max_memory_bytes: usize,
+    /// Elements per table (the real host's default).
+    pub max_table_elements: usize,
     /// Real time a scenario may take; the guest is stopped wherever it
     /// computes once it is over, and the scenario fails.
     pub real_time: Duration,
@@ -204,6 +206,7 @@ impl Default for MockLimits {
     fn default() -> Self {
         Self {
             max_memory_bytes: 64 << 20,
+            max_table_elements: 100_000,
             real_time: Duration::from_secs(30),
         }
     }
@@ -262,11 +265,6 @@ impl MockHost {
         self
     }
 
-    /// The limits scenarios run with.
-    pub fn limits(&self) -> MockLimits {
-        self.limits
-    }
-
     /// Runs a scenario under the host's supervisor, on virtual time.
     pub fn run(&self, scenario: Scenario) -> Outcome {
         let rng = ChaCha20Rng::seed_from_u64(scenario.seed);
@@ -280,7 +278,10 @@ impl MockHost {
             jitter: ChaCha20Rng::seed_from_u64(scenario.seed ^ 0x5eed_5eed),
             seed: scenario.seed,
             limits: self.limits,
-            deadline: Instant::now() + self.limits.real_time,
+            // A limit too far to represent is no limit.
+            deadline: Instant::now()
+                .checked_add(self.limits.real_time)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365)),
         };
         // Everything runs on virtual time: nothing waits for real.
         let ended = drive::run_ready(drive::drive(&mut supervisor, &mut runtime));
@@ -373,12 +374,7 @@ impl Runtime<MockLogic> for MockRuntime {
             b.instantiated();
             b.instances
         };
-        let state = MockState::new(
-            self.broker.clone(),
-            self.seed,
-            instance,
-            self.limits.max_memory_bytes,
-        );
+        let state = MockState::new(self.broker.clone(), self.seed, instance, &self.limits);
         let mut store = Store::new(logic.0.engine(), state);
         store.limiter(|s| &mut s.limits);
         // Checked at every epoch tick while wasm runs: past the scenario's

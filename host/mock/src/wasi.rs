@@ -1,5 +1,6 @@
-//! The WASI a mock instance sees: no files, no network, no stdio (as in the
-//! real host), and, unlike the real host, WASI's random numbers drawn from
+//! The WASI a mock instance sees: no files and no network (as in the real
+//! host); stdout and stderr discarded (the real host logs them); and,
+//! unlike the real host, WASI's random numbers drawn from
 //! the scenario's seed and WASI's clocks on the run's virtual time. A logic
 //! that reads `wasi:random` or `wasi:clocks` (languages' standard libraries
 //! do: Python seeds its hashes and reads `time.time()` through them) stays

@@ -34,11 +34,13 @@ pub struct TestArgs {
     pub filter: Option<String>,
     /// Real time one scenario may take, seconds; a logic still computing
     /// then is stopped and its scenario fails.
-    #[arg(long, value_name = "SECS", default_value_t = MockLimits::default().real_time.as_secs())]
+    #[arg(long, value_name = "SECS", default_value_t = MockLimits::default().real_time.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout_secs: u64,
     /// Linear memory per instance, MiB (as `host run --max-memory-mib`).
-    #[arg(long, value_name = "MIB", default_value_t = Limits::MAX_MEMORY_MIB)]
-    pub max_memory_mib: usize,
+    #[arg(long, value_name = "MIB", default_value_t = Limits::MAX_MEMORY_MIB as u64,
+        value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_memory_mib: u64,
     /// Directory of the precompiled-component cache [default: ~/.cache/mqtt-device-host].
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -106,8 +108,9 @@ fn load(args: &TestArgs) -> Result<MockHost, Failure> {
         loaded.millis
     );
     Ok(host.with_limits(MockLimits {
-        max_memory_bytes: args.max_memory_mib << 20,
-        real_time: Duration::from_secs(args.timeout_secs.max(1)),
+        max_memory_bytes: (args.max_memory_mib as usize) << 20,
+        max_table_elements: Limits::MAX_TABLE_ELEMENTS,
+        real_time: Duration::from_secs(args.timeout_secs),
     }))
 }
 

@@ -20,10 +20,37 @@ pub struct PacketCheck {
 }
 
 impl PacketCheck {
-    /// A check of a packet of `kind` against `spec`'s fields.
+    /// A check of a packet of `kind` against `spec`'s fields; a field the
+    /// kind does not carry is an error (it could never fail).
     pub fn new(kind: &'static str, spec: &PacketSpec) -> Result<Self, String> {
         if let Some(q) = spec.qos {
             qos(q)?;
+        }
+        let given = [
+            ("topic", spec.topic.is_some()),
+            ("payload", spec.payload.is_some()),
+            ("payload-matches", spec.payload_matches.is_some()),
+            ("qos", spec.qos.is_some()),
+            ("dup", spec.dup.is_some()),
+            ("retain", spec.retain.is_some()),
+            ("packet-id", spec.packet_id.is_some()),
+            ("filters", spec.filters.is_some()),
+            ("client-id", spec.client_id.is_some()),
+            ("clean-session", spec.clean_session.is_some()),
+            ("keep-alive", spec.keep_alive.is_some()),
+            ("username", spec.username.is_some()),
+            ("password", spec.password.is_some()),
+        ];
+        let carries = fields_of(kind);
+        if let Some((field, _)) = given.iter().find(|(f, set)| *set && !carries.contains(f)) {
+            let fields = if carries.is_empty() {
+                "none".to_string()
+            } else {
+                carries.join(", ")
+            };
+            return Err(format!(
+                "a {kind} has no `{field}` to check (its fields: {fields})"
+            ));
         }
         let payload = spec.payload_matches.as_deref().map(regex).transpose()?;
         Ok(Self {
@@ -104,13 +131,25 @@ impl PacketCheck {
                         c.keep_alive.to_string(),
                     );
                 }
+                // "" stands for no user name (and so no login at all).
+                let login = |text: Option<&String>| match text {
+                    None => "(none)".to_string(),
+                    Some(t) => format!("{t:?}"),
+                };
                 if let Some(u) = &s.username {
-                    let got = c
-                        .login
-                        .as_ref()
-                        .map(|l| l.username.clone())
-                        .unwrap_or_default();
-                    field(&mut wrong, "username", format!("{u:?}"), format!("{got:?}"));
+                    let want = login(Some(u).filter(|u| !u.is_empty()));
+                    let got = login(c.login.as_ref().map(|l| &l.username));
+                    field(&mut wrong, "username", want, got);
+                }
+                if let Some(p) = &s.password {
+                    let want = login(Some(p).filter(|p| !p.is_empty()));
+                    let got = login(
+                        c.login
+                            .as_ref()
+                            .map(|l| &l.password)
+                            .filter(|p| !p.is_empty()),
+                    );
+                    field(&mut wrong, "password", want, got);
                 }
             }
             Packet::Subscribe(sub) => {
@@ -119,9 +158,13 @@ impl PacketCheck {
                     field(&mut wrong, "filters", format!("{f:?}"), format!("{got:?}"));
                 }
                 if let Some(q) = s.qos {
-                    for f in &sub.filters {
-                        field(&mut wrong, "qos", q.to_string(), (f.qos as u8).to_string());
-                    }
+                    let got: Vec<String> = sub
+                        .filters
+                        .iter()
+                        .map(|f| (f.qos as u8).to_string())
+                        .collect();
+                    let want = vec![q.to_string(); got.len().max(1)];
+                    field(&mut wrong, "qos", want.join(","), got.join(","));
                 }
                 if let Some(id) = s.packet_id {
                     field(
@@ -162,6 +205,32 @@ impl PacketCheck {
     /// The packet's virtual send time, when the pattern gives one.
     fn at_ms(&self) -> Option<u64> {
         self.spec.at_ms
+    }
+}
+
+/// The fields a packet of `kind` has for checks.
+fn fields_of(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "PUBLISH" => &[
+            "topic",
+            "payload",
+            "payload-matches",
+            "qos",
+            "dup",
+            "retain",
+            "packet-id",
+        ],
+        "CONNECT" => &[
+            "client-id",
+            "clean-session",
+            "keep-alive",
+            "username",
+            "password",
+        ],
+        "SUBSCRIBE" => &["filters", "qos", "packet-id"],
+        "UNSUBSCRIBE" => &["filters", "packet-id"],
+        "PUBACK" => &["packet-id"],
+        _ => &[],
     }
 }
 
@@ -277,9 +346,9 @@ impl Checks {
             (None, Some(msg)) => f.push(format!("the run ended early: {msg}")),
             _ => {}
         }
-        if let Some(n) = s.stops
-            && out.stops.len() != n
-        {
+        // Without `stops`, a guest that trapped and recovered still fails.
+        let n = s.stops.unwrap_or(0);
+        if out.stops.len() != n {
             f.push(format!(
                 "stops: expected {n}, got {} {:?}",
                 out.stops.len(),
@@ -398,6 +467,37 @@ impl Checks {
                 "virtual-ms-at-most: expected {ms} ms, ran {} ms",
                 out.now_ms
             ));
+        }
+        if let Some(n) = s.closes {
+            let got = count(&|c| *c == Call::Close);
+            if got != n {
+                f.push(format!(
+                    "closes: expected {n} connections closed, got {got}"
+                ));
+            }
+        }
+        if let Some(n) = s.calls_at_most
+            && out.calls.len() > n
+        {
+            f.push(format!(
+                "calls-at-most: expected at most {n} recorded calls, got {}",
+                out.calls.len()
+            ));
+        }
+        if let Some(want) = &s.entropy_bytes {
+            let got: Vec<u32> = out
+                .calls
+                .iter()
+                .filter_map(|c| match c {
+                    Call::Entropy(n) => Some(*n),
+                    _ => None,
+                })
+                .collect();
+            if &got != want {
+                f.push(format!(
+                    "entropy-bytes: expected draws of {want:?} bytes, got {got:?}"
+                ));
+            }
         }
         if let Some(n) = s.entropy_calls {
             let got = count(&|c| matches!(c, Call::Entropy(_)));
@@ -585,5 +685,121 @@ fn describe_result(r: &Result<IterationReport, IterationFailure>) -> String {
             report.published, report.acknowledged, report.echoes, report.connections
         ),
         Err(e) => format!("{}({})", result_kind(r), error_text(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mqttbytes::v4::Connect;
+
+    use super::*;
+    use crate::Level;
+
+    /// A run that connected once, sent CONNECT, logged, slept and closed.
+    fn outcome() -> Outcome {
+        Outcome {
+            results: vec![Ok(IterationReport {
+                published: 1,
+                acknowledged: 1,
+                echoes: 0,
+                connections: 1,
+                round_trips_us: vec![5],
+            })],
+            aborted: None,
+            stops: Vec::new(),
+            events: Vec::new(),
+            calls: vec![
+                Call::Instantiate,
+                Call::Entropy(32),
+                Call::Connect {
+                    host: "h".into(),
+                    port: 1,
+                    refused: None,
+                },
+                Call::Sent {
+                    packet: Packet::Connect(Connect::new("dev")),
+                    at_ms: 0,
+                },
+                Call::Log(Level::Info, "hello there".into()),
+                Call::Sleep(100),
+                Call::Close,
+            ],
+            now_ms: 100,
+            steps_left: 0,
+        }
+    }
+
+    fn failures(toml_text: &str) -> Vec<String> {
+        let spec: ExpectSpec = toml::from_str(toml_text).expect(toml_text);
+        Checks::new(spec).expect(toml_text).failures(&outcome())
+    }
+
+    #[test]
+    fn every_expectation_holds_when_true_and_fails_when_false() {
+        let pairs = [
+            (r#"result = "ok""#, r#"result = "timed-out""#),
+            (r#"results = ["ok"]"#, r#"results = ["ok", "ok"]"#),
+            ("report = { published = 1 }", "report = { echoes = 3 }"),
+            ("stops = 0", "stops = 1"),
+            ("instances = 1", "instances = 2"),
+            (r#"sent = ["CONNECT"]"#, r#"sent = ["CONNECT", "PUBLISH"]"#),
+            (
+                r#"sent-start = [{ kind = "CONNECT", client-id = "dev" }]"#,
+                r#"sent-start = [{ kind = "CONNECT", client-id = "other" }]"#,
+            ),
+            (
+                r#"sent = [{ kind = "CONNECT", at-ms = 0 }]"#,
+                r#"sent = [{ kind = "CONNECT", at-ms = 5 }]"#,
+            ),
+            (
+                r#"sent = [{ kind = "CONNECT", username = "" }]"#,
+                r#"sent = [{ kind = "CONNECT", username = "u" }]"#,
+            ),
+            (
+                "sent-count = { CONNECT = 1 }",
+                "sent-count = { PUBLISH = 1 }",
+            ),
+            ("connects = 1", "connects = 2"),
+            ("sleeps = [100]", "sleeps = [99]"),
+            ("sleeps-start = [100]", "sleeps-start = [1]"),
+            ("sleep-count = 1", "sleep-count = 0"),
+            ("sleeps-at-most = [100]", "sleeps-at-most = [99]"),
+            ("log = ['^hello']", "log = ['^there']"),
+            ("no-log = ['bye']", "no-log = ['hello']"),
+            (
+                "log-count = [{ matches = 'hello', count = 1 }]",
+                "log-count = [{ matches = 'hello', count = 2 }]",
+            ),
+            ("virtual-ms-at-least = 100", "virtual-ms-at-least = 101"),
+            ("virtual-ms-at-most = 100", "virtual-ms-at-most = 99"),
+            ("entropy-calls = 1", "entropy-calls = 2"),
+            ("entropy-bytes = [32]", "entropy-bytes = [16]"),
+            ("closes = 1", "closes = 0"),
+            ("calls-at-most = 7", "calls-at-most = 6"),
+            ("steps-left = 0", "steps-left = 1"),
+            ("", r#"aborted-contains = "x""#),
+            ("", r#"error-contains = "x""#),
+            ("", r#"stop-contains = "x""#),
+        ];
+        for (holds, fails) in pairs {
+            assert_eq!(failures(holds), Vec::<String>::new(), "{holds}");
+            assert_eq!(failures(fails).len(), 1, "{fails}: {:?}", failures(fails));
+        }
+    }
+
+    #[test]
+    fn a_field_the_kind_does_not_carry_is_refused() {
+        for (kind, field) in [
+            ("PUBACK", "topic"),
+            ("CONNECT", "dup"),
+            ("PINGREQ", "packet-id"),
+        ] {
+            let spec: PacketSpec = toml::from_str(&format!("{field} = 1")).unwrap_or_else(|_| {
+                toml::from_str(&format!("{field} = \"x\""))
+                    .unwrap_or_else(|_| toml::from_str(&format!("{field} = true")).expect(field))
+            });
+            let err = PacketCheck::new(kind, &spec).err().expect(kind);
+            assert!(err.contains(&format!("no `{field}`")), "{err}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The scenario file format (TOML), as read: every table and key of a file
 //! that `host test` runs. Keys are kebab-case like the flags of `host run`;
 //! unknown keys are errors. What each key means is in the README's
-//! "Scenario files" section; what it becomes is in [`super::build`] (the
+//! "Scenario files" section; what it becomes is in [`super::scenario`] (the
 //! broker's script) and [`super::expect`] (the checks).
 
 use std::collections::BTreeMap;
@@ -165,7 +165,10 @@ pub struct StepSpec {
 
 /// The broker's answer to an expected packet.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a reply: \"auto\", \"none\" or a list of packets such as [{ puback = true }]"
+)]
 pub enum ReplySpec {
     /// "auto" or "none".
     Word(String),
@@ -199,7 +202,10 @@ pub struct ReplyPacket {
 
 /// `true` (the id of the packet answered) or a packet id.
 #[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "true (the id of the packet answered) or a packet id"
+)]
 pub enum IdOrSame {
     /// `true`: the same id.
     Same(bool),
@@ -259,13 +265,18 @@ pub struct PacketSpec {
     pub keep_alive: Option<u16>,
     /// CONNECT user name ("" = none).
     pub username: Option<String>,
+    /// CONNECT password ("" = none).
+    pub password: Option<String>,
     /// Virtual time the packet was sent at, milliseconds (in `expect.sent`).
     pub at_ms: Option<u64>,
 }
 
 /// An entry of `expect.sent`: a kind, or a pattern.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a packet kind such as \"PUBLISH\", or a table such as { kind = \"PUBLISH\", qos = 1 } (with only the fields of that kind)"
+)]
 pub enum SentSpec {
     /// Just the kind.
     Kind(String),
@@ -293,7 +304,7 @@ pub struct ExpectSpec {
     /// The run ended early (a scripted expectation failed, or the restarts
     /// ran out) with a message containing this text.
     pub aborted_contains: Option<String>,
-    /// Times the guest was stopped (trapped or limited).
+    /// Times the guest was stopped (trapped or limited) [0].
     pub stops: Option<usize>,
     /// Text in the first stop's message.
     pub stop_contains: Option<String>,
@@ -327,6 +338,13 @@ pub struct ExpectSpec {
     pub virtual_ms_at_most: Option<u64>,
     /// `get-random-bytes` calls.
     pub entropy_calls: Option<usize>,
+    /// The length asked for by each `get-random-bytes` call, in order.
+    pub entropy_bytes: Option<Vec<u32>>,
+    /// Connections the guest closed (`close`).
+    pub closes: Option<usize>,
+    /// Recorded calls (imports, packets, waits), at most: a bound against
+    /// a looping logic.
+    pub calls_at_most: Option<usize>,
     /// Script steps left undone [0].
     pub steps_left: Option<usize>,
 }

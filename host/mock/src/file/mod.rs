@@ -107,7 +107,8 @@ impl ScenarioFile {
             path: path.to_path_buf(),
             line: e
                 .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .and_then(|s| text.get(..s.start))
+                .map(|before| before.matches('\n').count() + 1)
                 .unwrap_or(1),
             message: e.message().trim().replace('\n', " "),
         })?;
@@ -141,14 +142,6 @@ impl ScenarioFile {
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// The scenarios' names, in order.
-    pub fn names(&self) -> Vec<&str> {
-        self.scenarios
-            .iter()
-            .map(|(s, _)| s.name.as_str())
-            .collect()
     }
 
     /// Runs the scenarios in order (those whose name contains `filter`,
@@ -203,9 +196,16 @@ fn run_one(
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
+            // The one panic a logic can cause: waiting for real (through WASI
+            // instead of the world's clock) in a runtime on virtual time.
+            let hint = if message.contains("run_ready") {
+                " (the logic waits through WASI, which is real time: wait with the world's clock.sleep-ms)"
+            } else {
+                ""
+            };
             result(
                 vec![format!(
-                    "the mock host could not run the logic: {message} (a logic that waits through WASI instead of the world's clock.sleep-ms waits for real)"
+                    "the mock host could not run the logic: {message}{hint}"
                 )],
                 0,
             )

@@ -33,6 +33,9 @@ pub const PACKET_KINDS: [&str; 14] = [
     "DISCONNECT",
 ];
 
+/// Most repetitions of one step, and most iterations of one scenario.
+pub const MAX_REPEAT: usize = 10_000;
+
 /// The scenario `spec` describes, over the file's `defaults`.
 pub fn scenario(spec: &ScenarioSpec, defaults: &Common) -> Result<Scenario, String> {
     let mut settings = default_settings();
@@ -53,7 +56,11 @@ pub fn scenario(spec: &ScenarioSpec, defaults: &Common) -> Result<Scenario, Stri
     let mut scenario = Scenario::new(script);
     scenario.settings = settings;
     scenario.seed = spec.seed.or(defaults.seed).unwrap_or(0);
-    scenario.plan.iterations = Some(spec.iterations.or(defaults.iterations).unwrap_or(1));
+    let iterations = spec.iterations.or(defaults.iterations).unwrap_or(1);
+    if iterations == 0 || iterations as usize > MAX_REPEAT {
+        return Err(format!("iterations = {iterations}: give 1 to {MAX_REPEAT}"));
+    }
+    scenario.plan.iterations = Some(iterations);
     if let Some(ms) = spec.iteration_delay_ms.or(defaults.iteration_delay_ms) {
         scenario.plan.iteration_delay_ms = ms;
     }
@@ -105,6 +112,12 @@ fn steps(specs: &[StepSpec]) -> Result<Vec<Step>, String> {
     let mut out = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let times = spec.times.unwrap_or(1);
+        if times == 0 || times > MAX_REPEAT {
+            return Err(format!(
+                "step {}: times = {times}: give 1 to {MAX_REPEAT}",
+                i + 1
+            ));
+        }
         for _ in 0..times {
             out.push(step(spec).map_err(|e| format!("step {}: {e}", i + 1))?);
         }
@@ -134,6 +147,9 @@ fn step(spec: &StepSpec) -> Result<Step, String> {
         return Ok(Step::RefuseConnect(error_code(name)?));
     }
     if let Some(n) = spec.auto {
+        if n == 0 || n > MAX_REPEAT {
+            return Err(format!("auto = {n}: give 1 to {MAX_REPEAT}"));
+        }
         return Ok(Step::Auto(n));
     }
     if let Some(kind) = &spec.swallow {
@@ -142,14 +158,18 @@ fn step(spec: &StepSpec) -> Result<Step, String> {
     if let Some(hex) = &spec.send {
         return Ok(Step::Send(bytes(hex)?));
     }
-    if spec.close.is_some() {
-        return Ok(Step::Close);
+    if let Some(close) = spec.close {
+        return if close {
+            Ok(Step::Close)
+        } else {
+            Err("close = false is no step: write close = true, or leave the step out".into())
+        };
     }
     if let Some(message) = &spec.trap {
         return Ok(Step::Trap(message.clone()));
     }
     let kind = kind_name(spec.expect.as_deref().unwrap_or_default())?;
-    let reply = reply(spec.reply.as_ref())?;
+    let reply = reply(kind, spec.reply.as_ref())?;
     Ok(match &spec.where_ {
         None => Step::Expect(kind, reply),
         Some(pattern) => {
@@ -195,7 +215,8 @@ pub fn bytes(hex: &str) -> Result<Vec<u8>, String> {
     hex::decode(&compact).map_err(|e| format!("bad hex {hex:?}: {e}"))
 }
 
-fn reply(spec: Option<&ReplySpec>) -> Result<Reply, String> {
+/// The answer to a packet of `kind`.
+fn reply(kind: &'static str, spec: Option<&ReplySpec>) -> Result<Reply, String> {
     match spec {
         None => Ok(Box::new(auto_reply)),
         Some(ReplySpec::Word(w)) if w == "auto" => Ok(Box::new(auto_reply)),
@@ -206,7 +227,7 @@ fn reply(spec: Option<&ReplySpec>) -> Result<Reply, String> {
         Some(ReplySpec::Packets(list)) => {
             let makers = list
                 .iter()
-                .map(reply_packet)
+                .map(|p| reply_packet(kind, p))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Box::new(move |p| makers.iter().map(|m| m(p)).collect()))
         }
@@ -216,7 +237,10 @@ fn reply(spec: Option<&ReplySpec>) -> Result<Reply, String> {
 /// Makes one answer packet from the packet answered.
 type Maker = Box<dyn Fn(&Packet) -> Packet + Send>;
 
-fn reply_packet(spec: &ReplyPacket) -> Result<Maker, String> {
+/// One answer packet to a packet of `kind`; an answer that needs what the
+/// packet does not have (an echo of a CONNECT, a SUBACK to a PUBLISH) is
+/// an error.
+fn reply_packet(kind: &'static str, spec: &ReplyPacket) -> Result<Maker, String> {
     let kinds = [
         spec.connack.is_some(),
         spec.suback.is_some(),
@@ -234,6 +258,43 @@ fn reply_packet(spec: &ReplyPacket) -> Result<Maker, String> {
     }
     if spec.session_present.is_some() && spec.connack.is_none() {
         return Err("`session-present` goes with `connack`".into());
+    }
+    let flags = [
+        ("unsuback", spec.unsuback),
+        ("pingresp", spec.pingresp),
+        (
+            "puback",
+            match spec.puback {
+                Some(IdOrSame::Same(b)) => Some(b),
+                _ => None,
+            },
+        ),
+    ];
+    if let Some((key, _)) = flags.iter().find(|(_, v)| *v == Some(false)) {
+        return Err(format!(
+            "{key} = false sends nothing: write {key} = true, or leave it out"
+        ));
+    }
+    let answers = |needs: &str, what: &str| {
+        if kind == needs {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} answers a {needs}, and this step expects a {kind}"
+            ))
+        }
+    };
+    if spec.suback.is_some() {
+        answers("SUBSCRIBE", "suback")?;
+    }
+    if spec.unsuback.is_some() {
+        answers("UNSUBSCRIBE", "unsuback")?;
+    }
+    if spec.echo.is_some() {
+        answers("PUBLISH", "echo")?;
+    }
+    if matches!(spec.puback, Some(IdOrSame::Same(_))) {
+        answers("PUBLISH", "puback = true (the id of the PUBLISH answered)")?;
     }
     if let Some(code) = &spec.connack {
         let code = connack_code(code)?;
@@ -338,4 +399,82 @@ fn suback_code(name: &str) -> Result<SubscribeReasonCode, String> {
             ));
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(steps: &str) -> String {
+        let text = format!("name = \"x\"\nsteps = [{steps}]\n");
+        let spec: ScenarioSpec = toml::from_str(&text).expect(&text);
+        match scenario(&spec, &Common::default()) {
+            Ok(_) => panic!("{steps} was taken"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn steps_that_could_not_mean_what_they_say_are_refused() {
+        for (steps, want) in [
+            ("{ auto = 0 }", "auto = 0"),
+            ("{ auto = 1, times = 0 }", "times = 0"),
+            ("{ auto = 1, times = 10001 }", "times = 10001"),
+            ("{ close = false }", "close = false"),
+            ("{ auto = 1, close = true }", "exactly one"),
+            ("{ auto = 1, reply = \"none\" }", "go with `expect`"),
+            (
+                "{ expect = \"CONNECT\", reply = [{ echo = 1 }] }",
+                "echo answers a PUBLISH",
+            ),
+            (
+                "{ expect = \"PUBLISH\", reply = [{ suback = [\"qos1\"] }] }",
+                "suback answers a SUBSCRIBE",
+            ),
+            (
+                "{ expect = \"PUBLISH\", reply = [{ pingresp = false }] }",
+                "pingresp = false",
+            ),
+            ("{ expect = \"PUBLISH\", reply = \"maybe\" }", "\"maybe\""),
+            (
+                "{ expect = \"PUBLISH\", where = { kind = \"PUBLISH\" } }",
+                "`kind`",
+            ),
+            (
+                "{ expect = \"PUBACK\", where = { topic = \"t\" } }",
+                "no `topic`",
+            ),
+            ("{ send = \"zz\" }", "bad hex"),
+            ("{ refuse-connect = \"nope\" }", "unknown error-code"),
+        ] {
+            let e = error(steps);
+            assert!(e.contains(want), "{steps}: {e}");
+        }
+    }
+
+    #[test]
+    fn defaults_apply_and_a_scenario_overrides_them() {
+        let defaults: Common =
+            toml::from_str("seed = 5\niterations = 2\nsettings = { client-id = \"d\" }").unwrap();
+        let spec: ScenarioSpec =
+            toml::from_str("name = \"x\"\nseed = 6\nsettings = { clean-session = false }").unwrap();
+        let s = scenario(&spec, &defaults).unwrap();
+        assert_eq!(s.seed, 6);
+        assert_eq!(s.plan.iterations, Some(2));
+        assert_eq!(s.settings.client_id, "d");
+        assert_eq!(
+            s.settings.topic, "d/example/topic",
+            "the topic follows the client id"
+        );
+        assert!(!s.settings.clean_session);
+        assert_eq!(
+            error_in("iterations = 0"),
+            "iterations = 0: give 1 to 10000"
+        );
+    }
+
+    fn error_in(keys: &str) -> String {
+        let spec: ScenarioSpec = toml::from_str(&format!("name = \"x\"\n{keys}")).unwrap();
+        scenario(&spec, &Common::default()).err().unwrap()
+    }
 }
