@@ -87,7 +87,7 @@ fn main() -> ExitCode {
     init_logging(format);
     // One device: a current-thread runtime wakes the guest with the least
     // latency. A fleet: every core.
-    let fleet = matches!(&cli.command, Command::Run(args) if args.devices > 1);
+    let fleet = matches!(&cli.command, Command::Run(args) if args.fleet_mode());
     let runtime = if fleet {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

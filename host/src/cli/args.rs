@@ -200,6 +200,16 @@ pub struct RunArgs {
     /// stormed with TLS handshakes.
     #[arg(long, default_value_t = host::fleet::RAMP_PER_SEC, value_name = "N")]
     pub ramp_per_sec: u32,
+    /// Fleet across hosts: run only slice INDEX (from 0) of COUNT equal
+    /// slices of the --devices ids, so COUNT hosts started with INDEX 0 to
+    /// COUNT-1 run every device exactly once (e.g. --devices 300 --shard 1/3
+    /// runs <client-id>-0101 to -0200). Needs --broker.
+    #[arg(long, value_name = "INDEX/COUNT", conflicts_with = "shard_count")]
+    pub shard: Option<Shard>,
+    /// Like --shard, with INDEX from the JOB_COMPLETION_INDEX environment
+    /// variable (set by a Kubernetes Indexed Job for each of its pods).
+    #[arg(long, value_name = "COUNT")]
+    pub shard_count: Option<u32>,
 
     /// Watch the component file and run a replaced component from the next
     /// iteration on, without restarting (hot swap). A replacement that does
@@ -361,7 +371,88 @@ pub fn payload_limit(s: &str) -> Result<usize, String> {
 /// SIGKILL.
 pub const STOP_TIMEOUT_MS: u32 = 8000;
 
+/// One slice of a fleet's device ids (`--shard INDEX/COUNT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// Which slice, from 0.
+    pub index: u32,
+    /// How many slices.
+    pub count: u32,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (index, count) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: give INDEX/COUNT, such as 0/3"))?;
+        let number = |what: &str, v: &str| {
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{s:?}: {what} {v:?} is not a number"))
+        };
+        Shard::new(number("INDEX", index)?, number("COUNT", count)?)
+    }
+}
+
+impl Shard {
+    /// Slice `index` of `count`; `index` must be below `count`.
+    pub fn new(index: u32, count: u32) -> Result<Self, String> {
+        if count == 0 || index >= count {
+            return Err(format!(
+                "shard {index}/{count}: INDEX goes from 0 to COUNT-1 and COUNT is at least 1"
+            ));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// The device ids (from 1) of this slice of `devices`: contiguous, in
+    /// slices whose sizes differ by one at most.
+    pub fn ids(&self, devices: u32) -> std::ops::RangeInclusive<usize> {
+        let (i, n, d) = (
+            u64::from(self.index),
+            u64::from(self.count),
+            u64::from(devices),
+        );
+        let start = i * d / n + 1;
+        let end = (i + 1) * d / n;
+        start as usize..=end as usize
+    }
+}
+
 impl RunArgs {
+    /// The slice of the fleet this host runs: `--shard`, or `--shard-count`
+    /// with the index from `JOB_COMPLETION_INDEX`; `None` runs them all.
+    pub fn shard(&self) -> Result<Option<Shard>, String> {
+        if let Some(shard) = self.shard {
+            return Ok(Some(shard));
+        }
+        let Some(count) = self.shard_count else {
+            return Ok(None);
+        };
+        let index = std::env::var("JOB_COMPLETION_INDEX").map_err(|_| {
+            "--shard-count needs JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job), or give --shard INDEX/COUNT".to_string()
+        })?;
+        let index = index
+            .trim()
+            .parse()
+            .map_err(|_| format!("JOB_COMPLETION_INDEX={index:?} is not a number"))?;
+        Shard::new(index, count).map(Some)
+    }
+
+    /// The device ids this host runs (from 1), given its shard.
+    pub fn device_ids(&self, shard: Option<Shard>) -> std::ops::RangeInclusive<usize> {
+        match shard {
+            Some(s) => s.ids(self.devices),
+            None => 1..=self.devices as usize,
+        }
+    }
+
+    /// Whether devices are numbered (a fleet, or a slice of one).
+    pub fn fleet_mode(&self) -> bool {
+        self.devices > 1 || self.shard.is_some() || self.shard_count.is_some()
+    }
     /// The sandbox limits the flags set, for a device with `settings`.
     pub fn limits(&self, settings: &DeviceSettings) -> Limits {
         Limits {
@@ -420,5 +511,39 @@ impl RunArgs {
         s.username = self.username.clone();
         s.password = self.password.clone();
         s
+    }
+}
+
+#[cfg(test)]
+mod shard_tests {
+    use super::Shard;
+
+    #[test]
+    fn shards_cover_every_device_exactly_once_in_near_equal_slices() {
+        for (devices, count) in [(300, 3), (10, 3), (7, 7), (1000, 16), (5, 2)] {
+            let mut seen = Vec::new();
+            let mut sizes = Vec::new();
+            for index in 0..count {
+                let ids = Shard::new(index, count).unwrap().ids(devices);
+                sizes.push(ids.clone().count());
+                seen.extend(ids);
+            }
+            assert_eq!(seen, (1..=devices as usize).collect::<Vec<_>>());
+            let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            assert!(max - min <= 1, "{devices}/{count}: {sizes:?}");
+        }
+        assert_eq!(Shard::new(1, 3).unwrap().ids(300), 101..=200);
+    }
+
+    #[test]
+    fn bad_shards_are_refused_with_the_form() {
+        for bad in ["3/3", "1", "a/3", "0/0", "-1/2"] {
+            let err = bad.parse::<Shard>().unwrap_err();
+            assert!(err.contains("INDEX"), "{bad}: {err}");
+        }
+        assert_eq!(
+            "2/5".parse::<Shard>().unwrap(),
+            Shard { index: 2, count: 5 }
+        );
     }
 }

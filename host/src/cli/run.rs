@@ -2,6 +2,7 @@
 //! logic, then one device or a fleet, until done or interrupted.
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -113,6 +114,7 @@ struct Prepared {
 
 /// Runs `host run`.
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
+    let ids = device_ids(&args)?;
     let stop = signals::watch(Duration::from_millis(u64::from(args.stop_timeout_ms)))?;
     let client_id = client_id(&args);
     let (broker, files, mut embedded) = broker(&args, &client_id)?;
@@ -128,7 +130,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let allowed = allow_list(&args, &broker)?;
     let settings = args.settings(&broker.host, broker.port, &client_id);
     let limits = args.limits(&settings);
-    let engine = engine_for(&args, &limits)?;
+    let engine = engine_for(&args, &limits, ids.clone().count())?;
     let linker = engine::linker(&engine)
         .map_err(|e| anyhow::Error::from(e).context("cannot set up the world's imports"))?;
     let linker = Arc::new(linker);
@@ -155,7 +157,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     });
     let metrics = match args.metrics_listen {
         Some(addr) => {
-            let metrics = Metrics::new(args.devices as usize, args.metrics_device_limit);
+            let metrics = Metrics::new(ids.clone().count(), args.metrics_device_limit);
             let bound = metrics::server::serve(addr, metrics.clone())
                 .await
                 .map_err(anyhow::Error::from)?;
@@ -183,8 +185,8 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         metrics,
     };
     let work = async {
-        if args.devices > 1 {
-            run_fleet(&args, prepared).await
+        if args.fleet_mode() {
+            run_fleet(&args, prepared, ids).await
         } else {
             run_one(&args, prepared).await
         }
@@ -314,9 +316,36 @@ fn allow_list(args: &RunArgs, broker: &Endpoint) -> Result<Vec<Endpoint>, Failur
     Ok(allowed)
 }
 
-/// One engine for the run: pooled in fleet mode.
-fn engine_for(args: &RunArgs, limits: &Limits) -> Result<Engine, Failure> {
-    let pool = (args.devices > 1).then_some((args.devices, limits));
+/// The device ids this host runs: all of `--devices`, or its shard's.
+fn device_ids(args: &RunArgs) -> Result<RangeInclusive<usize>, Failure> {
+    let shard = args.shard().map_err(anyhow::Error::msg)?;
+    let ids = args.device_ids(shard);
+    if let Some(s) = shard {
+        if args.broker.is_none() {
+            return Err(anyhow::anyhow!(
+                "--shard and --shard-count need --broker: every shard must reach the same broker (the embedded one would be this host's alone)"
+            )
+            .into());
+        }
+        if ids.is_empty() {
+            return Err(anyhow::anyhow!(
+                "shard {}/{} of {} device(s) has no device: give --devices at least the shard count",
+                s.index,
+                s.count,
+                args.devices
+            )
+            .into());
+        }
+        tracing::info!(target: "host::fleet", "shard {}/{}: devices {} to {} of {}", s.index, s.count, ids.start(), ids.end(), args.devices);
+    }
+    Ok(ids)
+}
+
+/// One engine for the run: pooled in fleet mode, for `devices` devices.
+fn engine_for(args: &RunArgs, limits: &Limits, devices: usize) -> Result<Engine, Failure> {
+    let pool = args
+        .fleet_mode()
+        .then_some((u32::try_from(devices).unwrap_or(u32::MAX), limits));
     Ok(engine::engine(pool).map_err(anyhow::Error::from)?)
 }
 
@@ -484,7 +513,11 @@ async fn run_one(args: &RunArgs, prepared: Prepared) -> Result<(), Failure> {
 /// `--devices N`: N devices, each with its own identity and sandbox; each
 /// takes new logic from its update topic (`--trust`) and from a local
 /// rollout of the watched file (`--watch`).
-async fn run_fleet(args: &RunArgs, prepared: Prepared) -> Result<(), Failure> {
+async fn run_fleet(
+    args: &RunArgs,
+    prepared: Prepared,
+    ids: RangeInclusive<usize>,
+) -> Result<(), Failure> {
     let Prepared {
         logic,
         settings,
@@ -496,27 +529,28 @@ async fn run_fleet(args: &RunArgs, prepared: Prepared) -> Result<(), Failure> {
         metrics,
     } = prepared;
     let stats = Arc::new(FleetStats::default());
-    let devices = args.devices as usize;
+    let devices = ids.clone().count();
     let topic_given = args.topic.is_some();
     let plan = args.plan();
     let stopping = reach.stopping.clone();
     let cache = cache_dir(args);
     let built: Arc<tokio::sync::Mutex<_>> = Arc::default();
-    let ids: Vec<String> = (1..=devices)
-        .map(|i| fleet::identity(&settings, i, topic_given).client_id)
+    let names: Vec<(usize, String)> = ids
+        .clone()
+        .map(|i| (i, fleet::identity(&settings, i, topic_given).client_id))
         .collect();
     // Every device's swap channel, made before the ramp: the local rollout
     // offers into them from the start.
     let channels: HashMap<usize, (SwapSender, Swaps)> =
-        (1..=devices).map(|i| (i, watch::swaps())).collect();
+        ids.clone().map(|i| (i, watch::swaps())).collect();
     let mut local = args
         .watch
         .then(|| LocalRollout::new(args.canary as usize, args.promote_after));
     let mut progress: HashMap<usize, Arc<dyn Observer>> = HashMap::new();
     if let Some(local) = local.as_mut() {
-        for (i, id) in ids.iter().enumerate() {
-            let tx = channels[&(i + 1)].0.clone();
-            progress.insert(i + 1, local.add(id, tx));
+        for (i, id) in &names {
+            let tx = channels[i].0.clone();
+            progress.insert(*i, local.add(id, tx));
         }
     }
     let channels = Mutex::new(channels);
@@ -603,7 +637,7 @@ async fn run_fleet(args: &RunArgs, prepared: Prepared) -> Result<(), Failure> {
     let failed = fleet::run(
         logic,
         Fleet {
-            devices,
+            ids,
             ramp_per_sec: args.ramp_per_sec,
             plan,
             device,

@@ -45,8 +45,8 @@ pub type GaveUp = Arc<dyn Fn(&DeviceSettings, &RunError) + Send + Sync>;
 
 /// What a fleet run needs.
 pub struct Fleet {
-    /// Devices to run.
-    pub devices: usize,
+    /// The device ids to run (from 1): all of a fleet, or a shard's slice.
+    pub ids: std::ops::RangeInclusive<usize>,
     /// Devices started per second at most (TLS handshakes cost the broker).
     pub ramp_per_sec: u32,
     /// The plan every device follows.
@@ -65,7 +65,8 @@ pub struct Fleet {
 /// Returns the number of devices that failed.
 pub async fn run(logic: Arc<Logic>, fleet: Fleet) -> usize {
     let stats = fleet.stats.clone();
-    let devices = fleet.devices;
+    let devices = fleet.ids.clone().count();
+    let first = *fleet.ids.start();
     let summary = tokio::spawn({
         let stats = stats.clone();
         async move {
@@ -81,13 +82,13 @@ pub async fn run(logic: Arc<Logic>, fleet: Fleet) -> usize {
     let mut tasks = Vec::with_capacity(devices);
     let mut next_start = tokio::time::Instant::now();
     let mut stopping = fleet.stopping.clone();
-    for index in 1..=devices {
+    for index in fleet.ids.clone() {
         tokio::select! {
             () = tokio::time::sleep_until(next_start) => {}
             _ = stopping.wait_for(|stopping| *stopping) => {}
         }
         if *stopping.borrow() {
-            tracing::info!(target: "host::fleet", "stopping: {} of {devices} devices were not started", devices - index + 1);
+            tracing::info!(target: "host::fleet", "stopping: {} of {devices} devices were not started", devices - (index - first));
             break;
         }
         next_start += gap;
