@@ -104,3 +104,61 @@ fn a_shard_without_a_broker_or_without_devices_is_refused() {
         assert!(first.contains(want), "{args:?}: {stderr}");
     }
 }
+
+/// The container arguments of deploy/kubernetes/fleet-job.yaml, as written.
+fn manifest_args() -> Vec<String> {
+    let text =
+        std::fs::read_to_string(device_tests::root().join("deploy/kubernetes/fleet-job.yaml"))
+            .unwrap();
+    let mut lines = text.lines().skip_while(|l| l.trim() != "args:").skip(1);
+    let mut args = Vec::new();
+    for line in lines.by_ref() {
+        match line.trim().strip_prefix("- ") {
+            Some(arg) => args.push(arg.to_string()),
+            None => break,
+        }
+    }
+    assert!(args.len() > 5, "{args:?}");
+    args
+}
+
+#[test]
+fn the_kubernetes_jobs_arguments_run_a_shard_as_its_pod_would() {
+    // The pod's command line, with what a cluster provides swapped for this
+    // machine's: the broker, the secret's files, and fewer devices (a later
+    // flag wins).
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let mut args: Vec<String> = manifest_args()
+        .into_iter()
+        .map(|a| match a.split_once('=') {
+            Some(("--broker", _)) => format!("--broker=mqtts://localhost:{}", broker.port),
+            Some(("--ca", _)) => format!("--ca={}", pki.ca.display()),
+            Some(("--cert", _)) => format!("--cert={}", pki.device.cert.display()),
+            Some(("--key", _)) => format!("--key={}", pki.device.key.display()),
+            _ if a.ends_with("demo.wasm") => device_tests::demo_wasm().display().to_string(),
+            _ => a,
+        })
+        .collect();
+    assert!(args.contains(&"--shard-count=3".to_string()), "{args:?}");
+    args.extend(
+        [
+            "--devices=30",
+            "--iterations=1",
+            "--publish-count=1",
+            "--publish-delay-ms=50",
+            "--metrics-listen=127.0.0.1:0",
+        ]
+        .map(String::from),
+    );
+    let mut cmd = Command::new(device_tests::host_bin());
+    cmd.arg("run")
+        .args(&args)
+        .env("JOB_COMPLETION_INDEX", "1")
+        .env("RUST_LOG", "info");
+    let out = output_within(&mut cmd, LIMIT);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{args:?}\n{stderr}\n{stdout}");
+    assert!(stdout.contains("shard 1/3: devices 11 to 20 of 30"), "{stdout}");
+    assert!(stdout.contains("all 10 devices completed their iterations"), "{stdout}");
+}
