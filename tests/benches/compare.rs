@@ -23,10 +23,37 @@ use mqtt_core::stats::percentile;
 use mqtt_core::{Clock, Level, Platform, Transport, TransportError as ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// One run's figures: sorted round trips (us) and pipelined messages per second.
+/// One run's figures: sorted round trips (us), pipelined messages per
+/// second, and the client process's CPU time (user + system) per message,
+/// from before its connect to after its last message.
 struct Figures {
     rtts: Vec<u32>,
     per_sec: f64,
+    cpu_us_per_msg: f64,
+}
+
+/// User + system CPU time of process `pid` so far (`/proc/PID/stat`).
+fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command (which may hold spaces) end with ')'.
+    let after = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf only reads a configuration value.
+    #[allow(unsafe_code)]
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_sec)
+}
+
+/// CPU time of this process so far.
+fn own_cpu() -> Duration {
+    cpu_of(std::process::id())
+}
+
+/// Microseconds of CPU per message for 2 * `n` messages (the sequential
+/// and the pipelined phase).
+fn per_message(cpu: Duration, n: u32) -> f64 {
+    cpu.as_secs_f64() * 1e6 / (2.0 * f64::from(n))
 }
 
 fn config(port: u16, id: &str, n: u32) -> Config {
@@ -69,8 +96,11 @@ fn sandboxed(pki: &TestPki, port: u16, n: u32, run: usize) -> Figures {
             ])
             .args(["--process-loop-ms", "5000"]),
     );
+    host.wait_for(" INFO loaded ", Duration::from_secs(300));
+    let before = cpu_of(host.child.id());
     let seq = host.wait_for("bench sequential", Duration::from_secs(300));
     let pipe = host.wait_for("bench pipelined", Duration::from_secs(300));
+    let cpu = cpu_of(host.child.id()) - before;
     let (ok, _, err) = host.finish(Duration::from_secs(60));
     assert!(ok, "{err}");
     // The guest reports percentiles; spread them back for the medians.
@@ -80,6 +110,7 @@ fn sandboxed(pki: &TestPki, port: u16, n: u32, run: usize) -> Figures {
     Figures {
         rtts,
         per_sec: f64::from(n) / (field(&pipe, "us=") as f64 / 1e6),
+        cpu_us_per_msg: per_message(cpu, n),
     }
 }
 
@@ -194,12 +225,15 @@ fn native(pki: &TestPki, port: u16, n: u32, run: usize) -> Figures {
         rt,
         tls: TlsClient::load(&tls_files(pki)).unwrap(),
     };
+    let before = own_cpu();
     let result = bench::run(&mut platform, &config(port, &format!("native-{run}"), n)).unwrap();
+    let cpu = own_cpu() - before;
     let mut rtts = result.round_trips_us;
     rtts.sort_unstable();
     Figures {
         rtts,
         per_sec: f64::from(result.pipelined) / (result.pipelined_us as f64 / 1e6),
+        cpu_us_per_msg: per_message(cpu, n),
     }
 }
 
@@ -210,7 +244,8 @@ fn rumqttc_run(pki: &TestPki, port: u16, n: u32, run: usize) -> Figures {
         .build()
         .unwrap();
     let config = TlsClient::load(&tls_files(pki)).unwrap().client_config();
-    rt.block_on(async move {
+    let before = own_cpu();
+    let mut figures = rt.block_on(async move {
         let id = format!("rumqttc-{run}");
         let topic = format!("{id}/example/topic");
         let mut opts = MqttOptions::new(id, "localhost", port);
@@ -276,8 +311,11 @@ fn rumqttc_run(pki: &TestPki, port: u16, n: u32, run: usize) -> Figures {
         Figures {
             rtts,
             per_sec: f64::from(n) / elapsed.as_secs_f64(),
+            cpu_us_per_msg: 0.0,
         }
-    })
+    });
+    figures.cpu_us_per_msg = per_message(own_cpu() - before, n);
+    figures
 }
 
 fn main() {
@@ -312,13 +350,16 @@ fn main() {
                 .collect(),
         );
         let per_sec = median(figs.iter().map(|f| f.per_sec).collect());
-        table.push((name, p50, p99, per_sec));
+        let cpu = median(figs.iter().map(|f| f.cpu_us_per_msg).collect());
+        table.push((name, p50, p99, per_sec, cpu));
     }
     println!("QoS 1 echo, {n} messages, median of {runs} runs, window {WINDOW} for throughput");
-    println!("client             | round trip p50 | round trip p99 | throughput");
-    for (name, p50, p99, per_sec) in &table {
+    println!(
+        "client             | round trip p50 | round trip p99 | throughput     | client CPU per message"
+    );
+    for (name, p50, p99, per_sec, cpu) in &table {
         println!(
-            "{name:<18} | {:>11.1} us | {:>11.1} us | {per_sec:>8.0} msg/s",
+            "{name:<18} | {:>11.1} us | {:>11.1} us | {per_sec:>8.0} msg/s | {cpu:>8.1} us",
             p50, p99
         );
     }
@@ -332,4 +373,9 @@ fn main() {
         s.3 / rq.3
     );
     println!("sandboxed / native throughput:     {:.2}x", s.3 / nat.3);
+    println!(
+        "sandboxed / native CPU per message:  {:.2}x (goal <= 1.20x)",
+        s.4 / nat.4
+    );
+    println!("sandboxed / rumqttc CPU per message: {:.2}x", s.4 / rq.4);
 }

@@ -159,6 +159,12 @@ fn the_kubernetes_jobs_arguments_run_a_shard_as_its_pod_would() {
     let out = output_within(&mut cmd, LIMIT);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{args:?}\n{stderr}\n{stdout}");
-    assert!(stdout.contains("shard 1/3: devices 11 to 20 of 30"), "{stdout}");
-    assert!(stdout.contains("all 10 devices completed their iterations"), "{stdout}");
+    assert!(
+        stdout.contains("shard 1/3: devices 11 to 20 of 30"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("all 10 devices completed their iterations"),
+        "{stdout}"
+    );
 }

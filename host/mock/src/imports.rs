@@ -396,13 +396,13 @@ impl entropy::Host for MockState {
 }
 
 impl clock::Host for MockState {
-    async fn now_ms(&mut self) -> wasmtime::Result<u64> {
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
         let mut b = self.broker();
         b.enter()?;
         Ok(b.now_ms)
     }
 
-    async fn now_us(&mut self) -> wasmtime::Result<u64> {
+    fn now_us(&mut self) -> wasmtime::Result<u64> {
         let mut b = self.broker();
         b.enter()?;
         Ok(b.now_ms * 1000)

@@ -26,7 +26,7 @@ impl ClockCtx {
 }
 
 impl Host for ClockCtx {
-    async fn now_ms(&mut self) -> wasmtime::Result<u64> {
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
         Ok(self
             .started
             .elapsed()
@@ -35,7 +35,7 @@ impl Host for ClockCtx {
             .unwrap_or(u64::MAX))
     }
 
-    async fn now_us(&mut self) -> wasmtime::Result<u64> {
+    fn now_us(&mut self) -> wasmtime::Result<u64> {
         Ok(self
             .started
             .elapsed()

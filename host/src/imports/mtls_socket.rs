@@ -57,6 +57,9 @@ pub struct SocketCtx {
     allowed: Vec<Endpoint>,
     limits: SocketLimits,
     connections: ResourceTable,
+    /// Where `receive` reads, reused: a fresh zeroed buffer per call cost
+    /// more than the bytes it carried.
+    scratch: Vec<u8>,
     open: usize,
     /// Connects refused in the iteration in flight.
     refusals: u32,
@@ -94,6 +97,7 @@ impl SocketCtx {
             allowed,
             limits,
             connections: ResourceTable::new(),
+            scratch: Vec::new(),
             open: 0,
             refusals: 0,
             last_failure: None,
@@ -273,15 +277,20 @@ impl HostConnection for SocketCtx {
             );
             return self.refuse(ErrorCode::MessageTooLarge, &line).await;
         }
-        let Some(stream) = self.stream(&conn)?.as_mut() else {
+        let handle = Resource::<Stream>::new_borrow(conn.rep());
+        let Some(stream) = self.connections.get_mut(&handle)?.0.as_mut() else {
             return Ok(Err(ErrorCode::ConnectionClosed));
         };
-        // Allocate what a TLS record can hold at most, not what was asked.
-        let mut buf = vec![0u8; max_len.min(RECEIVE_CHUNK) as usize];
+        // At most what a TLS record can hold, not what was asked.
+        let len = max_len.min(RECEIVE_CHUNK) as usize;
+        if self.scratch.len() < len {
+            self.scratch.resize(len, 0);
+        }
+        let buf = &mut self.scratch[..len];
         // Zero waits not at all: only what is ready now. `read` is
         // cancel-safe: bytes not returned stay in the TLS buffers.
         let wait = Duration::from_millis(u64::from(timeout_ms));
-        let Ok(read) = tokio::time::timeout(wait, stream.read(&mut buf)).await else {
+        let Ok(read) = tokio::time::timeout(wait, stream.read(buf)).await else {
             return Ok(Ok(Vec::new()));
         };
         match read {
@@ -289,10 +298,7 @@ impl HostConnection for SocketCtx {
                 TransportError::ConnectionClosed,
                 "the broker closed the connection",
             )))),
-            Ok(n) => {
-                buf.truncate(n);
-                Ok(Ok(buf))
-            }
+            Ok(n) => Ok(Ok(self.scratch[..n].to_vec())),
             Err(e) => Ok(Err(self.record(classify_io(&e)))),
         }
     }
