@@ -102,3 +102,33 @@ fn a_failing_device_is_restarted_alone_and_the_others_go_on() {
         assert_eq!(done, 2, "device {other} completed both iterations");
     }
 }
+
+/// The number in the last summary line's "N TLS sessions resumed".
+fn resumed(stdout: &str) -> u64 {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains("TLS sessions resumed"))
+        .expect("a summary line");
+    let before = &line[..line.find(" TLS sessions resumed").unwrap()];
+    before.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn each_device_resumes_its_own_tls_session_unless_told_not_to() {
+    let pki = device_tests::TestPki::new();
+    let broker = pki.broker();
+    for (extra, want) in [(None, 3), (Some("--no-tls-resumption"), 0)] {
+        let mut cmd = device_tests::host_run(broker.port, &pki.ca, Some(&pki.device));
+        cmd.args(["--devices", "3", "--iterations", "2", "--publish-count", "1"])
+            .args(["--client-id", "resume"]);
+        if let Some(flag) = extra {
+            cmd.arg(flag);
+        }
+        let out = device_tests::output_within(&mut cmd, std::time::Duration::from_secs(60));
+        let (stdout, stderr) = device_tests::text(&out);
+        assert!(out.status.success(), "{stderr}\n{stdout}");
+        // Each device's second connection resumes its first one's session.
+        assert_eq!(resumed(&stdout), want, "{extra:?}: {stdout}");
+    }
+}

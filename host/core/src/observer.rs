@@ -16,6 +16,9 @@ pub enum Event {
     ConnectionOpened {
         /// The TCP connect and TLS handshake took this long, microseconds.
         connect_us: u64,
+        /// The handshake resumed an earlier TLS session (no certificates
+        /// exchanged or checked).
+        resumed: bool,
     },
     /// A TLS connection was closed (by the guest, or with its store).
     ConnectionClosed,

@@ -74,6 +74,11 @@ pub struct RunArgs {
     /// Do not send the broker's host name as SNI.
     #[arg(long)]
     pub no_sni: bool,
+    /// Never resume TLS sessions: every connect makes a full handshake
+    /// (by default each device keeps a few TLS 1.3 tickets of its own, so
+    /// reconnecting after a network cut costs the broker much less).
+    #[arg(long)]
+    pub no_tls_resumption: bool,
     /// Further endpoints the component may connect to, HOST:PORT (repeatable).
     #[arg(long, value_name = "HOST:PORT")]
     pub allow: Vec<String>,

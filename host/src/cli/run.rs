@@ -173,6 +173,11 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         stopping: stop.requested.clone(),
         stop_timeout: stop.timeout,
         entropy,
+        tls_sessions: if args.no_tls_resumption {
+            0
+        } else {
+            host::sandbox::state::TLS_SESSIONS_PER_DEVICE
+        },
     };
     let prepared = Prepared {
         logic,

@@ -18,6 +18,8 @@ pub struct FleetStats {
     pub acknowledged: AtomicU64,
     /// Failed iterations and guest stops.
     pub failures: AtomicU64,
+    /// TLS connections whose handshake resumed an earlier session.
+    pub resumed: AtomicU64,
     /// Echo round trips since the last summary, microseconds.
     round_trips_us: Mutex<Vec<u32>>,
 }
@@ -25,8 +27,11 @@ pub struct FleetStats {
 impl Observer for FleetStats {
     fn observe(&self, event: &Event) {
         match event {
-            Event::ConnectionOpened { .. } => {
+            Event::ConnectionOpened { resumed, .. } => {
                 self.connected.fetch_add(1, Ordering::Relaxed);
+                if *resumed {
+                    self.resumed.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Event::ConnectionClosed => {
                 self.connected.fetch_sub(1, Ordering::Relaxed);
@@ -69,11 +74,12 @@ impl FleetStats {
             )
         };
         format!(
-            "fleet: {}/{devices} devices connected, {} iterations done, {} publishes acknowledged, {rtt}, {} failures, host RSS {} MiB",
+            "fleet: {}/{devices} devices connected, {} iterations done, {} publishes acknowledged, {rtt}, {} failures, {} TLS sessions resumed, host RSS {} MiB",
             self.connected.load(Ordering::Relaxed),
             self.iterations.load(Ordering::Relaxed),
             self.acknowledged.load(Ordering::Relaxed),
             self.failures.load(Ordering::Relaxed),
+            self.resumed.load(Ordering::Relaxed),
             rss_bytes().unwrap_or(0) >> 20
         )
     }
@@ -132,8 +138,14 @@ mod tests {
     #[test]
     fn connections_are_counted_up_and_down() {
         let stats = FleetStats::default();
-        stats.observe(&Event::ConnectionOpened { connect_us: 1 });
-        stats.observe(&Event::ConnectionOpened { connect_us: 1 });
+        stats.observe(&Event::ConnectionOpened {
+            connect_us: 1,
+            resumed: false,
+        });
+        stats.observe(&Event::ConnectionOpened {
+            connect_us: 1,
+            resumed: false,
+        });
         stats.observe(&Event::ConnectionClosed);
         assert!(stats.summary(2).starts_with("fleet: 1/2 devices connected"));
     }

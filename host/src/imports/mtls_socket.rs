@@ -154,11 +154,13 @@ impl SocketCtx {
         code
     }
 
-    fn opened(&mut self, started: Instant) {
+    fn opened(&mut self, started: Instant, resumed: bool) {
         self.open += 1;
         let connect_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.observer
-            .observe(&Event::ConnectionOpened { connect_us });
+        self.observer.observe(&Event::ConnectionOpened {
+            connect_us,
+            resumed,
+        });
     }
 
     fn closed(&mut self) {
@@ -223,8 +225,9 @@ impl Host for SocketCtx {
         let started = Instant::now();
         match self.tls.connect(&host, port, limit(timeout_ms)).await {
             Ok(stream) => {
+                let resumed = crate::tls::resumed(&stream);
                 let handle = self.connections.push(Stream(Some(stream)))?;
-                self.opened(started);
+                self.opened(started, resumed);
                 Ok(Ok(Resource::new_own(handle.rep())))
             }
             Err(failure) => {

@@ -64,6 +64,7 @@ pub struct Metrics {
     acknowledged: Family<DeviceLabel, Counter>,
     echoes: Family<DeviceLabel, Counter>,
     connections: Family<DeviceLabel, Counter>,
+    resumed: Family<DeviceLabel, Counter>,
     connections_open: Family<DeviceLabel, Gauge>,
     reconnects: Family<DeviceLabel, Counter>,
     restarts: Family<DeviceLabel, Counter>,
@@ -92,6 +93,7 @@ impl Metrics {
             acknowledged: Family::default(),
             echoes: Family::default(),
             connections: Family::default(),
+            resumed: Family::default(),
             connections_open: Family::default(),
             reconnects: Family::default(),
             restarts: Family::default(),
@@ -134,6 +136,11 @@ impl Metrics {
             "connections_open",
             "TLS connections open now",
             m.connections_open.clone(),
+        );
+        registry.register(
+            "tls_resumptions",
+            "TLS connections whose handshake resumed an earlier session",
+            m.resumed.clone(),
         );
         registry.register(
             "reconnects",
@@ -198,6 +205,7 @@ impl Metrics {
             acknowledged: counter(&self.acknowledged),
             echoes: counter(&self.echoes),
             connections: counter(&self.connections),
+            resumed: counter(&self.resumed),
             open,
             reconnects: counter(&self.reconnects),
             restarts: counter(&self.restarts),
@@ -230,6 +238,7 @@ pub struct DeviceMetrics {
     acknowledged: Counter,
     echoes: Counter,
     connections: Counter,
+    resumed: Counter,
     open: Gauge,
     reconnects: Counter,
     restarts: Counter,
@@ -252,8 +261,14 @@ impl DeviceMetrics {
 impl Observer for DeviceMetrics {
     fn observe(&self, event: &Event) {
         match event {
-            Event::ConnectionOpened { connect_us } => {
+            Event::ConnectionOpened {
+                connect_us,
+                resumed,
+            } => {
                 self.connections.inc();
+                if *resumed {
+                    self.resumed.inc();
+                }
                 self.open.inc();
                 self.opened_this_iteration.fetch_add(1, Ordering::Relaxed);
                 self.connect_latency.observe(*connect_us as f64 / 1e6);
@@ -323,8 +338,14 @@ mod tests {
     fn events_become_series_per_device_or_for_the_fleet() {
         let m = Metrics::new(2, 20);
         let a = m.device("a");
-        a.observe(&Event::ConnectionOpened { connect_us: 1500 });
-        a.observe(&Event::ConnectionOpened { connect_us: 900 });
+        a.observe(&Event::ConnectionOpened {
+            connect_us: 1500,
+            resumed: false,
+        });
+        a.observe(&Event::ConnectionOpened {
+            connect_us: 900,
+            resumed: true,
+        });
         a.observe(&Event::IterationCompleted {
             iteration: 1,
             report: report(),

@@ -27,6 +27,11 @@ pub use failure::{classify_io, classify_tls};
 /// An established TLS session to the broker.
 pub type TlsConnection = TlsStream<TcpStream>;
 
+/// Whether `conn`'s handshake resumed an earlier session.
+pub fn resumed(conn: &TlsConnection) -> bool {
+    conn.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+}
+
 /// Where the TLS material comes from.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -139,6 +144,25 @@ impl TlsClient {
             has_client_cert: files.cert.is_some(),
             roots: files.ca.clone(),
         })
+    }
+
+    /// The same client with a TLS session cache of its own, holding up to
+    /// `sessions` resumption tickets (0: never resume). One per device: a
+    /// cache shared by a fleet keeps a few tickets per server name, so
+    /// after a mass disconnect nearly every device would handshake in full.
+    pub fn with_own_sessions(&self, sessions: usize) -> Self {
+        let mut config = (*self.connector.config().clone()).clone();
+        config.resumption = if sessions == 0 {
+            rustls::client::Resumption::disabled()
+        } else {
+            rustls::client::Resumption::store(Arc::new(
+                rustls::client::ClientSessionMemoryCache::new(sessions),
+            ))
+        };
+        Self {
+            connector: TlsConnector::from(Arc::new(config)),
+            ..self.clone()
+        }
     }
 
     /// The rustls configuration (for comparing other clients on equal terms).
