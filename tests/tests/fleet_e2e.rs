@@ -120,8 +120,15 @@ fn each_device_resumes_its_own_tls_session_unless_told_not_to() {
     let broker = pki.broker();
     for (extra, want) in [(None, 3), (Some("--no-tls-resumption"), 0)] {
         let mut cmd = device_tests::host_run(broker.port, &pki.ca, Some(&pki.device));
-        cmd.args(["--devices", "3", "--iterations", "2", "--publish-count", "1"])
-            .args(["--client-id", "resume"]);
+        cmd.args([
+            "--devices",
+            "3",
+            "--iterations",
+            "2",
+            "--publish-count",
+            "1",
+        ])
+        .args(["--client-id", "resume"]);
         if let Some(flag) = extra {
             cmd.arg(flag);
         }
