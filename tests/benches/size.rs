@@ -59,6 +59,15 @@ fn module(wasm: &[u8]) -> (BTreeMap<&'static str, usize>, Vec<(usize, String)>) 
             }
             Payload::CodeSectionEntry(body) => sizes.push(body.range().len()),
             Payload::DataSection(r) => *sections.entry("data").or_default() += r.range().len(),
+            Payload::TypeSection(r) => *sections.entry("type").or_default() += r.range().len(),
+            Payload::FunctionSection(r) => {
+                *sections.entry("function").or_default() += r.range().len()
+            }
+            Payload::ExportSection(r) => *sections.entry("export").or_default() += r.range().len(),
+            Payload::ElementSection(r) => {
+                *sections.entry("element").or_default() += r.range().len()
+            }
+            Payload::GlobalSection(r) => *sections.entry("global").or_default() += r.range().len(),
             Payload::CustomSection(c) => {
                 *sections.entry("custom").or_default() += c.range().len();
                 if let KnownCustom::Name(reader) = c.as_known() {
@@ -111,10 +120,12 @@ fn named_build() -> Option<Vec<u8>> {
     std::fs::read(root().join("target/size/wasm32-wasip2/guest/demo_component.wasm")).ok()
 }
 
-/// A symbol name made readable: the path without its hash.
+/// A symbol name made readable: demangled, without its hash.
 fn short(name: &str) -> String {
-    let name = name.trim_start_matches("_ZN").trim_start_matches("_R");
-    name.chars().take(100).collect()
+    format!("{:#}", rustc_demangle::demangle(name))
+        .chars()
+        .take(100)
+        .collect()
 }
 
 fn main() {
@@ -155,7 +166,7 @@ fn main() {
         .unwrap()
         .clone();
     let (_, mut functions) = module(&named[largest]);
-    functions.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    functions.sort_unstable_by_key(|f| std::cmp::Reverse(f.0));
     let total: usize = functions.iter().map(|f| f.0).sum();
     println!(
         "top functions of {} ({total} bytes of code):",
@@ -175,7 +186,7 @@ fn main() {
             .map(|f| f.0)
             .sum()
     };
-    println!("by origin (code bytes):");
+    println!("by origin (code bytes; a function can match two groups):");
     for (what, keys) in [
         (
             "allocator (wasi-libc dlmalloc)",

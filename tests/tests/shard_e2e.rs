@@ -70,12 +70,23 @@ fn a_shard_without_a_broker_or_without_devices_is_refused() {
         let (_, stderr) = text(&out);
         (out.status.code(), stderr)
     };
-    let cases: [(&[&str], Option<&str>, &str); 4] = [
-        (&["--devices", "6", "--shard", "0/3"], None, "need --broker"),
+    let cases: [(&[&str], Option<&str>, &str); 5] = [
+        (
+            &["--devices", "6", "--shard", "0/3", "--client-id", "s"],
+            None,
+            "need --broker",
+        ),
+        (
+            &["--devices", "6", "--shard", "0/3"],
+            None,
+            "need --client-id",
+        ),
         (
             &[
                 "--devices",
                 "2",
+                "--client-id",
+                "s",
                 "--shard",
                 "0/3",
                 "--broker",
@@ -140,6 +151,7 @@ fn the_kubernetes_jobs_arguments_run_a_shard_as_its_pod_would() {
             _ => a,
         })
         .collect();
+    assert_eq!(args[0], "run", "the image's entry point is `host`");
     assert!(args.contains(&"--shard-count=3".to_string()), "{args:?}");
     args.extend(
         [
@@ -152,8 +164,7 @@ fn the_kubernetes_jobs_arguments_run_a_shard_as_its_pod_would() {
         .map(String::from),
     );
     let mut cmd = Command::new(device_tests::host_bin());
-    cmd.arg("run")
-        .args(&args)
+    cmd.args(&args)
         .env("JOB_COMPLETION_INDEX", "1")
         .env("RUST_LOG", "info");
     let out = output_within(&mut cmd, LIMIT);

@@ -208,11 +208,12 @@ pub struct RunArgs {
     /// Fleet across hosts: run only slice INDEX (from 0) of COUNT equal
     /// slices of the --devices ids, so COUNT hosts started with INDEX 0 to
     /// COUNT-1 run every device exactly once (e.g. --devices 300 --shard 1/3
-    /// runs <client-id>-0101 to -0200). Needs --broker.
-    #[arg(long, value_name = "INDEX/COUNT", conflicts_with = "shard_count")]
+    /// runs <client-id>-0101 to -0200). Needs --broker and --client-id.
+    #[arg(long, value_name = "INDEX/COUNT")]
     pub shard: Option<Shard>,
     /// Like --shard, with INDEX from the JOB_COMPLETION_INDEX environment
-    /// variable (set by a Kubernetes Indexed Job for each of its pods).
+    /// variable (set by a Kubernetes Indexed Job for each of its pods);
+    /// --shard wins when both are given.
     #[arg(long, value_name = "COUNT")]
     pub shard_count: Option<u32>,
 

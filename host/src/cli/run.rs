@@ -146,7 +146,12 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             channel: Channel::start(ChannelConfig {
                 broker: broker.clone(),
                 tls: reach_tls.clone(),
-                client_id: format!("{client_id}-updates"),
+                // One session per host: shards of a fleet must not take over
+                // each other's.
+                client_id: match shard_of(&args, &ids) {
+                    Some((start, end)) => format!("{client_id}-updates-{start:04}-{end:04}"),
+                    None => format!("{client_id}-updates"),
+                },
                 targets_topic: args.update_targets_topic.clone(),
                 payload_limit: args.update_payload_limit,
             }),
@@ -173,11 +178,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         stopping: stop.requested.clone(),
         stop_timeout: stop.timeout,
         entropy,
-        tls_sessions: if args.no_tls_resumption {
-            0
-        } else {
-            host::sandbox::state::TLS_SESSIONS_PER_DEVICE
-        },
+        tls_resumption: !args.no_tls_resumption,
     };
     let prepared = Prepared {
         logic,
@@ -321,11 +322,25 @@ fn allow_list(args: &RunArgs, broker: &Endpoint) -> Result<Vec<Endpoint>, Failur
     Ok(allowed)
 }
 
+/// The first and last device id of this host's shard, when it runs one.
+fn shard_of(args: &RunArgs, ids: &RangeInclusive<usize>) -> Option<(usize, usize)> {
+    (args.shard.is_some() || args.shard_count.is_some()).then(|| (*ids.start(), *ids.end()))
+}
+
 /// The device ids this host runs: all of `--devices`, or its shard's.
 fn device_ids(args: &RunArgs) -> Result<RangeInclusive<usize>, Failure> {
     let shard = args.shard().map_err(anyhow::Error::msg)?;
     let ids = args.device_ids(shard);
     if let Some(s) = shard {
+        if args.client_id.is_none() {
+            return Err(anyhow::anyhow!(
+                "--shard and --shard-count need --client-id: every shard must number the same fleet (without it each host picks its own random name)"
+            )
+            .into());
+        }
+        if args.watch {
+            tracing::warn!(target: "host::fleet", "--watch with a shard: this host runs its own local rollout (its own canaries) for its slice only");
+        }
         if args.broker.is_none() {
             return Err(anyhow::anyhow!(
                 "--shard and --shard-count need --broker: every shard must reach the same broker (the embedded one would be this host's alone)"

@@ -57,9 +57,7 @@ pub struct SocketCtx {
     allowed: Vec<Endpoint>,
     limits: SocketLimits,
     connections: ResourceTable,
-    /// Where `receive` reads, reused: a fresh zeroed buffer per call cost
-    /// more than the bytes it carried.
-    scratch: Vec<u8>,
+
     open: usize,
     /// Connects refused in the iteration in flight.
     refusals: u32,
@@ -97,7 +95,7 @@ impl SocketCtx {
             allowed,
             limits,
             connections: ResourceTable::new(),
-            scratch: Vec::new(),
+
             open: 0,
             refusals: 0,
             last_failure: None,
@@ -284,24 +282,25 @@ impl HostConnection for SocketCtx {
         let Some(stream) = self.connections.get_mut(&handle)?.0.as_mut() else {
             return Ok(Err(ErrorCode::ConnectionClosed));
         };
-        // At most what a TLS record can hold, not what was asked.
+        // At most what a TLS record can hold, not what was asked; read into
+        // spare capacity (no zeroing), returned as it is.
         let len = max_len.min(RECEIVE_CHUNK) as usize;
-        if self.scratch.len() < len {
-            self.scratch.resize(len, 0);
+        if len == 0 {
+            return Ok(Ok(Vec::new()));
         }
-        let buf = &mut self.scratch[..len];
+        let mut buf = Vec::with_capacity(len);
         // Zero waits not at all: only what is ready now. `read` is
         // cancel-safe: bytes not returned stay in the TLS buffers.
         let wait = Duration::from_millis(u64::from(timeout_ms));
-        let Ok(read) = tokio::time::timeout(wait, stream.read(buf)).await else {
+        let Ok(read) = tokio::time::timeout(wait, stream.read_buf(&mut buf)).await else {
             return Ok(Ok(Vec::new()));
         };
         match read {
-            Ok(0) if !buf.is_empty() => Ok(Err(self.record(SocketFailure::new(
+            Ok(0) => Ok(Err(self.record(SocketFailure::new(
                 TransportError::ConnectionClosed,
                 "the broker closed the connection",
             )))),
-            Ok(n) => Ok(Ok(self.scratch[..n].to_vec())),
+            Ok(_) => Ok(Ok(buf)),
             Err(e) => Ok(Err(self.record(classify_io(&e)))),
         }
     }

@@ -92,13 +92,10 @@ pub struct Reach {
     pub stop_timeout: Duration,
     /// Where the guests' entropy comes from.
     pub entropy: EntropySource,
-    /// TLS sessions each device keeps for resumption (0 = none).
-    pub tls_sessions: usize,
+    /// Whether devices keep TLS sessions to resume (`--no-tls-resumption`
+    /// turns it off).
+    pub tls_resumption: bool,
 }
-
-/// Sessions a device keeps for resumption by default: TLS 1.3 tickets are
-/// used once, and a broker sends two per handshake.
-pub const TLS_SESSIONS_PER_DEVICE: usize = 4;
 
 impl Sandbox {
     /// The sandbox of the device called `name`, with its own output and
@@ -114,7 +111,7 @@ impl Sandbox {
             output: GuestOutput::new(name.clone(), limits.output),
             connects: Arc::new(Mutex::new(connects)),
             name,
-            tls: reach.tls.with_own_sessions(reach.tls_sessions),
+            tls: reach.tls.with_own_sessions(reach.tls_resumption),
             allowed: reach.allowed.clone(),
             limits,
             observer,

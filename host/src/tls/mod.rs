@@ -5,6 +5,7 @@
 
 mod credentials;
 mod failure;
+pub mod sessions;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -146,18 +147,17 @@ impl TlsClient {
         })
     }
 
-    /// The same client with a TLS session cache of its own, holding up to
-    /// `sessions` resumption tickets (0: never resume). One per device: a
-    /// cache shared by a fleet keeps a few tickets per server name, so
-    /// after a mass disconnect nearly every device would handshake in full.
-    pub fn with_own_sessions(&self, sessions: usize) -> Self {
+    /// The same client with TLS sessions of its own ([`sessions`]), or
+    /// none when `resume` is false (every handshake in full). One per
+    /// device: a store shared by a fleet keeps a few tickets per server
+    /// name, so after a mass disconnect nearly every device would
+    /// handshake in full.
+    pub fn with_own_sessions(&self, resume: bool) -> Self {
         let mut config = (*self.connector.config().clone()).clone();
-        config.resumption = if sessions == 0 {
-            rustls::client::Resumption::disabled()
+        config.resumption = if resume {
+            rustls::client::Resumption::store(Arc::new(sessions::DeviceSessions::default()))
         } else {
-            rustls::client::Resumption::store(Arc::new(
-                rustls::client::ClientSessionMemoryCache::new(sessions),
-            ))
+            rustls::client::Resumption::disabled()
         };
         Self {
             connector: TlsConnector::from(Arc::new(config)),
