@@ -11,11 +11,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use device_tests::{demo_wasm, host_bin};
+use device_tests::{PeakRss, demo_wasm, host_bin};
 
 /// Devices started per second (`FLEET_RAMP` to change).
 fn ramp_per_sec() -> u64 {
@@ -30,18 +28,6 @@ struct Run {
     peak_rss: u64,
     connect_secs: f64,
     iterations_ok: bool,
-}
-
-fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
 }
 
 fn run(devices: u64) -> Run {
@@ -67,17 +53,7 @@ fn run(devices: u64) -> Run {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    let peak = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let peak = peak.clone();
-        std::thread::spawn(move || {
-            while let Some(rss) = rss_of(pid) {
-                peak.fetch_max(rss, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
+    let peak = PeakRss::watch(child.id(), Duration::from_millis(100));
     let start = Instant::now();
     let mut established = 0u64;
     let mut connect_secs = 0.0;
@@ -95,10 +71,9 @@ fn run(devices: u64) -> Run {
         completed |= line.contains(&format!("all {devices} devices completed their iterations"));
     }
     let ok = child.wait().unwrap().success();
-    sampler.join().unwrap();
     Run {
         devices,
-        peak_rss: peak.load(Ordering::Relaxed),
+        peak_rss: peak.finish(),
         connect_secs,
         iterations_ok: ok && completed,
     }

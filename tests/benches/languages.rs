@@ -9,11 +9,11 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use device_tests::{TestPki, demo_wasm, host_bin, host_run_component, median, telemetry_py_wasm};
+use device_tests::{
+    PeakRss, TestPki, demo_wasm, host_bin, host_run_component, median, telemetry_py_wasm,
+};
 
 const WARM_RUNS: usize = 7;
 const FLEET: u64 = 21;
@@ -51,18 +51,6 @@ fn start(logic: &Path, port: u16, pki: &TestPki, cache: &Path) -> (Duration, u64
     )
 }
 
-fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
-}
-
 /// Peak RSS of `host run --devices N` (embedded broker), every device
 /// connected at once for a while.
 fn fleet_peak(logic: &Path, devices: u64, cache: &Path) -> u64 {
@@ -79,20 +67,9 @@ fn fleet_peak(logic: &Path, devices: u64, cache: &Path) -> u64 {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    let peak = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let peak = peak.clone();
-        std::thread::spawn(move || {
-            while let Some(rss) = rss_of(pid) {
-                peak.fetch_max(rss, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let peak = PeakRss::watch(child.id(), Duration::from_millis(50));
     assert!(child.wait().unwrap().success(), "fleet of {devices}");
-    sampler.join().unwrap();
-    peak.load(Ordering::Relaxed)
+    peak.finish()
 }
 
 struct Figures {

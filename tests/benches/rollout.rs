@@ -19,14 +19,9 @@ use std::time::{Duration, Instant};
 use device_tests::{Running, TestPki, counter_wasm, demo_wasm, host_bin, host_run_component};
 use host::update::{chunks, wire};
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+/// Resident memory of process `pid`, KiB (0 once it has exited).
+fn rss_kib_of(pid: u32) -> u64 {
+    host::fleet::stats::rss_of(&pid.to_string()).unwrap_or(0) / 1024
 }
 
 fn host(args: &[&str], dir: &Path) -> std::process::Output {
@@ -71,7 +66,7 @@ fn fleet(
         &format!("[{prefix}-{n:04}] iteration 1 completed"),
         Duration::from_secs(300),
     );
-    let rss = rss_kib(running.child.id());
+    let rss = rss_kib_of(running.child.id());
     (running, rss)
 }
 

@@ -509,3 +509,31 @@ pub fn median<T: PartialOrd + Copy>(mut values: Vec<T>) -> T {
     values.sort_by(|a, b| a.partial_cmp(b).expect("comparable values"));
     values[values.len() / 2]
 }
+
+/// The largest resident memory a process reached, sampled from the side
+/// until it exits.
+pub struct PeakRss {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    sampler: std::thread::JoinHandle<()>,
+}
+
+impl PeakRss {
+    /// Samples process `pid` every `every`.
+    pub fn watch(pid: u32, every: Duration) -> Self {
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = peak.clone();
+        let sampler = std::thread::spawn(move || {
+            while let Some(rss) = host::fleet::stats::rss_of(&pid.to_string()) {
+                seen.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(every);
+            }
+        });
+        Self { peak, sampler }
+    }
+
+    /// The peak, bytes, once the process has exited.
+    pub fn finish(self) -> u64 {
+        self.sampler.join().expect("sampler thread");
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -53,23 +53,26 @@ pub trait Runtime<L> {
     }
 }
 
+/// [`run_ready`] gave up: something waited for real.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "it waited for something outside virtual time (a real timer, socket or WASI poll): a runtime on virtual time cannot run it"
+)]
+pub struct WaitedForReal;
+
 /// Runs `future` to completion on this thread, for runtimes that never
 /// wait for anything outside themselves (virtual time, scripted peers): it
-/// polls until the future is ready.
-///
-/// # Panics
-///
-/// When the future is still pending after a million polls: something in it
-/// waits for real, which such a runtime must not.
-pub fn run_ready<F: Future>(future: F) -> F::Output {
+/// polls until the future is ready, and gives up (dropping the future) when
+/// it is still pending after a million polls.
+pub fn run_ready<F: Future>(future: F) -> Result<F::Output, WaitedForReal> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     let mut future = std::pin::pin!(future);
     for _ in 0..1_000_000 {
         if let std::task::Poll::Ready(v) = future.as_mut().poll(&mut cx) {
-            return v;
+            return Ok(v);
         }
     }
-    panic!("run_ready: the future kept waiting; it needs a real executor");
+    Err(WaitedForReal)
 }
 
 /// Why [`drive`] ended without finishing.
@@ -262,7 +265,9 @@ mod tests {
         };
         let rec = Arc::new(Recorder::default());
         let mut sup = Supervisor::new(plan(Some(3)), "a", rec);
-        let n = run_ready(drive(&mut sup, &mut fake)).unwrap();
+        let n = run_ready(drive(&mut sup, &mut fake))
+            .expect("on virtual time")
+            .unwrap();
         assert_eq!(n, 3);
         assert_eq!(fake.instances, 1);
         assert_eq!(
@@ -283,7 +288,9 @@ mod tests {
             ..Fake::default()
         };
         let mut sup = Supervisor::new(plan(Some(1)), "a", Arc::new(Recorder::default()));
-        run_ready(drive(&mut sup, &mut fake)).unwrap();
+        run_ready(drive(&mut sup, &mut fake))
+            .expect("on virtual time")
+            .unwrap();
         // u32::MAX % 101 = 67: the first restart window is [0, 100].
         assert_eq!(
             fake.log,
@@ -300,7 +307,9 @@ mod tests {
         };
         let rec = Arc::new(Recorder::default());
         let mut sup = Supervisor::new(plan(Some(2)), "a", rec.clone());
-        run_ready(drive(&mut sup, &mut fake)).unwrap();
+        run_ready(drive(&mut sup, &mut fake))
+            .expect("on virtual time")
+            .unwrap();
         assert_eq!(
             fake.log,
             [
@@ -324,7 +333,7 @@ mod tests {
         };
         let mut sup = Supervisor::new(plan(Some(2)), "a", Arc::new(Recorder::default()));
         assert!(matches!(
-            run_ready(drive(&mut sup, &mut fake)),
+            run_ready(drive(&mut sup, &mut fake)).expect("on virtual time"),
             Err(DriveError::Ended(Ending::IterationFailed {
                 iteration: 1,
                 ..
@@ -334,7 +343,7 @@ mod tests {
         let mut fake = Fake::default();
         let mut sup = Supervisor::new(plan(None), "a", Arc::new(Recorder::default()));
         assert!(matches!(
-            run_ready(drive(&mut sup, &mut fake)),
+            run_ready(drive(&mut sup, &mut fake)).expect("on virtual time"),
             Err(DriveError::Runtime(e)) if e == "script ended"
         ));
     }
@@ -347,7 +356,7 @@ mod tests {
         };
         let rec = Arc::new(Recorder::default());
         let mut sup = Supervisor::new(plan(None), "a", rec.clone());
-        let end = run_ready(drive(&mut sup, &mut fake));
+        let end = run_ready(drive(&mut sup, &mut fake)).expect("on virtual time");
         assert!(matches!(
             end,
             Err(DriveError::Ended(Ending::GuestFailed { stops: 4, .. }))
@@ -365,7 +374,12 @@ mod tests {
         };
         let mut sup = Supervisor::new(plan(None), "a", Arc::new(Recorder::default()));
         // The stop comes during the delay after iteration 1: no iteration 2.
-        assert_eq!(run_ready(drive(&mut sup, &mut fake)).unwrap(), 1);
+        assert_eq!(
+            run_ready(drive(&mut sup, &mut fake))
+                .expect("on virtual time")
+                .unwrap(),
+            1
+        );
         assert_eq!(fake.log, ["0 new a", "0 run 1 on a"]);
     }
 
@@ -379,7 +393,12 @@ mod tests {
         };
         // The stop is already requested: no iteration starts at all.
         let mut sup = Supervisor::new(plan(Some(3)), "a", Arc::new(Recorder::default()));
-        assert_eq!(run_ready(drive(&mut sup, &mut fake)).unwrap(), 0);
+        assert_eq!(
+            run_ready(drive(&mut sup, &mut fake))
+                .expect("on virtual time")
+                .unwrap(),
+            0
+        );
         assert!(fake.log.is_empty(), "{:?}", fake.log);
     }
 
@@ -391,7 +410,12 @@ mod tests {
         };
         let rec = Arc::new(Recorder::default());
         let mut sup = Supervisor::new(plan(None), "a", rec.clone());
-        assert_eq!(run_ready(drive(&mut sup, &mut fake)).unwrap(), 0);
+        assert_eq!(
+            run_ready(drive(&mut sup, &mut fake))
+                .expect("on virtual time")
+                .unwrap(),
+            0
+        );
         assert_eq!(rec.count(|e| matches!(e, Event::Interrupted { .. })), 1);
     }
 }

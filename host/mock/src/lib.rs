@@ -293,9 +293,14 @@ impl MockHost {
             .into_inner()
             .unwrap_or_else(|p| p.into_inner());
         let aborted = match ended {
-            Err(DriveError::Runtime(message)) => Some(message),
-            Err(DriveError::Ended(Ending::GuestFailed { last, .. })) => Some(stop_message(&last)),
-            Ok(_) | Err(DriveError::Ended(Ending::IterationFailed { .. })) => None,
+            Err(waited) => Some(format!(
+                "mock host: the logic {waited} (wait with the world's clock.sleep-ms)"
+            )),
+            Ok(Err(DriveError::Runtime(message))) => Some(message),
+            Ok(Err(DriveError::Ended(Ending::GuestFailed { last, .. }))) => {
+                Some(stop_message(&last))
+            }
+            Ok(Ok(_)) | Ok(Err(DriveError::Ended(Ending::IterationFailed { .. }))) => None,
         };
         Outcome {
             results: events

@@ -87,7 +87,13 @@ impl FleetStats {
 
 /// Resident set size of this process, bytes (Linux).
 pub fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    rss_of("self")
+}
+
+/// Resident memory of process `pid` (a number, or `self`), bytes, from
+/// `/proc/PID/status`; `None` once it has exited or off Linux.
+pub fn rss_of(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)

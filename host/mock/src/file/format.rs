@@ -42,7 +42,9 @@ pub struct Common {
     pub restart: Option<RestartSpec>,
 }
 
-/// One `[[scenario]]`.
+/// One `[[scenario]]`. It repeats [`Common`]'s keys rather than
+/// flattening it in: serde cannot refuse unknown keys of a struct with a
+/// flattened part, and a misspelt key must be an error.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ScenarioSpec {

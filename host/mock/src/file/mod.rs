@@ -196,17 +196,8 @@ fn run_one(
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            // The one panic a logic can cause: waiting for real (through WASI
-            // instead of the world's clock) in a runtime on virtual time.
-            let hint = if message.contains("run_ready") {
-                " (the logic waits through WASI, which is real time: wait with the world's clock.sleep-ms)"
-            } else {
-                ""
-            };
             result(
-                vec![format!(
-                    "the mock host could not run the logic: {message}{hint}"
-                )],
+                vec![format!("the mock host could not run the logic: {message}")],
                 0,
             )
         }
