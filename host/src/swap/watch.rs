@@ -4,7 +4,7 @@
 //! to the runner, which switches at the next iteration. Anything refused is
 //! logged and the running logic goes on.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +18,48 @@ use crate::update::floor::Floor;
 use crate::update::verify::{Trust, verify_file};
 
 /// Quiet time after the last file event before the file is read, so a copy
-/// in progress is not read half-written.
+/// in progress is not read half-written. Not waited for a file that is
+/// known to be whole: renamed onto the watched name (an atomic replace) or
+/// closed after writing.
 const SETTLE: Duration = Duration::from_millis(30);
+
+/// What a file event says about the watched component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// The file is whole: renamed onto the watched name, or closed after
+    /// writing. Read at once.
+    Done,
+    /// The file, or a signed component's repository, is being written:
+    /// read after [`SETTLE`] without events.
+    InProgress,
+}
+
+/// Classifies one event; `None` for events that change nothing (reads,
+/// opens, other files).
+fn change(event: &notify::Event, name: &std::ffi::OsStr, repo: Option<&Path>) -> Option<Change> {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+    let ours = |p: &PathBuf| p.file_name() == Some(name);
+    match event.kind {
+        // A rename away from the watched name or a plain read: nothing new.
+        EventKind::Modify(ModifyKind::Name(RenameMode::From))
+        | EventKind::Access(AccessKind::Open(_) | AccessKind::Read | AccessKind::Any)
+        | EventKind::Access(AccessKind::Close(AccessMode::Read)) => None,
+        // The destination is the last path (a `Both` event lists both).
+        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+        | EventKind::Access(AccessKind::Close(AccessMode::Write))
+            if event.paths.last().is_some_and(ours) =>
+        {
+            Some(Change::Done)
+        }
+        EventKind::Access(_) => None,
+        _ if event.paths.iter().any(ours) => Some(Change::InProgress),
+        _ if repo.is_some_and(|r| event.paths.iter().any(|p| p.starts_with(r))) => {
+            Some(Change::InProgress)
+        }
+        _ => None,
+    }
+}
 
 /// Keeps the watch alive; dropping it stops watching.
 pub struct SwapWatch {
@@ -82,12 +122,9 @@ pub fn watch(
     let in_repo = repo.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
-            && event.paths.iter().any(|p| {
-                p.file_name() == Some(&name) || in_repo.as_ref().is_some_and(|r| p.starts_with(r))
-            })
-            && !matches!(event.kind, notify::EventKind::Access(_))
+            && let Some(change) = change(&event, &name, in_repo.as_deref())
         {
-            let _ = events_tx.send(());
+            let _ = events_tx.send(change);
         }
     })
     .context("cannot watch the component file")?;
@@ -107,7 +144,7 @@ pub fn watch(
 
 async fn swap_loop(
     source: SwapSource,
-    mut events: mpsc::UnboundedReceiver<()>,
+    mut events: mpsc::UnboundedReceiver<Change>,
     swaps: watch::Sender<Option<Arc<Logic>>>,
 ) {
     let mut running = source.running_sha256.clone();
@@ -116,8 +153,19 @@ async fn swap_loop(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    while events.recv().await.is_some() {
-        while let Ok(Some(())) = tokio::time::timeout(SETTLE, events.recv()).await {}
+    // A signing rewrites the component and its repository's metadata in
+    // several steps: always wait for them to settle.
+    let settle_always = source.signed.is_some();
+    while let Some(mut change) = events.recv().await {
+        while change == Change::InProgress || settle_always {
+            match tokio::time::timeout(SETTLE, events.recv()).await {
+                Ok(Some(next)) => change = next,
+                Ok(None) => return,
+                Err(_quiet) => break,
+            }
+        }
+        // What is read below covers every event queued so far.
+        while events.try_recv().is_ok() {}
         let wasm = match std::fs::read(&source.path) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -174,4 +222,70 @@ async fn candidate(
         return Ok(None);
     }
     source.builder.build(wasm, version).await.map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RenameMode};
+
+    fn event(kind: EventKind, paths: &[&str]) -> notify::Event {
+        paths.iter().fold(notify::Event::new(kind), |e, p| {
+            e.add_path(PathBuf::from(p))
+        })
+    }
+
+    fn of(kind: EventKind, paths: &[&str]) -> Option<Change> {
+        change(
+            &event(kind, paths),
+            std::ffi::OsStr::new("demo.wasm"),
+            Some(Path::new("/d/demo.wasm.tuf")),
+        )
+    }
+
+    /// Issue 14: an atomic rename and a closed file are whole and need no
+    /// settle time; a write still going on does.
+    #[test]
+    fn whole_files_are_read_at_once_and_writes_in_progress_settle() {
+        let to = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        let both = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        let data = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        assert_eq!(of(to, &["/d/demo.wasm"]), Some(Change::Done));
+        assert_eq!(
+            of(both, &["/d/.demo.wasm.tmp", "/d/demo.wasm"]),
+            Some(Change::Done)
+        );
+        assert_eq!(of(closed, &["/d/demo.wasm"]), Some(Change::Done));
+        assert_eq!(of(data, &["/d/demo.wasm"]), Some(Change::InProgress));
+        assert_eq!(
+            of(EventKind::Create(CreateKind::File), &["/d/demo.wasm"]),
+            Some(Change::InProgress)
+        );
+        // Renamed away from the watched name: whatever is there next is
+        // read after the settle time.
+        assert_eq!(
+            of(both, &["/d/demo.wasm", "/d/old.wasm"]),
+            Some(Change::InProgress)
+        );
+        assert_eq!(
+            of(data, &["/d/demo.wasm.tuf/targets.json"]),
+            Some(Change::InProgress)
+        );
+    }
+
+    #[test]
+    fn reads_and_other_files_change_nothing() {
+        let open = EventKind::Access(AccessKind::Open(AccessMode::Any));
+        let read_closed = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        let from = EventKind::Modify(ModifyKind::Name(RenameMode::From));
+        let data = EventKind::Modify(ModifyKind::Data(DataChange::Any));
+        assert_eq!(of(open, &["/d/demo.wasm"]), None);
+        assert_eq!(of(read_closed, &["/d/demo.wasm"]), None);
+        assert_eq!(of(from, &["/d/demo.wasm"]), None);
+        assert_eq!(of(closed, &["/d/other.wasm"]), None);
+        assert_eq!(of(data, &["/d/other.wasm"]), None);
+    }
 }
