@@ -1,7 +1,9 @@
 //! Where demo.wasm's bytes go: the component's parts (its core modules,
 //! custom sections, the rest: types, imports, canonical glue), the largest
 //! core module's sections, and its biggest functions by name (from a build
-//! of the same component with symbol names kept, in target/size).
+//! of the same component with symbol names kept, in target/size), against
+//! the same component built with the prebuilt standard library (plain
+//! `cargo build --profile guest`, in target/size-prebuilt-std) as baseline.
 //!
 //! Run: `cargo bench -p device-tests --bench size` (after scripts/build).
 
@@ -102,22 +104,26 @@ fn module(wasm: &[u8]) -> (BTreeMap<&'static str, usize>, Vec<(usize, String)>) 
 
 /// The demo built again with symbol names (same profile otherwise).
 fn named_build() -> Option<Vec<u8>> {
-    let status = Command::new(env!("CARGO"))
-        .current_dir(root())
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "demo-component",
-            "--target",
-            "wasm32-wasip2",
-        ])
-        .args(["--profile", "guest", "--target-dir", "target/size"])
-        .env("CARGO_PROFILE_GUEST_STRIP", "false")
+    let status = Command::new(root().join("scripts/build-demo"))
+        .arg("--keep-names")
         .status()
         .ok()?;
     status.success().then_some(())?;
     std::fs::read(root().join("target/size/wasm32-wasip2/guest/demo_component.wasm")).ok()
+}
+
+/// The demo built the plain way, with the prebuilt standard library.
+fn prebuilt_std_build() -> Option<usize> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .args(["build", "-q", "--locked", "-p", "demo-component"])
+        .args(["--target", "wasm32-wasip2", "--profile", "guest"])
+        .args(["--target-dir", "target/size-prebuilt-std"])
+        .status()
+        .ok()?;
+    status.success().then_some(())?;
+    let path = root().join("target/size-prebuilt-std/wasm32-wasip2/guest/demo_component.wasm");
+    Some(std::fs::metadata(path).ok()?.len() as usize)
 }
 
 /// A symbol name made readable: demangled, without its hash.
@@ -138,6 +144,14 @@ fn main() {
         wasm.len(),
         wasm.len() as f64 / 1024.0
     );
+    match prebuilt_std_build() {
+        Some(plain) => println!(
+            "  with the prebuilt std instead: {plain} bytes ({:.1} KiB); scripts/build-demo's build is {:.2}x of it",
+            plain as f64 / 1024.0,
+            wasm.len() as f64 / plain as f64
+        ),
+        None => println!("  (the build with the prebuilt std failed: no baseline)"),
+    }
     println!(
         "  core modules ({}):          {in_modules:>7}",
         modules.len()
@@ -189,8 +203,10 @@ fn main() {
     println!("by origin (code bytes; a function can match two groups):");
     for (what, keys) in [
         (
-            "allocator (wasi-libc dlmalloc)",
+            "allocator (talc; wasi-libc's dlmalloc if linked)",
             &[
+                "talc",
+                "Talc",
                 "malloc",
                 "dlfree",
                 "realloc",
