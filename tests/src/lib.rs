@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use host::broker::mosquitto::{INSTALL_HINT, ListenerTls, Mosquitto};
-use host::broker::pki::{self, Authority};
+use host::broker::pki::{self, Authority, KeyKind, LeafOptions, Role};
 use tempfile::TempDir;
 
 /// The workspace root.
@@ -223,18 +223,34 @@ pub struct TestPki {
 }
 
 impl TestPki {
-    /// Makes the PKI.
+    /// Makes the PKI, every key ECDSA P-256.
     pub fn new() -> Self {
+        Self::with_keys(KeyKind::EcdsaP256)
+    }
+
+    /// Makes the PKI with keys of `kind` for the CAs, the broker and the
+    /// clients.
+    pub fn with_keys(kind: KeyKind) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("mqtt-device-test-")
             .tempdir()
             .unwrap();
         let d = dir.path();
-        let ca = Authority::new("test root CA").unwrap();
-        let other = Authority::new("unrelated root CA").unwrap();
-        let server = ca.issue_localhost_server().unwrap();
+        let ca = Authority::of_kind("test root CA", kind).unwrap();
+        let other = Authority::of_kind("unrelated root CA", kind).unwrap();
+        let leaf = |auth: &Authority, name: &str, role: Role, names: &[&str]| {
+            let options = LeafOptions {
+                common_name: name.into(),
+                names: names.iter().map(|n| n.to_string()).collect(),
+                role,
+                not_after: None,
+            };
+            auth.issue_with_key(&options, kind.generate().unwrap())
+                .unwrap()
+        };
+        let server = leaf(&ca, "localhost", Role::Server, &["localhost", "127.0.0.1"]);
         let client = |auth: &Authority, name: &str| {
-            let issued = auth.issue_client(name).unwrap();
+            let issued = leaf(auth, name, Role::Client, &[]);
             ClientFiles {
                 cert: pki::write(d, &format!("{name}.pem"), &issued.cert_pem).unwrap(),
                 key: pki::write(d, &format!("{name}.key"), &issued.key_pem).unwrap(),
