@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use device_tests::{Running, TestPki, host_run_component, median, root};
+use device_tests::{Running, TestPki, cpu_of, host_run_component, median, root};
 use guest_bench::workload::{self as bench, Config, WINDOW};
 use host::tls::{ClientKey, Roots, TlsClient, TlsConnection, TlsFiles};
 use mqtt_core::stats::percentile;
@@ -32,25 +32,6 @@ struct Figures {
     rtts: Vec<u32>,
     per_sec: f64,
     cpu_us_per_msg: f64,
-}
-
-/// User + system CPU time of process `pid` so far, to the nanosecond (its
-/// CPU-time clock).
-fn cpu_of(pid: u32) -> Duration {
-    let mut clock: libc::clockid_t = 0;
-    // SAFETY: both calls only write the out-parameters given.
-    #[allow(unsafe_code)]
-    let time = unsafe {
-        assert_eq!(
-            libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock),
-            0,
-            "no CPU clock for {pid}"
-        );
-        let mut t = std::mem::zeroed::<libc::timespec>();
-        assert_eq!(libc::clock_gettime(clock, &mut t), 0);
-        t
-    };
-    Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
 }
 
 /// CPU time of this process so far.

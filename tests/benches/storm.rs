@@ -20,6 +20,13 @@
 //! signatures and their verification but still does an ECDHE exchange, so
 //! how much it saves depends on what the signatures cost.
 //!
+//! Besides the rate, each row gives the CPU time one reconnect costs the
+//! host process and, for the network cuts, the broker process (their CPU
+//! clocks from the cut to recovery, less what the connected fleet used in
+//! the same time before the cut, divided by the handshakes): the rate is
+//! bound by the slower of the two and by when devices notice the cut (at
+//! their next publish), the CPU per reconnect is not.
+//!
 //! Run: `cargo bench -p device-tests --bench storm` (after scripts/build);
 //! `STORM_SIZES` (default "5000,10000") sets the fleet sizes.
 
@@ -29,7 +36,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use device_tests::{TestPki, demo_wasm, host_bin};
+use device_tests::{TestPki, cpu_of, demo_wasm, host_bin};
 use host::broker::mosquitto::free_port;
 use host::broker::pki::KeyKind;
 
@@ -154,6 +161,10 @@ enum Storm {
 struct Row {
     /// Share of the machine's CPU busy from the cut to recovery.
     busy: f64,
+    /// CPU per reconnect, microseconds: the host, the broker (NaN when it
+    /// was restarted).
+    host_us: f64,
+    broker_us: f64,
     recovered_secs: f64,
     rate: f64,
     resumed: f64,
@@ -195,16 +206,29 @@ fn storm(devices: u64, kind: Storm, keys: KeyKind) -> Row {
         let _ = host.wait();
         return Row {
             busy: f64::NAN,
+            host_us: f64::NAN,
+            broker_us: f64::NAN,
             recovered_secs: f64::NAN,
             rate: f64::NAN,
             resumed: 0.0,
             lost: devices as f64 - open,
         };
     };
-    // Let every device receive its session tickets.
+    // Let every device receive its session tickets, and measure what the
+    // connected fleet costs meanwhile.
+    let (quiet, host_quiet, broker_quiet) =
+        (Instant::now(), cpu_of(host.id()), cpu_of(broker.pid()));
     std::thread::sleep(Duration::from_secs(3));
     let before = scrape(metrics).unwrap_or(before);
     let started = Instant::now();
+    let (host_cpu, broker_cpu) = (cpu_of(host.id()), cpu_of(broker.pid()));
+    let per_sec = |now: Duration, then: Duration| {
+        (now - then).as_secs_f64() / started.duration_since(quiet).as_secs_f64()
+    };
+    let (host_idle, broker_idle) = (
+        per_sec(host_cpu, host_quiet),
+        per_sec(broker_cpu, broker_quiet),
+    );
     let cpu_before = cpu_times();
     match kind {
         Storm::Cut | Storm::CutNoResumption => proxy.cut(),
@@ -220,6 +244,13 @@ fn storm(devices: u64, kind: Storm, keys: KeyKind) -> Row {
         s.opened >= all && s.open >= devices as f64
     });
     let cpu_after = cpu_times();
+    let host_used = cpu_of(host.id()).saturating_sub(host_cpu).as_secs_f64();
+    let broker_used = match kind {
+        Storm::BrokerRestart => f64::NAN,
+        _ => cpu_of(broker.pid())
+            .saturating_sub(broker_cpu)
+            .as_secs_f64(),
+    };
     let busy = (cpu_after.0 - cpu_before.0) as f64 / (cpu_after.1 - cpu_before.1).max(1) as f64;
     let _ = host.kill();
     let _ = host.wait();
@@ -232,6 +263,8 @@ fn storm(devices: u64, kind: Storm, keys: KeyKind) -> Row {
             let lost = devices as f64 - s.open;
             return Row {
                 busy,
+                host_us: f64::NAN,
+                broker_us: f64::NAN,
                 recovered_secs: f64::NAN,
                 rate: f64::NAN,
                 resumed: s.resumed - before.resumed,
@@ -243,9 +276,14 @@ fn storm(devices: u64, kind: Storm, keys: KeyKind) -> Row {
         .duration_since(first.unwrap_or(started))
         .as_secs_f64()
         .max(0.05);
+    let handshakes = (sample.opened - before.opened).max(1.0);
+    let took = at.duration_since(started).as_secs_f64();
+    let per_reconnect = |used: f64, idle: f64| (used - idle * took) / handshakes * 1e6;
     Row {
         busy,
-        recovered_secs: at.duration_since(started).as_secs_f64(),
+        host_us: per_reconnect(host_used, host_idle),
+        broker_us: per_reconnect(broker_used, broker_idle),
+        recovered_secs: took,
         rate: (sample.opened - before.opened) / span,
         resumed: sample.resumed - before.resumed,
         lost: devices as f64 - sample.open,
@@ -259,7 +297,7 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     println!(
-        "devices | keys     | storm                            | all connected again after | handshakes/s | resumed | lost | CPU busy"
+        "devices | keys     | storm                            | all connected again after | handshakes/s | resumed | lost | CPU busy | host CPU/reconnect | broker CPU/reconnect"
     );
     for devices in sizes {
         for (keys, key_name, storms) in [
@@ -274,7 +312,7 @@ fn main() {
                 &[Storm::Cut, Storm::CutNoResumption][..],
             ),
         ] {
-            let mut rates = Vec::new();
+            let (mut rates, mut host, mut broker) = (Vec::new(), Vec::new(), Vec::new());
             for &kind in storms {
                 let name = match kind {
                     Storm::Cut => "network cut, resumption on",
@@ -283,18 +321,27 @@ fn main() {
                 };
                 let row = storm(devices, kind, keys);
                 println!(
-                    "{devices:>7} | {key_name:<8} | {name:<32} | {:>22.2} s | {:>12.0} | {:>7.0} | {:>4.0} | {:>7.0}%",
+                    "{devices:>7} | {key_name:<8} | {name:<32} | {:>22.2} s | {:>12.0} | {:>7.0} | {:>4.0} | {:>7.0}% | {:>15.0} us | {:>17.0} us",
                     row.recovered_secs,
                     row.rate,
                     row.resumed,
                     row.lost,
-                    row.busy * 100.0
+                    row.busy * 100.0,
+                    row.host_us,
+                    row.broker_us
                 );
                 rates.push(row.rate);
+                host.push(row.host_us);
+                broker.push(row.broker_us);
             }
             println!(
                 "{devices:>7} | {key_name:<8} | reconnect rate, resumed / full handshakes: {:.2}x (goal >= 2x)",
                 rates[0] / rates[1]
+            );
+            println!(
+                "{devices:>7} | {key_name:<8} | CPU per reconnect, full / resumed: host {:.2}x, broker {:.2}x",
+                host[1] / host[0],
+                broker[1] / broker[0]
             );
         }
     }

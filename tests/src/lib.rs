@@ -526,6 +526,25 @@ pub fn median<T: PartialOrd + Copy>(mut values: Vec<T>) -> T {
     values[values.len() / 2]
 }
 
+/// User + system CPU time of process `pid` so far, to the nanosecond (its
+/// CPU-time clock).
+pub fn cpu_of(pid: u32) -> Duration {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: both calls only write the out-parameters given.
+    #[allow(unsafe_code)]
+    let time = unsafe {
+        assert_eq!(
+            libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock),
+            0,
+            "no CPU clock for {pid}"
+        );
+        let mut t = std::mem::zeroed::<libc::timespec>();
+        assert_eq!(libc::clock_gettime(clock, &mut t), 0);
+        t
+    };
+    Duration::new(time.tv_sec as u64, time.tv_nsec as u32)
+}
+
 /// The largest resident memory a process reached, sampled from the side
 /// until it exits.
 pub struct PeakRss {
