@@ -33,59 +33,119 @@
 use std::io::Read;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use device_tests::{TestPki, cpu_of, demo_wasm, host_bin};
 use host::broker::mosquitto::free_port;
 use host::broker::pki::KeyKind;
 
-/// A TCP proxy on 127.0.0.1 whose connections can all be cut at once.
+/// A TCP proxy on 127.0.0.1 whose connections can all be cut at once: one
+/// or more child processes (this bench run in proxy mode) sharing one port
+/// with SO_REUSEPORT, since each connection holds two sockets and one
+/// process may not have enough file descriptors for them all.
 struct Proxy {
     port: u16,
-    live: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-    _rt: tokio::runtime::Runtime,
+    children: Vec<std::process::Child>,
 }
 
+/// Environment of a proxy process: the port to listen on and the broker's.
+const PROXY_LISTEN: &str = "STORM_PROXY_LISTEN";
+const PROXY_TO: &str = "STORM_PROXY_TO";
+
 impl Proxy {
-    fn start(to: u16) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let live: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let handles = live.clone();
-        rt.spawn(async move {
-            let target = SocketAddr::from(([127, 0, 0, 1], to));
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = inbound.set_nodelay(true);
-                        let _ = outbound.set_nodelay(true);
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                handles.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        Self {
-            port,
-            live,
-            _rt: rt,
-        }
+    fn start(to: u16, processes: u64) -> Self {
+        let port = free_port().unwrap();
+        let children = (0..processes)
+            .map(|_| {
+                let mut child = Command::new(std::env::current_exe().unwrap())
+                    .env(PROXY_LISTEN, port.to_string())
+                    .env(PROXY_TO, to.to_string())
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut ready = [0u8; 6];
+                child
+                    .stdout
+                    .as_mut()
+                    .unwrap()
+                    .read_exact(&mut ready)
+                    .expect("proxy ready");
+                child
+            })
+            .collect();
+        Self { port, children }
     }
 
     /// Drops every connection through the proxy (both sides see it close).
     fn cut(&self) {
-        for task in self.live.lock().unwrap().drain(..) {
-            task.abort();
+        for child in &self.children {
+            // SAFETY: kill only sends a signal to our own child.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGUSR1);
+            }
         }
     }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Proxy mode: listens on `listen` (shared with the other proxy processes),
+/// forwards to `to`, drops every connection on SIGUSR1, and exits when the
+/// bench closes its stdin.
+fn run_proxy(listen: u16, to: u16) {
+    std::thread::spawn(|| {
+        let _ = std::io::stdin().read(&mut [0u8; 1]);
+        std::process::exit(0);
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseport(true).unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], listen)))
+            .unwrap();
+        let listener = socket.listen(4096).unwrap();
+        // The handler before "ready": SIGUSR1 would otherwise end the process.
+        let mut cut =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).unwrap();
+        println!("ready");
+        let mut live = tokio::task::JoinSet::new();
+        let target = SocketAddr::from(([127, 0, 0, 1], to));
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((mut inbound, _)) = accepted else {
+                        // Out of descriptors, most likely: let some close.
+                        eprintln!("proxy: accept failed: {}", accepted.err().map(|e| e.to_string()).unwrap_or_default());
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    live.spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            let _ = inbound.set_nodelay(true);
+                            let _ = outbound.set_nodelay(true);
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    while live.try_join_next().is_some() {}
+                }
+                _ = cut.recv() => live.abort_all(),
+            }
+        }
+    });
 }
 
 /// Sum of every sample of `name` in OpenMetrics `text`.
@@ -98,20 +158,19 @@ fn metric(text: &str, name: &str) -> f64 {
 
 /// The machine's busy and total CPU time so far (jiffies, every core),
 /// from /proc/stat.
-fn cpu_times() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let fields: Vec<u64> = stat
         .lines()
-        .next()
-        .unwrap_or_default()
+        .next()?
         .split_whitespace()
         .skip(1)
         .filter_map(|f| f.parse().ok())
         .collect();
     let total: u64 = fields.iter().take(8).sum();
     // idle and iowait
-    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-    (total - idle, total)
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some((total - idle, total))
 }
 
 #[derive(Clone, Copy)]
@@ -151,6 +210,105 @@ fn wait(port: u16, limit: Duration, done: impl Fn(&Sample) -> bool) -> Option<(S
     None
 }
 
+/// The recovery after a storm, polled every 50 ms.
+struct Recovery {
+    /// The sample that showed every device connected again, and when.
+    done: Option<(Sample, Instant)>,
+    /// When the first new connection showed.
+    first: Option<Instant>,
+    /// Connections open, integrated over time: device-seconds connected.
+    connected_secs: f64,
+    /// The last sample seen.
+    last: Option<Sample>,
+}
+
+fn recover(port: u16, limit: Duration, before: Sample, devices: f64) -> Recovery {
+    let started = Instant::now();
+    let mut r = Recovery {
+        done: None,
+        first: None,
+        connected_secs: 0.0,
+        last: None,
+    };
+    let mut at = started;
+    while started.elapsed() < limit {
+        if let Some(s) = scrape(port) {
+            let now = Instant::now();
+            let open_before = r.last.map_or(devices, |l| l.open);
+            r.connected_secs += (open_before + s.open) / 2.0 * now.duration_since(at).as_secs_f64();
+            at = now;
+            r.last = Some(s);
+            if r.first.is_none() && s.opened > before.opened {
+                r.first = Some(now);
+            }
+            if s.opened >= before.opened + devices && s.open >= devices {
+                r.done = Some((s, now));
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r
+}
+
+/// Each device publishes at this interval, so that the fleet publishes
+/// 2,500 messages a second whatever its size (5,000 devices: every 2 s).
+/// Devices notice a cut when they next publish, so within one interval.
+fn publish_delay_ms(devices: u64) -> u64 {
+    devices * 2 / 5
+}
+
+/// Raises this process's open-file limit (inherited by the host, the broker
+/// and the proxies it starts) toward `want`, as far as the hard limit
+/// allows (further where permitted). Returns the limit in force.
+fn raise_open_files(want: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `lim`.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < want {
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: lim.rlim_max.max(want),
+            };
+            let within = libc::rlimit {
+                rlim_cur: want.min(lim.rlim_max),
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            } else if libc::setrlimit(libc::RLIMIT_NOFILE, &within) == 0 {
+                lim = within;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Proxy processes for `devices` connections under `open_files`: each
+/// connection holds two sockets.
+fn proxies(devices: u64, open_files: u64) -> u64 {
+    (2 * devices + 256)
+        .div_ceil(open_files.saturating_sub(256).max(1))
+        .max(1)
+}
+
+/// A child process killed when this goes out of scope, panic or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Storm {
     Cut,
@@ -161,20 +319,40 @@ enum Storm {
 struct Row {
     /// Share of the machine's CPU busy from the cut to recovery.
     busy: f64,
-    /// CPU per reconnect, microseconds: the host, the broker (NaN when it
-    /// was restarted).
+    /// CPU per reconnect, microseconds, less what the devices connected at
+    /// the time use anyway: the host, the broker (NaN when it was
+    /// restarted).
     host_us: f64,
     broker_us: f64,
+    /// The same without that subtraction.
+    host_raw_us: f64,
+    broker_raw_us: f64,
     recovered_secs: f64,
     rate: f64,
     resumed: f64,
     lost: f64,
 }
 
-fn storm(devices: u64, kind: Storm, keys: KeyKind) -> Row {
+impl Row {
+    fn failed(lost: f64, resumed: f64) -> Self {
+        Row {
+            busy: f64::NAN,
+            host_us: f64::NAN,
+            broker_us: f64::NAN,
+            host_raw_us: f64::NAN,
+            broker_raw_us: f64::NAN,
+            recovered_secs: f64::NAN,
+            rate: f64::NAN,
+            resumed,
+            lost,
+        }
+    }
+}
+
+fn storm(devices: u64, kind: Storm, keys: KeyKind, open_files: u64) -> Row {
     let pki = TestPki::with_keys(keys);
     let mut broker = pki.broker();
-    let proxy = Proxy::start(broker.port);
+    let proxy = Proxy::start(broker.port, proxies(devices, open_files));
     let metrics = free_port().unwrap();
     let mut cmd = Command::new(host_bin());
     cmd.arg("run")
@@ -188,8 +366,9 @@ fn storm(devices: u64, kind: Storm, keys: KeyKind) -> Row {
         .arg("--key")
         .arg(&pki.device.key)
         .args(["--devices", &devices.to_string(), "--client-id", "storm"])
-        .args(["--publish-count", "1000000", "--publish-delay-ms", "2000"])
-        .args(["--ramp-per-sec", "1000"])
+        .args(["--publish-count", "1000000", "--publish-delay-ms"])
+        .arg(publish_delay_ms(devices).to_string())
+        .args(["--ramp-per-sec", "500"])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
@@ -197,38 +376,30 @@ fn storm(devices: u64, kind: Storm, keys: KeyKind) -> Row {
     if kind == Storm::CutNoResumption {
         cmd.arg("--no-tls-resumption");
     }
-    let mut host = cmd.spawn().unwrap();
+    let host = KillOnDrop(cmd.spawn().unwrap());
+    let host_pid = host.0.id();
     let ramp = Duration::from_secs(devices / 500 + 60);
-    let Some((before, _)) = wait(metrics, ramp, |s| s.open >= devices as f64) else {
+    if wait(metrics, ramp, |s| s.open >= devices as f64).is_none() {
         // This machine cannot hold them all connected at once.
         let open = scrape(metrics).map_or(0.0, |s| s.open);
-        let _ = host.kill();
-        let _ = host.wait();
-        return Row {
-            busy: f64::NAN,
-            host_us: f64::NAN,
-            broker_us: f64::NAN,
-            recovered_secs: f64::NAN,
-            rate: f64::NAN,
-            resumed: 0.0,
-            lost: devices as f64 - open,
-        };
-    };
-    // Let every device receive its session tickets, and measure what the
-    // connected fleet costs meanwhile.
-    let (quiet, host_quiet, broker_quiet) =
-        (Instant::now(), cpu_of(host.id()), cpu_of(broker.pid()));
+        return Row::failed(devices as f64 - open, 0.0);
+    }
+    // Let every device receive its session tickets and the ramp's last
+    // handshakes end, then measure what the connected fleet costs.
     std::thread::sleep(Duration::from_secs(3));
-    let before = scrape(metrics).unwrap_or(before);
-    let started = Instant::now();
-    let (host_cpu, broker_cpu) = (cpu_of(host.id()), cpu_of(broker.pid()));
-    let per_sec = |now: Duration, then: Duration| {
-        (now - then).as_secs_f64() / started.duration_since(quiet).as_secs_f64()
+    let (quiet, host_quiet, broker_quiet) =
+        (Instant::now(), cpu_of(host_pid), cpu_of(broker.pid()));
+    std::thread::sleep(Duration::from_secs(3));
+    let Some(before) = scrape(metrics) else {
+        return Row::failed(f64::NAN, 0.0);
     };
-    let (host_idle, broker_idle) = (
-        per_sec(host_cpu, host_quiet),
-        per_sec(broker_cpu, broker_quiet),
-    );
+    let started = Instant::now();
+    let (host_cpu, broker_cpu) = (cpu_of(host_pid), cpu_of(broker.pid()));
+    // CPU per connected device and second.
+    let idle = |now: Duration, then: Duration| {
+        (now - then).as_secs_f64() / started.duration_since(quiet).as_secs_f64() / before.open
+    };
+    let (host_idle, broker_idle) = (idle(host_cpu, host_quiet), idle(broker_cpu, broker_quiet));
     let cpu_before = cpu_times();
     match kind {
         Storm::Cut | Storm::CutNoResumption => proxy.cut(),
@@ -238,52 +409,41 @@ fn storm(devices: u64, kind: Storm, keys: KeyKind) -> Row {
         }
     }
     let limit = Duration::from_secs(devices / 100 + 120);
-    let all = before.opened + devices as f64;
-    let first = wait(metrics, limit, |s| s.opened > before.opened).map(|(_, t)| t);
-    let recovered = wait(metrics, limit, |s| {
-        s.opened >= all && s.open >= devices as f64
-    });
-    let cpu_after = cpu_times();
-    let host_used = cpu_of(host.id()).saturating_sub(host_cpu).as_secs_f64();
+    let recovery = recover(metrics, limit, before, devices as f64);
+    let busy = match (cpu_before, cpu_times()) {
+        (Some(b), Some(a)) => (a.0 - b.0) as f64 / (a.1 - b.1).max(1) as f64,
+        _ => f64::NAN,
+    };
+    let host_used = cpu_of(host_pid).saturating_sub(host_cpu).as_secs_f64();
     let broker_used = match kind {
         Storm::BrokerRestart => f64::NAN,
         _ => cpu_of(broker.pid())
             .saturating_sub(broker_cpu)
             .as_secs_f64(),
     };
-    let busy = (cpu_after.0 - cpu_before.0) as f64 / (cpu_after.1 - cpu_before.1).max(1) as f64;
-    let _ = host.kill();
-    let _ = host.wait();
+    drop(host);
     drop(broker);
-    let after = scrape(metrics);
-    let (sample, at) = match recovered {
-        Some(r) => r,
-        None => {
-            let s = after.unwrap_or(before);
-            let lost = devices as f64 - s.open;
-            return Row {
-                busy,
-                host_us: f64::NAN,
-                broker_us: f64::NAN,
-                recovered_secs: f64::NAN,
-                rate: f64::NAN,
-                resumed: s.resumed - before.resumed,
-                lost,
-            };
-        }
+    let Some((sample, at)) = recovery.done else {
+        let s = recovery.last.unwrap_or(before);
+        return Row {
+            busy,
+            ..Row::failed(devices as f64 - s.open, s.resumed - before.resumed)
+        };
     };
     let span = at
-        .duration_since(first.unwrap_or(started))
+        .duration_since(recovery.first.unwrap_or(started))
         .as_secs_f64()
         .max(0.05);
     let handshakes = (sample.opened - before.opened).max(1.0);
-    let took = at.duration_since(started).as_secs_f64();
-    let per_reconnect = |used: f64, idle: f64| (used - idle * took) / handshakes * 1e6;
+    let per_handshake = |cpu: f64| cpu / handshakes * 1e6;
+    let net = |used: f64, idle: f64| per_handshake(used - idle * recovery.connected_secs);
     Row {
         busy,
-        host_us: per_reconnect(host_used, host_idle),
-        broker_us: per_reconnect(broker_used, broker_idle),
-        recovered_secs: took,
+        host_us: net(host_used, host_idle),
+        broker_us: net(broker_used, broker_idle),
+        host_raw_us: per_handshake(host_used),
+        broker_raw_us: per_handshake(broker_used),
+        recovered_secs: at.duration_since(started).as_secs_f64(),
         rate: (sample.opened - before.opened) / span,
         resumed: sample.resumed - before.resumed,
         lost: devices as f64 - sample.open,
@@ -291,13 +451,19 @@ fn storm(devices: u64, kind: Storm, keys: KeyKind) -> Row {
 }
 
 fn main() {
+    if let (Ok(listen), Ok(to)) = (std::env::var(PROXY_LISTEN), std::env::var(PROXY_TO)) {
+        run_proxy(listen.parse().unwrap(), to.parse().unwrap());
+        return;
+    }
     let sizes: Vec<u64> = std::env::var("STORM_SIZES")
         .unwrap_or_else(|_| "5000,10000".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    let open_files = raise_open_files(3 * largest + 1000);
     println!(
-        "devices | keys     | storm                            | all connected again after | handshakes/s | resumed | lost | CPU busy | host CPU/reconnect | broker CPU/reconnect"
+        "devices | keys     | storm                            | all connected again after | handshakes/s | resumed | lost | CPU busy | host CPU/reconnect (raw) | broker CPU/reconnect (raw)"
     );
     for devices in sizes {
         for (keys, key_name, storms) in [
@@ -319,16 +485,18 @@ fn main() {
                     Storm::CutNoResumption => "network cut, --no-tls-resumption",
                     Storm::BrokerRestart => "broker restart",
                 };
-                let row = storm(devices, kind, keys);
+                let row = storm(devices, kind, keys, open_files);
                 println!(
-                    "{devices:>7} | {key_name:<8} | {name:<32} | {:>22.2} s | {:>12.0} | {:>7.0} | {:>4.0} | {:>7.0}% | {:>15.0} us | {:>17.0} us",
+                    "{devices:>7} | {key_name:<8} | {name:<32} | {:>22.2} s | {:>12.0} | {:>7.0} | {:>4.0} | {:>7.0}% | {:>9.0} ({:>5.0}) us | {:>11.0} ({:>5.0}) us",
                     row.recovered_secs,
                     row.rate,
                     row.resumed,
                     row.lost,
                     row.busy * 100.0,
                     row.host_us,
-                    row.broker_us
+                    row.host_raw_us,
+                    row.broker_us,
+                    row.broker_raw_us
                 );
                 rates.push(row.rate);
                 host.push(row.host_us);

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use host::broker::mosquitto::{INSTALL_HINT, ListenerTls, Mosquitto};
-use host::broker::pki::{self, Authority, KeyKind, LeafOptions, Role};
+use host::broker::pki::{self, Authority, KeyKind, LeafOptions};
 use tempfile::TempDir;
 
 /// The workspace root.
@@ -238,19 +238,13 @@ impl TestPki {
         let d = dir.path();
         let ca = Authority::of_kind("test root CA", kind).unwrap();
         let other = Authority::of_kind("unrelated root CA", kind).unwrap();
-        let leaf = |auth: &Authority, name: &str, role: Role, names: &[&str]| {
-            let options = LeafOptions {
-                common_name: name.into(),
-                names: names.iter().map(|n| n.to_string()).collect(),
-                role,
-                not_after: None,
-            };
-            auth.issue_with_key(&options, kind.generate().unwrap())
+        let leaf = |auth: &Authority, options: &LeafOptions| {
+            auth.issue_with_key(options, kind.generate().unwrap())
                 .unwrap()
         };
-        let server = leaf(&ca, "localhost", Role::Server, &["localhost", "127.0.0.1"]);
+        let server = leaf(&ca, &LeafOptions::localhost_server());
         let client = |auth: &Authority, name: &str| {
-            let issued = leaf(auth, name, Role::Client, &[]);
+            let issued = leaf(auth, &LeafOptions::client(name));
             ClientFiles {
                 cert: pki::write(d, &format!("{name}.pem"), &issued.cert_pem).unwrap(),
                 key: pki::write(d, &format!("{name}.key"), &issued.key_pem).unwrap(),

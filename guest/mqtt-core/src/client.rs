@@ -528,7 +528,7 @@ mod tests {
         assert!(matches!(err, ClientError::Protocol(_)), "{err:?}");
     }
 
-    /// Regression (issue 9): an unencodable packet fails at once with the
+    /// Regression: an unencodable packet fails at once with the
     /// reason, instead of sending an empty frame and timing out later.
     #[test]
     fn an_unencodable_publish_fails_at_once_and_sends_nothing() {

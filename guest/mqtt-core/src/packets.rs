@@ -262,7 +262,7 @@ mod tests {
         assert!(err.0.contains("over the limit"), "{err}");
     }
 
-    /// Regression (issue 9): a value that does not fit MQTT used to encode
+    /// Regression: a value that does not fit MQTT used to encode
     /// to an empty frame, which surfaced later as a timeout.
     #[test]
     fn values_that_do_not_fit_mqtt_are_an_error_at_once() {

@@ -226,7 +226,7 @@ impl Stop {
 mod tests {
     use super::*;
 
-    /// Regression (issue 9): the last recorded socket failure explained a
+    /// Regression: the last recorded socket failure explained a
     /// failure of another kind (a keep-alive timeout by an earlier refusal).
     #[test]
     fn only_a_socket_failure_of_the_same_error_explains_a_failure() {

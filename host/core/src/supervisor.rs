@@ -403,7 +403,7 @@ pub(crate) mod tests {
         assert_eq!(rec.count(|e| matches!(e, Event::IterationFailed { .. })), 1);
     }
 
-    /// Regression (issue 9): in forever mode a failed iteration was not
+    /// Regression: in forever mode a failed iteration was not
     /// counted as a failure; every one now reaches the observer.
     #[test]
     fn forever_failures_go_on_and_each_is_reported() {

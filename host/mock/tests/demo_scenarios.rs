@@ -196,7 +196,7 @@ fn s10_a_trap_restarts_the_guest_on_a_fresh_instance_as_the_host_does() {
     assert!(again.result().is_ok());
 }
 
-/// The default iteration timeout (issue 10) is the demo's slowest legal
+/// The default iteration timeout is the demo's slowest legal
 /// iteration: a run through the slow paths at once (connects refused and
 /// retried, the subscription rejected and retried, no acknowledgement,
 /// every process loop and idle wait in full) stays inside it.

@@ -69,6 +69,28 @@ pub struct LeafOptions {
     pub not_after: Option<time::OffsetDateTime>,
 }
 
+impl LeafOptions {
+    /// A server certificate for `localhost` and `127.0.0.1`.
+    pub fn localhost_server() -> Self {
+        Self {
+            common_name: "localhost".into(),
+            names: vec!["localhost".into(), "127.0.0.1".into()],
+            role: Role::Server,
+            not_after: None,
+        }
+    }
+
+    /// A client certificate with common name `client_id`.
+    pub fn client(client_id: &str) -> Self {
+        Self {
+            common_name: client_id.into(),
+            names: Vec::new(),
+            role: Role::Client,
+            not_after: None,
+        }
+    }
+}
+
 impl Authority {
     /// A new self-signed root CA with an ECDSA P-256 key.
     pub fn new(common_name: &str) -> Result<Self, rcgen::Error> {
@@ -145,22 +167,12 @@ impl Authority {
 
     /// Issues a server certificate for `localhost` and `127.0.0.1`.
     pub fn issue_localhost_server(&self) -> Result<Issued, rcgen::Error> {
-        self.issue(&LeafOptions {
-            common_name: "localhost".into(),
-            names: vec!["localhost".into(), "127.0.0.1".into()],
-            role: Role::Server,
-            not_after: None,
-        })
+        self.issue(&LeafOptions::localhost_server())
     }
 
     /// Issues a client certificate with common name `client_id`.
     pub fn issue_client(&self, client_id: &str) -> Result<Issued, rcgen::Error> {
-        self.issue(&LeafOptions {
-            common_name: client_id.into(),
-            names: Vec::new(),
-            role: Role::Client,
-            not_after: None,
-        })
+        self.issue(&LeafOptions::client(client_id))
     }
 }
 

@@ -299,7 +299,7 @@ pub fn failure_line(failure: &Failure) -> String {
 mod tests {
     use super::*;
 
-    /// Regression (issue 9): two tables gave different advice for the same
+    /// Regression: two tables gave different advice for the same
     /// failure; now every socket error's fix comes from one.
     #[test]
     fn every_socket_error_has_one_description_and_a_fix() {

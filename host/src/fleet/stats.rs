@@ -106,7 +106,7 @@ mod tests {
 
     use super::*;
 
-    /// Regression (issue 9): a failed iteration in forever mode was not
+    /// Regression: a failed iteration in forever mode was not
     /// counted, so a fleet could exit 2 while its summary said "0 failures".
     #[test]
     fn failed_iterations_and_stops_both_count_as_failures() {

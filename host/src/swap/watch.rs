@@ -18,9 +18,14 @@ use crate::update::floor::Floor;
 use crate::update::verify::{Trust, verify_file};
 
 /// Quiet time after the last file event before the file is read, so a copy
-/// in progress is not read half-written. Not waited for a file that is
-/// known to be whole: renamed onto the watched name (an atomic replace) or
-/// closed after writing.
+/// in progress is not read half-written. Not waited when the latest event
+/// says the file is whole: renamed onto the watched name (an atomic
+/// replace) or closed after writing (inotify, on Linux; elsewhere every
+/// change waits). Always waited with `--trust`: a signing rewrites the
+/// component and its repository in several steps. A writer that pauses
+/// longer, or closes and reopens the file, can still be read early: the
+/// half-written component is refused, and the writer's next close reads it
+/// again.
 const SETTLE: Duration = Duration::from_millis(30);
 
 /// What a file event says about the watched component.
@@ -39,12 +44,14 @@ enum Change {
 fn change(event: &notify::Event, name: &std::ffi::OsStr, repo: Option<&Path>) -> Option<Change> {
     use notify::EventKind;
     use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+    // Events were lost (the kernel's queue overflowed): look again.
+    if event.need_rescan() {
+        return Some(Change::InProgress);
+    }
     let ours = |p: &PathBuf| p.file_name() == Some(name);
     match event.kind {
-        // A rename away from the watched name or a plain read: nothing new.
-        EventKind::Modify(ModifyKind::Name(RenameMode::From))
-        | EventKind::Access(AccessKind::Open(_) | AccessKind::Read | AccessKind::Any)
-        | EventKind::Access(AccessKind::Close(AccessMode::Read)) => None,
+        // A rename away from the watched name: nothing new.
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => None,
         // The destination is the last path (a `Both` event lists both).
         EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
         | EventKind::Access(AccessKind::Close(AccessMode::Write))
@@ -52,6 +59,7 @@ fn change(event: &notify::Event, name: &std::ffi::OsStr, repo: Option<&Path>) ->
         {
             Some(Change::Done)
         }
+        // Opens, reads, closes after reading.
         EventKind::Access(_) => None,
         _ if event.paths.iter().any(ours) => Some(Change::InProgress),
         _ if repo.is_some_and(|r| event.paths.iter().any(|p| p.starts_with(r))) => {
@@ -153,19 +161,11 @@ async fn swap_loop(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    // A signing rewrites the component and its repository's metadata in
-    // several steps: always wait for them to settle.
     let settle_always = source.signed.is_some();
-    while let Some(mut change) = events.recv().await {
-        while change == Change::InProgress || settle_always {
-            match tokio::time::timeout(SETTLE, events.recv()).await {
-                Ok(Some(next)) => change = next,
-                Ok(None) => return,
-                Err(_quiet) => break,
-            }
+    while let Some(first) = events.recv().await {
+        if !settled(first, &mut events, SETTLE, settle_always).await {
+            return;
         }
-        // What is read below covers every event queued so far.
-        while events.try_recv().is_ok() {}
         let wasm = match std::fs::read(&source.path) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -193,6 +193,33 @@ async fn swap_loop(
                 "refused the new {name}: {}; the running logic goes on",
                 format!("{e:#}").replace('\n', " | ")
             ),
+        }
+    }
+}
+
+/// Waits until the file can be read, after event `first`: the latest event
+/// decides, so every event queued so far is taken first. At once when it
+/// says the file is whole (unless `settle_always`), otherwise after
+/// `settle` without events. What is read then covers every event taken.
+/// `false` when the watcher is gone.
+async fn settled(
+    first: Change,
+    events: &mut mpsc::UnboundedReceiver<Change>,
+    settle: Duration,
+    settle_always: bool,
+) -> bool {
+    let mut latest = first;
+    loop {
+        while let Ok(next) = events.try_recv() {
+            latest = next;
+        }
+        if latest == Change::Done && !settle_always {
+            return true;
+        }
+        match tokio::time::timeout(settle, events.recv()).await {
+            Ok(Some(next)) => latest = next,
+            Ok(None) => return false,
+            Err(_quiet) => return true,
         }
     }
 }
@@ -244,8 +271,8 @@ mod tests {
         )
     }
 
-    /// Issue 14: an atomic rename and a closed file are whole and need no
-    /// settle time; a write still going on does.
+    /// An atomic rename and a closed file are whole and need no settle
+    /// time; a write still going on does.
     #[test]
     fn whole_files_are_read_at_once_and_writes_in_progress_settle() {
         let to = EventKind::Modify(ModifyKind::Name(RenameMode::To));
@@ -287,5 +314,58 @@ mod tests {
         assert_eq!(of(from, &["/d/demo.wasm"]), None);
         assert_eq!(of(closed, &["/d/other.wasm"]), None);
         assert_eq!(of(data, &["/d/other.wasm"]), None);
+    }
+
+    /// Longer than any test runs: a wait for it is a wait that did not end.
+    const FOREVER: Duration = Duration::from_secs(3600);
+
+    async fn within_test<F: std::future::Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .expect("settled did not return")
+    }
+
+    #[tokio::test]
+    async fn the_latest_event_decides_when_to_read() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // A close, then a new write already under way: not yet.
+        tx.send(Change::InProgress).unwrap();
+        {
+            let waiting = settled(Change::Done, &mut rx, FOREVER, false);
+            tokio::pin!(waiting);
+            assert!(
+                tokio::time::timeout(Duration::from_millis(100), &mut waiting)
+                    .await
+                    .is_err(),
+                "read while a write was in progress"
+            );
+            // That write closes: read at once.
+            tx.send(Change::Done).unwrap();
+            assert!(within_test(waiting).await);
+        }
+        // Queued events were all taken.
+        assert!(rx.try_recv().is_err());
+        // A rename (notify sends To and then Both): at once, both taken.
+        tx.send(Change::Done).unwrap();
+        assert!(within_test(settled(Change::Done, &mut rx, FOREVER, false)).await);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn writes_in_progress_and_signed_files_wait_for_quiet() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let quiet = Duration::from_millis(20);
+        assert!(within_test(settled(Change::InProgress, &mut rx, quiet, false)).await);
+        // With --trust even a whole file waits for quiet.
+        let signed = settled(Change::Done, &mut rx, FOREVER, true);
+        tokio::pin!(signed);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), &mut signed)
+                .await
+                .is_err()
+        );
+        drop(tx);
+        // The watcher gone: no read.
+        assert!(!within_test(signed).await);
     }
 }

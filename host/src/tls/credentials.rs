@@ -217,7 +217,7 @@ mod tests {
         path
     }
 
-    /// Regression (issue 9): a damaged PEM block was skipped silently.
+    /// Regression: a damaged PEM block was skipped silently.
     #[test]
     fn a_malformed_pem_block_is_an_error_naming_the_flag_and_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -239,7 +239,7 @@ mod tests {
         assert!(line.contains("--ca") && line.contains("ca.pem"), "{line}");
     }
 
-    /// Regression (issue 9): a bad --ca was reported as "client certificate
+    /// Regression: a bad --ca was reported as "client certificate
     /// or key unusable".
     #[test]
     fn a_ca_certificate_rustls_cannot_use_is_named_as_the_ca() {
