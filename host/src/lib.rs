@@ -11,6 +11,10 @@
 
 #![deny(unsafe_code)]
 
+/// Prefix of the environment variable of every `host run` setting
+/// (`MQTT_DEVICE_BROKER`, `MQTT_DEVICE_PKCS11_PIN`, ...).
+pub const ENV_PREFIX: &str = "MQTT_DEVICE_";
+
 pub mod broker;
 pub mod fleet;
 pub mod imports;

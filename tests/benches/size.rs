@@ -144,14 +144,12 @@ fn main() {
         wasm.len(),
         wasm.len() as f64 / 1024.0
     );
-    match prebuilt_std_build() {
-        Some(plain) => println!(
-            "  with the prebuilt std instead: {plain} bytes ({:.1} KiB); scripts/build-demo's build is {:.2}x of it",
-            plain as f64 / 1024.0,
-            wasm.len() as f64 / plain as f64
-        ),
-        None => println!("  (the build with the prebuilt std failed: no baseline)"),
-    }
+    let plain = prebuilt_std_build().expect("the baseline build with the prebuilt std failed");
+    println!(
+        "  with the prebuilt std instead: {plain} bytes ({:.1} KiB); scripts/build-demo's build is {:.2}x of it",
+        plain as f64 / 1024.0,
+        wasm.len() as f64 / plain as f64
+    );
     println!(
         "  core modules ({}):          {in_modules:>7}",
         modules.len()
@@ -169,10 +167,7 @@ fn main() {
     for (name, size) in &sections {
         println!("  {name:<8} {size:>7}");
     }
-    let Some(named) = named_build() else {
-        println!("(no named build: cannot list functions)");
-        return;
-    };
+    let named = named_build().expect("`scripts/build-demo --keep-names` failed: no function sizes");
     let (named_modules, _) = parts(&named);
     let largest = named_modules
         .iter()

@@ -465,6 +465,7 @@ fn main() {
     println!(
         "devices | keys     | storm                            | all connected again after | handshakes/s | resumed | lost | CPU busy | host CPU/reconnect (raw) | broker CPU/reconnect (raw)"
     );
+    let mut failed = 0;
     for devices in sizes {
         for (keys, key_name, storms) in [
             (
@@ -498,6 +499,9 @@ fn main() {
                     row.broker_us,
                     row.broker_raw_us
                 );
+                if row.recovered_secs.is_nan() || row.lost != 0.0 {
+                    failed += 1;
+                }
                 rates.push(row.rate);
                 host.push(row.host_us);
                 broker.push(row.broker_us);
@@ -513,4 +517,8 @@ fn main() {
             );
         }
     }
+    assert_eq!(
+        failed, 0,
+        "{failed} row(s) lost devices or did not recover (NaN above)"
+    );
 }

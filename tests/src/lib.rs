@@ -320,6 +320,22 @@ pub fn host_run_component(
     cmd
 }
 
+/// `host run <component> --watch` with the test's credentials, two
+/// publishes per iteration and `iterations` of them.
+pub fn watched(
+    port: u16,
+    pki: &TestPki,
+    component: &Path,
+    client_id: &str,
+    iterations: u32,
+) -> Running {
+    Running::spawn(
+        host_run_component(component, port, &pki.ca, Some(&pki.device))
+            .args(["--watch", "--publish-count", "2", "--client-id", client_id])
+            .args(["--iterations", &iterations.to_string()]),
+    )
+}
+
 /// Runs `cmd` to completion, failing the test after `limit`.
 pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
     let child = cmd

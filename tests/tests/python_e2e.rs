@@ -5,11 +5,40 @@
 use std::time::Duration;
 
 use device_tests::{
-    Running, Subscriber, TestPki, demo_wasm, host_run_component, replace_atomically,
-    telemetry_py_wasm,
+    Running, Subscriber, TestPki, demo_wasm, host_run_component, output_within, replace_atomically,
+    telemetry_py_wasm, text, watched,
 };
 
 const LIMIT: Duration = Duration::from_secs(90);
+
+/// What the README says of the Python logic's memory: 8 MiB of linear
+/// memory is too little to start it, 16 MiB is enough.
+#[test]
+fn the_python_logic_needs_more_than_8_mib_and_starts_in_16() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let run = |mib: &str| {
+        let mut cmd = host_run_component(
+            &telemetry_py_wasm(),
+            broker.port,
+            &pki.ca,
+            Some(&pki.device),
+        );
+        cmd.args(["--iterations", "1", "--max-memory-mib", mib]);
+        let out = output_within(&mut cmd, LIMIT);
+        let (stdout, stderr) = text(&out);
+        (out.status.code(), stdout, stderr)
+    };
+    let (code, stdout, stderr) = run("8");
+    assert_eq!(code, Some(1), "{stderr}\n{stdout}");
+    assert!(stderr.contains("memory limit of 8 MiB reached"), "{stderr}");
+    let (code, stdout, stderr) = run("16");
+    assert_eq!(code, Some(0), "{stderr}\n{stdout}");
+    assert!(
+        stdout.contains("1 iteration(s) completed successfully"),
+        "{stdout}"
+    );
+}
 
 #[test]
 fn the_python_logic_publishes_json_readings_that_a_subscriber_receives() {
@@ -56,12 +85,7 @@ fn python_and_rust_logic_swap_both_ways_in_one_running_host() {
     std::fs::copy(demo_wasm(), &device).unwrap();
     let topic = "poly-dev/example/topic";
     let mut sub = Subscriber::start(broker.port, &pki, topic);
-    let mut host = Running::spawn(
-        host_run_component(&device, broker.port, &pki.ca, Some(&pki.device))
-            .args(["--watch", "--publish-count", "2", "--client-id", "poly-dev"])
-            .args(["--iterations", "40"]),
-    );
-    let pid = host.child.id();
+    let mut host = watched(broker.port, &pki, &device, "poly-dev", 40);
     host.wait_for("watching", LIMIT);
     host.wait_for("Demo completed successfully", LIMIT);
     // Rust to Python.
@@ -76,7 +100,10 @@ fn python_and_rust_logic_swap_both_ways_in_one_running_host() {
     host.wait_for("swapped device.wasm: sha256", LIMIT);
     host.seen.clear();
     host.wait_for("Demo completed successfully", LIMIT);
-    assert_eq!(host.child.id(), pid, "one process throughout");
+    assert!(
+        host.child.try_wait().unwrap().is_none(),
+        "one process throughout: the host kept running through both swaps"
+    );
     host.child.kill().unwrap();
     let _ = host.child.wait();
 

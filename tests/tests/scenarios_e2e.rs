@@ -22,6 +22,14 @@ fn host_test(logic: &Path, files: &[&Path], extra: &[&str]) -> (Option<i32>, Str
 }
 
 /// Scenario lines that passed and failed.
+/// Scenarios in a scenario file.
+fn scenarios_in(file: &std::path::Path) -> usize {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .matches("[[scenario]]")
+        .count()
+}
+
 fn tally(stdout: &str) -> (usize, usize) {
     let ok = stdout.lines().filter(|l| l.starts_with("ok   ")).count();
     let failed = stdout.lines().filter(|l| l.starts_with("FAIL ")).count();
@@ -39,10 +47,7 @@ fn the_demos_scenario_file_passes_and_writes_junit() {
         &["--junit", junit.to_str().unwrap()],
     );
     assert_eq!(code, Some(0), "{stderr}\n{stdout}");
-    let scenarios = std::fs::read_to_string(&file)
-        .unwrap()
-        .matches("[[scenario]]")
-        .count();
+    let scenarios = scenarios_in(&file);
     assert!(scenarios >= 25, "{scenarios}");
     assert_eq!(tally(&stdout), (scenarios, 0), "{stdout}");
     assert!(stdout.contains(&format!(
@@ -63,6 +68,7 @@ fn the_python_logic_passes_its_own_scenario_file() {
     assert_eq!(code, Some(0), "{stderr}\n{stdout}");
     let (ok, failed) = tally(&stdout);
     assert!(ok >= 10 && failed == 0, "{stdout}");
+    assert_eq!((ok, failed), (scenarios_in(&file), 0), "every scenario ran");
 }
 
 #[test]
@@ -148,4 +154,5 @@ fn hostile_logic_ends_its_own_scenarios_and_never_the_run() {
     assert_eq!(code, Some(0), "{stderr}\n{stdout}");
     let (ok, failed) = tally(&stdout);
     assert!(ok >= 8 && failed == 0, "{stdout}");
+    assert_eq!((ok, failed), (scenarios_in(&file), 0), "every scenario ran");
 }

@@ -4,13 +4,15 @@
 //! ([`supervisor`]) and the loop that applies it ([`drive`]), the
 //! [`observer`] interface every counter and log line goes through, the
 //! canary policy of a fleet rollout ([`rollout`]), the [`epoch`] ticker
-//! that lets wasm code be interrupted, and the WIT edge
+//! that lets wasm code be interrupted, memory and table growth
+//! ([`limiter`]), and the WIT edge
 //! ([`wit`]): the only conversions to and from generated types.
 
 #![deny(unsafe_code)]
 
 pub mod drive;
 pub mod epoch;
+pub mod limiter;
 pub mod observer;
 pub mod outcome;
 pub mod rollout;

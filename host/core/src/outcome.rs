@@ -203,6 +203,16 @@ pub enum Stop {
     },
 }
 
+/// One line: the limit with its flag, or the trap's message.
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Limit(hit) => hit.fmt(f),
+            Stop::Trap { message, .. } => f.write_str(message),
+        }
+    }
+}
+
 impl Stop {
     /// Classifies the error a guest call ended in: a limit by its type, a
     /// trap by wasmtime's trap code.
@@ -269,5 +279,18 @@ mod tests {
                 message: "scripted fault".into()
             }
         );
+    }
+
+    #[test]
+    fn a_stop_reads_as_its_limit_or_its_trap_message() {
+        let limit = Stop::Limit(LimitHit::Memory {
+            limit_bytes: 16 << 20,
+        });
+        assert_eq!(limit.to_string(), "memory limit of 16 MiB reached");
+        let trap = Stop::Trap {
+            kind: TrapKind::Other,
+            message: "scripted fault".into(),
+        };
+        assert_eq!(trap.to_string(), "scripted fault");
     }
 }

@@ -14,7 +14,6 @@ use mqttbytes::v4::Packet;
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
 use wasmtime::component::{Resource, ResourceTable};
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::script::{AfterScript, Delivery, Script, Step, auto_reply};
@@ -69,7 +68,7 @@ pub struct MockState {
     wasi: WasiCtx,
     table: ResourceTable,
     broker: Arc<Mutex<Broker>>,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: host_core::limiter::GrowthLimiter,
 }
 
 impl MockState {
@@ -85,10 +84,10 @@ impl MockState {
             wasi: crate::wasi::context(&broker, seed, instance),
             table: ResourceTable::new(),
             broker,
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.max_memory_bytes)
-                .table_elements(limits.max_table_elements)
-                .build(),
+            limits: host_core::limiter::GrowthLimiter {
+                max_memory_bytes: limits.max_memory_bytes,
+                max_table_elements: limits.max_table_elements,
+            },
         }
     }
 

@@ -205,8 +205,8 @@ pub struct MockLimits {
 impl Default for MockLimits {
     fn default() -> Self {
         Self {
-            max_memory_bytes: 64 << 20,
-            max_table_elements: 100_000,
+            max_memory_bytes: host_core::limiter::MAX_MEMORY_MIB << 20,
+            max_table_elements: host_core::limiter::MAX_TABLE_ELEMENTS,
             real_time: Duration::from_secs(30),
         }
     }
@@ -297,9 +297,7 @@ impl MockHost {
                 "mock host: the logic {waited} (wait with the world's clock.sleep-ms)"
             )),
             Ok(Err(DriveError::Runtime(message))) => Some(message),
-            Ok(Err(DriveError::Ended(Ending::GuestFailed { last, .. }))) => {
-                Some(stop_message(&last))
-            }
+            Ok(Err(DriveError::Ended(Ending::GuestFailed { last, .. }))) => Some(last.to_string()),
             Ok(Ok(_)) | Ok(Err(DriveError::Ended(Ending::IterationFailed { .. }))) => None,
         };
         Outcome {
@@ -326,14 +324,6 @@ impl MockHost {
             steps_left: broker.script.steps.len(),
             calls: broker.calls,
         }
-    }
-}
-
-/// A stop's message, on one line.
-pub fn stop_message(stop: &Stop) -> String {
-    match stop {
-        Stop::Limit(limit) => limit.to_string(),
-        Stop::Trap { message, .. } => message.clone(),
     }
 }
 

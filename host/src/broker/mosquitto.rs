@@ -176,11 +176,16 @@ impl Mosquitto {
         }
         std::fs::write(&config, conf)?;
         let mut command = Command::new(binary);
+        // The broker has no use for the host's settings, some of them
+        // secret (the token PIN).
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with(crate::ENV_PREFIX) {
+                command.env_remove(name);
+            }
+        }
         command
             .arg("-c")
             .arg(&config)
-            // The broker has no use for the host's token PIN.
-            .env_remove("MQTT_DEVICE_PKCS11_PIN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?);

@@ -119,15 +119,7 @@ fn make(args: &CertsArgs, ids: &[String]) -> anyhow::Result<Vec<(String, Issued)
         .with_context(|| format!("cannot issue the broker certificate for {:?}", args.names))?;
     pairs.push((BROKER.to_string(), broker));
     for id in ids {
-        let device = ca.issue_with_key(
-            &LeafOptions {
-                common_name: id.clone(),
-                names: Vec::new(),
-                role: Role::Client,
-                not_after: None,
-            },
-            kind.generate()?,
-        )?;
+        let device = ca.issue_with_key(&LeafOptions::client(id), kind.generate()?)?;
         pairs.push((id.clone(), device));
     }
     Ok(pairs)

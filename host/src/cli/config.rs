@@ -19,8 +19,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::cli::Cli;
 
-/// Prefix of the environment variable of every `host run` flag.
-pub const ENV_PREFIX: &str = "MQTT_DEVICE_";
+pub use host::ENV_PREFIX;
 
 /// Why the configuration file cannot be used.
 #[derive(Debug, thiserror::Error)]

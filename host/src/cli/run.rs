@@ -33,7 +33,7 @@ use host_core::settings::DeviceSettings;
 use wasmtime::Engine;
 use wasmtime::component::Linker;
 
-use crate::cli::args::{EntropyArg, KeySpec, PIN_VAR, RunArgs};
+use crate::cli::args::{EntropyArg, KeySpec, PIN_VAR, RunArgs, Shard};
 use crate::cli::endpoint;
 use crate::cli::explain::{self, Failure};
 use crate::cli::keys;
@@ -114,7 +114,7 @@ struct Prepared {
 
 /// Runs `host run`.
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
-    let ids = device_ids(&args)?;
+    let (ids, shard) = device_ids(&args)?;
     let stop = signals::watch(Duration::from_millis(u64::from(args.stop_timeout_ms)))?;
     let client_id = client_id(&args);
     let (broker, files, mut embedded) = broker(&args, &client_id)?;
@@ -148,8 +148,8 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                 tls: reach_tls.clone(),
                 // One session per host: shards of a fleet must not take over
                 // each other's.
-                client_id: match shard_of(&args, &ids) {
-                    Some((start, end)) => format!("{client_id}-updates-{start:04}-{end:04}"),
+                client_id: match shard {
+                    Some(_) => format!("{client_id}-updates-{:04}-{:04}", ids.start(), ids.end()),
                     None => format!("{client_id}-updates"),
                 },
                 targets_topic: args.update_targets_topic.clone(),
@@ -322,13 +322,9 @@ fn allow_list(args: &RunArgs, broker: &Endpoint) -> Result<Vec<Endpoint>, Failur
     Ok(allowed)
 }
 
-/// The first and last device id of this host's shard, when it runs one.
-fn shard_of(args: &RunArgs, ids: &RangeInclusive<usize>) -> Option<(usize, usize)> {
-    (args.shard.is_some() || args.shard_count.is_some()).then(|| (*ids.start(), *ids.end()))
-}
-
-/// The device ids this host runs: all of `--devices`, or its shard's.
-fn device_ids(args: &RunArgs) -> Result<RangeInclusive<usize>, Failure> {
+/// The device ids this host runs: all of `--devices`, or its shard's, and
+/// the shard when it runs one.
+fn device_ids(args: &RunArgs) -> Result<(RangeInclusive<usize>, Option<Shard>), Failure> {
     let shard = args.shard().map_err(anyhow::Error::msg)?;
     let ids = args.device_ids(shard);
     if let Some(s) = shard {
@@ -358,7 +354,7 @@ fn device_ids(args: &RunArgs) -> Result<RangeInclusive<usize>, Failure> {
         }
         tracing::info!(target: "host::fleet", "shard {}/{}: devices {} to {} of {}", s.index, s.count, ids.start(), ids.end(), args.devices);
     }
-    Ok(ids)
+    Ok((ids, shard))
 }
 
 /// One engine for the run: pooled in fleet mode, for `devices` devices.

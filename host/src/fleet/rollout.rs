@@ -42,12 +42,8 @@ impl Observer for Progress {
                 None => return,
             },
             Event::FellBack { from, stop, .. } if *from == label => {
-                let why = match stop {
-                    host_core::outcome::Stop::Limit(hit) => hit.to_string(),
-                    host_core::outcome::Stop::Trap { message, .. } => message.clone(),
-                };
                 *current = None;
-                Report::RolledBack(why)
+                Report::RolledBack(stop.to_string())
             }
             _ => return,
         };

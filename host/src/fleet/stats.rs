@@ -150,9 +150,11 @@ mod tests {
         });
         stats.observe(&Event::ConnectionOpened {
             connect_us: 1,
-            resumed: false,
+            resumed: true,
         });
         stats.observe(&Event::ConnectionClosed);
-        assert!(stats.summary(2).starts_with("fleet: 1/2 devices connected"));
+        let line = stats.summary(2);
+        assert!(line.starts_with("fleet: 1/2 devices connected"), "{line}");
+        assert!(line.contains(", 1 TLS sessions resumed,"), "{line}");
     }
 }

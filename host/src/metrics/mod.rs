@@ -362,6 +362,7 @@ mod tests {
             "mqtt_device_publishes_total{device=\"a\"} 5",
             "mqtt_device_reconnects_total{device=\"a\"} 1",
             "mqtt_device_connections_open{device=\"a\"} 2",
+            "mqtt_device_tls_resumptions_total{device=\"a\"} 1",
             "mqtt_device_stops_total{device=\"a\",kind=\"iteration_timeout\"} 1",
             "mqtt_device_connect_latency_seconds_count{device=\"a\"} 2",
             "mqtt_device_echo_round_trip_seconds_count{device=\"a\"} 2",

@@ -1,4 +1,4 @@
-//! The sandbox's limits: memory and table growth (a resource limiter);
+//! The sandbox's limits: memory and table growth (host-core's limiter);
 //! guest computation, continuous and per iteration (epoch ticks sampled
 //! while wasm runs, re-armed by a call hook whenever the guest leaves a host
 //! call, so import calls neither hide computation nor count as it); the
@@ -8,8 +8,9 @@
 
 use std::time::{Duration, Instant};
 
+use host_core::limiter::GrowthLimiter;
 use host_core::outcome::LimitHit;
-use wasmtime::{CallHook, Engine, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime::{CallHook, Engine, Store, UpdateDeadline};
 
 use crate::imports::mtls_socket::SocketLimits;
 use crate::imports::output::OutputLimits;
@@ -47,9 +48,9 @@ pub struct Limits {
 
 impl Limits {
     /// Default of `max_memory_bytes`, MiB.
-    pub const MAX_MEMORY_MIB: usize = 64;
+    pub const MAX_MEMORY_MIB: usize = host_core::limiter::MAX_MEMORY_MIB;
     /// Default of `max_table_elements`.
-    pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+    pub const MAX_TABLE_ELEMENTS: usize = host_core::limiter::MAX_TABLE_ELEMENTS;
     /// Default of `cpu_limit_ms`.
     pub const CPU_LIMIT_MS: u32 = 1000;
     /// Default of `cpu_budget_ms`: the demo computes a few milliseconds
@@ -101,51 +102,13 @@ impl Default for Limits {
     }
 }
 
-/// Stops a guest that grows memory or a table past its limit.
-#[derive(Debug, Clone, Copy)]
-pub struct Limiter {
-    limits: Limits,
-}
-
-impl Limiter {
-    /// A limiter enforcing `limits`.
-    pub fn new(limits: Limits) -> Self {
-        Self { limits }
-    }
-}
-
-/// Growth to `desired` is allowed up to `limit`; past it, the guest stops
-/// with `hit`.
-fn grow(desired: usize, limit: usize, hit: LimitHit) -> wasmtime::Result<bool> {
-    if desired > limit {
-        return Err(hit.into());
-    }
-    Ok(true)
-}
-
-impl ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        _: usize,
-        desired: usize,
-        _: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let limit_bytes = self.limits.max_memory_bytes;
-        grow(desired, limit_bytes, LimitHit::Memory { limit_bytes })
-    }
-
-    fn table_growing(
-        &mut self,
-        _: usize,
-        desired: usize,
-        _: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let limit = self.limits.max_table_elements;
-        grow(desired, limit, LimitHit::Table { limit })
-    }
-
-    fn instances(&self) -> usize {
-        64
+impl Limits {
+    /// The growth limiter for these limits.
+    pub fn limiter(&self) -> GrowthLimiter {
+        GrowthLimiter {
+            max_memory_bytes: self.max_memory_bytes,
+            max_table_elements: self.max_table_elements,
+        }
     }
 }
 

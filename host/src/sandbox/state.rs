@@ -16,8 +16,9 @@ use crate::imports::mtls_socket::{Endpoint, SocketCtx, SocketShared};
 use crate::imports::output::GuestOutput;
 use crate::imports::rate::TokenBucket;
 use crate::imports::types::TypesCtx;
-use crate::sandbox::limits::{CpuMeter, Limiter, Limits};
+use crate::sandbox::limits::{CpuMeter, Limits};
 use crate::tls::TlsClient;
+use host_core::limiter::GrowthLimiter;
 
 /// Most bytes one WASI `get-random-bytes` returns (as the `entropy` import).
 const MAX_WASI_RANDOM: u64 = 4096;
@@ -45,7 +46,7 @@ pub struct DeviceState {
     /// The sandbox's limits.
     pub limits: Limits,
     /// Enforces the memory and table limits.
-    pub limiter: Limiter,
+    pub limiter: GrowthLimiter,
     /// Host calls and busy epoch ticks, for the CPU limit.
     pub cpu: CpuMeter,
 }
@@ -165,7 +166,7 @@ impl Sandbox {
             },
             types: TypesCtx,
             limits: self.limits,
-            limiter: Limiter::new(self.limits),
+            limiter: self.limits.limiter(),
             cpu: CpuMeter::default(),
         }
     }

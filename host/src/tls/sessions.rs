@@ -111,3 +111,32 @@ impl ClientSessionStore for DeviceSessions {
             .flatten()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(i: usize) -> ServerName<'static> {
+        ServerName::try_from(format!("broker-{i}.example")).unwrap()
+    }
+
+    /// The store stays bounded: past SERVERS servers, the one used least
+    /// recently is forgotten; using a server keeps it.
+    #[test]
+    fn the_server_used_least_recently_is_forgotten_first() {
+        let store = DeviceSessions::default();
+        for i in 0..SERVERS {
+            store.set_kx_hint(name(i), NamedGroup::X25519);
+        }
+        // Server 0 used again: server 1 is now the least recent.
+        assert_eq!(store.kx_hint(&name(0)), Some(NamedGroup::X25519));
+        store.set_kx_hint(name(SERVERS), NamedGroup::secp256r1);
+        assert_eq!(store.kx_hint(&name(1)), None, "least recent forgotten");
+        assert_eq!(store.kx_hint(&name(0)), Some(NamedGroup::X25519));
+        assert_eq!(store.kx_hint(&name(SERVERS)), Some(NamedGroup::secp256r1));
+        assert_eq!(store.servers.lock().unwrap().len(), SERVERS);
+        // Looking up an unknown server makes no entry.
+        assert_eq!(store.kx_hint(&name(99)), None);
+        assert_eq!(store.servers.lock().unwrap().len(), SERVERS);
+    }
+}

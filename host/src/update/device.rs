@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use host_core::observer::{Event, Observer};
-use host_core::outcome::Stop;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -127,13 +126,6 @@ impl StatusReporter {
     }
 }
 
-fn stop_reason(stop: &Stop) -> String {
-    match stop {
-        Stop::Limit(hit) => hit.to_string(),
-        Stop::Trap { message, .. } => message.clone(),
-    }
-}
-
 impl Observer for StatusReporter {
     fn observe(&self, event: &Event) {
         let mut st = self.lock();
@@ -166,7 +158,7 @@ impl Observer for StatusReporter {
                     version,
                     &sha256,
                     "rolled-back",
-                    stop_reason(stop),
+                    stop.to_string(),
                     0,
                 );
             }

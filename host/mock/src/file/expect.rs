@@ -354,12 +354,12 @@ impl Checks {
                 out.stops.len(),
                 out.stops
                     .iter()
-                    .map(crate::stop_message)
+                    .map(ToString::to_string)
                     .collect::<Vec<_>>()
             ));
         }
         if let Some(text) = &s.stop_contains {
-            match out.stops.first().map(crate::stop_message) {
+            match out.stops.first().map(ToString::to_string) {
                 Some(m) if m.contains(text.as_str()) => {}
                 other => f.push(format!("stop-contains: expected {text:?}, got {other:?}")),
             }
@@ -608,7 +608,7 @@ fn report_failures(f: &mut Vec<String>, want: &super::format::ReportSpec, got: &
 fn ended(out: &Outcome) -> String {
     match (&out.aborted, out.stops.last()) {
         (Some(m), _) => format!("the run ended early: {m}"),
-        (None, Some(stop)) => format!("the guest stopped: {}", crate::stop_message(stop)),
+        (None, Some(stop)) => format!("the guest stopped: {}", stop),
         (None, None) => "nothing ran".into(),
     }
 }
