@@ -6,13 +6,12 @@
 //!
 //! Run: `cargo bench -p device-tests --bench languages` (after scripts/build).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use device_tests::{
-    PeakRss, TestPki, demo_wasm, host_bin, host_run_component, median, telemetry_py_wasm,
+    PeakRss, TestPki, demo_wasm, host_bin, median, telemetry_py_wasm, time_to_lines,
 };
 
 const WARM_RUNS: usize = 7;
@@ -20,35 +19,14 @@ const FLEET: u64 = 21;
 
 /// Spawn to the first PUBACK, and the load line's compile or cache time.
 fn start(logic: &Path, port: u16, pki: &TestPki, cache: &Path) -> (Duration, u64) {
-    let started = Instant::now();
-    let mut child = host_run_component(logic, port, &pki.ca, Some(&pki.device))
-        .args(["--iterations", "1", "--publish-count", "1"])
-        .arg("--cache-dir")
-        .arg(cache)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (mut puback, mut load_ms) = (None, None);
-    for line in BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-    {
-        if load_ms.is_none() && line.contains(" INFO loaded ") {
-            load_ms = line
-                .rsplit(" in ")
-                .next()
-                .and_then(|t| t.trim_end_matches(" ms").parse().ok());
-        }
-        if puback.is_none() && line.contains("PUBACK received") {
-            puback = Some(started.elapsed());
-        }
-    }
-    assert!(child.wait().unwrap().success());
-    (
-        puback.expect("no PUBACK in the log"),
-        load_ms.expect("no load line in the log"),
-    )
+    let (times, lines) = time_to_lines(logic, port, pki, cache, &["PUBACK received"]);
+    let load_ms = lines
+        .iter()
+        .find(|l| l.contains(" INFO loaded "))
+        .and_then(|l| l.rsplit(" in ").next())
+        .and_then(|t| t.trim_end_matches(" ms").parse().ok())
+        .expect("no load line in the log");
+    (times[0], load_ms)
 }
 
 /// Peak RSS of `host run --devices N` (embedded broker), every device

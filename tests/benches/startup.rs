@@ -6,41 +6,19 @@
 //!
 //! Run: `cargo bench -p device-tests --bench startup` (after scripts/build).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use device_tests::{TestPki, demo_wasm, host_run, median, mosquitto_tls_args};
+use device_tests::{TestPki, demo_wasm, median, mosquitto_tls_args, time_to_lines};
 
 const RUNS: usize = 11;
 
 /// Spawn to CONNACK ("An MQTT connection is established") and to the first
 /// PUBACK.
 fn host_to_first_puback(port: u16, pki: &TestPki, cache: &std::path::Path) -> (Duration, Duration) {
-    let start = Instant::now();
-    let mut child = host_run(port, &pki.ca, Some(&pki.device))
-        .args(["--iterations", "1", "--publish-count", "1"])
-        .arg("--cache-dir")
-        .arg(cache)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (mut connack, mut puback) = (None, None);
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if connack.is_none() && line.contains("An MQTT connection is established") {
-            connack = Some(start.elapsed());
-        }
-        if puback.is_none() && line.contains("PUBACK received") {
-            puback = Some(start.elapsed());
-        }
-    }
-    assert!(child.wait().unwrap().success());
-    (
-        connack.expect("no CONNACK in the log"),
-        puback.expect("no PUBACK in the log"),
-    )
+    let marks = ["An MQTT connection is established", "PUBACK received"];
+    let (times, _) = time_to_lines(&demo_wasm(), port, pki, cache, &marks);
+    (times[0], times[1])
 }
 
 fn mosquitto_pub(port: u16, pki: &TestPki) -> Duration {

@@ -336,6 +336,49 @@ pub fn watched(
     )
 }
 
+/// Runs `host run LOGIC --iterations 1 --publish-count 1` with the cache in
+/// `cache` and times, from the spawn, the first log line containing each
+/// of `marks`; returns those times and every log line. For the start-up
+/// benchmarks.
+pub fn time_to_lines(
+    logic: &Path,
+    port: u16,
+    pki: &TestPki,
+    cache: &Path,
+    marks: &[&str],
+) -> (Vec<Duration>, Vec<String>) {
+    use std::io::BufRead;
+    let started = Instant::now();
+    let mut child = host_run_component(logic, port, &pki.ca, Some(&pki.device))
+        .args(["--iterations", "1", "--publish-count", "1"])
+        .arg("--cache-dir")
+        .arg(cache)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut times: Vec<Option<Duration>> = vec![None; marks.len()];
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        for (mark, time) in marks.iter().zip(times.iter_mut()) {
+            if time.is_none() && line.contains(mark) {
+                *time = Some(started.elapsed());
+            }
+        }
+        lines.push(line);
+    }
+    assert!(child.wait().unwrap().success(), "{}", lines.join("\n"));
+    let times = marks
+        .iter()
+        .zip(times)
+        .map(|(mark, t)| t.unwrap_or_else(|| panic!("no {mark:?} line in the log")))
+        .collect();
+    (times, lines)
+}
+
 /// Runs `cmd` to completion, failing the test after `limit`.
 pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
     let child = cmd

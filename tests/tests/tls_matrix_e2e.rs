@@ -99,6 +99,8 @@ fn run(port: u16, setup: &Setup, client: Option<&ClientFiles>) -> (i32, usize, S
         LIMIT,
     );
     let (stdout, stderr) = text(&out);
+    // Shown with a failing test's output: every attempt and how it ended.
+    println!("host stdout:\n{stdout}\nhost stderr:\n{stderr}");
     let last = stderr.trim_end().lines().last().unwrap_or("").to_string();
     (
         out.status.code().unwrap(),

@@ -107,6 +107,44 @@ fn rsa_mechanisms(
     })
 }
 
+/// The schemes a key of `kind` can sign with, best first, on a token that
+/// `supports` the mechanisms asked about.
+fn schemes_for(
+    kind: TokenKeyKind,
+    supports: impl Fn(MechanismType) -> bool,
+) -> Vec<(SignatureScheme, Method)> {
+    use SignatureScheme as S;
+    match kind {
+        TokenKeyKind::EcdsaP256 | TokenKeyKind::EcdsaP384 if !supports(MechanismType::ECDSA) => {
+            Vec::new()
+        }
+        TokenKeyKind::EcdsaP256 => {
+            vec![(S::ECDSA_NISTP256_SHA256, Method::Ecdsa(Hash::Sha256))]
+        }
+        TokenKeyKind::EcdsaP384 => {
+            vec![(S::ECDSA_NISTP384_SHA384, Method::Ecdsa(Hash::Sha384))]
+        }
+        TokenKeyKind::Rsa(_) => [
+            S::RSA_PSS_SHA256,
+            S::RSA_PSS_SHA384,
+            S::RSA_PKCS1_SHA256,
+            S::RSA_PKCS1_SHA384,
+        ]
+        .into_iter()
+        .filter_map(|scheme| {
+            let (hashing, raw, hash, padding) = rsa_mechanisms(scheme)?;
+            if supports(hashing) {
+                Some((scheme, Method::Hashing(hash, padding)))
+            } else if supports(raw) {
+                Some((scheme, Method::Raw(hash, padding)))
+            } else {
+                None
+            }
+        })
+        .collect(),
+    }
+}
+
 /// The token's key, for rustls.
 #[derive(Debug, Clone)]
 pub struct TokenKey {
@@ -120,7 +158,7 @@ impl TokenKey {
     /// and that it is the one `cert` was issued for (a signature by the
     /// token must verify with the certificate's public key).
     pub fn new(token: Token, cert: &CertificateDer<'_>) -> Result<Arc<Self>, Pkcs11Error> {
-        let schemes = Self::schemes_of(&token);
+        let schemes = schemes_for(token.kind(), |m| token.supports(m));
         let Some(&(scheme, method)) = schemes.first() else {
             return Err(Pkcs11Error::NoMechanism {
                 uri: token.uri().to_string(),
@@ -144,42 +182,6 @@ impl TokenKey {
             return Err(mismatch());
         }
         Ok(Arc::new(key))
-    }
-
-    /// The schemes `token` can sign with its key, best first.
-    fn schemes_of(token: &Token) -> Vec<(SignatureScheme, Method)> {
-        use SignatureScheme as S;
-        match token.kind() {
-            TokenKeyKind::EcdsaP256 | TokenKeyKind::EcdsaP384
-                if !token.supports(MechanismType::ECDSA) =>
-            {
-                Vec::new()
-            }
-            TokenKeyKind::EcdsaP256 => {
-                vec![(S::ECDSA_NISTP256_SHA256, Method::Ecdsa(Hash::Sha256))]
-            }
-            TokenKeyKind::EcdsaP384 => {
-                vec![(S::ECDSA_NISTP384_SHA384, Method::Ecdsa(Hash::Sha384))]
-            }
-            TokenKeyKind::Rsa(_) => [
-                S::RSA_PSS_SHA256,
-                S::RSA_PSS_SHA384,
-                S::RSA_PKCS1_SHA256,
-                S::RSA_PKCS1_SHA384,
-            ]
-            .into_iter()
-            .filter_map(|scheme| {
-                let (hashing, raw, hash, padding) = rsa_mechanisms(scheme)?;
-                if token.supports(hashing) {
-                    Some((scheme, Method::Hashing(hash, padding)))
-                } else if token.supports(raw) {
-                    Some((scheme, Method::Raw(hash, padding)))
-                } else {
-                    None
-                }
-            })
-            .collect(),
-        }
     }
 
     fn sign_with(&self, method: Method, message: &[u8]) -> Result<Vec<u8>, Pkcs11Error> {
@@ -298,5 +300,83 @@ mod tests {
         assert_eq!(SHA384_DIGEST_INFO.len() + 48, 0x41 + 2);
         assert_eq!(*SHA256_DIGEST_INFO.last().unwrap(), 32);
         assert_eq!(*SHA384_DIGEST_INFO.last().unwrap(), 48);
+    }
+
+    /// The prefixes, followed by a digest, are the DER of PKCS#1's
+    /// DigestInfo (RFC 8017, 9.2) as a DER encoder writes it: algorithm
+    /// identifier (the hash's OID, NULL parameters), then the digest.
+    #[test]
+    fn digest_infos_are_the_der_an_encoder_writes() {
+        for (prefix, oid_last, hash) in [
+            (SHA256_DIGEST_INFO, 1u64, Hash::Sha256),
+            (SHA384_DIGEST_INFO, 2, Hash::Sha384),
+        ] {
+            let digest = hash.digest(b"message");
+            let der = yasna::construct_der(|w| {
+                w.write_sequence(|w| {
+                    w.next().write_sequence(|w| {
+                        w.next()
+                            .write_oid(&yasna::models::ObjectIdentifier::from_slice(&[
+                                2, 16, 840, 1, 101, 3, 4, 2, oid_last,
+                            ]));
+                        w.next().write_null();
+                    });
+                    w.next().write_bytes(&digest);
+                })
+            });
+            let mut ours = prefix.to_vec();
+            ours.extend(&digest);
+            assert_eq!(ours, der, "{hash:?}");
+        }
+    }
+
+    /// Hashing on the token is preferred; a token with only the raw RSA
+    /// mechanisms gets digests made here; one with neither gets nothing.
+    #[test]
+    fn the_token_s_mechanisms_decide_how_each_scheme_is_signed() {
+        use SignatureScheme as S;
+        let all = schemes_for(TokenKeyKind::Rsa(2048), |_| true);
+        assert_eq!(all.len(), 4);
+        assert_eq!(
+            all[0],
+            (
+                S::RSA_PSS_SHA256,
+                Method::Hashing(Hash::Sha256, Padding::Pss)
+            )
+        );
+        let raw_only = schemes_for(TokenKeyKind::Rsa(2048), |m| {
+            m == MechanismType::RSA_PKCS || m == MechanismType::RSA_PKCS_PSS
+        });
+        assert_eq!(
+            raw_only,
+            vec![
+                (S::RSA_PSS_SHA256, Method::Raw(Hash::Sha256, Padding::Pss)),
+                (S::RSA_PSS_SHA384, Method::Raw(Hash::Sha384, Padding::Pss)),
+                (
+                    S::RSA_PKCS1_SHA256,
+                    Method::Raw(Hash::Sha256, Padding::Pkcs1)
+                ),
+                (
+                    S::RSA_PKCS1_SHA384,
+                    Method::Raw(Hash::Sha384, Padding::Pkcs1)
+                ),
+            ]
+        );
+        let pkcs1_only = schemes_for(TokenKeyKind::Rsa(2048), |m| {
+            m == MechanismType::SHA256_RSA_PKCS
+        });
+        assert_eq!(
+            pkcs1_only,
+            vec![(
+                S::RSA_PKCS1_SHA256,
+                Method::Hashing(Hash::Sha256, Padding::Pkcs1)
+            )]
+        );
+        assert!(schemes_for(TokenKeyKind::Rsa(2048), |_| false).is_empty());
+        assert_eq!(
+            schemes_for(TokenKeyKind::EcdsaP256, |m| m == MechanismType::ECDSA),
+            vec![(S::ECDSA_NISTP256_SHA256, Method::Ecdsa(Hash::Sha256))]
+        );
+        assert!(schemes_for(TokenKeyKind::EcdsaP384, |_| false).is_empty());
     }
 }
