@@ -787,6 +787,42 @@ mod tests {
         }
     }
 
+    /// The three text expectations also hold when the run has what they
+    /// look for (an error, an early end, a stop), not only fail when not.
+    #[test]
+    fn text_expectations_hold_on_a_run_that_has_the_text() {
+        let mut out = outcome();
+        out.results = vec![Err(IterationFailure::TimedOut("PUBACK".into()))];
+        out.aborted = Some("restarts are exhausted: injected fault".into());
+        out.stops = vec![host_core::outcome::Stop::Trap {
+            kind: host_core::outcome::TrapKind::Other,
+            message: "injected fault".into(),
+        }];
+        let check = |text: &str| {
+            let spec: ExpectSpec = toml::from_str(text).expect(text);
+            Checks::new(spec).expect(text).failures(&out)
+        };
+        // An early end must be expected in every case.
+        let base = "result = \"timed-out\"\nstops = 1\n";
+        let ended = "aborted-contains = \"injected\"\n";
+        for (holds, fails) in [
+            (ended, "aborted-contains = \"other\""),
+            (
+                &format!("{ended}error-contains = \"PUBACK\""),
+                &format!("{ended}error-contains = \"SUBACK\""),
+            ),
+            (
+                &format!("{ended}stop-contains = \"injected fault\""),
+                &format!("{ended}stop-contains = \"memory\""),
+            ),
+        ] {
+            let holds = format!("{base}{holds}");
+            let fails = format!("{base}{fails}");
+            assert_eq!(check(&holds), Vec::<String>::new(), "{holds}");
+            assert_eq!(check(&fails).len(), 1, "{fails}: {:?}", check(&fails));
+        }
+    }
+
     #[test]
     fn a_field_the_kind_does_not_carry_is_refused() {
         for (kind, field) in [
