@@ -27,8 +27,18 @@
 //! bound by the slower of the two and by when devices notice the cut (at
 //! their next publish), the CPU per reconnect is not.
 //!
+//! Before the storms, for each kind of keys, the broker alone: eight
+//! clients in this process (rustls, the host's TLS client) connect, send
+//! MQTT CONNECT, read CONNACK and close, over and over, with full and with
+//! resumed handshakes. The ratio of those rates is what any client gets
+//! from resumption when this broker is the only bottleneck; a storm's
+//! ratio passes it only when full handshakes also cost the fleet's host
+//! more (RSA signatures).
+//!
 //! Run: `cargo bench -p device-tests --bench storm` (after scripts/build);
 //! `STORM_SIZES` (default "5000,10000") sets the fleet sizes.
+//! `STORM_MAX_CONNECTING` passes `--max-connecting` to the host (0 = no
+//! limit, as before that flag existed).
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -154,6 +164,27 @@ fn metric(text: &str, name: &str) -> f64 {
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// SYNs the kernel dropped so far because a listening socket's accept
+/// queue was full (`ListenOverflows` in /proc/net/netstat): each is a
+/// connect retried a second or more later.
+fn listen_overflows() -> f64 {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = netstat.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if let Some(at) = names
+            .split_whitespace()
+            .position(|n| n == "ListenOverflows")
+        {
+            return values
+                .split_whitespace()
+                .nth(at)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
+        }
+    }
+    f64::NAN
 }
 
 /// The machine's busy and total CPU time so far (jiffies, every core),
@@ -331,6 +362,8 @@ struct Row {
     rate: f64,
     resumed: f64,
     lost: f64,
+    /// SYNs dropped at a full accept queue from the cut to recovery.
+    overflows: f64,
 }
 
 impl Row {
@@ -345,6 +378,7 @@ impl Row {
             rate: f64::NAN,
             resumed,
             lost,
+            overflows: f64::NAN,
         }
     }
 }
@@ -370,11 +404,27 @@ fn storm(devices: u64, kind: Storm, keys: KeyKind, open_files: u64) -> Row {
         .arg(publish_delay_ms(devices).to_string())
         .args(["--ramp-per-sec", "500"])
         .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-        .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    match std::env::var("STORM_HOST_LOG") {
+        // For looking into a row: the host's warnings and errors, in a file.
+        Ok(path) => {
+            static ROW: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let row = ROW.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let log = std::fs::File::create(format!("{path}.{row}")).unwrap();
+            cmd.env("RUST_LOG", "warn")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log);
+        }
+        Err(_) => {
+            cmd.env("RUST_LOG", "error");
+        }
+    }
     if kind == Storm::CutNoResumption {
         cmd.arg("--no-tls-resumption");
+    }
+    if let Ok(n) = std::env::var("STORM_MAX_CONNECTING") {
+        cmd.args(["--max-connecting", &n]);
     }
     let host = KillOnDrop(cmd.spawn().unwrap());
     let host_pid = host.0.id();
@@ -401,6 +451,7 @@ fn storm(devices: u64, kind: Storm, keys: KeyKind, open_files: u64) -> Row {
     };
     let (host_idle, broker_idle) = (idle(host_cpu, host_quiet), idle(broker_cpu, broker_quiet));
     let cpu_before = cpu_times();
+    let overflows_before = listen_overflows();
     match kind {
         Storm::Cut | Storm::CutNoResumption => proxy.cut(),
         Storm::BrokerRestart => {
@@ -414,6 +465,7 @@ fn storm(devices: u64, kind: Storm, keys: KeyKind, open_files: u64) -> Row {
         (Some(b), Some(a)) => (a.0 - b.0) as f64 / (a.1 - b.1).max(1) as f64,
         _ => f64::NAN,
     };
+    let overflows = listen_overflows() - overflows_before;
     let host_used = cpu_of(host_pid).saturating_sub(host_cpu).as_secs_f64();
     let broker_used = match kind {
         Storm::BrokerRestart => f64::NAN,
@@ -427,6 +479,7 @@ fn storm(devices: u64, kind: Storm, keys: KeyKind, open_files: u64) -> Row {
         let s = recovery.last.unwrap_or(before);
         return Row {
             busy,
+            overflows,
             ..Row::failed(devices as f64 - s.open, s.resumed - before.resumed)
         };
     };
@@ -447,7 +500,86 @@ fn storm(devices: u64, kind: Storm, keys: KeyKind, open_files: u64) -> Row {
         rate: (sample.opened - before.opened) / span,
         resumed: sample.resumed - before.resumed,
         lost: devices as f64 - sample.open,
+        overflows,
     }
+}
+
+/// The broker alone: connections a second and broker CPU per connection
+/// (microseconds), with full or resumed handshakes.
+struct Alone {
+    rate: f64,
+    broker_us: f64,
+    resumed: u64,
+}
+
+/// Eight clients connecting to a fresh broker over and over for
+/// `seconds`, after one connection each to get their tickets.
+fn broker_alone(keys: KeyKind, resume: bool, seconds: f64) -> Alone {
+    use host::tls::{ClientKey, Roots, TlsClient, TlsFiles};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = TestPki::with_keys(keys);
+    let broker = pki.broker();
+    let files = TlsFiles {
+        ca: Roots::File(pki.ca.clone()),
+        cert: Some(pki.device.cert.clone()),
+        key: Some(ClientKey::File(pki.device.key.clone())),
+    };
+    let tls = TlsClient::load(&files).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let port = broker.port;
+    let connect = move |tls: TlsClient, id: String| async move {
+        let mut conn = tls
+            .connect("localhost", port, Some(Duration::from_secs(10)))
+            .await
+            .expect("connect to the broker");
+        // MQTT 3.1.1 CONNECT, clean session, keep-alive 60 s.
+        let mut packet = vec![0x10, (12 + id.len()) as u8, 0, 4];
+        packet.extend_from_slice(b"MQTT");
+        packet.extend_from_slice(&[4, 2, 0, 60, 0, id.len() as u8]);
+        packet.extend_from_slice(id.as_bytes());
+        conn.write_all(&packet).await.unwrap();
+        let mut connack = [0u8; 4];
+        conn.read_exact(&mut connack).await.unwrap();
+        assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepted");
+        let resumed = host::tls::resumed(&conn);
+        let _ = conn.shutdown().await;
+        resumed
+    };
+    rt.block_on(async {
+        let clients: Vec<TlsClient> = (0..8).map(|_| tls.with_own_sessions(resume)).collect();
+        for (i, c) in clients.iter().enumerate() {
+            connect(c.clone(), format!("alone-{i}")).await;
+        }
+        let cpu = cpu_of(broker.pid());
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, c) in clients.into_iter().enumerate() {
+            tasks.spawn(async move {
+                let (mut done, mut resumed) = (0u64, 0u64);
+                while started.elapsed().as_secs_f64() < seconds {
+                    resumed += u64::from(connect(c.clone(), format!("alone-{i}")).await);
+                    done += 1;
+                }
+                (done, resumed)
+            });
+        }
+        let (mut done, mut resumed) = (0u64, 0u64);
+        while let Some(r) = tasks.join_next().await {
+            let (d, r) = r.unwrap();
+            done += d;
+            resumed += r;
+        }
+        let span = started.elapsed().as_secs_f64();
+        let used = cpu_of(broker.pid()).saturating_sub(cpu).as_secs_f64();
+        Alone {
+            rate: done as f64 / span,
+            broker_us: used / done.max(1) as f64 * 1e6,
+            resumed,
+        }
+    })
 }
 
 fn main() {
@@ -463,7 +595,36 @@ fn main() {
     let largest = sizes.iter().copied().max().unwrap_or(0);
     let open_files = raise_open_files(3 * largest + 1000);
     println!(
-        "devices | keys     | storm                            | all connected again after | handshakes/s | resumed | lost | CPU busy | host CPU/reconnect (raw) | broker CPU/reconnect (raw)"
+        "broker alone: 8 clients in a loop of TLS connect, MQTT CONNECT, CONNACK, close (5 s each)"
+    );
+    println!("keys     | handshakes | connections/s | resumed | broker CPU/connection");
+    let mut ceilings = Vec::new();
+    for (keys, key_name) in [
+        (KeyKind::EcdsaP256, "P-256"),
+        (KeyKind::Rsa2048, "RSA-2048"),
+    ] {
+        let full = broker_alone(keys, false, 5.0);
+        let resumed = broker_alone(keys, true, 5.0);
+        for (name, a) in [("full", &full), ("resumed", &resumed)] {
+            println!(
+                "{key_name:<8} | {name:<10} | {:>13.0} | {:>7} | {:>18.0} us",
+                a.rate, a.resumed, a.broker_us
+            );
+        }
+        assert!(
+            resumed.resumed > 0 && full.resumed == 0,
+            "resumption on and off as asked"
+        );
+        let ceiling = resumed.rate / full.rate;
+        println!(
+            "{key_name:<8} | resumed / full: rate {ceiling:.2}x, broker CPU per connection {:.2}x (a storm's rate ratio when this broker is its only bottleneck)",
+            full.broker_us / resumed.broker_us
+        );
+        ceilings.push((key_name, ceiling));
+    }
+    println!();
+    println!(
+        "devices | keys     | storm                            | all connected again after | handshakes/s | resumed | lost | CPU busy | SYNs dropped | host CPU/reconnect (raw) | broker CPU/reconnect (raw)"
     );
     let mut failed = 0;
     for devices in sizes {
@@ -488,12 +649,13 @@ fn main() {
                 };
                 let row = storm(devices, kind, keys, open_files);
                 println!(
-                    "{devices:>7} | {key_name:<8} | {name:<32} | {:>22.2} s | {:>12.0} | {:>7.0} | {:>4.0} | {:>7.0}% | {:>9.0} ({:>5.0}) us | {:>11.0} ({:>5.0}) us",
+                    "{devices:>7} | {key_name:<8} | {name:<32} | {:>22.2} s | {:>12.0} | {:>7.0} | {:>4.0} | {:>7.0}% | {:>12.0} | {:>9.0} ({:>5.0}) us | {:>11.0} ({:>5.0}) us",
                     row.recovered_secs,
                     row.rate,
                     row.resumed,
                     row.lost,
                     row.busy * 100.0,
+                    row.overflows,
                     row.host_us,
                     row.host_raw_us,
                     row.broker_us,
@@ -507,8 +669,12 @@ fn main() {
                 broker.push(row.broker_us);
             }
             println!(
-                "{devices:>7} | {key_name:<8} | reconnect rate, resumed / full handshakes: {:.2}x (goal >= 2x)",
-                rates[0] / rates[1]
+                "{devices:>7} | {key_name:<8} | reconnect rate, resumed / full handshakes: {:.2}x (goal >= 2x; the broker alone: {:.2}x)",
+                rates[0] / rates[1],
+                ceilings
+                    .iter()
+                    .find(|(k, _)| *k == key_name)
+                    .map_or(f64::NAN, |c| c.1)
             );
             println!(
                 "{devices:>7} | {key_name:<8} | CPU per reconnect, full / resumed: host {:.2}x, broker {:.2}x",

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use device_tests::{Subscriber, TestPki, host_run, output_within, text};
+use device_tests::{Running, Subscriber, TestPki, host_run, output_within, text};
 
 #[test]
 fn fifty_devices_two_iterations_every_message_arrives() {
@@ -140,4 +140,63 @@ fn each_device_resumes_its_own_tls_session_unless_told_not_to() {
         // Each device's second connection resumes its first one's session.
         assert_eq!(resumed(&stdout), want, "{extra:?}: {stdout}");
     }
+}
+
+/// Connects accepted by a broker that takes TCP connections and never
+/// answers (so every handshake stays in flight), after a while, for a
+/// fleet of six devices under `--max-connecting limit`; and the host's
+/// output by then.
+fn connects_in_flight(limit: &str) -> (usize, Vec<String>) {
+    use std::sync::{Arc, Mutex};
+    let pki = TestPki::new();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for stream in silent.incoming().flatten() {
+            keep.lock().unwrap().push(stream);
+        }
+    });
+    let mut host = Running::spawn(host_run(port, &pki.ca, Some(&pki.device)).args([
+        "--devices",
+        "6",
+        "--client-id",
+        "queued",
+        "--iterations",
+        "1",
+        "--connect-timeout-ms",
+        "1500",
+        "--max-connecting",
+        limit,
+    ]));
+    host.wait_for("Creating a TLS connection", Duration::from_secs(20));
+    // Every device has asked to connect by now (six at --ramp-per-sec 200),
+    // and no handshake has timed out yet.
+    std::thread::sleep(Duration::from_millis(1000));
+    let accepted = held.lock().unwrap().len();
+    if limit != "0" {
+        // The devices that never got a turn say so when they time out.
+        host.wait_for("waiting for a turn", Duration::from_secs(10));
+    }
+    let _ = host.child.kill();
+    let _ = host.child.wait();
+    (accepted, host.seen)
+}
+
+#[test]
+fn max_connecting_bounds_the_handshakes_in_flight_and_queued_devices_say_why_they_timed_out() {
+    let (bounded, seen) = connects_in_flight("2");
+    assert_eq!(bounded, 2, "{}", seen.join("\n"));
+    let line = seen
+        .iter()
+        .find(|l| l.contains("waiting for a turn"))
+        .unwrap();
+    assert!(
+        line.contains("within 1500 ms") && line.contains("raise --max-connecting"),
+        "{line}"
+    );
+    // The control: without the limit every device is in a handshake at once.
+    let (unbounded, seen) = connects_in_flight("0");
+    assert_eq!(unbounded, 6, "{}", seen.join("\n"));
 }

@@ -310,7 +310,9 @@ fn tls_client(args: &RunArgs, broker: &Endpoint, files: &TlsFiles) -> Result<Tls
         alpn,
         sni: !args.no_sni,
     };
-    Ok(TlsClient::load_with(files, &handshake).map_err(anyhow::Error::from)?)
+    Ok(TlsClient::load_with(files, &handshake)
+        .map_err(anyhow::Error::from)?
+        .with_admission(args.max_connecting))
 }
 
 /// The broker and every `--allow` endpoint.

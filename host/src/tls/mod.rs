@@ -9,7 +9,8 @@ pub mod sessions;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use host_core::TransportError;
 use host_core::outcome::SocketFailure;
@@ -24,6 +25,11 @@ pub use credentials::{CredentialError, Roots};
 
 use crate::pkcs11::{Token, TokenKey};
 pub use failure::{classify_io, classify_tls};
+
+/// Connects in flight at once per host, by default (`--max-connecting`):
+/// below mosquitto's accept backlog (100), and enough to keep a broker busy
+/// over a wide-area link (64 handshakes of 100 ms each: 640 a second).
+pub const MAX_CONNECTING: usize = 64;
 
 /// An established TLS session to the broker.
 pub type TlsConnection = TlsStream<TcpStream>;
@@ -81,6 +87,9 @@ pub struct TlsClient {
     has_client_cert: bool,
     /// Where the roots come from, for the message when none fits.
     roots: Roots,
+    /// Turns to connect, shared by every clone: at most this many TCP
+    /// connects and TLS handshakes in flight at once (`--max-connecting`).
+    admission: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl std::fmt::Debug for TlsClient {
@@ -144,7 +153,23 @@ impl TlsClient {
             connector: TlsConnector::from(Arc::new(config)),
             has_client_cert: files.cert.is_some(),
             roots: files.ca.clone(),
+            admission: None,
         })
+    }
+
+    /// The same client with at most `limit` connects (TCP connect and TLS
+    /// handshake) in flight at once across it and all its clones, the
+    /// others waiting their turn in order; 0 = no limit. When a fleet
+    /// reconnects at once, this keeps the broker's accept queue from
+    /// overflowing (its SYNs dropped and retried a second or more later)
+    /// and its handshakes from taking so long that devices time out and
+    /// start over, wasting the broker's work. The wait counts toward the
+    /// connect's timeout, so a device never waits longer than it asked.
+    pub fn with_admission(self, limit: usize) -> Self {
+        Self {
+            admission: (limit > 0).then(|| Arc::new(tokio::sync::Semaphore::new(limit))),
+            ..self
+        }
     }
 
     /// The same client with TLS sessions of its own ([`sessions`]), or
@@ -178,19 +203,47 @@ impl TlsClient {
         port: u16,
         timeout: Option<Duration>,
     ) -> Result<TlsConnection, SocketFailure> {
-        let work = self.connect_inner(host, port);
-        match timeout {
-            Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-                Err(SocketFailure::new(
-                    TransportError::TimedOut,
-                    format!(
-                        "no TLS session with {host}:{port} within {} ms",
-                        limit.as_millis()
-                    ),
-                ))
-            }),
-            None => work.await,
-        }
+        // Milliseconds spent waiting for a turn; u64::MAX while waiting.
+        let waited_ms = AtomicU64::new(if self.admission.is_some() {
+            u64::MAX
+        } else {
+            0
+        });
+        let asked = Instant::now();
+        let work = async {
+            // Held until the handshake ends; never closed, so no error.
+            let _turn = match &self.admission {
+                Some(turns) => turns.acquire().await.ok(),
+                None => None,
+            };
+            let waited = u64::try_from(asked.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+            waited_ms.store(waited, Ordering::Relaxed);
+            self.connect_inner(host, port).await
+        };
+        let Some(limit) = timeout else {
+            return work.await;
+        };
+        let done = tokio::time::timeout(limit, work).await;
+        done.unwrap_or_else(|_| {
+            // A wait of under a tenth of the limit is not worth a word.
+            let waiting = match waited_ms.load(Ordering::Relaxed) {
+                ms if u128::from(ms) * 10 < limit.as_millis() => String::new(),
+                u64::MAX => " (all of it waiting for a turn behind this host's other connects: \
+                    raise --max-connecting or the connect timeout)"
+                    .to_string(),
+                ms => format!(
+                    " ({ms} ms of it waiting for a turn behind this host's other connects: \
+                     raise --max-connecting or the connect timeout)"
+                ),
+            };
+            Err(SocketFailure::new(
+                TransportError::TimedOut,
+                format!(
+                    "no TLS session with {host}:{port} within {} ms{waiting}",
+                    limit.as_millis()
+                ),
+            ))
+        })
     }
 
     async fn connect_inner(&self, host: &str, port: u16) -> Result<TlsConnection, SocketFailure> {
