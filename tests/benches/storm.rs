@@ -531,7 +531,7 @@ fn broker_alone(keys: KeyKind, resume: bool, seconds: f64) -> Alone {
         .unwrap();
     let port = broker.port;
     let connect = move |tls: TlsClient, id: String| async move {
-        let mut conn = tls
+        let (mut conn, _turn) = tls
             .connect("localhost", port, Some(Duration::from_secs(10)))
             .await
             .expect("connect to the broker");

@@ -177,7 +177,7 @@ fn connects_in_flight(limit: &str) -> (usize, Vec<String>) {
     let accepted = held.lock().unwrap().len();
     if limit != "0" {
         // The devices that never got a turn say so when they time out.
-        host.wait_for("waiting for a turn", Duration::from_secs(10));
+        host.wait_for("no turn to connect", Duration::from_secs(10));
     }
     let _ = host.child.kill();
     let _ = host.child.wait();
@@ -190,10 +190,12 @@ fn max_connecting_bounds_the_handshakes_in_flight_and_queued_devices_say_why_the
     assert_eq!(bounded, 2, "{}", seen.join("\n"));
     let line = seen
         .iter()
-        .find(|l| l.contains("waiting for a turn"))
+        .find(|l| l.contains("no turn to connect"))
         .unwrap();
     assert!(
-        line.contains("within 1500 ms") && line.contains("raise --max-connecting"),
+        line.contains("within 1500 ms")
+            && line.contains("held all 2 connect turns")
+            && line.contains("raise --max-connecting"),
         "{line}"
     );
     // The control: without the limit every device is in a handshake at once.

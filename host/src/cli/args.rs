@@ -79,11 +79,13 @@ pub struct RunArgs {
     /// reconnecting after a network cut costs the broker much less).
     #[arg(long)]
     pub no_tls_resumption: bool,
-    /// Connects (TCP connect and TLS handshake) this host runs at once, over
-    /// all its devices; the others wait their turn, within their connect
-    /// timeout. Keeps a fleet that reconnects at once from overflowing the
-    /// broker's accept queue and timing out half-done handshakes. 0 = no
-    /// limit.
+    /// Connects this host runs at once, over all its devices: a connect
+    /// holds its turn from the TCP connect until the broker first answers
+    /// (its CONNACK), at most 5 s past the handshake. The others wait their
+    /// turn, at most their connect timeout; a handshake once begun gets the
+    /// whole timeout. Keeps a fleet that reconnects at once from
+    /// overflowing the broker's accept queue and timing out half-done
+    /// connects. 0 = no limit.
     #[arg(long, default_value_t = host::tls::MAX_CONNECTING, value_name = "N")]
     pub max_connecting: usize,
     /// Further endpoints the component may connect to, HOST:PORT (repeatable).

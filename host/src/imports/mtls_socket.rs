@@ -15,7 +15,7 @@ use wasmtime::component::{Resource, ResourceTable};
 
 use crate::imports::output::GuestOutput;
 use crate::imports::rate::TokenBucket;
-use crate::tls::{TlsClient, TlsConnection, classify_io};
+use crate::tls::{TlsClient, TlsConnection, Turn, classify_io};
 
 /// Most bytes one `receive` returns (a TLS record's plaintext is at most 16 KiB).
 const RECEIVE_CHUNK: u32 = 64 * 1024;
@@ -48,8 +48,9 @@ pub struct SocketLimits {
     pub max_refusals: u32,
 }
 
-/// One guest connection: the TLS stream, or nothing once closed.
-struct Stream(Option<TlsConnection>);
+/// One guest connection: the TLS stream, or nothing once closed, and its
+/// connect's turn, held until the broker first answers.
+struct Stream(Option<TlsConnection>, Turn);
 
 /// A device's sockets: TLS configuration, allow list, limits, connections.
 pub struct SocketCtx {
@@ -222,9 +223,9 @@ impl Host for SocketCtx {
         }
         let started = Instant::now();
         match self.tls.connect(&host, port, limit(timeout_ms)).await {
-            Ok(stream) => {
+            Ok((stream, turn)) => {
                 let resumed = crate::tls::resumed(&stream);
-                let handle = self.connections.push(Stream(Some(stream)))?;
+                let handle = self.connections.push(Stream(Some(stream), turn))?;
                 self.opened(started, resumed);
                 Ok(Ok(Resource::new_own(handle.rep())))
             }
@@ -279,7 +280,8 @@ impl HostConnection for SocketCtx {
             return self.refuse(ErrorCode::MessageTooLarge, &line).await;
         }
         let handle = Resource::<Stream>::new_borrow(conn.rep());
-        let Some(stream) = self.connections.get_mut(&handle)?.0.as_mut() else {
+        let entry = self.connections.get_mut(&handle)?;
+        let Some(stream) = entry.0.as_mut() else {
             return Ok(Err(ErrorCode::ConnectionClosed));
         };
         // At most what a TLS record can hold, not what was asked; read into
@@ -295,6 +297,8 @@ impl HostConnection for SocketCtx {
         let Ok(read) = tokio::time::timeout(wait, stream.read_buf(&mut buf)).await else {
             return Ok(Ok(Vec::new()));
         };
+        // The broker answered, or the connection went: the connect is over.
+        entry.1.end();
         match read {
             Ok(0) => Ok(Err(self.record(SocketFailure::new(
                 TransportError::ConnectionClosed,
@@ -306,6 +310,8 @@ impl HostConnection for SocketCtx {
     }
 
     async fn close(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
+        let handle = Resource::<Stream>::new_borrow(conn.rep());
+        self.connections.get_mut(&handle)?.1.end();
         if let Some(mut stream) = self.stream(&conn)?.take() {
             self.closed();
             let _ = tokio::time::timeout(Duration::from_millis(200), stream.shutdown()).await;

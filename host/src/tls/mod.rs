@@ -9,8 +9,7 @@ pub mod sessions;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use host_core::TransportError;
 use host_core::outcome::SocketFailure;
@@ -30,6 +29,59 @@ pub use failure::{classify_io, classify_tls};
 /// below mosquitto's accept backlog (100), and enough to keep a broker busy
 /// over a wide-area link (64 handshakes of 100 ms each: 640 a second).
 pub const MAX_CONNECTING: usize = 64;
+
+/// Longest a connect keeps its turn after the handshake while the broker
+/// has not answered on the connection yet (see [`Turn`]).
+pub const ANSWER_WAIT: Duration = Duration::from_secs(5);
+
+/// A connect's turn under `--max-connecting`. It lasts past the handshake,
+/// until the broker first answers on the connection (for MQTT, its
+/// CONNACK), the connection goes, or [`ANSWER_WAIT`] passes: the broker's
+/// work for a new connection does not end with the handshake, and a fleet
+/// that hands it handshakes faster than it answers CONNECTs only makes
+/// devices time out waiting for CONNACK and start over.
+#[derive(Default)]
+pub struct Turn {
+    permit: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
+    timer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Turn {
+    fn held(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        let permit = Arc::new(std::sync::Mutex::new(Some(permit)));
+        let expiring = permit.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(ANSWER_WAIT).await;
+            drop(expiring.lock().unwrap_or_else(|p| p.into_inner()).take());
+        });
+        Self {
+            permit,
+            timer: Some(timer),
+        }
+    }
+
+    /// Whether the turn is still held.
+    pub fn is_held(&self) -> bool {
+        self.permit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Ends the turn (the broker answered, or the connection went).
+    pub fn end(&mut self) {
+        drop(self.permit.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(timer) = self.timer.take() {
+            timer.abort();
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
 
 /// An established TLS session to the broker.
 pub type TlsConnection = TlsStream<TcpStream>;
@@ -90,6 +142,8 @@ pub struct TlsClient {
     /// Turns to connect, shared by every clone: at most this many TCP
     /// connects and TLS handshakes in flight at once (`--max-connecting`).
     admission: Option<Arc<tokio::sync::Semaphore>>,
+    /// The number of turns, for messages.
+    admission_limit: usize,
 }
 
 impl std::fmt::Debug for TlsClient {
@@ -154,6 +208,7 @@ impl TlsClient {
             has_client_cert: files.cert.is_some(),
             roots: files.ca.clone(),
             admission: None,
+            admission_limit: 0,
         })
     }
 
@@ -163,11 +218,12 @@ impl TlsClient {
     /// reconnects at once, this keeps the broker's accept queue from
     /// overflowing (its SYNs dropped and retried a second or more later)
     /// and its handshakes from taking so long that devices time out and
-    /// start over, wasting the broker's work. The wait counts toward the
-    /// connect's timeout, so a device never waits longer than it asked.
+    /// start over, wasting the broker's work. A turn lasts until the broker
+    /// answers (see [`Turn`]).
     pub fn with_admission(self, limit: usize) -> Self {
         Self {
             admission: (limit > 0).then(|| Arc::new(tokio::sync::Semaphore::new(limit))),
+            admission_limit: limit,
             ..self
         }
     }
@@ -195,55 +251,59 @@ impl TlsClient {
         self.connector.config().clone()
     }
 
-    /// Resolves `host`, connects over TCP and runs the TLS handshake with
-    /// `host` as SNI, all within `timeout` (`None` = no limit).
+    /// Waits for a turn under `--max-connecting` (at most `timeout`), then
+    /// resolves `host`, connects over TCP and runs the TLS handshake with
+    /// `host` as SNI, all within `timeout` again (`None` = no limit): a
+    /// handshake, once started, is never cut short by the time its turn
+    /// took, so the broker's work on it is not wasted. The turn comes back
+    /// with the connection: end it when the broker answers (dropping the
+    /// connection's [`Turn`] does).
     pub async fn connect(
         &self,
         host: &str,
         port: u16,
         timeout: Option<Duration>,
-    ) -> Result<TlsConnection, SocketFailure> {
-        // Milliseconds spent waiting for a turn; u64::MAX while waiting.
-        let waited_ms = AtomicU64::new(if self.admission.is_some() {
-            u64::MAX
-        } else {
-            0
-        });
-        let asked = Instant::now();
-        let work = async {
-            // Held until the handshake ends; never closed, so no error.
-            let _turn = match &self.admission {
-                Some(turns) => turns.acquire().await.ok(),
-                None => None,
-            };
-            let waited = u64::try_from(asked.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
-            waited_ms.store(waited, Ordering::Relaxed);
-            self.connect_inner(host, port).await
+    ) -> Result<(TlsConnection, Turn), SocketFailure> {
+        let millis = |limit: Duration| limit.as_millis();
+        let turn = match &self.admission {
+            None => Turn::default(),
+            Some(turns) => {
+                // Never closed, so never an error.
+                let wait = turns.clone().acquire_owned();
+                let permit = match timeout {
+                    Some(limit) => tokio::time::timeout(limit, wait).await.map_err(|_| {
+                        SocketFailure::new(
+                            TransportError::TimedOut,
+                            format!(
+                                "no turn to connect to {host}:{port} within {} ms: this host's \
+                                 other devices held all {} connect turns (raise --max-connecting \
+                                 or the connect timeout)",
+                                millis(limit),
+                                self.admission_limit
+                            ),
+                        )
+                    })?,
+                    None => wait.await,
+                };
+                permit.map(Turn::held).unwrap_or_default()
+            }
         };
-        let Some(limit) = timeout else {
-            return work.await;
+        let work = self.connect_inner(host, port);
+        let stream = match timeout {
+            Some(limit) => tokio::time::timeout(limit, work)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(SocketFailure::new(
+                        TransportError::TimedOut,
+                        format!(
+                            "no TLS session with {host}:{port} within {} ms",
+                            millis(limit)
+                        ),
+                    ))
+                })?,
+            None => work.await?,
         };
-        let done = tokio::time::timeout(limit, work).await;
-        done.unwrap_or_else(|_| {
-            // A wait of under a tenth of the limit is not worth a word.
-            let waiting = match waited_ms.load(Ordering::Relaxed) {
-                ms if u128::from(ms) * 10 < limit.as_millis() => String::new(),
-                u64::MAX => " (all of it waiting for a turn behind this host's other connects: \
-                    raise --max-connecting or the connect timeout)"
-                    .to_string(),
-                ms => format!(
-                    " ({ms} ms of it waiting for a turn behind this host's other connects: \
-                     raise --max-connecting or the connect timeout)"
-                ),
-            };
-            Err(SocketFailure::new(
-                TransportError::TimedOut,
-                format!(
-                    "no TLS session with {host}:{port} within {} ms{waiting}",
-                    limit.as_millis()
-                ),
-            ))
-        })
+        Ok((stream, turn))
     }
 
     async fn connect_inner(&self, host: &str, port: u16) -> Result<TlsConnection, SocketFailure> {
@@ -296,6 +356,29 @@ impl TlsClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_lasts_until_ended_or_the_answer_wait_passes() {
+        let turns = Arc::new(tokio::sync::Semaphore::new(1));
+        let mut answered = Turn::held(turns.clone().try_acquire_owned().unwrap());
+        assert!(answered.is_held() && turns.available_permits() == 0);
+        answered.end();
+        assert!(!answered.is_held() && turns.available_permits() == 1);
+
+        let silent = Turn::held(turns.clone().try_acquire_owned().unwrap());
+        tokio::time::sleep(ANSWER_WAIT - Duration::from_millis(1)).await;
+        assert!(silent.is_held(), "held while the broker may still answer");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert!(!silent.is_held() && turns.available_permits() == 1);
+
+        let dropped = Turn::held(turns.clone().try_acquire_owned().unwrap());
+        drop(dropped);
+        assert_eq!(
+            turns.available_permits(),
+            1,
+            "a closed connection's turn ends"
+        );
+    }
 
     #[test]
     fn alpn_and_sni_reach_the_rustls_config() {
