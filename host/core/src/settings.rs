@@ -126,8 +126,9 @@ impl DeviceSettings {
     }
 
     /// The longest a legal iteration of the demo can take with these
-    /// settings, milliseconds: every connect attempt timing out and every
-    /// backoff window waited in full, the subscription rejected until its
+    /// settings, milliseconds: every connect attempt waiting its whole
+    /// timeout for a turn (a host bounds the connects it runs at once) and
+    /// then timing out, every backoff window waited in full, the subscription rejected until its
     /// retries run out, every process loop and idle wait run to its end,
     /// every send taking its whole timeout, and all that again for each
     /// reconnect the demo allows, plus a tenth for scheduling. With retries
@@ -143,7 +144,7 @@ impl DeviceSettings {
         };
         let attempts = u64::from(self.backoff_max_attempts) + 1;
         let ms = u64::from;
-        let connect = attempts * ms(self.connect_timeout_ms) + backoff_ms;
+        let connect = attempts * 2 * ms(self.connect_timeout_ms) + backoff_ms;
         let sends = attempts + 2 * ms(self.publish_count) + 4 + mqtt_core::MAX_OUTGOING as u64;
         let session = ms(self.connack_timeout_ms)
             + attempts * ms(self.process_loop_ms)
@@ -169,13 +170,14 @@ mod tests {
     #[test]
     fn the_slowest_demo_iteration_with_the_defaults() {
         let s = DeviceSettings::new("b", 8883, "d");
-        // Connect: 6 attempts of 5 s and 12.5 s of backoff = 42.5 s.
+        // Connect: 6 attempts of 5 s waiting for a turn and 5 s more, and
+        // 12.5 s of backoff = 72.5 s.
         // Session: 1 s CONNACK + 6 loops of 2 s + 12.5 s backoff + 5 x (2 s
         // + 2 s) + 2 s + 35 sends of 0.2 s = 54.5 s. Six times (five
         // reconnects), plus a tenth.
         assert_eq!(
             s.slowest_demo_iteration_ms(),
-            (6 * (42_500 + 54_500)) * 11 / 10
+            (6 * (72_500 + 54_500)) * 11 / 10
         );
         let mut forever = s.clone();
         forever.backoff_max_attempts = u32::MAX;

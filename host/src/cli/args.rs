@@ -171,10 +171,11 @@ pub struct RunArgs {
     /// Sandbox: longest one iteration may take, milliseconds; then the guest
     /// is stopped wherever it is, its connections closed, and the restart
     /// policy applies (0 = no limit). [default: the demo's slowest legal
-    /// iteration with these settings: every connect attempt timing out after
-    /// every backoff window, the subscription retried to the end, every
+    /// iteration with these settings: every connect attempt waiting its
+    /// timeout for a turn (--max-connecting) and timing out, after every
+    /// backoff window, the subscription retried to the end, every
     /// process loop and idle wait in full, every send timing out, all of it
-    /// again for each reconnect the demo allows, plus a tenth; 640200 ms with
+    /// again for each reconnect the demo allows, plus a tenth; 838200 ms with
     /// the defaults, one hour when retrying forever]
     #[arg(long, value_name = "MS")]
     pub iteration_timeout_ms: Option<u64>,

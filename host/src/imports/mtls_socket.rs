@@ -48,9 +48,8 @@ pub struct SocketLimits {
     pub max_refusals: u32,
 }
 
-/// One guest connection: the TLS stream, or nothing once closed, and its
-/// connect's turn, held until the broker first answers.
-struct Stream(Option<TlsConnection>, Turn);
+/// One guest connection: the TLS stream, or nothing once closed.
+struct Stream(Option<TlsConnection>);
 
 /// A device's sockets: TLS configuration, allow list, limits, connections.
 pub struct SocketCtx {
@@ -71,6 +70,11 @@ pub struct SocketCtx {
     /// Connections opened: a burst, then a steady rate; kept across
     /// restarts of the guest.
     connects: Arc<Mutex<TokenBucket>>,
+    /// The turn of the latest connect (`--max-connecting`) and its
+    /// connection's handle, until the broker answers on it: one per device
+    /// at most, so a logic that opens connections and keeps them silent
+    /// holds one of the host's turns, not one per connection.
+    turn: Option<(u32, Turn)>,
 }
 
 /// What a device's sockets report to and are limited by.
@@ -103,6 +107,14 @@ impl SocketCtx {
             observer: shared.observer,
             output: shared.output,
             connects: shared.connects,
+            turn: None,
+        }
+    }
+
+    /// Ends the connect's turn if `rep` is the connection holding it.
+    fn end_turn(&mut self, rep: u32) {
+        if self.turn.as_ref().is_some_and(|(holder, _)| *holder == rep) {
+            self.turn = None;
         }
     }
 
@@ -221,11 +233,14 @@ impl Host for SocketCtx {
             );
             return self.refuse(ErrorCode::RateLimited, &line).await;
         }
+        // A device waits for its turn having given back any it held.
+        self.turn = None;
         let started = Instant::now();
         match self.tls.connect(&host, port, limit(timeout_ms)).await {
             Ok((stream, turn)) => {
                 let resumed = crate::tls::resumed(&stream);
-                let handle = self.connections.push(Stream(Some(stream), turn))?;
+                let handle = self.connections.push(Stream(Some(stream)))?;
+                self.turn = Some((handle.rep(), turn));
                 self.opened(started, resumed);
                 Ok(Ok(Resource::new_own(handle.rep())))
             }
@@ -280,8 +295,7 @@ impl HostConnection for SocketCtx {
             return self.refuse(ErrorCode::MessageTooLarge, &line).await;
         }
         let handle = Resource::<Stream>::new_borrow(conn.rep());
-        let entry = self.connections.get_mut(&handle)?;
-        let Some(stream) = entry.0.as_mut() else {
+        let Some(stream) = self.connections.get_mut(&handle)?.0.as_mut() else {
             return Ok(Err(ErrorCode::ConnectionClosed));
         };
         // At most what a TLS record can hold, not what was asked; read into
@@ -298,7 +312,7 @@ impl HostConnection for SocketCtx {
             return Ok(Ok(Vec::new()));
         };
         // The broker answered, or the connection went: the connect is over.
-        entry.1.end();
+        self.end_turn(conn.rep());
         match read {
             Ok(0) => Ok(Err(self.record(SocketFailure::new(
                 TransportError::ConnectionClosed,
@@ -310,8 +324,7 @@ impl HostConnection for SocketCtx {
     }
 
     async fn close(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
-        let handle = Resource::<Stream>::new_borrow(conn.rep());
-        self.connections.get_mut(&handle)?.1.end();
+        self.end_turn(conn.rep());
         if let Some(mut stream) = self.stream(&conn)?.take() {
             self.closed();
             let _ = tokio::time::timeout(Duration::from_millis(200), stream.shutdown()).await;
@@ -320,6 +333,7 @@ impl HostConnection for SocketCtx {
     }
 
     async fn drop(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
+        self.end_turn(conn.rep());
         let handle = Resource::<Stream>::new_own(conn.rep());
         if self.connections.delete(handle)?.0.is_some() {
             self.closed();

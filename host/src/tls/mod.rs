@@ -27,7 +27,9 @@ pub use failure::{classify_io, classify_tls};
 
 /// Connects in flight at once per host, by default (`--max-connecting`):
 /// below mosquitto's accept backlog (100), and enough to keep a broker busy
-/// over a wide-area link (64 handshakes of 100 ms each: 640 a second).
+/// over a wide-area link (a turn there is about three round trips: TCP,
+/// TLS 1.3 and CONNECT; at 100 ms each, 64 turns allow about 200 connects
+/// a second).
 pub const MAX_CONNECTING: usize = 64;
 
 /// Longest a connect keeps its turn after the handshake while the broker
@@ -36,10 +38,10 @@ pub const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// A connect's turn under `--max-connecting`. It lasts past the handshake,
 /// until the broker first answers on the connection (for MQTT, its
-/// CONNACK), the connection goes, or [`ANSWER_WAIT`] passes: the broker's
-/// work for a new connection does not end with the handshake, and a fleet
-/// that hands it handshakes faster than it answers CONNECTs only makes
-/// devices time out waiting for CONNACK and start over.
+/// CONNACK), the connection goes, or [`ANSWER_WAIT`] passes after the
+/// handshake: the broker's work for a new connection does not end with the
+/// handshake, and a fleet that hands it handshakes faster than it answers
+/// CONNECTs only makes devices time out waiting for CONNACK and start over.
 #[derive(Default)]
 pub struct Turn {
     permit: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
@@ -48,20 +50,25 @@ pub struct Turn {
 
 impl Turn {
     fn held(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
-        let permit = Arc::new(std::sync::Mutex::new(Some(permit)));
-        let expiring = permit.clone();
-        let timer = tokio::spawn(async move {
-            tokio::time::sleep(ANSWER_WAIT).await;
-            drop(expiring.lock().unwrap_or_else(|p| p.into_inner()).take());
-        });
         Self {
-            permit,
-            timer: Some(timer),
+            permit: Arc::new(std::sync::Mutex::new(Some(permit))),
+            timer: None,
         }
     }
 
-    /// Whether the turn is still held.
-    pub fn is_held(&self) -> bool {
+    /// Ends the turn on its own after `wait` (on the tokio runtime).
+    fn expire_after(&mut self, wait: Duration) {
+        if self.timer.is_some() || !self.is_held() {
+            return;
+        }
+        let expiring = self.permit.clone();
+        self.timer = Some(tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            drop(expiring.lock().unwrap_or_else(|p| p.into_inner()).take());
+        }));
+    }
+
+    fn is_held(&self) -> bool {
         self.permit
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -139,8 +146,7 @@ pub struct TlsClient {
     has_client_cert: bool,
     /// Where the roots come from, for the message when none fits.
     roots: Roots,
-    /// Turns to connect, shared by every clone: at most this many TCP
-    /// connects and TLS handshakes in flight at once (`--max-connecting`).
+    /// Turns to connect, shared by every clone (`--max-connecting`).
     admission: Option<Arc<tokio::sync::Semaphore>>,
     /// The number of turns, for messages.
     admission_limit: usize,
@@ -212,8 +218,9 @@ impl TlsClient {
         })
     }
 
-    /// The same client with at most `limit` connects (TCP connect and TLS
-    /// handshake) in flight at once across it and all its clones, the
+    /// The same client with at most `limit` connects (name lookup, TCP
+    /// connect, TLS handshake and the broker's first answer; see [`Turn`])
+    /// in flight at once across it and all its clones, the
     /// others waiting their turn in order; 0 = no limit. When a fleet
     /// reconnects at once, this keeps the broker's accept queue from
     /// overflowing (its SYNs dropped and retried a second or more later)
@@ -264,8 +271,7 @@ impl TlsClient {
         port: u16,
         timeout: Option<Duration>,
     ) -> Result<(TlsConnection, Turn), SocketFailure> {
-        let millis = |limit: Duration| limit.as_millis();
-        let turn = match &self.admission {
+        let mut turn = match &self.admission {
             None => Turn::default(),
             Some(turns) => {
                 // Never closed, so never an error.
@@ -278,7 +284,7 @@ impl TlsClient {
                                 "no turn to connect to {host}:{port} within {} ms: this host's \
                                  other devices held all {} connect turns (raise --max-connecting \
                                  or the connect timeout)",
-                                millis(limit),
+                                limit.as_millis(),
                                 self.admission_limit
                             ),
                         )
@@ -288,6 +294,10 @@ impl TlsClient {
                 permit.map(Turn::held).unwrap_or_default()
             }
         };
+        if timeout.is_none() {
+            // No bound on the handshake: bound the turn from now instead.
+            turn.expire_after(ANSWER_WAIT);
+        }
         let work = self.connect_inner(host, port);
         let stream = match timeout {
             Some(limit) => tokio::time::timeout(limit, work)
@@ -297,12 +307,13 @@ impl TlsClient {
                         TransportError::TimedOut,
                         format!(
                             "no TLS session with {host}:{port} within {} ms",
-                            millis(limit)
+                            limit.as_millis()
                         ),
                     ))
                 })?,
             None => work.await?,
         };
+        turn.expire_after(ANSWER_WAIT);
         Ok((stream, turn))
     }
 
@@ -361,11 +372,21 @@ mod tests {
     async fn a_turn_lasts_until_ended_or_the_answer_wait_passes() {
         let turns = Arc::new(tokio::sync::Semaphore::new(1));
         let mut answered = Turn::held(turns.clone().try_acquire_owned().unwrap());
+        answered.expire_after(ANSWER_WAIT);
         assert!(answered.is_held() && turns.available_permits() == 0);
         answered.end();
         assert!(!answered.is_held() && turns.available_permits() == 1);
 
-        let silent = Turn::held(turns.clone().try_acquire_owned().unwrap());
+        let mut handshaking = Turn::held(turns.clone().try_acquire_owned().unwrap());
+        tokio::time::sleep(ANSWER_WAIT * 2).await;
+        assert!(
+            handshaking.is_held(),
+            "no expiry until the handshake has ended"
+        );
+        handshaking.end();
+
+        let mut silent = Turn::held(turns.clone().try_acquire_owned().unwrap());
+        silent.expire_after(ANSWER_WAIT);
         tokio::time::sleep(ANSWER_WAIT - Duration::from_millis(1)).await;
         assert!(silent.is_held(), "held while the broker may still answer");
         tokio::time::sleep(Duration::from_millis(2)).await;
