@@ -167,7 +167,8 @@ fn metric(text: &str, name: &str) -> f64 {
 }
 
 /// SYNs the kernel dropped so far because a listening socket's accept
-/// queue was full (`ListenOverflows` in /proc/net/netstat): each is a
+/// queue was full (`ListenOverflows` in /proc/net/netstat, counted over the
+/// whole machine, so other work running meanwhile adds to it): each is a
 /// connect retried a second or more later.
 fn listen_overflows() -> f64 {
     let netstat = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();

@@ -80,8 +80,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_tls_resumption: bool,
     /// Connects this host runs at once, over all its devices: a connect
-    /// holds its turn from the TCP connect until the broker first answers
-    /// (its CONNACK), at most 5 s past the handshake. The others wait their
+    /// holds its turn from the name lookup until the broker first answers
+    /// (its CONNACK), at most 5 s past the handshake; one turn per device. The others wait their
     /// turn, at most their connect timeout; a handshake once begun gets the
     /// whole timeout. Keeps a fleet that reconnects at once from
     /// overflowing the broker's accept queue and timing out half-done
