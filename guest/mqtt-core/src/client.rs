@@ -230,6 +230,66 @@ impl<T: Transport, C: Clock> Client<T, C> {
         }
     }
 
+    /// Waits `ms` milliseconds without reading the connection, as the demo's
+    /// "Keeping Connection Idle..." does, except that the wait pauses when a
+    /// PINGREQ falls due: the PINGREQ goes out and packets are handled (to
+    /// `on_event`) until its PINGRESP, so a wait longer than the keep-alive
+    /// does not get the connection dropped by the broker. A sleep that
+    /// comes back early (the host is stopping) ends the wait.
+    pub fn idle(
+        &mut self,
+        ms: u32,
+        on_event: &mut dyn FnMut(Event) -> Flow,
+    ) -> Result<(), ClientError> {
+        let end = self.clock.now_ms() + u64::from(ms);
+        loop {
+            let now = self.clock.now_ms();
+            if now >= end {
+                return Ok(());
+            }
+            let due_in = self.keep_alive_due_in(now);
+            if due_in > 0 {
+                // At most `ms`, so it fits.
+                let nap = (end - now).min(due_in) as u32;
+                self.clock.sleep_ms(nap);
+                if self.clock.now_ms() < now + u64::from(nap) {
+                    return Ok(());
+                }
+                continue;
+            }
+            self.keep_alive_step(now)?;
+            while self.ping_sent_ms.is_some() {
+                while let Some(packet) = self
+                    .decoder
+                    .next_packet()
+                    .map_err(|e| ClientError::Protocol(e.0))?
+                {
+                    if let Some(event) = self.handle(packet)? {
+                        on_event(event);
+                    }
+                }
+                if self.ping_sent_ms.is_none() {
+                    break;
+                }
+                let wait = self.keep_alive_step(self.clock.now_ms())?;
+                self.receive_some(wait.min(u64::from(u32::MAX)) as u32)?;
+            }
+        }
+    }
+
+    /// Milliseconds until a PINGREQ is due (0: due now, or one is waiting
+    /// for its PINGRESP; `u64::MAX`: no keep-alive).
+    fn keep_alive_due_in(&self, now: u64) -> u64 {
+        if self.timing.keep_alive_secs == 0 {
+            return u64::MAX;
+        }
+        if self.ping_sent_ms.is_some() {
+            return 0;
+        }
+        let interval = u64::from(self.timing.keep_alive_secs) * 1000;
+        interval.saturating_sub(now.saturating_sub(self.last_sent_ms))
+    }
+
     /// Sends DISCONNECT (best effort) and closes the transport. Harmless on a
     /// client whose transport already failed.
     pub fn disconnect(&mut self) {
@@ -492,6 +552,63 @@ mod tests {
             .push_back(encode(&Packet::PingResp).unwrap());
         c.process_loop(1000, &mut |_| Flow::Continue).unwrap();
         assert_eq!(c.ping_sent_ms, None);
+    }
+
+    #[test]
+    fn idle_shorter_than_the_keep_alive_only_sleeps() {
+        let (mut c, t) = client(vec![connack()]);
+        c.connect(&Connect::new("id"), 1000).unwrap();
+        let (sent, start) = (sent_packets(&t).len(), c.clock.now_ms());
+        c.idle(2000, &mut |_| Flow::Continue).unwrap();
+        assert_eq!(c.clock.now_ms() - start, 2000);
+        assert_eq!(sent_packets(&t).len(), sent, "nothing sent");
+    }
+
+    #[test]
+    fn idle_longer_than_the_keep_alive_pings_and_keeps_the_connection() {
+        let pingresp = encode(&Packet::PingResp).unwrap();
+        let (mut c, t) = client(vec![connack()]);
+        c.connect(&Connect::new("id"), 1000).unwrap();
+        t.reads.borrow_mut().extend([pingresp.clone(), pingresp]);
+        let start = c.clock.now_ms();
+        // 150 s with a 60 s keep-alive: PINGREQ at 60 s and at 120 s.
+        c.idle(150_000, &mut |_| Flow::Continue).unwrap();
+        assert_eq!(c.clock.now_ms() - start, 150_000);
+        let pings = sent_packets(&t)
+            .into_iter()
+            .filter(|p| *p == Packet::PingReq)
+            .count();
+        assert_eq!(pings, 2);
+        assert_eq!(c.ping_sent_ms, None);
+    }
+
+    #[test]
+    fn idle_past_the_keep_alive_without_pingresp_fails() {
+        let (mut c, _) = client(vec![connack()]);
+        c.connect(&Connect::new("id"), 1000).unwrap();
+        let err = c.idle(150_000, &mut |_| Flow::Continue).unwrap_err();
+        assert_eq!(err, ClientError::KeepAliveTimeout);
+    }
+
+    #[test]
+    fn idle_ends_when_a_sleep_comes_back_early() {
+        /// A clock whose sleeps return at once, as while the host stops.
+        struct Stopping(TestClock);
+        impl Clock for Stopping {
+            fn now_ms(&self) -> u64 {
+                self.0.now_ms()
+            }
+            fn sleep_ms(&self, _ms: u32) {}
+        }
+        let clock = TestClock::default();
+        let t = TestTransport {
+            reads: Rc::new(RefCell::new(vec![connack()].into())),
+            sent: Rc::default(),
+            clock: clock.clone(),
+        };
+        let mut c = Client::new(t, Stopping(clock), timing());
+        c.connect(&Connect::new("id"), 1000).unwrap();
+        c.idle(150_000, &mut |_| Flow::Continue).unwrap();
     }
 
     #[test]

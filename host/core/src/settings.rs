@@ -130,7 +130,9 @@ impl DeviceSettings {
     /// timeout for a turn (a host bounds the connects it runs at once) and
     /// then timing out, every backoff window waited in full, the subscription rejected until its
     /// retries run out, every process loop and idle wait run to its end,
-    /// every send taking its whole timeout, and all that again for each
+    /// every send taking its whole timeout, every idle wait's PINGRESP (when
+    /// the wait reaches the keep-alive) taking its whole timeout, and all
+    /// that again for each
     /// reconnect the demo allows, plus a tenth for scheduling. With retries
     /// forever there is no bound: one hour.
     pub fn slowest_demo_iteration_ms(&self) -> u64 {
@@ -152,6 +154,17 @@ impl DeviceSettings {
             + ms(self.publish_count) * (ms(self.process_loop_ms) + ms(self.publish_delay_ms))
             + ms(self.process_loop_ms)
             + sends * ms(self.transport_timeout_ms);
+        // An idle wait as long as the keep-alive sends a PINGREQ, and its
+        // PINGRESP may come after the wait's end.
+        let ping_ms = u64::from(self.keep_alive_secs) * 1000;
+        let pings = if ping_ms > 0
+            && ping_ms <= ms(self.process_loop_ms) + ms(self.publish_delay_ms)
+        {
+            ms(self.publish_count) * (ms(self.transport_timeout_ms) + ms(self.pingresp_timeout_ms))
+        } else {
+            0
+        };
+        let session = session + pings;
         let reconnects = self.backoff_max_attempts.min(defaults::DEMO_MAX_RECONNECTS);
         let worst = (u64::from(reconnects) + 1) * (connect + session);
         worst + worst / 10
