@@ -330,8 +330,6 @@ impl<P: Platform> Demo<'_, P> {
         }
     }
 
-    /// Step 4, once: PUBLISH at QoS 1, then process until its PUBACK and the
-    /// echo have arrived or the process loop's time is up.
     /// "Keeping Connection Idle...": waits `ms` without reading, except to
     /// keep the connection alive when the wait is longer than the
     /// keep-alive ([`Client::idle`]); acknowledgements and echoes that come
@@ -358,6 +356,8 @@ impl<P: Platform> Demo<'_, P> {
         waited.map_err(iteration_error)
     }
 
+    /// Step 4, once: PUBLISH at QoS 1, then process until its PUBACK and the
+    /// echo have arrived or the process loop's time is up.
     fn publish_and_receive_echo(
         &mut self,
         client: &mut Client<P::Conn, P::Clock>,

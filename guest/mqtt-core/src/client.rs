@@ -241,7 +241,7 @@ impl<T: Transport, C: Clock> Client<T, C> {
         ms: u32,
         on_event: &mut dyn FnMut(Event) -> Flow,
     ) -> Result<(), ClientError> {
-        let end = self.clock.now_ms() + u64::from(ms);
+        let end = self.clock.now_ms().saturating_add(u64::from(ms));
         loop {
             let now = self.clock.now_ms();
             if now >= end {
@@ -252,7 +252,7 @@ impl<T: Transport, C: Clock> Client<T, C> {
                 // At most `ms`, so it fits.
                 let nap = (end - now).min(due_in) as u32;
                 self.clock.sleep_ms(nap);
-                if self.clock.now_ms() < now + u64::from(nap) {
+                if self.clock.now_ms() < now.saturating_add(u64::from(nap)) {
                     return Ok(());
                 }
                 continue;
@@ -592,13 +592,17 @@ mod tests {
 
     #[test]
     fn idle_ends_when_a_sleep_comes_back_early() {
-        /// A clock whose sleeps return at once, as while the host stops.
-        struct Stopping(TestClock);
+        /// A clock whose sleeps return at once, as while the host stops;
+        /// a wait that kept sleeping would call it again and again.
+        struct Stopping(TestClock, Cell<u32>);
         impl Clock for Stopping {
             fn now_ms(&self) -> u64 {
                 self.0.now_ms()
             }
-            fn sleep_ms(&self, _ms: u32) {}
+            fn sleep_ms(&self, _ms: u32) {
+                self.1.set(self.1.get() + 1);
+                assert!(self.1.get() < 10, "the wait went on sleeping");
+            }
         }
         let clock = TestClock::default();
         let t = TestTransport {
@@ -606,9 +610,12 @@ mod tests {
             sent: Rc::default(),
             clock: clock.clone(),
         };
-        let mut c = Client::new(t, Stopping(clock), timing());
+        let mut c = Client::new(t.clone(), Stopping(clock, Cell::new(0)), timing());
         c.connect(&Connect::new("id"), 1000).unwrap();
         c.idle(150_000, &mut |_| Flow::Continue).unwrap();
+        assert_eq!(c.clock.1.get(), 1, "one sleep, cut short, ends the wait");
+        assert_eq!(c.clock.now_ms(), 0);
+        assert_eq!(sent_packets(&t).len(), 1, "CONNECT only, no PINGREQ");
     }
 
     #[test]

@@ -154,12 +154,13 @@ impl DeviceSettings {
             + ms(self.publish_count) * (ms(self.process_loop_ms) + ms(self.publish_delay_ms))
             + ms(self.process_loop_ms)
             + sends * ms(self.transport_timeout_ms);
-        // An idle wait as long as the keep-alive sends a PINGREQ, and its
-        // PINGRESP may come after the wait's end.
+        // An idle wait that reaches the keep-alive sends a PINGREQ, and its
+        // PINGRESP may come after the wait's end. The time since the last
+        // send is the process loop and the wait, plus the calls between
+        // them: a second of margin.
         let ping_ms = u64::from(self.keep_alive_secs) * 1000;
-        let pings = if ping_ms > 0
-            && ping_ms <= ms(self.process_loop_ms) + ms(self.publish_delay_ms)
-        {
+        let reach = ms(self.process_loop_ms) + ms(self.publish_delay_ms) + 1000;
+        let pings = if ping_ms > 0 && ping_ms <= reach {
             ms(self.publish_count) * (ms(self.transport_timeout_ms) + ms(self.pingresp_timeout_ms))
         } else {
             0
@@ -191,6 +192,14 @@ mod tests {
         assert_eq!(
             s.slowest_demo_iteration_ms(),
             (6 * (72_500 + 54_500)) * 11 / 10
+        );
+        // A wait that reaches the keep-alive: each publish may also wait
+        // out a send and a PINGRESP.
+        let mut pinging = s.clone();
+        pinging.keep_alive_secs = 5;
+        assert_eq!(
+            pinging.slowest_demo_iteration_ms() - s.slowest_demo_iteration_ms(),
+            6 * 5 * (200 + u64::from(s.pingresp_timeout_ms)) * 11 / 10
         );
         let mut forever = s.clone();
         forever.backoff_max_attempts = u32::MAX;
