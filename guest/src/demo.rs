@@ -339,20 +339,15 @@ impl<P: Platform> Demo<'_, P> {
         client: &mut Client<P::Conn, P::Clock>,
         ms: u32,
     ) -> Result<(), IterationError> {
-        let (mut acks, mut echoes) = (0u32, 0u32);
+        let mut tally = Tally::default();
         let platform = &*self.platform;
         let topic = self.settings.topic.clone();
         let waited = client.idle(ms, &mut |event| {
-            match &event {
-                Event::PubAck(_) => acks += 1,
-                Event::Publish(p) if p.topic == topic => echoes += 1,
-                _ => {}
-            }
+            tally.note(&event, &topic);
             log_event(platform, &topic, event);
             Flow::Continue
         });
-        self.report.acknowledged += acks;
-        self.report.echoes += echoes;
+        tally.add_to(&mut self.report);
         waited.map_err(iteration_error)
     }
 
@@ -375,21 +370,15 @@ impl<P: Platform> Demo<'_, P> {
         self.report.published += 1;
         self.info("Attempt to receive publish message from broker.");
         let (mut acked, mut echoed) = (false, false);
-        let (mut acks, mut echoes) = (0u32, 0u32);
+        let mut tally = Tally::default();
         let platform = &*self.platform;
         let topic = s.topic.clone();
         client
             .process_loop(s.process_loop_ms, &mut |event| {
-                match &event {
-                    Event::PubAck(id) => {
-                        acks += 1;
-                        acked |= *id == pkid;
-                    }
-                    Event::Publish(p) if p.topic == topic => {
-                        echoes += 1;
-                        echoed = true;
-                    }
-                    _ => {}
+                match tally.note(&event, &topic) {
+                    Some(Counted::Ack(id)) => acked |= id == pkid,
+                    Some(Counted::Echo) => echoed = true,
+                    None => {}
                 }
                 log_event(platform, &topic, event);
                 if acked && echoed {
@@ -399,8 +388,7 @@ impl<P: Platform> Demo<'_, P> {
                 }
             })
             .map_err(iteration_error)?;
-        self.report.acknowledged += acks;
-        self.report.echoes += echoes;
+        tally.add_to(&mut self.report);
         if acked && echoed {
             let rtt = clock.now_us().saturating_sub(sent_us);
             self.report
@@ -489,6 +477,43 @@ pub fn expand_payload(template: &str, iteration: u32, publish: u32) -> String {
 
 /// The event callback of the original (`prvEventCallback`): logs each
 /// incoming packet the way the demo does.
+/// What a wait on the connection counted: PUBACKs and echoes on the
+/// demo's topic, for the iteration's report.
+#[derive(Default)]
+struct Tally {
+    acks: u32,
+    echoes: u32,
+}
+
+/// What [`Tally::note`] counted one event as.
+enum Counted {
+    /// A PUBACK, with its packet id.
+    Ack(u16),
+    /// A PUBLISH on the demo's topic.
+    Echo,
+}
+
+impl Tally {
+    fn note(&mut self, event: &Event, topic: &str) -> Option<Counted> {
+        match event {
+            Event::PubAck(id) => {
+                self.acks += 1;
+                Some(Counted::Ack(*id))
+            }
+            Event::Publish(p) if p.topic == topic => {
+                self.echoes += 1;
+                Some(Counted::Echo)
+            }
+            _ => None,
+        }
+    }
+
+    fn add_to(self, report: &mut IterationReport) {
+        report.acknowledged += self.acks;
+        report.echoes += self.echoes;
+    }
+}
+
 fn log_event<P: Platform>(platform: &P, topic: &str, event: Event) {
     match event {
         Event::PubAck(id) => {

@@ -517,6 +517,8 @@ struct Alone {
 /// `seconds`, after one connection each to get their tickets.
 fn broker_alone(keys: KeyKind, resume: bool, seconds: f64) -> Alone {
     use host::tls::{ClientKey, Roots, TlsClient, TlsFiles};
+    use mqtt_core::packets::{Decoder, encode};
+    use mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, Packet};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let pki = TestPki::with_keys(keys);
     let broker = pki.broker();
@@ -536,15 +538,21 @@ fn broker_alone(keys: KeyKind, resume: bool, seconds: f64) -> Alone {
             .connect("localhost", port, Some(Duration::from_secs(10)))
             .await
             .expect("connect to the broker");
-        // MQTT 3.1.1 CONNECT, clean session, keep-alive 60 s.
-        let mut packet = vec![0x10, (12 + id.len()) as u8, 0, 4];
-        packet.extend_from_slice(b"MQTT");
-        packet.extend_from_slice(&[4, 2, 0, 60, 0, id.len() as u8]);
-        packet.extend_from_slice(id.as_bytes());
-        conn.write_all(&packet).await.unwrap();
+        let connect = encode(&Packet::Connect(Connect::new(id))).unwrap();
+        conn.write_all(&connect).await.unwrap();
+        // CONNACK is four bytes.
         let mut connack = [0u8; 4];
         conn.read_exact(&mut connack).await.unwrap();
-        assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepted");
+        let mut decoder = Decoder::default();
+        decoder.push(&connack);
+        assert_eq!(
+            decoder.next_packet().unwrap(),
+            Some(Packet::ConnAck(ConnAck::new(
+                ConnectReturnCode::Success,
+                false
+            ))),
+            "CONNACK accepted"
+        );
         let resumed = host::tls::resumed(&conn);
         let _ = conn.shutdown().await;
         resumed

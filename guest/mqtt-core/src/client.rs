@@ -208,16 +208,8 @@ impl<T: Transport, C: Clock> Client<T, C> {
     ) -> Result<(), ClientError> {
         let start = self.clock.now_ms();
         loop {
-            while let Some(packet) = self
-                .decoder
-                .next_packet()
-                .map_err(|e| ClientError::Protocol(e.0))?
-            {
-                if let Some(event) = self.handle(packet)?
-                    && on_event(event) == Flow::Done
-                {
-                    return Ok(());
-                }
+            if self.dispatch_received(on_event)? == Flow::Done {
+                return Ok(());
             }
             let now = self.clock.now_ms();
             let elapsed = now.saturating_sub(start);
@@ -259,15 +251,7 @@ impl<T: Transport, C: Clock> Client<T, C> {
             }
             self.keep_alive_step(now)?;
             while self.ping_sent_ms.is_some() {
-                while let Some(packet) = self
-                    .decoder
-                    .next_packet()
-                    .map_err(|e| ClientError::Protocol(e.0))?
-                {
-                    if let Some(event) = self.handle(packet)? {
-                        on_event(event);
-                    }
-                }
+                self.dispatch_received(on_event)?;
                 if self.ping_sent_ms.is_none() {
                     break;
                 }
@@ -275,6 +259,26 @@ impl<T: Transport, C: Clock> Client<T, C> {
                 self.receive_some(wait.min(u64::from(u32::MAX)) as u32)?;
             }
         }
+    }
+
+    /// Handles every packet received so far and hands its event to
+    /// `on_event`, stopping early when that answers [`Flow::Done`].
+    fn dispatch_received(
+        &mut self,
+        on_event: &mut dyn FnMut(Event) -> Flow,
+    ) -> Result<Flow, ClientError> {
+        while let Some(packet) = self
+            .decoder
+            .next_packet()
+            .map_err(|e| ClientError::Protocol(e.0))?
+        {
+            if let Some(event) = self.handle(packet)?
+                && on_event(event) == Flow::Done
+            {
+                return Ok(Flow::Done);
+            }
+        }
+        Ok(Flow::Continue)
     }
 
     /// Milliseconds until a PINGREQ is due (0: due now, or one is waiting

@@ -128,13 +128,13 @@ impl DeviceSettings {
     /// The longest a legal iteration of the demo can take with these
     /// settings, milliseconds: every connect attempt waiting its whole
     /// timeout for a turn (a host bounds the connects it runs at once) and
-    /// then timing out, every backoff window waited in full, the subscription rejected until its
-    /// retries run out, every process loop and idle wait run to its end,
-    /// every send taking its whole timeout, every idle wait's PINGRESP (when
-    /// the wait reaches the keep-alive) taking its whole timeout, and all
-    /// that again for each
-    /// reconnect the demo allows, plus a tenth for scheduling. With retries
-    /// forever there is no bound: one hour.
+    /// then timing out, every backoff window waited in full, the
+    /// subscription rejected until its retries run out, every process loop
+    /// and idle wait run to its end, every send taking its whole timeout,
+    /// every idle wait's PINGRESP (when the wait reaches the keep-alive)
+    /// taking its whole timeout, and all that again for each reconnect the
+    /// demo allows, plus a tenth for scheduling. With retries forever there
+    /// is no bound: one hour.
     pub fn slowest_demo_iteration_ms(&self) -> u64 {
         let retries = mqtt_core::Backoff::new(
             self.backoff_base_ms,

@@ -81,9 +81,9 @@ pub struct RunArgs {
     pub no_tls_resumption: bool,
     /// Connects this host runs at once, over all its devices: a connect
     /// holds its turn from the name lookup until the broker first answers
-    /// (its CONNACK), at most 5 s past the handshake; one turn per device. The others wait their
-    /// turn, at most their connect timeout; a handshake once begun gets the
-    /// whole timeout. Keeps a fleet that reconnects at once from
+    /// (its CONNACK), at most 5 s past the handshake; one turn per device.
+    /// The others wait their turn, at most their connect timeout; a
+    /// handshake once begun gets the whole timeout. Keeps a fleet that reconnects at once from
     /// overflowing the broker's accept queue and timing out half-done
     /// connects. 0 = no limit.
     #[arg(long, default_value_t = host::tls::MAX_CONNECTING, value_name = "N")]

@@ -3,6 +3,7 @@
 //! `TransportError` with the detail kept for the host. Knows nothing of the
 //! generated WIT types.
 
+mod admission;
 mod credentials;
 mod failure;
 pub mod sessions;
@@ -20,75 +21,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+pub use admission::{ANSWER_WAIT, MAX_CONNECTING, Turn};
 pub use credentials::{CredentialError, Roots};
 
 use crate::pkcs11::{Token, TokenKey};
+use admission::Admission;
 pub use failure::{classify_io, classify_tls};
-
-/// Connects in flight at once per host, by default (`--max-connecting`):
-/// below mosquitto's accept backlog (100), and enough to keep a broker busy
-/// over a wide-area link (a turn there is about three round trips: TCP,
-/// TLS 1.3 and CONNECT; at 100 ms each, 64 turns allow about 200 connects
-/// a second).
-pub const MAX_CONNECTING: usize = 64;
-
-/// Longest a connect keeps its turn after the handshake while the broker
-/// has not answered on the connection yet (see [`Turn`]).
-pub const ANSWER_WAIT: Duration = Duration::from_secs(5);
-
-/// A connect's turn under `--max-connecting`. It lasts past the handshake,
-/// until the broker first answers on the connection (for MQTT, its
-/// CONNACK), the connection goes, or [`ANSWER_WAIT`] passes after the
-/// handshake: the broker's work for a new connection does not end with the
-/// handshake, and a fleet that hands it handshakes faster than it answers
-/// CONNECTs only makes devices time out waiting for CONNACK and start over.
-#[derive(Default)]
-pub struct Turn {
-    permit: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
-    timer: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Turn {
-    fn held(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
-        Self {
-            permit: Arc::new(std::sync::Mutex::new(Some(permit))),
-            timer: None,
-        }
-    }
-
-    /// Ends the turn on its own after `wait` (on the tokio runtime).
-    fn expire_after(&mut self, wait: Duration) {
-        if self.timer.is_some() || !self.is_held() {
-            return;
-        }
-        let expiring = self.permit.clone();
-        self.timer = Some(tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            drop(expiring.lock().unwrap_or_else(|p| p.into_inner()).take());
-        }));
-    }
-
-    fn is_held(&self) -> bool {
-        self.permit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-    }
-
-    /// Ends the turn (the broker answered, or the connection went).
-    pub fn end(&mut self) {
-        drop(self.permit.lock().unwrap_or_else(|p| p.into_inner()).take());
-        if let Some(timer) = self.timer.take() {
-            timer.abort();
-        }
-    }
-}
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        self.end();
-    }
-}
 
 /// An established TLS session to the broker.
 pub type TlsConnection = TlsStream<TcpStream>;
@@ -147,9 +85,7 @@ pub struct TlsClient {
     /// Where the roots come from, for the message when none fits.
     roots: Roots,
     /// Turns to connect, shared by every clone (`--max-connecting`).
-    admission: Option<Arc<tokio::sync::Semaphore>>,
-    /// The number of turns, for messages.
-    admission_limit: usize,
+    admission: Option<Admission>,
 }
 
 impl std::fmt::Debug for TlsClient {
@@ -214,7 +150,6 @@ impl TlsClient {
             has_client_cert: files.cert.is_some(),
             roots: files.ca.clone(),
             admission: None,
-            admission_limit: 0,
         })
     }
 
@@ -229,8 +164,7 @@ impl TlsClient {
     /// answers (see [`Turn`]).
     pub fn with_admission(self, limit: usize) -> Self {
         Self {
-            admission: (limit > 0).then(|| Arc::new(tokio::sync::Semaphore::new(limit))),
-            admission_limit: limit,
+            admission: Admission::new(limit),
             ..self
         }
     }
@@ -272,27 +206,8 @@ impl TlsClient {
         timeout: Option<Duration>,
     ) -> Result<(TlsConnection, Turn), SocketFailure> {
         let mut turn = match &self.admission {
+            Some(admission) => admission.turn(host, port, timeout).await?,
             None => Turn::default(),
-            Some(turns) => {
-                // Never closed, so never an error.
-                let wait = turns.clone().acquire_owned();
-                let permit = match timeout {
-                    Some(limit) => tokio::time::timeout(limit, wait).await.map_err(|_| {
-                        SocketFailure::new(
-                            TransportError::TimedOut,
-                            format!(
-                                "no turn to connect to {host}:{port} within {} ms: this host's \
-                                 other devices held all {} connect turns (raise --max-connecting \
-                                 or the connect timeout)",
-                                limit.as_millis(),
-                                self.admission_limit
-                            ),
-                        )
-                    })?,
-                    None => wait.await,
-                };
-                permit.map(Turn::held).unwrap_or_default()
-            }
         };
         if timeout.is_none() {
             // No bound on the handshake: bound the turn from now instead.
@@ -367,39 +282,6 @@ impl TlsClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_turn_lasts_until_ended_or_the_answer_wait_passes() {
-        let turns = Arc::new(tokio::sync::Semaphore::new(1));
-        let mut answered = Turn::held(turns.clone().try_acquire_owned().unwrap());
-        answered.expire_after(ANSWER_WAIT);
-        assert!(answered.is_held() && turns.available_permits() == 0);
-        answered.end();
-        assert!(!answered.is_held() && turns.available_permits() == 1);
-
-        let mut handshaking = Turn::held(turns.clone().try_acquire_owned().unwrap());
-        tokio::time::sleep(ANSWER_WAIT * 2).await;
-        assert!(
-            handshaking.is_held(),
-            "no expiry until the handshake has ended"
-        );
-        handshaking.end();
-
-        let mut silent = Turn::held(turns.clone().try_acquire_owned().unwrap());
-        silent.expire_after(ANSWER_WAIT);
-        tokio::time::sleep(ANSWER_WAIT - Duration::from_millis(1)).await;
-        assert!(silent.is_held(), "held while the broker may still answer");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        assert!(!silent.is_held() && turns.available_permits() == 1);
-
-        let dropped = Turn::held(turns.clone().try_acquire_owned().unwrap());
-        drop(dropped);
-        assert_eq!(
-            turns.available_permits(),
-            1,
-            "a closed connection's turn ends"
-        );
-    }
 
     #[test]
     fn alpn_and_sni_reach_the_rustls_config() {
