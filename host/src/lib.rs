@@ -16,10 +16,12 @@
 pub const ENV_PREFIX: &str = "MQTT_DEVICE_";
 
 pub mod broker;
+pub mod device;
 pub mod fleet;
 pub mod imports;
 pub mod metrics;
 pub mod pkcs11;
+pub mod publish;
 pub mod sandbox;
 pub mod swap;
 pub mod tls;

@@ -7,38 +7,27 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::FromArgMatches;
-
-use crate::cli::{Cli, Command, config, explain};
+use crate::cli::config_file::{self, ParseError};
+use crate::cli::explain::Failure;
+use crate::cli::run::{Devices, RunConfig};
+use crate::cli::{Cli, Command, explain};
 
 /// The command line, with `host run --config FILE` and the environment
 /// variables applied. A usage error or a bad configuration file is a wrong
 /// setting: exit 1 (2 and 3 mean a failed run); --help and --version exit 0.
 fn parse() -> Result<Cli, ExitCode> {
-    let resolved = config::resolve(std::env::args_os().collect()).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(cli::exit::SETUP)
-    })?;
-    let matches = config::command()
-        .try_get_matches_from(&resolved.argv)
-        .and_then(|m| Cli::from_arg_matches(&m));
-    match matches {
-        Ok(cli) => Ok(cli),
-        Err(e) => match resolved.explain(&e) {
-            Some(bad) => {
-                eprintln!("error: {bad}");
-                Err(ExitCode::from(cli::exit::SETUP))
-            }
-            None => {
-                let _ = e.print();
-                Err(ExitCode::from(if e.use_stderr() {
-                    cli::exit::SETUP
-                } else {
-                    0
-                }))
-            }
-        },
-    }
+    let argv: Vec<_> = std::env::args_os().collect();
+    let config_var = std::env::var_os(config_file::env_var("config"));
+    config_file::parse(&argv, config_var).map_err(|e| match e {
+        ParseError::Config(bad) => {
+            eprintln!("error: {bad}");
+            ExitCode::from(cli::exit::SETUP)
+        }
+        ParseError::Clap(e) => {
+            let _ = e.print();
+            ExitCode::from(if e.use_stderr() { cli::exit::SETUP } else { 0 })
+        }
+    })
 }
 
 /// Log lines to stdout: text shows each event's message alone (its
@@ -75,19 +64,33 @@ fn init_logging(format: cli::args::LogFormat) {
     }
 }
 
+/// What the command line asks for, with `host run`'s flags resolved.
+enum Work {
+    /// `host run`.
+    Run(Box<RunConfig>),
+    /// Any other subcommand.
+    Other(Box<Command>),
+}
+
 fn main() -> ExitCode {
     let cli = match parse() {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    let format = match &cli.command {
-        Command::Run(args) => args.log_format,
-        _ => cli::args::LogFormat::Text,
+    let work = match cli.command {
+        Command::Run(args) => match RunConfig::resolve(*args, |name| std::env::var(name).ok()) {
+            Ok(config) => Work::Run(Box::new(config)),
+            Err(e) => return fail(&Failure::Setup(e.into())),
+        },
+        other => Work::Other(Box::new(other)),
+    };
+    let (format, fleet) = match &work {
+        Work::Run(config) => (config.log_format, config.devices != Devices::One),
+        Work::Other(_) => (cli::args::LogFormat::Text, false),
     };
     init_logging(format);
     // One device: a current-thread runtime wakes the guest with the least
     // latency. A fleet: every core.
-    let fleet = matches!(&cli.command, Command::Run(args) if args.fleet_mode());
     let runtime = if fleet {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -105,8 +108,12 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Run(args) => cli::run::run(*args).await,
+        let command = match work {
+            Work::Run(config) => return cli::run::run(*config).await,
+            Work::Other(command) => *command,
+        };
+        match command {
+            Command::Run(_) => unreachable!("resolved above"),
             Command::Keygen(args) => cli::keys::keygen(args).map_err(Into::into),
             Command::Sign(args) => cli::keys::sign(args).await.map_err(Into::into),
             Command::Verify(args) => cli::keys::verify(args).await.map_err(Into::into),
@@ -118,9 +125,12 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            eprintln!("error: {}", explain::failure_line(&failure));
-            ExitCode::from(failure.exit_code())
-        }
+        Err(failure) => fail(&failure),
     }
+}
+
+/// Prints `failure` on one line and returns its exit code.
+fn fail(failure: &Failure) -> ExitCode {
+    eprintln!("error: {}", explain::failure_line(failure));
+    ExitCode::from(failure.exit_code())
 }

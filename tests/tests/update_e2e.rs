@@ -15,11 +15,11 @@ use device_tests::{
     Running, Subscriber, TestPki, counter_wasm, demo_wasm, host_bin, output_within, text,
 };
 use host::imports::mtls_socket::Endpoint;
+use host::publish::keys::{SigningKey, generate};
+use host::publish::repository as publish;
+use host::publish::rollout::{Publisher, offer};
 use host::tls::{ClientKey, Handshake, Roots, TlsClient, TlsFiles};
-use host::update::device::Status;
-use host::update::keys::{SigningKey, generate};
-use host::update::rollout::{Publisher, offer};
-use host::update::{publish, wire};
+use host::update::wire::{self, Status};
 use host_core::wit::WORLD;
 
 const LIMIT: Duration = Duration::from_secs(120);

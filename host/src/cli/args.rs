@@ -5,13 +5,11 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use host::imports::output::OutputLimits;
 use host::pkcs11::{Pkcs11Uri, UriError};
 use host::sandbox::limits::Limits;
 use host::tls::Roots;
 use host::update::{chunks, wire};
-use host_core::settings::{DeviceSettings, defaults};
-use host_core::supervisor::{Plan, RestartPolicy};
+use host_core::settings::defaults;
 
 /// `host run`: every setting of the coreMQTT mutual-auth demo, with the
 /// original's values as defaults. A flag given twice takes its last value.
@@ -42,16 +40,16 @@ pub struct RunArgs {
     /// ECDSA), `webpki` (the Mozilla root set built into the host, which
     /// holds Amazon Root CA 1-4 for AWS IoT Core) or `os` (this machine's
     /// trust store). A file named so is given as ./webpki.
-    #[arg(long, value_name = "ROOT.pem|webpki|os", requires = "broker", value_hint = clap::ValueHint::FilePath)]
+    #[arg(long, value_name = "ROOT.pem|webpki|os", value_hint = clap::ValueHint::FilePath)]
     pub ca: Option<Roots>,
     /// Client certificate chain (PEM). Needs --key.
-    #[arg(long, value_name = "CLIENT.pem", requires = "broker")]
+    #[arg(long, value_name = "CLIENT.pem")]
     pub cert: Option<PathBuf>,
     /// Client private key: a PEM file (PKCS#8, PKCS#1 or SEC1), read by the
     /// host only; or a key in a PKCS#11 token, `pkcs11:token=NAME;object=LABEL`
     /// (RFC 7512), which signs the handshake itself, so the key is in
     /// neither the sandbox nor the host's memory.
-    #[arg(long, value_name = "CLIENT.key|pkcs11:URI", requires = "broker", value_hint = clap::ValueHint::FilePath)]
+    #[arg(long, value_name = "CLIENT.key|pkcs11:URI", value_hint = clap::ValueHint::FilePath)]
     pub key: Option<KeySpec>,
     /// The token's PKCS#11 module, for --key pkcs11:... (e.g.
     /// /usr/lib/softhsm/libsofthsm2.so).
@@ -255,18 +253,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "KEY.pub")]
     pub trust: Vec<PathBuf>,
     /// With --trust, accept a logic older than the running one.
-    #[arg(long, requires = "trust")]
+    #[arg(long)]
     pub allow_downgrade: bool,
     /// With --trust, where this device receives signed updates over the
     /// broker: the host keeps its own MQTT session (over the same mTLS
     /// credentials) subscribed to TOPIC/metadata/# and reports on
     /// TOPIC/status [default: <client-id>/logic; in a fleet, device i's is
     /// <client-id>-000i/logic, or TOPIC/000i when given].
-    #[arg(long, value_name = "TOPIC", requires = "trust")]
+    #[arg(long, value_name = "TOPIC")]
     pub update_topic: Option<String>,
     /// With --trust, where updates' components are (shared, named by their
     /// SHA-256).
-    #[arg(long, value_name = "TOPIC", default_value = wire::TARGETS_TOPIC, requires = "trust")]
+    #[arg(long, value_name = "TOPIC", default_value = wire::TARGETS_TOPIC)]
     pub update_targets_topic: String,
     /// Largest MQTT payload of the update channel, bytes (AWS IoT Core's
     /// limit by default); components come in chunks of it.
@@ -434,99 +432,6 @@ impl Shard {
         let start = i * d / n + 1;
         let end = (i + 1) * d / n;
         start as usize..=end as usize
-    }
-}
-
-impl RunArgs {
-    /// The slice of the fleet this host runs: `--shard`, or `--shard-count`
-    /// with the index from `JOB_COMPLETION_INDEX`; `None` runs them all.
-    pub fn shard(&self) -> Result<Option<Shard>, String> {
-        if let Some(shard) = self.shard {
-            return Ok(Some(shard));
-        }
-        let Some(count) = self.shard_count else {
-            return Ok(None);
-        };
-        let index = std::env::var("JOB_COMPLETION_INDEX").map_err(|_| {
-            "--shard-count needs JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job), or give --shard INDEX/COUNT".to_string()
-        })?;
-        let index = index
-            .trim()
-            .parse()
-            .map_err(|_| format!("JOB_COMPLETION_INDEX={index:?} is not a number"))?;
-        Shard::new(index, count).map(Some)
-    }
-
-    /// The device ids this host runs (from 1), given its shard.
-    pub fn device_ids(&self, shard: Option<Shard>) -> std::ops::RangeInclusive<usize> {
-        match shard {
-            Some(s) => s.ids(self.devices),
-            None => 1..=self.devices as usize,
-        }
-    }
-
-    /// Whether devices are numbered (a fleet, or a slice of one).
-    pub fn fleet_mode(&self) -> bool {
-        self.devices > 1 || self.shard.is_some() || self.shard_count.is_some()
-    }
-    /// The sandbox limits the flags set, for a device with `settings`.
-    pub fn limits(&self, settings: &DeviceSettings) -> Limits {
-        Limits {
-            max_memory_bytes: self.max_memory_mib << 20,
-            max_table_elements: self.max_table_elements,
-            cpu_limit_ms: self.cpu_limit_ms,
-            cpu_budget_ms: self.cpu_budget_ms,
-            iteration_timeout_ms: self
-                .iteration_timeout_ms
-                .unwrap_or_else(|| settings.slowest_demo_iteration_ms()),
-            max_connections: self.max_connections,
-            max_io_bytes: self.max_io_bytes,
-            connect_burst: self.connect_burst,
-            connect_interval_ms: self.connect_interval_ms,
-            output: OutputLimits {
-                lines_per_sec: self.log_lines_per_sec,
-                burst: self.log_burst,
-            },
-        }
-    }
-
-    /// The iteration and restart plan the flags set.
-    pub fn plan(&self) -> Plan {
-        Plan {
-            iterations: self.iterations,
-            iteration_delay_ms: self.iteration_delay_ms,
-            restart: RestartPolicy {
-                base_ms: self.backoff_base_ms,
-                max_ms: self.backoff_max_ms,
-                max_attempts: self.restart_max_attempts,
-            },
-            probation_iterations: self.probation_iterations,
-        }
-    }
-
-    /// The device's settings against `broker_host`:`broker_port` as
-    /// `client_id`, with the topic given or the demo's.
-    pub fn settings(&self, broker_host: &str, broker_port: u16, client_id: &str) -> DeviceSettings {
-        let mut s = DeviceSettings::new(broker_host, broker_port, client_id);
-        if let Some(topic) = &self.topic {
-            s.topic = topic.clone();
-        }
-        s.payload = self.payload.clone();
-        s.publish_count = self.publish_count;
-        s.publish_delay_ms = self.publish_delay_ms;
-        s.process_loop_ms = self.process_loop_ms;
-        s.connack_timeout_ms = self.connack_timeout_ms;
-        s.transport_timeout_ms = self.transport_timeout_ms;
-        s.connect_timeout_ms = self.connect_timeout_ms;
-        s.keep_alive_secs = self.keep_alive_secs;
-        s.pingresp_timeout_ms = self.pingresp_timeout_ms;
-        s.backoff_base_ms = self.backoff_base_ms;
-        s.backoff_max_ms = self.backoff_max_ms;
-        s.backoff_max_attempts = self.backoff_max_attempts;
-        s.clean_session = !self.persistent_session;
-        s.username = self.username.clone();
-        s.password = self.password.clone();
-        s
     }
 }
 

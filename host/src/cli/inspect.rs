@@ -16,7 +16,7 @@ use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 
 use crate::cli::explain::Failure;
-use crate::cli::keys;
+use host::update::repository::repository_of;
 
 /// `host inspect`: describes a logic file.
 ///
@@ -110,7 +110,7 @@ pub async fn inspect(args: InspectArgs) -> Result<(), Failure> {
     let repo = args
         .repo
         .clone()
-        .unwrap_or_else(|| keys::repo_for(&args.logic));
+        .unwrap_or_else(|| repository_of(&args.logic));
     found.signature = signature(&args, &repo).await?;
     if args.json {
         println!(
@@ -232,7 +232,7 @@ async fn signature(args: &InspectArgs, repo: &Path) -> Result<Signature, Failure
     }
     let trust = Trust {
         check_expiry: false,
-        ..keys::trust(&args.trust, true)?
+        ..Trust::load(&args.trust, true, WORLD).map_err(anyhow::Error::from)?
     };
     Ok(
         match verify::verify_file(&args.logic, repo, &trust, None).await {

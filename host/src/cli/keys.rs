@@ -1,13 +1,14 @@
 //! `host keygen`, `host sign` and `host verify`: thin commands over
-//! [`host::update`].
+//! [`host::publish`] and [`host::update`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use host::update::keys::{self, SigningKey};
-use host::update::publish;
+use host::publish::keys::{self, SigningKey};
+use host::publish::repository as publish;
+use host::update::repository::repository_of;
 use host::update::verify::{self, Trust};
 use host_core::wit::WORLD;
 
@@ -55,28 +56,6 @@ pub struct VerifyArgs {
     pub repo: Option<PathBuf>,
 }
 
-/// The repository next to `logic`: `LOGIC.tuf`.
-pub fn repo_for(logic: &Path) -> PathBuf {
-    let mut p = logic.as_os_str().to_owned();
-    p.push(".tuf");
-    PathBuf::from(p)
-}
-
-/// The trust of `--trust` keys for this host's world.
-pub fn trust(keys: &[PathBuf], allow_downgrade: bool) -> anyhow::Result<Trust> {
-    let keys = keys
-        .iter()
-        .map(|k| keys::load_public(k))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Trust {
-        keys,
-        allow_downgrade,
-        world: WORLD.to_string(),
-        datastore: None,
-        check_expiry: true,
-    })
-}
-
 /// Runs `host keygen`.
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     let public = keys::generate(&args.out)?;
@@ -91,7 +70,10 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
 /// Runs `host sign`.
 pub async fn sign(args: SignArgs) -> anyhow::Result<()> {
     let key = SigningKey::load(&args.key)?;
-    let repo = args.repo.clone().unwrap_or_else(|| repo_for(&args.logic));
+    let repo = args
+        .repo
+        .clone()
+        .unwrap_or_else(|| repository_of(&args.logic));
     let valid = Duration::from_secs(args.valid_days.saturating_mul(24 * 3600));
     let signed = publish::sign(&args.logic, &key, args.version, WORLD, &repo, valid)
         .await
@@ -108,8 +90,11 @@ pub async fn sign(args: SignArgs) -> anyhow::Result<()> {
 
 /// Runs `host verify`.
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
-    let trust = trust(&args.trust, false)?;
-    let repo = args.repo.clone().unwrap_or_else(|| repo_for(&args.logic));
+    let trust = Trust::load(&args.trust, false, WORLD)?;
+    let repo = args
+        .repo
+        .clone()
+        .unwrap_or_else(|| repository_of(&args.logic));
     let v = verify::verify_file(&args.logic, &repo, &trust, None)
         .await
         .with_context(|| format!("refused {}", args.logic.display()))?;

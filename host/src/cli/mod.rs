@@ -3,7 +3,7 @@
 
 pub mod args;
 pub mod certs;
-pub mod config;
+pub mod config_file;
 pub mod endpoint;
 pub mod explain;
 pub mod inspect;

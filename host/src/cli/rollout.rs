@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use host::fleet;
+use host::publish::keys::SigningKey;
+use host::publish::repository as publish;
+use host::publish::rollout::{Ended, Publisher, RolloutPlan, roll_out};
 use host::tls::{ClientKey, Handshake, Roots, TlsClient, TlsFiles};
-use host::update::keys::SigningKey;
-use host::update::rollout::{Ended, Plan, Publisher, roll_out};
-use host::update::{chunks, publish, wire};
+use host::update::repository::repository_of;
+use host::update::{chunks, wire};
 use host_core::rollout::Report;
 use host_core::settings::DeviceSettings;
 use host_core::wit::WORLD;
@@ -19,7 +21,6 @@ use host_core::wit::WORLD;
 use crate::cli::endpoint;
 use crate::cli::exit;
 use crate::cli::explain::Failure;
-use crate::cli::keys::repo_for;
 
 /// `host rollout`: a signed update to a fleet, canaries first.
 #[derive(Debug, Args)]
@@ -84,7 +85,10 @@ pub struct RolloutArgs {
 pub async fn rollout(args: RolloutArgs) -> Result<(), Failure> {
     let started = Instant::now();
     let key = SigningKey::load(&args.key).map_err(anyhow::Error::from)?;
-    let repo_dir = args.repo.clone().unwrap_or_else(|| repo_for(&args.logic));
+    let repo_dir = args
+        .repo
+        .clone()
+        .unwrap_or_else(|| repository_of(&args.logic));
     let valid = Duration::from_secs(args.valid_days.saturating_mul(24 * 3600));
     let signed = publish::sign(&args.logic, &key, args.version, WORLD, &repo_dir, valid)
         .await
@@ -128,7 +132,7 @@ pub async fn rollout(args: RolloutArgs) -> Result<(), Failure> {
             (d.clone(), topic)
         })
         .collect();
-    let plan = Plan {
+    let plan = RolloutPlan {
         devices,
         topics,
         canaries: args.canary as usize,

@@ -1,18 +1,29 @@
 //! Fleet mode: many sandboxed devices in one host, each its own instance of
 //! the component with its own identity, mTLS connection and supervisor, on
-//! one tokio runtime; started at a bounded rate, summarised every few
-//! seconds from the counters in [`stats`].
+//! one tokio runtime, each wired as a single device is
+//! ([`crate::device::Wiring`]); started at a bounded rate, summarised every
+//! few seconds from the counters in [`stats`]; with a watched file, a local
+//! rollout of its replacements ([`local_rollout`]).
 
-pub mod rollout;
+pub mod local_rollout;
 pub mod stats;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use host_core::observer::{Ignore, Observer};
 use host_core::settings::DeviceSettings;
 use host_core::supervisor::Plan;
 
-use crate::sandbox::{Logic, RunError, Sandbox, Swaps, run_device};
+use crate::device::{self, Wiring};
+use crate::sandbox::{Logic, RunError, Sandbox, SwapSender, Swaps, run_device, swaps};
+use crate::swap::watch::{self, SwapSource, SwapWatch};
+use crate::update::floor::Floor;
+use crate::update::verify::Trust;
+use local_rollout::LocalRollout;
 use stats::FleetStats;
 
 /// How often the summary line is logged.
@@ -35,36 +46,143 @@ pub fn identity(base: &DeviceSettings, index: usize, topic_given: bool) -> Devic
     s
 }
 
-/// Settings, sandbox and (when it takes updates) swap channel of device
-/// `index` (from 1).
-pub type DeviceFactory =
-    Arc<dyn Fn(usize) -> (DeviceSettings, Sandbox, Option<Swaps>) + Send + Sync>;
+/// A local rollout of a watched component file (`--watch` with a fleet).
+#[derive(Debug, Clone)]
+pub struct Watched {
+    /// The component file.
+    pub component: PathBuf,
+    /// Devices that get a replaced component first.
+    pub canaries: usize,
+    /// Iterations each canary completes on it before the others get it.
+    pub promote_after: u64,
+    /// The trust a replacement must satisfy, when logic must be signed.
+    pub trust: Option<Trust>,
+}
+
+/// A fleet to run on this host.
+pub struct Fleet {
+    /// The device ids to run (from 1): all of a fleet, or a shard's slice.
+    pub ids: RangeInclusive<usize>,
+    /// Devices started per second at most (TLS handshakes cost the broker).
+    pub ramp_per_sec: u32,
+    /// The settings every device's are made from ([`identity`]).
+    pub base: DeviceSettings,
+    /// Whether a topic was given (then device i's is `<topic>/000i`).
+    pub topic_given: bool,
+    /// The plan every device follows.
+    pub plan: Plan,
+    /// A local rollout of the watched file, if any.
+    pub watched: Option<Watched>,
+}
+
+/// Makes each device's own observer (its log lines) from its settings.
+pub type Observe = Arc<dyn Fn(&DeviceSettings) -> Arc<dyn Observer> + Send + Sync>;
 
 /// Called when a device gives up, with its settings and why.
 pub type GaveUp = Arc<dyn Fn(&DeviceSettings, &RunError) + Send + Sync>;
 
-/// What a fleet run needs.
-pub struct Fleet {
-    /// The device ids to run (from 1): all of a fleet, or a shard's slice.
-    pub ids: std::ops::RangeInclusive<usize>,
-    /// Devices started per second at most (TLS handshakes cost the broker).
-    pub ramp_per_sec: u32,
-    /// The plan every device follows.
-    pub plan: Plan,
-    /// Makes each device.
-    pub device: DeviceFactory,
-    /// Shared counters (also each device's observer, through its sandbox).
-    pub stats: Arc<FleetStats>,
-    /// Told about each device that gives up.
-    pub gave_up: GaveUp,
-    /// Becomes true when the host is stopping: no more devices start.
-    pub stopping: tokio::sync::watch::Receiver<bool>,
+/// Runs `fleet`, every device wired by `wiring` and starting on `logic`,
+/// each reporting to the observer `observe` makes for it and to the
+/// fleet's counters, until every device has ended its plan; a device that
+/// fails ends alone and is told to `gave_up`. Returns the number of
+/// devices that failed, or an error if the watched file cannot be watched.
+pub async fn run(
+    wiring: &Wiring,
+    logic: Arc<Logic>,
+    fleet: Fleet,
+    observe: Observe,
+    gave_up: GaveUp,
+) -> anyhow::Result<usize> {
+    let stats = Arc::new(FleetStats::default());
+    let names: Vec<(usize, String)> = fleet
+        .ids
+        .clone()
+        .map(|i| (i, identity(&fleet.base, i, fleet.topic_given).client_id))
+        .collect();
+    // Every device's channel of new logic, made before the ramp: a local
+    // rollout offers into them from the start.
+    let channels: HashMap<usize, (SwapSender, Swaps)> =
+        fleet.ids.clone().map(|i| (i, swaps())).collect();
+    let mut progress: HashMap<usize, Arc<dyn Observer>> = HashMap::new();
+    let _watch = match &fleet.watched {
+        Some(watched) => {
+            let mut local = LocalRollout::new(watched.canaries, watched.promote_after);
+            for (i, id) in &names {
+                progress.insert(*i, local.add(id, channels[i].0.clone()));
+            }
+            Some(watch_for_rollout(wiring, &logic, watched, local)?)
+        }
+        None => None,
+    };
+    let channels = Mutex::new(channels);
+    let devices = fleet.ids.clone().count();
+    let start = {
+        let (wiring, logic, stats) = (wiring.clone(), logic.clone(), stats.clone());
+        let (base, topic_given) = (fleet.base.clone(), fleet.topic_given);
+        move |index: usize| {
+            let settings = identity(&base, index, topic_given);
+            let mut observer: Arc<dyn Observer> = Arc::new((observe(&settings), stats.clone()));
+            if let Some(p) = progress.get(&index) {
+                observer = Arc::new((observer, p.clone()));
+            }
+            let channel = channels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&index)
+                .expect("one channel per device");
+            wiring.device(settings, Some(index), observer, &logic, channel)
+        }
+    };
+    tracing::info!(target: "host::fleet", "starting {devices} devices at up to {} per second", fleet.ramp_per_sec);
+    let failed = ramp(&fleet, wiring, logic, &stats, start, gave_up).await;
+    Ok(failed)
 }
 
-/// Runs every device to the end of its plan; a device that fails ends alone.
-/// Returns the number of devices that failed.
-pub async fn run(logic: Arc<Logic>, fleet: Fleet) -> usize {
-    let stats = fleet.stats.clone();
+/// Watches the fleet's component file and runs a local rollout of each
+/// replacement, checked in a trial sandbox of its own.
+fn watch_for_rollout(
+    wiring: &Wiring,
+    logic: &Logic,
+    watched: &Watched,
+    local: LocalRollout,
+) -> anyhow::Result<SwapWatch> {
+    let (tx, rx) = swaps();
+    let trial = Sandbox::new("rollout-trial".into(), &wiring.reach, Arc::new(Ignore));
+    let floor = Arc::new(Floor::new(logic.version.unwrap_or(0), None));
+    let w = watch::watch(
+        SwapSource {
+            path: watched.component.clone(),
+            builder: wiring.builder(trial),
+            running_sha256: logic.sha256.clone(),
+            signed: watched
+                .trust
+                .as_ref()
+                .map(|t| device::signed_file(&watched.component, t, floor)),
+        },
+        tx,
+    )?;
+    tokio::spawn(local.run(rx));
+    tracing::info!(
+        target: "host",
+        "watching {} for new logic: a local rollout, {} canar{} first, the rest once they completed {} iterations on it",
+        watched.component.display(),
+        watched.canaries,
+        if watched.canaries == 1 { "y" } else { "ies" },
+        watched.promote_after
+    );
+    Ok(w)
+}
+
+/// Starts the devices at the fleet's rate (until the host stops), each
+/// wired by `start`, and waits for them. Returns how many failed.
+async fn ramp(
+    fleet: &Fleet,
+    wiring: &Wiring,
+    logic: Arc<Logic>,
+    stats: &Arc<FleetStats>,
+    start: impl Fn(usize) -> device::Device,
+    gave_up: GaveUp,
+) -> usize {
     let devices = fleet.ids.clone().count();
     let first = *fleet.ids.start();
     let summary = tokio::spawn({
@@ -81,7 +199,7 @@ pub async fn run(logic: Arc<Logic>, fleet: Fleet) -> usize {
     let gap = Duration::from_secs_f64(1.0 / f64::from(fleet.ramp_per_sec.max(1)));
     let mut tasks = Vec::with_capacity(devices);
     let mut next_start = tokio::time::Instant::now();
-    let mut stopping = fleet.stopping.clone();
+    let mut stopping = wiring.reach.stopping.clone();
     for index in fleet.ids.clone() {
         tokio::select! {
             () = tokio::time::sleep_until(next_start) => {}
@@ -92,12 +210,19 @@ pub async fn run(logic: Arc<Logic>, fleet: Fleet) -> usize {
             break;
         }
         next_start += gap;
-        let (settings, sandbox, swaps) = (fleet.device)(index);
-        let (logic, plan, gave_up) = (logic.clone(), fleet.plan, fleet.gave_up.clone());
+        let device = start(index);
+        let (logic, plan, gave_up) = (logic.clone(), fleet.plan, gave_up.clone());
         tasks.push(tokio::spawn(async move {
-            let result = run_device(logic, swaps, sandbox, &settings, plan).await;
+            let result = run_device(
+                logic,
+                Some(device.swaps),
+                device.sandbox,
+                &device.settings,
+                plan,
+            )
+            .await;
             if let Err(e) = &result {
-                gave_up(&settings, e);
+                gave_up(&device.settings, e);
             }
             result
         }));

@@ -11,5 +11,5 @@ pub mod limits;
 pub mod runtime;
 pub mod state;
 
-pub use runtime::{Logic, RunError, Swaps, run_device};
+pub use runtime::{Logic, RunError, SwapSender, Swaps, run_device, swaps};
 pub use state::{DeviceState, Reach, Sandbox};

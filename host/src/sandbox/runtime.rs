@@ -47,8 +47,18 @@ impl fmt::Display for Logic {
     }
 }
 
-/// New logic offered by a watcher; taken at the next iteration boundary.
+/// New logic offered by a watcher or an update; taken at the next
+/// iteration boundary.
 pub type Swaps = watch::Receiver<Option<Arc<Logic>>>;
+
+/// Offers new logic to one device.
+pub type SwapSender = watch::Sender<Option<Arc<Logic>>>;
+
+/// A channel of new logic for one device: a watched file and the update
+/// channel offer into it, [`run_device`] takes from it.
+pub fn swaps() -> (SwapSender, Swaps) {
+    watch::channel(None)
+}
 
 /// Why a device's run ended in failure.
 #[derive(Debug, thiserror::Error)]

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
+use crate::sandbox::SwapSender;
 use crate::sandbox::build::{Builder, New};
-use crate::sandbox::{Logic, Swaps};
 use crate::update::floor::Floor;
 use crate::update::verify::{Trust, verify_file};
 
@@ -74,15 +74,6 @@ pub struct SwapWatch {
     _watcher: notify::RecommendedWatcher,
 }
 
-/// Offers new logic to one device.
-pub type SwapSender = watch::Sender<Option<Arc<Logic>>>;
-
-/// A channel of new logic for one device: the watcher and the update
-/// channel offer into it, [`crate::sandbox::run_device`] takes from it.
-pub fn swaps() -> (SwapSender, Swaps) {
-    watch::channel(None)
-}
-
 /// Where and how to build swapped-in logic.
 pub struct SwapSource {
     /// The component file.
@@ -108,10 +99,7 @@ pub struct SignedSource {
 }
 
 /// Starts watching `source.path`, offering new logic into `swaps`.
-pub fn watch(
-    source: SwapSource,
-    swaps: watch::Sender<Option<Arc<Logic>>>,
-) -> anyhow::Result<SwapWatch> {
+pub fn watch(source: SwapSource, swaps: SwapSender) -> anyhow::Result<SwapWatch> {
     let path = std::path::absolute(&source.path)?;
     let dir = path
         .parent()
@@ -153,7 +141,7 @@ pub fn watch(
 async fn swap_loop(
     source: SwapSource,
     mut events: mpsc::UnboundedReceiver<Change>,
-    swaps: watch::Sender<Option<Arc<Logic>>>,
+    swaps: SwapSender,
 ) {
     let mut running = source.running_sha256.clone();
     let name = source

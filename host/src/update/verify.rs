@@ -14,12 +14,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tough::schema::key::Key;
 use tough::schema::{RoleType, Root};
 use tough::{RepositoryLoader, TargetName, Transport, TransportError, TransportErrorKind};
 use url::Url;
 
-use crate::update::publish::{TARGET, VERSION, WORLD};
+use crate::update::repository::{TARGET, VERSION_KEY, WORLD_KEY};
+pub use crate::update::trust::Trust;
 
 /// Why an update was refused, one line each.
 #[derive(Debug, thiserror::Error)]
@@ -72,25 +72,6 @@ pub enum Refusal {
     },
 }
 
-/// What a device trusts.
-#[derive(Debug, Clone)]
-pub struct Trust {
-    /// Public keys a repository's root may be signed with.
-    pub keys: Vec<Key>,
-    /// Accept versions older than the running one.
-    pub allow_downgrade: bool,
-    /// The world logic must be built for.
-    pub world: String,
-    /// Where tough remembers the metadata it accepted; `None` = for this
-    /// verification only (downgrades across runs are the device's version
-    /// floor's to refuse).
-    pub datastore: Option<PathBuf>,
-    /// Refuse expired metadata (freeze protection). Off for a device's own
-    /// files on disk, so it can restart on them after their validity;
-    /// always on for updates over the broker.
-    pub check_expiry: bool,
-}
-
 /// A verified logic.
 #[derive(Debug, Clone)]
 pub struct Verified {
@@ -140,7 +121,7 @@ pub fn claimed_version(repo: &Path) -> Option<u64> {
         .max()?;
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(repo.join("metadata").join(newest.1)).ok()?).ok()?;
-    json["signed"]["targets"][TARGET]["custom"][VERSION].as_u64()
+    json["signed"]["targets"][TARGET]["custom"][VERSION_KEY].as_u64()
 }
 
 /// tough's transport over received files and fetched targets; notes a
@@ -293,7 +274,7 @@ pub async fn verify(
         .clone();
     let world = target
         .custom
-        .get(WORLD)
+        .get(WORLD_KEY)
         .and_then(|w| w.as_str())
         .unwrap_or("")
         .to_string();
@@ -305,7 +286,7 @@ pub async fn verify(
     }
     let version = target
         .custom
-        .get(VERSION)
+        .get(VERSION_KEY)
         .and_then(|v| v.as_u64())
         .unwrap_or(0);
     if let Some(running) = running
@@ -365,175 +346,4 @@ fn chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     line.replace('\n', " ")
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::update::keys::{SigningKey, generate, load_public};
-    use crate::update::publish::sign;
-
-    const WORLD_NAME: &str = "mqtt-device:runtime/device@0.2.0";
-
-    struct Fixture {
-        dir: tempfile::TempDir,
-        key: SigningKey,
-        trust: Trust,
-    }
-
-    fn fixture() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let key_path = dir.path().join("publisher.key");
-        let public = generate(&key_path).unwrap();
-        let trust = Trust {
-            keys: vec![load_public(&public).unwrap()],
-            allow_downgrade: false,
-            world: WORLD_NAME.into(),
-            datastore: None,
-            check_expiry: true,
-        };
-        Fixture {
-            key: SigningKey::load(&key_path).unwrap(),
-            dir,
-            trust,
-        }
-    }
-
-    async fn signed(f: &Fixture, bytes: &[u8], version: u64, world: &str) -> PathBuf {
-        let wasm = f.dir.path().join(format!("logic-{version}.wasm"));
-        std::fs::write(&wasm, bytes).unwrap();
-        let repo = f.dir.path().join("repo");
-        sign(
-            &wasm,
-            &f.key,
-            version,
-            world,
-            &repo,
-            Duration::from_secs(3600),
-        )
-        .await
-        .unwrap();
-        repo
-    }
-
-    /// The repository as files received over the broker.
-    fn files(repo: &Path) -> HashMap<String, Bytes> {
-        let mut files = HashMap::new();
-        for sub in ["metadata", "targets"] {
-            for e in std::fs::read_dir(repo.join(sub)).unwrap().flatten() {
-                let name = format!("{sub}/{}", e.file_name().to_string_lossy());
-                files.insert(name, Bytes::from(std::fs::read(e.path()).unwrap()));
-            }
-        }
-        files
-    }
-
-    #[tokio::test]
-    async fn a_signed_logic_verifies_from_a_directory_and_from_received_files() {
-        let f = fixture();
-        let repo = signed(&f, b"component bytes", 3, WORLD_NAME).await;
-        let v = verify(&Source::Dir(repo.clone()), &f.trust, None)
-            .await
-            .unwrap();
-        assert_eq!((v.version, v.wasm.as_slice()), (3, &b"component bytes"[..]));
-        let v = verify(&Source::Files(Arc::new(files(&repo))), &f.trust, Some(2))
-            .await
-            .unwrap();
-        assert_eq!(v.version, 3);
-    }
-
-    #[tokio::test]
-    async fn a_tampered_component_is_refused() {
-        let f = fixture();
-        let repo = signed(&f, b"component bytes", 1, WORLD_NAME).await;
-        let mut files = files(&repo);
-        let (_, target) = files
-            .iter_mut()
-            .find(|(n, _)| n.starts_with("targets/"))
-            .unwrap();
-        let mut bytes = target.to_vec();
-        bytes[0] ^= 1;
-        *target = Bytes::from(bytes);
-        let e = verify(&Source::Files(Arc::new(files)), &f.trust, None)
-            .await
-            .unwrap_err();
-        assert!(matches!(e, Refusal::Tuf(_)), "{e}");
-    }
-
-    #[tokio::test]
-    async fn tampered_metadata_is_refused() {
-        let f = fixture();
-        let repo = signed(&f, b"component bytes", 1, WORLD_NAME).await;
-        let mut files = files(&repo);
-        let (_, targets) = files
-            .iter_mut()
-            .find(|(n, _)| n.ends_with(".targets.json"))
-            .unwrap();
-        // Raise the logic's version without re-signing.
-        let mut json: serde_json::Value = serde_json::from_slice(targets).unwrap();
-        json["signed"]["targets"][TARGET]["custom"][VERSION] = 9.into();
-        *targets = Bytes::from(serde_json::to_vec(&json).unwrap());
-        let e = verify(&Source::Files(Arc::new(files)), &f.trust, None)
-            .await
-            .unwrap_err();
-        assert!(matches!(e, Refusal::Tuf(_)), "{e}");
-    }
-
-    #[tokio::test]
-    async fn another_key_an_older_version_a_wrong_world_and_no_signature_are_refused() {
-        let f = fixture();
-        let other = fixture();
-        let repo = signed(&other, b"component bytes", 5, WORLD_NAME).await;
-        let e = verify(&Source::Dir(repo), &f.trust, None)
-            .await
-            .unwrap_err();
-        assert!(matches!(e, Refusal::UntrustedKey), "{e}");
-
-        let repo = signed(&f, b"old", 2, WORLD_NAME).await;
-        let e = verify(&Source::Dir(repo.clone()), &f.trust, Some(4))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Refusal::Downgrade {
-                    offered: 2,
-                    running: 4
-                }
-            ),
-            "{e}"
-        );
-        let mut allow = f.trust.clone();
-        allow.allow_downgrade = true;
-        assert!(verify(&Source::Dir(repo), &allow, Some(4)).await.is_ok());
-
-        let repo = signed(&f, b"elsewhere", 6, "other:world/device@1.0.0").await;
-        let e = verify(&Source::Dir(repo), &f.trust, None)
-            .await
-            .unwrap_err();
-        assert!(matches!(e, Refusal::WrongWorld { .. }), "{e}");
-
-        let empty = f.dir.path().join("empty");
-        std::fs::create_dir_all(&empty).unwrap();
-        let e = verify(&Source::Dir(empty), &f.trust, None)
-            .await
-            .unwrap_err();
-        assert!(matches!(e, Refusal::Unsigned), "{e}");
-    }
-
-    #[tokio::test]
-    async fn a_file_must_be_the_signed_component() {
-        let f = fixture();
-        let repo = signed(&f, b"component bytes", 1, WORLD_NAME).await;
-        let other = f.dir.path().join("other.wasm");
-        std::fs::write(&other, b"other bytes").unwrap();
-        let e = verify_file(&other, &repo, &f.trust, None)
-            .await
-            .unwrap_err();
-        assert!(matches!(e, Refusal::NotTheSignedFile { .. }), "{e}");
-        let same = f.dir.path().join("logic-1.wasm");
-        assert!(verify_file(&same, &repo, &f.trust, None).await.is_ok());
-    }
 }

@@ -13,6 +13,8 @@
 
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
+
 use crate::update::chunks;
 
 /// The default update topic of a device.
@@ -111,4 +113,21 @@ pub fn read(repo: &Path, targets_topic: &str, limit: usize) -> std::io::Result<R
         }
     }
     Ok(out)
+}
+
+/// A device's update status, as published (retained JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The device's client id.
+    pub device: String,
+    /// The update's version (0 when it could not be read).
+    pub version: u64,
+    /// The update's SHA-256, hex (empty when it could not be read).
+    pub sha256: String,
+    /// `accepted`, `refused`, `running` or `rolled-back`.
+    pub state: String,
+    /// Iterations completed on the update since it took over.
+    pub iterations: u64,
+    /// Why it was refused or rolled back; empty otherwise.
+    pub reason: String,
 }

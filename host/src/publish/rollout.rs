@@ -14,8 +14,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::imports::mtls_socket::Endpoint;
 use crate::tls::TlsClient;
 use crate::update::chunks::HEADER;
-use crate::update::device::Status;
-use crate::update::wire::{Message, Repository, status_topic};
+use crate::update::wire::{Message, Repository, Status, status_topic};
 
 /// Why publishing failed.
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +199,7 @@ pub enum Ended {
 }
 
 /// A fleet rollout: which devices, their update topics, the policy.
-pub struct Plan {
+pub struct RolloutPlan {
     /// The devices' client ids, canaries first.
     pub devices: Vec<String>,
     /// Each device's update topic, by client id.
@@ -219,7 +218,7 @@ pub async fn roll_out(
     publisher: &mut Publisher,
     repo: &Repository,
     (sha256, version): (&str, u64),
-    plan: &Plan,
+    plan: &RolloutPlan,
 ) -> Result<Ended, PublishError> {
     let mut rollout = Rollout::new(plan.devices.clone(), plan.canaries, plan.promote_after);
     let mut device_of = HashMap::new();

@@ -17,14 +17,8 @@ use tough::editor::signed::{PathExists, SignedRole};
 use tough::key_source::KeySource;
 use tough::schema::{KeyHolder, RoleKeys, RoleType, Root, Target};
 
-use crate::update::keys::SigningKey;
-
-/// The one target of a logic repository.
-pub const TARGET: &str = "logic.wasm";
-/// Custom target metadata: the logic's version.
-pub const VERSION: &str = "version";
-/// Custom target metadata: the WIT world it is built for.
-pub const WORLD: &str = "world";
+use crate::publish::keys::SigningKey;
+use crate::update::repository::{TARGET, VERSION_KEY, WORLD_KEY};
 
 /// How long a new root is valid.
 const ROOT_VALID: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -122,8 +116,8 @@ pub async fn sign(
         .await
         .map_err(tough_error)?;
     let mut target = Target::from_path(wasm).await.map_err(SignError::Schema)?;
-    target.custom.insert(VERSION.into(), version.into());
-    target.custom.insert(WORLD.into(), world.into());
+    target.custom.insert(VERSION_KEY.into(), version.into());
+    target.custom.insert(WORLD_KEY.into(), world.into());
     let sha256 = hex::encode(&target.hashes.sha256);
     let stamp = NonZeroU64::new(now_secs()).expect("after 1970");
     let expires = in_future(valid);

@@ -5,16 +5,16 @@
 //! reads `MQTT_DEVICE_SOME_FLAG`. Relative paths in the file are relative
 //! to the file's directory.
 //!
-//! The file becomes command-line arguments for what the command line and
-//! the environment did not set, so clap checks every value once, the same
-//! way; a value it refuses is reported with the file, line and key.
+//! The command line is parsed once, by clap: the file's values become the
+//! defaults of their flags, so clap's own order (flag, then variable, then
+//! default) puts the file between the variables and the built-in defaults,
+//! and every value, wherever it came from, is checked by its flag's parser.
+//! A value it refuses from the file is reported with the file, line and key.
 
-use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
-use clap::parser::ValueSource;
-use clap::{Arg, ArgAction, ArgMatches, CommandFactory, ValueHint};
+use clap::{Arg, ArgAction, CommandFactory, FromArgMatches, ValueHint};
 use toml::de::{DeTable, DeValue};
 
 use crate::cli::Cli;
@@ -68,6 +68,15 @@ pub enum ConfigError {
     },
 }
 
+/// Why the command line gave no [`Cli`].
+#[derive(Debug)]
+pub enum ParseError {
+    /// The configuration file is wrong.
+    Config(ConfigError),
+    /// clap's own error or message (`--help` and `--version` among them).
+    Clap(clap::Error),
+}
+
 /// Where a value from the file came from, to name it if clap refuses it.
 #[derive(Debug, Clone)]
 pub struct Origin {
@@ -79,45 +88,14 @@ pub struct Origin {
     pub key: String,
 }
 
-/// The command line with the file's settings added.
-#[derive(Debug)]
-pub struct Resolved {
-    /// The arguments to parse.
-    pub argv: Vec<OsString>,
-    /// Which flags (by long name) came from the file.
-    pub origins: HashMap<String, Origin>,
-}
-
-impl Resolved {
-    /// A clap error about a value from the file, as a [`ConfigError`]
-    /// naming the file, line and key; `None` if it is not about one.
-    pub fn explain(&self, error: &clap::Error) -> Option<ConfigError> {
-        let clap::error::ContextValue::String(arg) =
-            error.get(clap::error::ContextKind::InvalidArg)?
-        else {
-            return None;
-        };
-        // `--publish-count <N>`, or `<COMPONENT>` for the positional.
-        let name = arg
-            .trim_start_matches("--")
-            .split([' ', '='])
-            .next()?
-            .trim_matches(['<', '>'])
-            .to_ascii_lowercase();
-        let origin = self.origins.get(&name)?;
-        let rendered = error.render().to_string();
-        let message = rendered
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches("error: ");
-        Some(ConfigError::Value {
-            path: origin.path.clone(),
-            line: origin.line,
-            key: origin.key.clone(),
-            message: message.to_string(),
-        })
-    }
+/// The values one key of the file gives its flag.
+#[derive(Debug, Clone)]
+struct FileValue {
+    /// The flag's id.
+    id: String,
+    /// As command-line text: several for a repeatable flag.
+    values: Vec<String>,
+    origin: Origin,
 }
 
 /// The `host` command with the environment variable of every `host run`
@@ -144,100 +122,97 @@ pub fn env_var(id: &str) -> String {
     format!("{ENV_PREFIX}{}", id.to_ascii_uppercase().replace('-', "_"))
 }
 
-/// `raw` with the settings of `host run --config FILE` that the command
-/// line and the environment leave unset.
-pub fn resolve(raw: Vec<OsString>) -> Result<Resolved, ConfigError> {
-    let unchanged = |argv| Resolved {
-        argv,
-        origins: HashMap::new(),
-    };
-    // Only to find --config and what the command line and environment
-    // set: what the file may complete (the component, a flag another one
-    // requires) is neither required nor requirable yet; errors are the
-    // real parse's.
-    let probe = command().mut_subcommand("run", |run| {
-        run.mut_args(|a| a.required(false).requires(clap::builder::Resettable::Reset))
-    });
-    let Ok(matches) = probe.try_get_matches_from(&raw) else {
-        // The real parse reports it.
-        return Ok(unchanged(raw));
-    };
-    let Some(("run", given)) = matches.subcommand() else {
-        return Ok(unchanged(raw));
-    };
-    let Some(path) = given.get_one::<PathBuf>("config").cloned() else {
-        return Ok(unchanged(raw));
-    };
-    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let run = command();
-    let run = run.find_subcommand("run").expect("run is a subcommand");
-    let file = File {
-        path: &path,
-        text: &text,
-    };
-    let mut resolved = unchanged(raw);
-    let mut positional = Vec::new();
-    let table = DeTable::parse(&text).map_err(|e| ConfigError::Syntax {
-        path: path.clone(),
-        line: file.line(e.span().map_or(0, |s| s.start)),
-        message: e.message().to_string(),
-    })?;
-    for (key, value) in table.get_ref().iter() {
-        let line = file.line(key.span().start);
-        let name = key.get_ref().replace('_', "-");
-        let origin = Origin {
-            path: path.clone(),
-            line,
-            key: key.get_ref().to_string(),
-        };
-        let arg = run
-            .get_arguments()
-            .find(|a| {
-                a.get_long() == Some(name.as_str())
-                    || (a.is_positional() && a.get_id() == name.as_str())
+/// The command line `argv` (with the program's name first), with the
+/// environment variables and, for `host run`, the `--config` file: one
+/// parse. `config_var` is the value of `MQTT_DEVICE_CONFIG`, if set.
+pub fn parse(argv: &[OsString], config_var: Option<OsString>) -> Result<Cli, ParseError> {
+    let mut cmd = command();
+    let mut from_file = Vec::new();
+    if let Some(path) = config_path(argv).or(config_var.map(PathBuf::from)) {
+        let text = std::fs::read_to_string(&path).map_err(|source| {
+            ParseError::Config(ConfigError::Read {
+                path: path.clone(),
+                source,
             })
-            .filter(|a| a.get_id() != "config")
-            .ok_or_else(|| file.unknown(&origin, run))?;
-        if set_elsewhere(given, arg) {
-            continue;
+        })?;
+        let run = cmd.find_subcommand("run").expect("run is a subcommand");
+        from_file = File {
+            path: &path,
+            text: &text,
         }
-        let values = file.values(&origin, arg, value.get_ref())?;
-        if arg.is_positional() {
-            positional.extend(values);
-        } else if let Some(long) = arg.get_long() {
-            match arg.get_action() {
-                ArgAction::SetTrue => {
-                    if values.first().is_some_and(|v| v == "true") {
-                        resolved.argv.push(format!("--{long}").into());
-                    }
-                }
-                _ => resolved.argv.extend(
-                    values
-                        .into_iter()
-                        .map(|v| OsString::from(format!("--{long}={v}"))),
-                ),
+        .values(run)
+        .map_err(ParseError::Config)?;
+        cmd = cmd.mut_subcommand("run", |mut run| {
+            for value in &from_file {
+                run = run.mut_arg(value.id.as_str(), |arg| {
+                    arg.default_values(value.values.clone()).required(false)
+                });
             }
-        }
-        resolved.origins.insert(name, origin);
+            run
+        });
     }
-    // The component right after `run`, before any flag or `--`.
-    if let Some(at) = resolved.argv.iter().position(|a| a == "run") {
-        for (i, value) in positional.into_iter().enumerate() {
-            resolved.argv.insert(at + 1 + i, value.into());
-        }
-    }
-    Ok(resolved)
+    cmd.try_get_matches_from(argv)
+        .and_then(|m| Cli::from_arg_matches(&m))
+        .map_err(|e| match from_file_error(&e, &from_file) {
+            Some(bad) => ParseError::Config(bad),
+            None => ParseError::Clap(e),
+        })
 }
 
-/// Whether the command line or the environment set `arg`.
-fn set_elsewhere(given: &ArgMatches, arg: &Arg) -> bool {
-    matches!(
-        given.value_source(arg.get_id().as_str()),
-        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-    )
+/// The file named by `--config FILE` or `--config=FILE` after `host run`,
+/// before any `--`. (A flag's value never starts with `--`: clap refuses
+/// it, so the word after another flag is never taken for this one.)
+fn config_path(argv: &[OsString]) -> Option<PathBuf> {
+    if argv.get(1).map(OsString::as_os_str) != Some(OsStr::new("run")) {
+        return None;
+    }
+    let mut words = argv[2..].iter().take_while(|w| *w != "--");
+    let mut found = None;
+    while let Some(word) = words.next() {
+        let word = word.to_string_lossy();
+        if word == "--config" {
+            found = words.next().map(PathBuf::from);
+        } else if let Some(path) = word.strip_prefix("--config=") {
+            found = Some(PathBuf::from(path));
+        }
+    }
+    found
+}
+
+/// A clap error about a value the file gave, as a [`ConfigError`] naming
+/// the file, line and key; `None` if the value in question is not the
+/// file's (a flag or a variable set it).
+fn from_file_error(error: &clap::Error, from_file: &[FileValue]) -> Option<ConfigError> {
+    use clap::error::{ContextKind, ContextValue};
+    let ContextValue::String(arg) = error.get(ContextKind::InvalidArg)? else {
+        return None;
+    };
+    let ContextValue::String(value) = error.get(ContextKind::InvalidValue)? else {
+        return None;
+    };
+    // `--publish-count <N>`, or `<COMPONENT>` for the positional.
+    let name = arg
+        .trim_start_matches("--")
+        .split([' ', '='])
+        .next()?
+        .trim_matches(['<', '>'])
+        .to_ascii_lowercase()
+        .replace('-', "_");
+    let given = from_file
+        .iter()
+        .find(|v| v.id == name && v.values.contains(value))?;
+    let rendered = error.render().to_string();
+    let message = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    Some(ConfigError::Value {
+        path: given.origin.path.clone(),
+        line: given.origin.line,
+        key: given.origin.key.clone(),
+        message: message.to_string(),
+    })
 }
 
 /// The file being read.
@@ -247,6 +222,39 @@ struct File<'a> {
 }
 
 impl File<'_> {
+    /// Every key of the file, as its flag's values.
+    fn values(&self, run: &clap::Command) -> Result<Vec<FileValue>, ConfigError> {
+        let table = DeTable::parse(self.text).map_err(|e| ConfigError::Syntax {
+            path: self.path.to_owned(),
+            line: self.line(e.span().map_or(0, |s| s.start)),
+            message: e.message().to_string(),
+        })?;
+        let mut found = Vec::new();
+        for (key, value) in table.get_ref().iter() {
+            let name = key.get_ref().replace('_', "-");
+            let origin = Origin {
+                path: self.path.to_owned(),
+                line: self.line(key.span().start),
+                key: key.get_ref().to_string(),
+            };
+            let arg = run
+                .get_arguments()
+                .find(|a| {
+                    a.get_long() == Some(name.as_str())
+                        || (a.is_positional() && a.get_id() == name.as_str())
+                })
+                .filter(|a| a.get_id() != "config")
+                .ok_or_else(|| self.unknown(&origin, run))?;
+            let values = self.flag_values(&origin, arg, value.get_ref())?;
+            found.push(FileValue {
+                id: arg.get_id().to_string(),
+                values,
+                origin,
+            });
+        }
+        Ok(found)
+    }
+
     /// The line of byte `offset`, from 1.
     fn line(&self, offset: usize) -> usize {
         self.text[..offset.min(self.text.len())]
@@ -283,7 +291,7 @@ impl File<'_> {
     }
 
     /// The value(s) of `arg` that `value` gives, as command-line text.
-    fn values(
+    fn flag_values(
         &self,
         origin: &Origin,
         arg: &Arg,
@@ -307,7 +315,6 @@ impl File<'_> {
             other => Ok(vec![self.scalar(origin, arg, other)?]),
         }
     }
-
     /// One value as command-line text; a relative path made relative to
     /// the file's directory.
     fn scalar(
@@ -357,8 +364,6 @@ impl File<'_> {
 
 #[cfg(test)]
 mod tests {
-    use clap::FromArgMatches;
-
     use super::*;
     use crate::cli::Command;
     use crate::cli::args::RunArgs;
@@ -370,21 +375,14 @@ mod tests {
         let mut raw: Vec<OsString> = ["host", "run", "--config"].map(OsString::from).to_vec();
         raw.push(path.clone().into());
         raw.extend(argv.iter().map(OsString::from));
-        let resolved = resolve(raw).map_err(|e| {
-            e.to_string()
-                .replace(&dir.path().display().to_string(), "DIR")
-        })?;
-        let matches = command()
-            .try_get_matches_from(&resolved.argv)
-            .map_err(|e| match resolved.explain(&e) {
-                Some(c) => c
-                    .to_string()
-                    .replace(&dir.path().display().to_string(), "DIR"),
-                None => e.to_string(),
-            })?;
-        match crate::cli::Cli::from_arg_matches(&matches).unwrap().command {
-            Command::Run(args) => Ok(*args),
-            _ => unreachable!(),
+        let hide_dir = |e: String| e.replace(&dir.path().display().to_string(), "DIR");
+        match super::parse(&raw, None) {
+            Ok(cli) => match cli.command {
+                Command::Run(args) => Ok(*args),
+                _ => unreachable!(),
+            },
+            Err(ParseError::Config(e)) => Err(hide_dir(e.to_string())),
+            Err(ParseError::Clap(e)) => Err(e.to_string()),
         }
     }
 
@@ -470,6 +468,17 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_value_from_a_flag_is_the_flags_not_the_files() {
+        let e = parse(
+            "component = \"x.wasm\"\npublish-count = 3\n",
+            &["--publish-count", "many"],
+        )
+        .unwrap_err();
+        assert!(!e.contains("device.toml"), "{e}");
+        assert!(e.contains("invalid value 'many'"), "{e}");
+    }
+
+    #[test]
     fn every_flag_has_an_environment_variable() {
         let cmd = command();
         let run = cmd.find_subcommand("run").unwrap();
@@ -484,18 +493,18 @@ mod tests {
 }
 
 #[cfg(test)]
-mod readme {
+mod example {
     use clap::CommandFactory;
 
-    /// The README's example file names every flag of `host run`, set or
+    /// The manual's example file names every flag of `host run`, set or
     /// commented out, and the keys it sets are all flags.
     #[test]
     fn the_readme_example_is_complete() {
-        let readme = include_str!("../../../README.md");
-        let start = readme
+        let chapter = include_str!("../../../docs/configuration.md");
+        let start = chapter
             .find("```toml\n# device.toml")
-            .expect("the README has the example file");
-        let block = &readme[start + 8..];
+            .expect("the configuration chapter has the example file");
+        let block = &chapter[start + 8..];
         let block = &block[..block.find("```").unwrap()];
         let keys: Vec<&str> = block
             .lines()
@@ -509,7 +518,7 @@ mod readme {
             if name == "config" {
                 continue;
             }
-            assert!(keys.contains(&name), "the README's example lacks `{name}`");
+            assert!(keys.contains(&name), "the example file lacks `{name}`");
         }
         let table: toml::Table = toml::from_str(block).expect("the example parses");
         for key in table.keys() {

@@ -11,36 +11,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use host_core::observer::{Event, Observer};
-use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
-use crate::sandbox::Logic;
+use crate::sandbox::SwapSender;
 use crate::sandbox::build::Builder;
 use crate::update::channel::Channel;
 use crate::update::floor::Floor;
 use crate::update::verify::{Refusal, Source, Trust, verify};
-use crate::update::wire::status_topic;
+use crate::update::wire::{Status, status_topic};
 
 /// Quiet time after the last file before verifying, so an update's files
 /// are all in.
 const SETTLE: Duration = Duration::from_millis(150);
-
-/// A device's update status, as published (retained JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
-    /// The device's client id.
-    pub device: String,
-    /// The update's version (0 when it could not be read).
-    pub version: u64,
-    /// The update's SHA-256, hex (empty when it could not be read).
-    pub sha256: String,
-    /// `accepted`, `refused`, `running` or `rolled-back`.
-    pub state: String,
-    /// Iterations completed on the update since it took over.
-    pub iterations: u64,
-    /// Why it was refused or rolled back; empty otherwise.
-    pub reason: String,
-}
 
 /// Reports a device's update status; also an observer of the device, to
 /// see an update take over, run, or be rolled back.
@@ -180,7 +161,7 @@ pub struct Updater {
     /// Builds accepted logic.
     pub builder: Builder,
     /// Where accepted logic is offered to the device.
-    pub swaps: watch::Sender<Option<Arc<Logic>>>,
+    pub swaps: SwapSender,
     /// Reports the status.
     pub status: Arc<StatusReporter>,
     /// The lowest version accepted, shared with the device's other sources

@@ -10,7 +10,7 @@ use host_core::rollout::{Report, Rollout, Step};
 use tokio::sync::{mpsc, watch};
 
 use crate::sandbox::Logic;
-use crate::swap::watch::SwapSender;
+use crate::sandbox::SwapSender;
 
 /// Reports a device's progress on the logic being rolled out.
 pub struct Progress {

@@ -1,6 +1,7 @@
-//! Signing keys and trusted keys: `host keygen` makes an Ed25519 key pair,
-//! the private key as PKCS#8 PEM (owner-only) and the public key as a TUF
-//! key document (`KEY.pub`), which is what `--trust` takes.
+//! The publisher's keys: `host keygen` makes an Ed25519 key pair, the
+//! private key as PKCS#8 PEM (owner-only) and the public key as a TUF key
+//! document (`KEY.pub`), which devices trust (see
+//! [`crate::update::trust`]); a private key is read to sign with.
 
 use std::path::{Path, PathBuf};
 
@@ -30,9 +31,6 @@ pub enum KeyError {
     /// The private key file holds no usable key.
     #[error("--key file {} holds no Ed25519, ECDSA P-256 or RSA private key in PEM (make one with host keygen)", .0.display())]
     NotAPrivateKey(PathBuf),
-    /// The public key file holds no TUF key.
-    #[error("--trust file {} holds no public key (pass the KEY.pub that host keygen wrote)", .0.display())]
-    NotAPublicKey(PathBuf),
     /// The crypto library failed.
     #[error("cannot generate a key: {0}")]
     Generate(String),
@@ -139,19 +137,10 @@ impl KeySource for SigningKey {
     }
 }
 
-/// Reads a public key that `host keygen` wrote.
-pub fn load_public(path: &Path) -> Result<Key, KeyError> {
-    let text = std::fs::read(path).map_err(|source| KeyError::Io {
-        action: "read",
-        path: path.to_owned(),
-        source,
-    })?;
-    serde_json::from_slice(&text).map_err(|_| KeyError::NotAPublicKey(path.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::update::trust::{TrustError, load_public};
 
     #[test]
     fn a_generated_key_pair_loads_back_and_matches() {
@@ -166,7 +155,10 @@ mod tests {
         let signing = SigningKey::load(&key).unwrap();
         assert_eq!(signing.public(), load_public(&public).unwrap());
         assert!(matches!(generate(&key), Err(KeyError::Exists(_))));
-        assert!(matches!(load_public(&key), Err(KeyError::NotAPublicKey(_))));
+        assert!(matches!(
+            load_public(&key),
+            Err(TrustError::NotAPublicKey(_))
+        ));
         assert!(matches!(
             SigningKey::load(&public),
             Err(KeyError::NotAPrivateKey(_))

@@ -1,0 +1,96 @@
+//! The host's update session (`--trust`): one MQTT channel for all its
+//! devices, the keys they trust, and for each device its update topic, its
+//! version floor and its update task.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::sandbox::build::Builder;
+use crate::sandbox::{Logic, SwapSender};
+use crate::update::channel::Channel;
+use crate::update::floor::Floor;
+use crate::update::updater::{StatusReporter, Updater};
+use crate::update::verify::Trust;
+use crate::update::wire;
+
+/// The host's update session.
+#[derive(Clone)]
+pub struct UpdateSession {
+    /// The host's MQTT session for updates.
+    pub channel: Channel,
+    /// The keys and rules updates must satisfy.
+    pub trust: Trust,
+    /// The update topic given (`--update-topic`), if any.
+    pub topic: Option<String>,
+    /// Where devices remember their version floor, if anywhere.
+    pub floors: Option<PathBuf>,
+}
+
+/// One device's part of the session, before its task starts.
+pub struct Follow {
+    channel: Channel,
+    device: String,
+    topic: String,
+    trust: Trust,
+    /// The device's update status, also an observer of the device (to see
+    /// an update take over, run, or be rolled back).
+    pub status: Arc<StatusReporter>,
+}
+
+impl UpdateSession {
+    /// The update topic of the device `client_id` (`index` in a fleet).
+    pub fn topic_for(&self, client_id: &str, index: Option<usize>) -> String {
+        match (&self.topic, index) {
+            (Some(topic), None) => topic.clone(),
+            (Some(topic), Some(i)) => format!("{topic}/{i:04}"),
+            (None, _) => wire::update_topic(client_id),
+        }
+    }
+
+    /// The version floor of the device `client_id`, which starts on version
+    /// `start`.
+    pub fn floor(&self, client_id: &str, start: u64) -> Arc<Floor> {
+        let file = self
+            .floors
+            .as_ref()
+            .map(|d| d.join(format!("{client_id}.floor")));
+        Arc::new(Floor::new(start, file))
+    }
+
+    /// The part of the session of device `client_id` (`index` in a fleet).
+    pub fn device(&self, client_id: &str, index: Option<usize>) -> Follow {
+        let topic = self.topic_for(client_id, index);
+        if index.is_none() {
+            tracing::info!(target: "host", "[{client_id}] following updates on {topic}");
+        }
+        Follow {
+            status: StatusReporter::new(self.channel.clone(), client_id, &topic),
+            channel: self.channel.clone(),
+            device: client_id.to_string(),
+            topic,
+            trust: self.trust.clone(),
+        }
+    }
+}
+
+impl Follow {
+    /// Starts the device's update task: updates are built with `builder`
+    /// and offered on `offer`; the device runs `running` now, and accepts
+    /// no version below `floor`.
+    pub fn start(self, builder: Builder, offer: SwapSender, running: &Logic, floor: Arc<Floor>) {
+        tokio::spawn(
+            Updater {
+                channel: self.channel,
+                device: self.device,
+                update_topic: self.topic,
+                trust: self.trust,
+                builder,
+                swaps: offer,
+                status: self.status,
+                floor,
+                running_sha256: running.sha256.clone(),
+            }
+            .run(),
+        );
+    }
+}
