@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use device_tests::{Running, TestPki, cpu_of, host_run_component, median, root};
+use guest_bench::workload::percentile;
 use guest_bench::workload::{self as bench, Config, WINDOW};
 use host::tls::{ClientKey, Roots, TlsClient, TlsConnection, TlsFiles};
-use mqtt_core::stats::percentile;
 use mqtt_core::{Clock, Level, Platform, Transport, TransportError as ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -25,9 +25,7 @@ impl guest::bindings::Guest for Counter {
             Level::Info,
             &format!("Counter logic, iteration {iteration}."),
         );
-        guest::world::with_platform(|platform| {
-            guest::demo::run_iteration(platform, &settings, iteration)
-        })
+        guest::wit::run_demo(settings, iteration)
     }
 }
 

@@ -1,5 +1,5 @@
 //! What a device workflow needs from the world it runs in: connections,
-//! a clock, a log and randomness. The component's glue implements it on the
+//! a clock, a log, randomness, and a watchdog to declare its bound to. The component's glue implements it on the
 //! WIT imports; a native program implements it on sockets and threads.
 
 use crate::transport::{Clock, Transport, TransportError};
@@ -37,4 +37,8 @@ pub trait Platform {
     fn log(&self, level: Level, message: &str);
     /// A uniformly random number (for backoff jitter).
     fn random_u32(&mut self) -> u32;
+    /// Declares the longest the iteration in flight can take, milliseconds
+    /// from its start (the host stops it after). A platform without such a
+    /// watchdog ignores it.
+    fn declare_iteration_bound(&mut self, _ms: u64) {}
 }

@@ -158,7 +158,20 @@ pub enum LimitHit {
     IterationTimeout {
         /// The timeout, milliseconds.
         limit_ms: u64,
+        /// Who set it.
+        set_by: TimeoutSetBy,
     },
+}
+
+/// Who set an iteration's timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutSetBy {
+    /// The host's operator (a flag, or the mock host's scenario).
+    Operator,
+    /// The logic, declaring its slowest legal iteration.
+    Logic,
+    /// Nobody: the host's maximum.
+    Maximum,
 }
 
 impl LimitHit {

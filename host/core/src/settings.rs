@@ -42,11 +42,6 @@ pub mod defaults {
     /// Iterations swapped-in logic must return from before it stays; a
     /// stop within them rolls back to the logic it replaced.
     pub const PROBATION_ITERATIONS: u32 = 3;
-    /// Reconnects the demo makes within one iteration at most (its own
-    /// `MAX_RECONNECTS`, also bounded by `backoff_max_attempts`).
-    pub const DEMO_MAX_RECONNECTS: u32 = 8;
-    /// The iteration timeout when retries go on forever, milliseconds.
-    pub const ITERATION_TIMEOUT_FOREVER_MS: u64 = 60 * 60 * 1000;
 }
 
 /// What the host hands the device logic each iteration (the WIT `settings`
@@ -125,87 +120,8 @@ impl DeviceSettings {
         format!("{client_id}/example/topic")
     }
 
-    /// The longest a legal iteration of the demo can take with these
-    /// settings, milliseconds: every connect attempt waiting its whole
-    /// timeout for a turn (a host bounds the connects it runs at once) and
-    /// then timing out, every backoff window waited in full, the
-    /// subscription rejected until its retries run out, every process loop
-    /// and idle wait run to its end, every send taking its whole timeout,
-    /// every idle wait's PINGRESP (when the wait reaches the keep-alive)
-    /// taking its whole timeout, and all that again for each reconnect the
-    /// demo allows, plus a tenth for scheduling. With retries forever there
-    /// is no bound: one hour.
-    pub fn slowest_demo_iteration_ms(&self) -> u64 {
-        let retries = mqtt_core::Backoff::new(
-            self.backoff_base_ms,
-            self.backoff_max_ms,
-            self.backoff_max_attempts,
-        );
-        let Some(backoff_ms) = retries.longest_total_ms() else {
-            return defaults::ITERATION_TIMEOUT_FOREVER_MS;
-        };
-        let attempts = u64::from(self.backoff_max_attempts) + 1;
-        let ms = u64::from;
-        let connect = attempts * 2 * ms(self.connect_timeout_ms) + backoff_ms;
-        let sends = attempts + 2 * ms(self.publish_count) + 4 + mqtt_core::MAX_OUTGOING as u64;
-        let session = ms(self.connack_timeout_ms)
-            + attempts * ms(self.process_loop_ms)
-            + backoff_ms
-            + ms(self.publish_count) * (ms(self.process_loop_ms) + ms(self.publish_delay_ms))
-            + ms(self.process_loop_ms)
-            + sends * ms(self.transport_timeout_ms);
-        // An idle wait that reaches the keep-alive sends a PINGREQ, and its
-        // PINGRESP may come after the wait's end. The time since the last
-        // send is the process loop and the wait, plus the calls between
-        // them: a second of margin.
-        let ping_ms = u64::from(self.keep_alive_secs) * 1000;
-        let reach = ms(self.process_loop_ms) + ms(self.publish_delay_ms) + 1000;
-        let pings = if ping_ms > 0 && ping_ms <= reach {
-            ms(self.publish_count) * (ms(self.transport_timeout_ms) + ms(self.pingresp_timeout_ms))
-        } else {
-            0
-        };
-        let session = session + pings;
-        let reconnects = self.backoff_max_attempts.min(defaults::DEMO_MAX_RECONNECTS);
-        let worst = (u64::from(reconnects) + 1) * (connect + session);
-        worst + worst / 10
-    }
-
     /// `host:port` of the broker, for messages.
     pub fn broker(&self) -> String {
         format!("{}:{}", self.broker_host, self.broker_port)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_slowest_demo_iteration_with_the_defaults() {
-        let s = DeviceSettings::new("b", 8883, "d");
-        // Connect: 6 attempts of 5 s waiting for a turn and 5 s more, and
-        // 12.5 s of backoff = 72.5 s.
-        // Session: 1 s CONNACK + 6 loops of 2 s + 12.5 s backoff + 5 x (2 s
-        // + 2 s) + 2 s + 35 sends of 0.2 s = 54.5 s. Six times (five
-        // reconnects), plus a tenth.
-        assert_eq!(
-            s.slowest_demo_iteration_ms(),
-            (6 * (72_500 + 54_500)) * 11 / 10
-        );
-        // A wait that reaches the keep-alive: each publish may also wait
-        // out a send and a PINGRESP.
-        let mut pinging = s.clone();
-        pinging.keep_alive_secs = 5;
-        assert_eq!(
-            pinging.slowest_demo_iteration_ms() - s.slowest_demo_iteration_ms(),
-            6 * 5 * (200 + u64::from(s.pingresp_timeout_ms)) * 11 / 10
-        );
-        let mut forever = s.clone();
-        forever.backoff_max_attempts = u32::MAX;
-        assert_eq!(
-            forever.slowest_demo_iteration_ms(),
-            defaults::ITERATION_TIMEOUT_FOREVER_MS
-        );
     }
 }

@@ -321,7 +321,7 @@ pub(crate) mod tests {
     use mqtt_core::TransportError;
 
     use super::*;
-    use crate::outcome::{LimitHit, TrapKind};
+    use crate::outcome::{LimitHit, TimeoutSetBy, TrapKind};
 
     /// Records every event.
     #[derive(Default)]
@@ -570,7 +570,10 @@ pub(crate) mod tests {
         s.start();
         s.on_swap("b");
         // The running logic hangs and is stopped (say by the watchdog).
-        let timeout = Stop::Limit(LimitHit::IterationTimeout { limit_ms: 1000 });
+        let timeout = Stop::Limit(LimitHit::IterationTimeout {
+            limit_ms: 1000,
+            set_by: TimeoutSetBy::Operator,
+        });
         assert_eq!(s.on_trap(timeout, 0), wait(0));
         assert_eq!(s.resume(), run(2, true));
         assert_eq!(*s.current(), "b");

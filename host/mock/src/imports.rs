@@ -1,13 +1,13 @@
 //! The mock host's implementations of the world's imports: a scripted
-//! broker behind `mtls-socket`, seeded `entropy`, a virtual `clock`, and a
-//! captured `log`. Every call is recorded. The broker, the clock and the
+//! broker behind `mtls-socket`, seeded `entropy`, a virtual `clock`, a
+//! captured `log`, and a recorded `iteration` bound. Every call is recorded. The broker, the clock and the
 //! record outlive an instance, so a restarted guest meets the same broker.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use host_core::wit::mtls_socket::{Connection, ErrorCode, Host as SocketHost, HostConnection};
-use host_core::wit::{clock_bindings as clock, entropy_bindings as entropy, log, types};
+use host_core::wit::{clock, entropy, iteration, log, types};
 use host_core::{Level, TransportError};
 use mqtt_core::packets::{Decoder, encode, packet_name};
 use mqttbytes::v4::Packet;
@@ -54,6 +54,9 @@ pub enum Call {
     HostWait(u32),
     /// The host made a new instance of the component.
     Instantiate,
+    /// `iteration.declare-bound(ms)`: the bound the logic declared for its
+    /// iteration, milliseconds.
+    DeclaredBound(u64),
 }
 
 /// A guest-held connection in the mock.
@@ -416,10 +419,19 @@ impl clock::Host for MockState {
     }
 }
 
+impl iteration::Host for MockState {
+    fn declare_bound(&mut self, ms: u64) -> wasmtime::Result<()> {
+        let mut b = self.broker();
+        b.enter()?;
+        b.calls.push(Call::DeclaredBound(ms));
+        Ok(())
+    }
+}
+
 impl log::Host for MockState {
     async fn write(
         &mut self,
-        level: host_core::wit::log_bindings::Level,
+        level: host_core::wit::log::WitLevel,
         message: String,
     ) -> wasmtime::Result<()> {
         let mut b = self.broker();

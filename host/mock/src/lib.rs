@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use host_core::drive::{self, DriveError, Outcome as StepOutcome, Runtime};
 use host_core::observer::{Event, Observer};
 use host_core::supervisor::{Ending, Plan, Supervisor};
-use host_core::wit::types_bindings::Settings;
+use host_core::wit::types::Settings;
 use host_core::wit::{Device, DevicePre};
 use mqttbytes::v4::Packet;
 use rand_chacha::ChaCha20Rng;
@@ -127,6 +127,18 @@ impl Outcome {
         self.sent()
             .iter()
             .map(mqtt_core::packets::packet_name)
+            .collect()
+    }
+
+    /// The bounds the logic declared for its iterations
+    /// (`iteration.declare-bound`), milliseconds, in order.
+    pub fn declared_bounds(&self) -> Vec<u64> {
+        self.calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::DeclaredBound(ms) => Some(*ms),
+                _ => None,
+            })
             .collect()
     }
 

@@ -196,10 +196,11 @@ fn s10_a_trap_restarts_the_guest_on_a_fresh_instance_as_the_host_does() {
     assert!(again.result().is_ok());
 }
 
-/// The default iteration timeout is the demo's slowest legal
-/// iteration: a run through the slow paths at once (connects refused and
-/// retried, the subscription rejected and retried, no acknowledgement,
-/// every process loop and idle wait in full) stays inside it.
+/// The demo declares its slowest legal iteration as its bound (the host's
+/// default iteration timeout): a run through the slow paths at once
+/// (connects refused and retried, the subscription rejected and retried,
+/// no acknowledgement, every process loop and idle wait in full) stays
+/// inside it.
 #[test]
 fn slow_legal_paths_stay_inside_the_default_iteration_timeout() {
     let mut steps: Vec<Step> = refused(5).collect();
@@ -210,7 +211,6 @@ fn slow_legal_paths_stay_inside_the_default_iteration_timeout() {
     steps.push(Step::swallow("UNSUBSCRIBE"));
     let mut scenario = Scenario::new(Script::steps(steps));
     scenario.seed = 5;
-    let settings = scenario.settings.clone();
     let out = host().run(scenario);
     assert!(
         matches!(out.result(), Err(IterationFailure::TimedOut(_))),
@@ -218,7 +218,10 @@ fn slow_legal_paths_stay_inside_the_default_iteration_timeout() {
         out.result()
     );
     assert_eq!(out.steps_left, 0, "every slow path was taken");
-    let bound = settings.slowest_demo_iteration_ms();
+    let bounds = out.declared_bounds();
+    assert_eq!(bounds.len(), 1, "declared once, at the start: {bounds:?}");
+    let bound = bounds[0];
+    assert_eq!(bound, 838_200, "the bound with the default settings");
     assert!(
         out.now_ms > 20_000 && out.now_ms < bound,
         "{} ms of virtual time, bound {bound} ms",

@@ -168,13 +168,10 @@ pub struct RunArgs {
     pub cpu_budget_ms: u32,
     /// Sandbox: longest one iteration may take, milliseconds; then the guest
     /// is stopped wherever it is, its connections closed, and the restart
-    /// policy applies (0 = no limit). [default: the demo's slowest legal
-    /// iteration with these settings: every connect attempt waiting its
-    /// timeout for a turn (--max-connecting) and timing out, after every
-    /// backoff window, the subscription retried to the end, every
-    /// process loop and idle wait in full, every send timing out, all of it
-    /// again for each reconnect the demo allows, plus a tenth; 838200 ms with
-    /// the defaults, one hour when retrying forever]
+    /// policy applies (0 = no limit). [default: the bound the logic
+    /// declares for the iteration (the demo: its slowest legal iteration
+    /// with its settings, 838200 ms with the defaults), at most an hour; an
+    /// hour for a logic that declares none]
     #[arg(long, value_name = "MS")]
     pub iteration_timeout_ms: Option<u64>,
     /// Sandbox: TLS connections a guest may hold at once.

@@ -5,7 +5,7 @@
 use host::sandbox::RunError;
 use host_core::TransportError;
 use host_core::outcome::{
-    ConnackRefusal, IterationFailure, LimitHit, SocketFailure, Stop, TrapKind,
+    ConnackRefusal, IterationFailure, LimitHit, SocketFailure, Stop, TimeoutSetBy, TrapKind,
 };
 use host_core::settings::DeviceSettings;
 use host_core::supervisor::Ending;
@@ -176,8 +176,29 @@ pub fn stop(stop: &Stop) -> String {
         Stop::Limit(limit @ LimitHit::ConnectStorm { limit: max, .. }) => format!(
             "{limit} (it kept connecting past --connect-burst and --connect-interval-ms; the limit is {max} refusals, ten bursts)"
         ),
-        Stop::Limit(limit @ LimitHit::IterationTimeout { limit_ms }) => format!(
+        Stop::Limit(
+            limit @ LimitHit::IterationTimeout {
+                limit_ms,
+                set_by: TimeoutSetBy::Operator,
+            },
+        ) => format!(
             "{limit} (limit --iteration-timeout-ms {limit_ms}; the guest hangs or waits too long)"
+        ),
+        Stop::Limit(
+            limit @ LimitHit::IterationTimeout {
+                set_by: TimeoutSetBy::Logic,
+                ..
+            },
+        ) => format!(
+            "{limit} (the bound the logic declared for its iteration; it hangs, or declared too little: --iteration-timeout-ms MS overrides it)"
+        ),
+        Stop::Limit(
+            limit @ LimitHit::IterationTimeout {
+                set_by: TimeoutSetBy::Maximum,
+                ..
+            },
+        ) => format!(
+            "{limit} (the host's maximum for a logic that declares no bound; the guest hangs, or set --iteration-timeout-ms MS)"
         ),
         Stop::Trap { kind, message } => {
             let hint = match kind {

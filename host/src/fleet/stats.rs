@@ -5,7 +5,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use host_core::observer::{Event, Observer};
-use mqtt_core::stats::percentile;
 
 /// Counters shared by every device of a fleet.
 #[derive(Debug, Default)]
@@ -99,6 +98,14 @@ pub fn rss_of(pid: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The `p`th percentile (0..=100) of `sorted` values; 0 when there are none.
+fn percentile(sorted: &[u32], p: usize) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
 #[cfg(test)]
 mod tests {
     use host_core::TransportError;
@@ -156,5 +163,15 @@ mod tests {
         let line = stats.summary(2);
         assert!(line.starts_with("fleet: 1/2 devices connected"), "{line}");
         assert!(line.contains(", 1 TLS sessions resumed,"), "{line}");
+    }
+
+    #[test]
+    fn percentiles_of_a_sorted_list() {
+        let v: Vec<u32> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50), 51);
+        assert_eq!(percentile(&v, 99), 100);
+        assert_eq!(percentile(&v, 100), 100);
+        assert_eq!(percentile(&v, 0), 1);
+        assert_eq!(percentile(&[], 50), 0);
     }
 }

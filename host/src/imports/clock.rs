@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use host_core::wit::clock_bindings::Host;
+use host_core::wit::clock::Host;
 use tokio::sync::watch;
 
 /// A device's clock.

@@ -2,7 +2,7 @@
 //! device's PKCS#11 token (`--entropy pkcs11`), as the original demo draws
 //! its entropy through corePKCS11.
 
-use host_core::wit::entropy_bindings::Host;
+use host_core::wit::entropy::Host;
 
 use crate::pkcs11::Token;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use host_core::Level;
 use host_core::wit::log::Host;
-use host_core::wit::log_bindings::Level as WitLevel;
+use host_core::wit::log::WitLevel;
 
 use crate::imports::output::{GuestOutput, OVER_LIMIT_WAIT};
 

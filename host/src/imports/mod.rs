@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod entropy;
+pub mod iteration;
 pub mod log;
 pub mod mtls_socket;
 pub mod output;

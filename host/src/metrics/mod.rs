@@ -320,7 +320,7 @@ impl Observer for DeviceMetrics {
 
 #[cfg(test)]
 mod tests {
-    use host_core::outcome::{IterationReport, LimitHit};
+    use host_core::outcome::{IterationReport, LimitHit, TimeoutSetBy};
 
     use super::*;
 
@@ -352,7 +352,10 @@ mod tests {
         });
         a.observe(&Event::GuestStopped {
             iteration: 2,
-            stop: Stop::Limit(LimitHit::IterationTimeout { limit_ms: 10 }),
+            stop: Stop::Limit(LimitHit::IterationTimeout {
+                limit_ms: 10,
+                set_by: TimeoutSetBy::Operator,
+            }),
         });
         let text = m.encode();
         for line in [

@@ -8,6 +8,7 @@ use wasmtime::{Config, Engine};
 
 use crate::imports::clock::ClockCtx;
 use crate::imports::entropy::EntropyCtx;
+use crate::imports::iteration::IterationCtx;
 use crate::imports::log::LogCtx;
 use crate::imports::mtls_socket::SocketCtx;
 use crate::imports::types::TypesCtx;
@@ -80,13 +81,12 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<DeviceState>> {
     wit::mtls_socket::add_to_linker::<_, HasSelf<SocketCtx>>(&mut linker, |s| {
         &mut call(s).sockets
     })?;
-    wit::entropy_bindings::add_to_linker::<_, HasSelf<EntropyCtx>>(&mut linker, |s| {
-        &mut call(s).entropy
-    })?;
-    wit::clock_bindings::add_to_linker::<_, HasSelf<ClockCtx>>(&mut linker, |s| {
-        &mut call(s).clock
-    })?;
+    wit::entropy::add_to_linker::<_, HasSelf<EntropyCtx>>(&mut linker, |s| &mut call(s).entropy)?;
+    wit::clock::add_to_linker::<_, HasSelf<ClockCtx>>(&mut linker, |s| &mut call(s).clock)?;
     wit::log::add_to_linker::<_, HasSelf<LogCtx>>(&mut linker, |s| &mut call(s).log)?;
+    wit::iteration::add_to_linker::<_, HasSelf<IterationCtx>>(&mut linker, |s| {
+        &mut call(s).iteration
+    })?;
     wit::types::add_to_linker::<_, HasSelf<TypesCtx>>(&mut linker, |s| &mut s.types)?;
     Ok(linker)
 }

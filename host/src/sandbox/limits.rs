@@ -32,8 +32,12 @@ pub struct Limits {
     /// Guest computation per iteration, import calls or not, milliseconds;
     /// 0 = no budget.
     pub cpu_budget_ms: u32,
-    /// Longest one `run-iteration` may take, milliseconds; 0 = no limit.
-    pub iteration_timeout_ms: u64,
+    /// Longest one `run-iteration` may take, milliseconds, as the operator
+    /// set it; 0 = no limit. `None`: what the logic declares for the
+    /// iteration (`iteration.declare-bound`), at most
+    /// [`Limits::ITERATION_TIMEOUT_MAX_MS`], which also applies until it
+    /// declares and to a logic that never does.
+    pub iteration_timeout_ms: Option<u64>,
     /// Connections a guest may hold at once.
     pub max_connections: usize,
     /// Bytes one `send` may carry and one `receive` may ask for.
@@ -57,6 +61,9 @@ impl Limits {
     /// per iteration, the benchmark logic a few hundred for 20,000
     /// messages.
     pub const CPU_BUDGET_MS: u32 = 2000;
+    /// The longest iteration the host allows a logic that sets its own
+    /// bound (or none), milliseconds: an hour.
+    pub const ITERATION_TIMEOUT_MAX_MS: u64 = 60 * 60 * 1000;
     /// Default of `max_connections`.
     pub const MAX_CONNECTIONS: usize = 4;
     /// Default of `max_io_bytes`.
@@ -89,7 +96,7 @@ impl Default for Limits {
             max_table_elements: Self::MAX_TABLE_ELEMENTS,
             cpu_limit_ms: Self::CPU_LIMIT_MS,
             cpu_budget_ms: Self::CPU_BUDGET_MS,
-            iteration_timeout_ms: 0,
+            iteration_timeout_ms: None,
             max_connections: Self::MAX_CONNECTIONS,
             max_io_bytes: Self::MAX_IO_BYTES,
             connect_burst: Self::CONNECT_BURST,

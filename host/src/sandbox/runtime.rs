@@ -9,16 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use host_core::drive::{self, DriveError, Outcome, Runtime};
-use host_core::outcome::{IterationFailure, LimitHit, Stop};
+use host_core::outcome::{IterationFailure, LimitHit, Stop, TimeoutSetBy};
 use host_core::settings::DeviceSettings;
 use host_core::supervisor::{Ending, Plan, Supervisor};
-use host_core::wit::types_bindings::Settings;
+use host_core::wit::types::Settings;
 use host_core::wit::{Device, DevicePre};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use wasmtime::Store;
 
-use crate::sandbox::limits::new_store;
+use crate::sandbox::limits::{Limits, new_store};
 use crate::sandbox::state::{DeviceState, Sandbox};
 
 /// A component ready to run: prepared against the world, and named.
@@ -77,10 +77,54 @@ pub enum RunError {
 enum CallEnd<T> {
     /// It returned (or trapped).
     Returned(T),
-    /// The iteration timeout passed.
-    TimedOut,
+    /// The iteration timeout passed: it, milliseconds, and who set it.
+    TimedOut(u64, TimeoutSetBy),
     /// The host is stopping and the time allowed passed.
     Interrupted,
+}
+
+/// When a call must end.
+enum Deadline {
+    /// This many milliseconds after it starts (0 = never), set by this.
+    Fixed(u64, TimeoutSetBy),
+    /// What the logic declares for the iteration, at most the host's
+    /// maximum (which also applies until it declares).
+    Declared(watch::Receiver<Option<u64>>),
+}
+
+impl Deadline {
+    /// The timeout now, milliseconds, and who set it.
+    fn limit(&self) -> (u64, TimeoutSetBy) {
+        match self {
+            Deadline::Fixed(ms, by) => (*ms, *by),
+            Deadline::Declared(declared) => match *declared.borrow() {
+                Some(ms) => (
+                    ms.min(Limits::ITERATION_TIMEOUT_MAX_MS),
+                    TimeoutSetBy::Logic,
+                ),
+                None => (Limits::ITERATION_TIMEOUT_MAX_MS, TimeoutSetBy::Maximum),
+            },
+        }
+    }
+
+    /// Resolves when the logic declares anew (never for a fixed one).
+    async fn changed(&mut self) {
+        if let Deadline::Declared(declared) = self
+            && declared.changed().await.is_ok()
+        {
+            return;
+        }
+        std::future::pending().await
+    }
+
+    /// The deadline of a call made with `limits`: the operator's timeout,
+    /// or, without one, the logic's declaration (`declared`).
+    fn of(limits: &Limits, declared: watch::Receiver<Option<u64>>) -> Self {
+        match limits.iteration_timeout_ms {
+            Some(ms) => Deadline::Fixed(ms, TimeoutSetBy::Operator),
+            None => Deadline::Declared(declared),
+        }
+    }
 }
 
 /// The sandbox of one device on real time.
@@ -96,12 +140,13 @@ impl Runtime<Arc<Logic>> for SandboxRuntime {
 
     async fn instantiate(&mut self, logic: &Arc<Logic>) -> wasmtime::Result<Self::Instance> {
         let mut store = new_store(logic.pre.engine(), self.sandbox.state());
-        // A start function that never ends is bounded like an iteration.
-        let limit_ms = self.sandbox.limits.iteration_timeout_ms;
+        // A start function that never ends is bounded like an iteration
+        // (nothing declared yet).
+        let deadline = Deadline::of(&self.sandbox.limits, store.data().iteration.new_iteration());
         let start = logic.pre.instantiate_async(&mut store);
-        match bounded(start, limit_ms, &self.sandbox).await {
+        match bounded(start, deadline, &self.sandbox).await {
             CallEnd::Returned(device) => Ok((store, device?)),
-            CallEnd::TimedOut => Err(wasmtime::Error::msg(format!(
+            CallEnd::TimedOut(limit_ms, _) => Err(wasmtime::Error::msg(format!(
                 "its start did not finish within {limit_ms} ms (--iteration-timeout-ms)"
             ))),
             CallEnd::Interrupted => Err(wasmtime::Error::msg(
@@ -119,18 +164,19 @@ impl Runtime<Arc<Logic>> for SandboxRuntime {
         state.sockets.take_last_failure();
         state.sockets.new_iteration();
         state.cpu.new_iteration();
+        let deadline = Deadline::of(&self.sandbox.limits, state.iteration.new_iteration());
         self.sandbox.new_iteration(iteration);
-        let limit_ms = self.sandbox.limits.iteration_timeout_ms;
         let end = {
             let call = device.call_run_iteration(&mut *store, &self.settings, iteration);
-            bounded(call, limit_ms, &self.sandbox).await
+            bounded(call, deadline, &self.sandbox).await
         };
         self.sandbox.flush_output_notice();
         let result = match end {
             CallEnd::Returned(result) => result,
-            CallEnd::TimedOut => {
+            CallEnd::TimedOut(limit_ms, set_by) => {
                 return Ok(Outcome::Stopped(Stop::Limit(LimitHit::IterationTimeout {
                     limit_ms,
+                    set_by,
                 })));
             }
             CallEnd::Interrupted => return Ok(Outcome::Interrupted),
@@ -175,26 +221,37 @@ impl Runtime<Arc<Logic>> for SandboxRuntime {
     }
 }
 
-/// Awaits `call` until it returns, the iteration timeout (`limit_ms`, 0 =
-/// none) passes, or, once the host is stopping, the stop timeout passes.
-/// The guest is stopped wherever it is: in a host call, or computing (it
-/// yields at every epoch tick). Dropping the call leaves its store unusable;
-/// the caller drops it, which closes its connections.
-async fn bounded<F: Future>(call: F, limit_ms: u64, sandbox: &Sandbox) -> CallEnd<F::Output> {
+/// Awaits `call` until it returns, its deadline passes, or, once the host
+/// is stopping, the stop timeout passes. The guest is stopped wherever it
+/// is: in a host call, or computing (it yields at every epoch tick).
+/// Dropping the call leaves its store unusable; the caller drops it, which
+/// closes its connections.
+async fn bounded<F: Future>(
+    call: F,
+    mut deadline: Deadline,
+    sandbox: &Sandbox,
+) -> CallEnd<F::Output> {
+    let started = Instant::now();
     // About a year stands for "never" without overflowing an Instant.
     let year = Duration::from_secs(365 * 24 * 3600);
-    let never = Instant::now() + year;
-    let timeout = match limit_ms {
+    let never = started + year;
+    let at = |ms: u64| match ms {
         0 => never,
-        ms => Instant::now() + Duration::from_millis(ms).min(year),
+        ms => started + Duration::from_millis(ms).min(year),
     };
+    let (mut limit_ms, mut set_by) = deadline.limit();
+    let mut timeout = at(limit_ms);
     let mut stopping = sandbox.stopping.clone();
     let mut stop_by: Option<Instant> = None;
     tokio::pin!(call);
     loop {
         tokio::select! {
             result = &mut call => return CallEnd::Returned(result),
-            () = tokio::time::sleep_until(timeout) => return CallEnd::TimedOut,
+            () = tokio::time::sleep_until(timeout) => return CallEnd::TimedOut(limit_ms, set_by),
+            () = deadline.changed() => {
+                (limit_ms, set_by) = deadline.limit();
+                timeout = at(limit_ms);
+            }
             _ = stopping.wait_for(|stopping| *stopping), if stop_by.is_none() => {
                 stop_by = Some(Instant::now() + sandbox.stop_timeout);
             }

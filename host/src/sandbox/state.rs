@@ -11,6 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::imports::clock::ClockCtx;
 use crate::imports::entropy::{EntropyCtx, EntropySource};
+use crate::imports::iteration::IterationCtx;
 use crate::imports::log::LogCtx;
 use crate::imports::mtls_socket::{Endpoint, SocketCtx, SocketShared};
 use crate::imports::output::GuestOutput;
@@ -41,6 +42,8 @@ pub struct DeviceState {
     pub entropy: EntropyCtx,
     /// `log`.
     pub log: LogCtx,
+    /// `iteration`.
+    pub iteration: IterationCtx,
     /// `types`.
     pub types: TypesCtx,
     /// The sandbox's limits.
@@ -164,6 +167,7 @@ impl Sandbox {
             log: LogCtx {
                 output: self.output.clone(),
             },
+            iteration: IterationCtx::default(),
             types: TypesCtx,
             limits: self.limits,
             limiter: self.limits.limiter(),

@@ -2,7 +2,7 @@
 
 use mqtt_core::Level;
 
-use super::log_bindings::Level as WitLevel;
+pub use super::log_bindings::Level as WitLevel;
 pub use super::log_bindings::{Host, add_to_linker};
 
 impl From<WitLevel> for Level {

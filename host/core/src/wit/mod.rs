@@ -1,8 +1,12 @@
 //! The WIT edge: wasmtime's bindings of the `device` world, generated once
 //! for the real host and the mock host, and the conversions between the
-//! generated types and the host's own, one module per interface. Nothing
-//! else in the host touches generated types but the import implementations.
+//! generated types and the host's own, one module per interface (each also
+//! gives its interface's `Host` trait and `add_to_linker`). Nothing else in
+//! the host touches generated types but the import implementations.
 
+pub mod clock;
+pub mod entropy;
+pub mod iteration;
 pub mod log;
 pub mod mtls_socket;
 pub mod types;
@@ -12,21 +16,22 @@ mod generated {
     wasmtime::component::bindgen!({
         world: "device",
         path: "../../wit",
-        // Reading the clock neither waits nor does I/O: plain calls, without
-        // the async machinery every other import goes through (they are the
-        // most frequent calls of an MQTT loop).
+        // Reading the clock and declaring a bound neither wait nor do I/O:
+        // plain calls, without the async machinery every other import goes
+        // through (the clock's are the most frequent calls of an MQTT loop).
         imports: {
             "mqtt-device:runtime/clock.now-ms": trappable,
             "mqtt-device:runtime/clock.now-us": trappable,
+            "mqtt-device:runtime/iteration.declare-bound": trappable,
             default: async | trappable,
         },
         exports: { default: async },
     });
 }
 
-pub use generated::mqtt_device::runtime::{
-    clock as clock_bindings, entropy as entropy_bindings, log as log_bindings,
-    mtls_socket as mtls_socket_bindings, types as types_bindings,
+use generated::mqtt_device::runtime::{
+    clock as clock_bindings, entropy as entropy_bindings, iteration as iteration_bindings,
+    log as log_bindings, mtls_socket as mtls_socket_bindings, types as types_bindings,
 };
 pub use generated::{Device, DevicePre};
 

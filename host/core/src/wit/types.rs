@@ -2,10 +2,8 @@
 
 use mqtt_core::TransportError;
 
-use super::types_bindings::{
-    ConnackRefusal as WitRefusal, IterationError, IterationReport, Settings,
-};
-pub use super::types_bindings::{Host, add_to_linker};
+use super::types_bindings::ConnackRefusal as WitRefusal;
+pub use super::types_bindings::{Host, IterationError, IterationReport, Settings, add_to_linker};
 use crate::outcome::{self, ConnackRefusal, IterationFailure};
 use crate::settings::DeviceSettings;
 

@@ -264,7 +264,7 @@ impl RunConfig {
             (None, None) => Pin::None,
         };
         Ok(Self {
-            limits: limits(&args, &settings),
+            limits: limits(&args),
             plan: plan(&args),
             handshake: Handshake {
                 alpn,
@@ -448,16 +448,14 @@ fn settings(
     s
 }
 
-/// The sandbox limits the flags set, for a device with `settings`.
-fn limits(args: &RunArgs, settings: &DeviceSettings) -> Limits {
+/// The sandbox limits the flags set.
+fn limits(args: &RunArgs) -> Limits {
     Limits {
         max_memory_bytes: args.max_memory_mib << 20,
         max_table_elements: args.max_table_elements,
         cpu_limit_ms: args.cpu_limit_ms,
         cpu_budget_ms: args.cpu_budget_ms,
-        iteration_timeout_ms: args
-            .iteration_timeout_ms
-            .unwrap_or_else(|| settings.slowest_demo_iteration_ms()),
+        iteration_timeout_ms: args.iteration_timeout_ms,
         max_connections: args.max_connections,
         max_io_bytes: args.max_io_bytes,
         connect_burst: args.connect_burst,
@@ -522,7 +520,10 @@ mod tests {
         assert_eq!(c.settings.topic, format!("{}/example/topic", c.client_id));
         assert_eq!(c.settings.publish_count, 5);
         assert!(c.settings.clean_session);
-        assert_eq!(c.limits.iteration_timeout_ms, 838_200);
+        assert_eq!(
+            c.limits.iteration_timeout_ms, None,
+            "what the logic declares"
+        );
         assert_eq!(c.plan.iterations, None);
         assert!(c.updates.is_none() && c.metrics.is_none() && !c.watch);
         assert_eq!(c.stop_timeout, Duration::from_millis(8000));
@@ -739,7 +740,7 @@ mod tests {
         assert_eq!(c.settings.publish_count, 2);
         assert!(!c.settings.clean_session);
         assert_eq!(c.limits.max_memory_bytes, 16 << 20);
-        assert_eq!(c.limits.iteration_timeout_ms, 900);
+        assert_eq!(c.limits.iteration_timeout_ms, Some(900));
         assert_eq!(c.plan.iterations, Some(3));
         assert_eq!(c.plan.restart.max_attempts, 1);
         assert_eq!(c.cache_dir, None);

@@ -32,7 +32,7 @@ use guest::bindings::mqtt_device::runtime::types::{IterationError, IterationRepo
 pub struct Adversary;
 
 fn report() -> IterationReport {
-    guest::demo::empty_report()
+    guest::device::Report::default().into()
 }
 
 fn denied(code: ErrorCode) -> Result<IterationReport, IterationError> {
@@ -62,9 +62,7 @@ impl guest::bindings::Guest for Adversary {
             Some(rest) => match rest.rsplit_once('-') {
                 Some((attack, "0002")) => attack.to_string(),
                 _ => {
-                    return guest::world::with_platform(|p| {
-                        guest::demo::run_iteration(p, &settings, iteration)
-                    });
+                    return guest::wit::run_demo(settings, iteration);
                 }
             },
             // A fleet named after the attack: every device runs it.

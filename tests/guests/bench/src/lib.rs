@@ -10,9 +10,8 @@ pub mod workload;
 use guest::bindings::mqtt_device::runtime::log::{Level, write};
 use guest::bindings::mqtt_device::runtime::types::{IterationError, IterationReport, Settings};
 use mqtt_core::Timing;
-use mqtt_core::stats::percentile;
 
-use crate::workload::{BenchError, Config, WINDOW};
+use crate::workload::{BenchError, Config, WINDOW, percentile};
 
 /// The component's export.
 pub struct Bench;
@@ -39,7 +38,7 @@ impl guest::bindings::Guest for Bench {
             },
         };
         let result =
-            guest::world::with_platform(|p| workload::run(p, &config)).map_err(|e| match e {
+            guest::wit::with_platform(|p| workload::run(p, &config)).map_err(|e| match e {
                 BenchError::Connect(code) => IterationError::TransportPermanent(code.into()),
                 BenchError::Client(what) => IterationError::ProtocolViolation(what),
                 BenchError::TimedOut(what) => IterationError::TimedOut(what),

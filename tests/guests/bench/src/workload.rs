@@ -164,3 +164,12 @@ pub fn run<P: Platform>(platform: &mut P, config: &Config) -> Result<BenchResult
     client.disconnect();
     Ok(result)
 }
+
+/// The `p`th percentile (0..=100) of `sorted` values; 0 when there are none.
+/// The benchmark's own, so the sandboxed and native runs count alike.
+pub fn percentile(sorted: &[u32], p: usize) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}

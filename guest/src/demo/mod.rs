@@ -1,6 +1,9 @@
 //! The coreMQTT mutual-auth demo workflow, one iteration: TLS connect with
 //! backoff, CONNECT, SUBSCRIBE with retries, QoS 1 publish loop with the
 //! echo, UNSUBSCRIBE, DISCONNECT. Log lines follow the original's wording.
+//! It declares its slowest legal iteration ([`bound`]) to the host first.
+
+pub mod bound;
 
 use mqttbytes::QoS;
 use mqttbytes::v4::{Connect, ConnectReturnCode, Login, SubscribeReasonCode};
@@ -9,32 +12,19 @@ use mqtt_core::{
     Backoff, Client, ClientError, Clock, Event, Flow, Level, Platform, Timing, TransportError,
 };
 
-use crate::bindings::mqtt_device::runtime::mtls_socket::ErrorCode;
-use crate::bindings::mqtt_device::runtime::types::{
-    ConnackRefusal, IterationError, IterationReport, Settings,
-};
-
-/// A report of nothing done yet.
-pub fn empty_report() -> IterationReport {
-    IterationReport {
-        published: 0,
-        acknowledged: 0,
-        echoes: 0,
-        connections: 0,
-        round_trips_us: Vec::new(),
-    }
-}
+use crate::device::{ConnackRefusal, Failure, Report, Settings};
 
 /// Runs one demo iteration.
 pub fn run_iteration<P: Platform>(
     platform: &mut P,
     settings: &Settings,
     iteration: u32,
-) -> Result<IterationReport, IterationError> {
+) -> Result<Report, Failure> {
+    platform.declare_iteration_bound(bound::slowest_iteration_ms(settings));
     let mut demo = Demo {
         settings,
         iteration,
-        report: empty_report(),
+        report: Report::default(),
         platform,
     };
     demo.run()
@@ -42,7 +32,7 @@ pub fn run_iteration<P: Platform>(
 
 /// Reconnects allowed within one iteration at most (also bounded by the
 /// backoff's maximum attempts).
-const MAX_RECONNECTS: u32 = 8;
+pub const MAX_RECONNECTS: u32 = 8;
 
 /// How far an iteration got, kept across reconnects.
 #[derive(Debug, Default)]
@@ -56,7 +46,7 @@ struct Demo<'a, P: Platform> {
     iteration: u32,
     platform: &'a mut P,
     settings: &'a Settings,
-    report: IterationReport,
+    report: Report,
 }
 
 impl<P: Platform> Demo<'_, P> {
@@ -69,7 +59,7 @@ impl<P: Platform> Demo<'_, P> {
         Backoff::new(s.backoff_base_ms, s.backoff_max_ms, s.backoff_max_attempts)
     }
 
-    fn run(&mut self) -> Result<IterationReport, IterationError> {
+    fn run(&mut self) -> Result<Report, Failure> {
         let conn = self.open_with_backoff()?;
         let mut client = Client::new(conn, self.platform.clock(), self.timing());
         let mut progress = Progress::default();
@@ -78,8 +68,7 @@ impl<P: Platform> Demo<'_, P> {
         let mut reconnects_left = self.settings.backoff_max_attempts.min(MAX_RECONNECTS);
         loop {
             match self.session(&mut client, &mut progress) {
-                Err(IterationError::Transport(code)) if reconnects_left > 0 => {
-                    let code = TransportError::from(code);
+                Err(Failure::Transport(code)) if reconnects_left > 0 => {
                     reconnects_left -= 1;
                     client.close();
                     self.platform.log(
@@ -99,7 +88,7 @@ impl<P: Platform> Demo<'_, P> {
             }
         }
         self.info("Demo completed successfully.");
-        Ok(std::mem::replace(&mut self.report, empty_report()))
+        Ok(std::mem::take(&mut self.report))
     }
 
     fn timing(&self) -> Timing {
@@ -116,7 +105,7 @@ impl<P: Platform> Demo<'_, P> {
         &mut self,
         client: &mut Client<P::Conn, P::Clock>,
         progress: &mut Progress,
-    ) -> Result<(), IterationError> {
+    ) -> Result<(), Failure> {
         let s = self.settings;
         self.mqtt_connect(client)?;
         self.subscribe_with_backoff(client)?;
@@ -133,7 +122,7 @@ impl<P: Platform> Demo<'_, P> {
         client.disconnect();
         let unacked = client.outstanding();
         if !unacked.is_empty() {
-            return Err(IterationError::TimedOut(format!(
+            return Err(Failure::TimedOut(format!(
                 "PUBACK for packet ids {unacked:?} (QoS 1 publishes not acknowledged by the broker)"
             )));
         }
@@ -141,7 +130,7 @@ impl<P: Platform> Demo<'_, P> {
     }
 
     /// Step 1: TLS connection, retried with Full-Jitter backoff.
-    fn open_with_backoff(&mut self) -> Result<P::Conn, IterationError> {
+    fn open_with_backoff(&mut self) -> Result<P::Conn, Failure> {
         let s = self.settings;
         let mut backoff = self.backoff();
         loop {
@@ -164,7 +153,7 @@ impl<P: Platform> Demo<'_, P> {
                             "Connection to the broker failed permanently: {code}. Not retrying."
                         ),
                     );
-                    return Err(IterationError::TransportPermanent(code.into()));
+                    return Err(Failure::TransportPermanent(code));
                 }
                 Err(code) => {
                     let random = self.platform.random_u32();
@@ -183,7 +172,7 @@ impl<P: Platform> Demo<'_, P> {
                                 Level::Error,
                                 "Connection to the broker failed, all attempts exhausted.",
                             );
-                            return Err(IterationError::ConnectRetriesExhausted(code.into()));
+                            return Err(Failure::ConnectRetriesExhausted(code));
                         }
                     }
                 }
@@ -192,10 +181,7 @@ impl<P: Platform> Demo<'_, P> {
     }
 
     /// Step 2: MQTT CONNECT, clean session, keep-alive; CONNACK must accept.
-    fn mqtt_connect(
-        &mut self,
-        client: &mut Client<P::Conn, P::Clock>,
-    ) -> Result<(), IterationError> {
+    fn mqtt_connect(&mut self, client: &mut Client<P::Conn, P::Clock>) -> Result<(), Failure> {
         let s = self.settings;
         self.info(&format!(
             "Creating an MQTT connection to {}.",
@@ -228,7 +214,7 @@ impl<P: Platform> Demo<'_, P> {
                 Level::Error,
                 &format!("The broker refused the MQTT connection: {refusal:?}."),
             );
-            return Err(IterationError::ConnackRefused(refusal));
+            return Err(Failure::ConnackRefused(refusal));
         }
         if ack.session_present && !s.clean_session {
             let ids = client.resend_outstanding().map_err(iteration_error)?;
@@ -265,7 +251,7 @@ impl<P: Platform> Demo<'_, P> {
     fn subscribe_with_backoff(
         &mut self,
         client: &mut Client<P::Conn, P::Clock>,
-    ) -> Result<(), IterationError> {
+    ) -> Result<(), Failure> {
         let s = self.settings;
         let topic = s.topic.clone();
         let mut backoff = self.backoff();
@@ -290,7 +276,7 @@ impl<P: Platform> Demo<'_, P> {
                 })
                 .map_err(iteration_error)?;
             let Some(codes) = codes else {
-                return Err(IterationError::TimedOut(format!(
+                return Err(Failure::TimedOut(format!(
                     "SUBACK for packet id {pkid} within {} ms",
                     s.process_loop_ms
                 )));
@@ -322,7 +308,7 @@ impl<P: Platform> Demo<'_, P> {
                                     "Server rejected subscription request. All retry attempts have exhausted. Topic={topic}"
                                 ),
                             );
-                            return Err(IterationError::SubscribeRetriesExhausted(topic));
+                            return Err(Failure::SubscribeRetriesExhausted(topic));
                         }
                     }
                 }
@@ -334,11 +320,7 @@ impl<P: Platform> Demo<'_, P> {
     /// keep the connection alive when the wait is longer than the
     /// keep-alive ([`Client::idle`]); acknowledgements and echoes that come
     /// in with a PINGRESP are logged and counted.
-    fn idle(
-        &mut self,
-        client: &mut Client<P::Conn, P::Clock>,
-        ms: u32,
-    ) -> Result<(), IterationError> {
+    fn idle(&mut self, client: &mut Client<P::Conn, P::Clock>, ms: u32) -> Result<(), Failure> {
         let mut tally = Tally::default();
         let platform = &*self.platform;
         let topic = self.settings.topic.clone();
@@ -357,7 +339,7 @@ impl<P: Platform> Demo<'_, P> {
         &mut self,
         client: &mut Client<P::Conn, P::Clock>,
         progress: &mut Progress,
-    ) -> Result<(), IterationError> {
+    ) -> Result<(), Failure> {
         let s = self.settings;
         self.info(&format!("Publish to the MQTT topic {}.", s.topic));
         let payload = expand_payload(&s.payload, self.iteration, progress.publishes_sent + 1);
@@ -408,10 +390,7 @@ impl<P: Platform> Demo<'_, P> {
     }
 
     /// Step 5: UNSUBSCRIBE and wait for UNSUBACK.
-    fn unsubscribe(
-        &mut self,
-        client: &mut Client<P::Conn, P::Clock>,
-    ) -> Result<(), IterationError> {
+    fn unsubscribe(&mut self, client: &mut Client<P::Conn, P::Clock>) -> Result<(), Failure> {
         let s = self.settings;
         let topic = s.topic.clone();
         self.info(&format!("Unsubscribe from the MQTT topic {topic}."));
@@ -438,7 +417,7 @@ impl<P: Platform> Demo<'_, P> {
             .map_err(iteration_error)?;
         self.report.acknowledged += acks;
         if !done {
-            return Err(IterationError::TimedOut(format!(
+            return Err(Failure::TimedOut(format!(
                 "UNSUBACK for packet id {pkid} within {} ms",
                 s.process_loop_ms
             )));
@@ -508,7 +487,7 @@ impl Tally {
         }
     }
 
-    fn add_to(self, report: &mut IterationReport) {
+    fn add_to(self, report: &mut Report) {
         report.acknowledged += self.acks;
         report.echoes += self.echoes;
     }
@@ -569,21 +548,19 @@ fn log_event<P: Platform>(platform: &P, topic: &str, event: Event) {
 }
 
 /// Maps a client failure to the iteration's error.
-fn iteration_error(e: ClientError) -> IterationError {
+fn iteration_error(e: ClientError) -> Failure {
     match e {
-        ClientError::Transport(code) if code.is_permanent() => {
-            IterationError::TransportPermanent(code.into())
-        }
-        ClientError::Transport(code) => IterationError::Transport(code.into()),
-        ClientError::Encode(what) => IterationError::InvalidSettings(what),
-        ClientError::Protocol(what) => IterationError::ProtocolViolation(what),
-        ClientError::Timeout(what) => IterationError::TimedOut(what.to_string()),
+        ClientError::Transport(code) if code.is_permanent() => Failure::TransportPermanent(code),
+        ClientError::Transport(code) => Failure::Transport(code),
+        ClientError::Encode(what) => Failure::InvalidSettings(what),
+        ClientError::Protocol(what) => Failure::ProtocolViolation(what),
+        ClientError::Timeout(what) => Failure::TimedOut(what.to_string()),
         ClientError::KeepAliveTimeout => {
             // MQTT 3.1.1 3.1.2.10: no PINGRESP in time means the connection
             // is dead; close it and reconnect like any lost connection.
-            IterationError::Transport(ErrorCode::TimedOut)
+            Failure::Transport(TransportError::TimedOut)
         }
-        ClientError::OutgoingFull => IterationError::ProtocolViolation(
+        ClientError::OutgoingFull => Failure::ProtocolViolation(
             "all outgoing publish records are in use: the broker is not acknowledging".to_string(),
         ),
     }

@@ -1,0 +1,3 @@
+//! `entropy`: bytes, nothing to convert.
+
+pub use super::entropy_bindings::{Host, add_to_linker};
