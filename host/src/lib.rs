@@ -19,6 +19,7 @@ pub mod broker;
 pub mod device;
 pub mod fleet;
 pub mod imports;
+pub mod limits;
 pub mod metrics;
 pub mod pkcs11;
 pub mod publish;

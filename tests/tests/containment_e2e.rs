@@ -111,6 +111,25 @@ fn a_hung_iteration_is_stopped_by_the_watchdog_and_its_connection_closed() {
     );
 }
 
+#[test]
+fn a_hung_iteration_is_stopped_at_the_bound_its_logic_declared() {
+    let c = attack("hang-declared", &[]);
+    let line = gave_up(&c, "hang-declared");
+    assert!(
+        line.contains("did not return within 1500 ms")
+            && line.contains("the bound the logic declared"),
+        "{line}"
+    );
+    // The operator's timeout wins over what the logic declares.
+    let c = attack("hang-declared", &["--iteration-timeout-ms", "1000"]);
+    let line = gave_up(&c, "hang-declared");
+    assert!(
+        line.contains("did not return within 1000 ms")
+            && line.contains("--iteration-timeout-ms 1000"),
+        "{line}"
+    );
+}
+
 /// A flood's lines: the burst of 400, then 100 a second, each at most
 /// 1 KiB plus the host's prefix; notices at most once a second.
 fn assert_flood_contained(c: &Contained, attack: &str) {

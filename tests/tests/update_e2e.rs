@@ -14,10 +14,10 @@ use std::time::Duration;
 use device_tests::{
     Running, Subscriber, TestPki, counter_wasm, demo_wasm, host_bin, output_within, text,
 };
-use host::imports::mtls_socket::Endpoint;
 use host::publish::keys::{SigningKey, generate};
 use host::publish::repository as publish;
 use host::publish::rollout::{Publisher, offer};
+use host::tls::Endpoint;
 use host::tls::{ClientKey, Handshake, Roots, TlsClient, TlsFiles};
 use host::update::wire::{self, Status};
 use host_core::wit::WORLD;

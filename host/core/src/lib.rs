@@ -3,19 +3,19 @@
 //! iteration ends in ([`outcome`]), the restart/swap/fallback policy
 //! ([`supervisor`]) and the loop that applies it ([`drive`]), the
 //! [`observer`] interface every counter and log line goes through, the
-//! canary policy of a fleet rollout ([`rollout`]), the [`epoch`] ticker
+//! policy of a fleet rollout ([`canary`]), the [`epoch`] ticker
 //! that lets wasm code be interrupted, memory and table growth
 //! ([`limiter`]), and the WIT edge
 //! ([`wit`]): the only conversions to and from generated types.
 
 #![deny(unsafe_code)]
 
+pub mod canary;
 pub mod drive;
 pub mod epoch;
 pub mod limiter;
 pub mod observer;
 pub mod outcome;
-pub mod rollout;
 pub mod settings;
 pub mod supervisor;
 pub mod wit;

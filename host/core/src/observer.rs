@@ -22,6 +22,26 @@ pub enum Event {
     },
     /// A TLS connection was closed (by the guest, or with its store).
     ConnectionClosed,
+    /// A connect the guest asked for failed (at most as often as the
+    /// connect rate allows).
+    ConnectFailed {
+        /// The host asked for.
+        host: String,
+        /// The port asked for.
+        port: u16,
+        /// What failed, with the host's detail.
+        failure: SocketFailure,
+    },
+    /// Guest output lines (log, stdout, stderr) over the output limit were
+    /// dropped since the last such event (at most one a second).
+    OutputDropped {
+        /// Lines dropped.
+        lines: u64,
+        /// The limit's steady rate, lines a second.
+        lines_per_sec: u32,
+        /// The limit's burst, lines.
+        burst: u32,
+    },
     /// New logic took over at the start of `iteration`.
     SwappedIn {
         /// The iteration it starts with.

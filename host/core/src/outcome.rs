@@ -83,6 +83,9 @@ pub struct SocketFailure {
     pub error: TransportError,
     /// What exactly happened.
     pub detail: String,
+    /// The connect timed out waiting for a turn behind the host's other
+    /// connects (`timed-out` then says nothing about the network).
+    pub no_turn: bool,
 }
 
 impl SocketFailure {
@@ -91,6 +94,15 @@ impl SocketFailure {
         Self {
             error,
             detail: detail.into(),
+            no_turn: false,
+        }
+    }
+
+    /// A connect that timed out waiting for its turn, with `detail`.
+    pub fn no_turn(detail: impl Into<String>) -> Self {
+        Self {
+            no_turn: true,
+            ..Self::new(TransportError::TimedOut, detail)
         }
     }
 }

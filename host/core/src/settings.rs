@@ -1,8 +1,9 @@
-//! A device's settings as the host knows them, and the one source of their
-//! defaults and the supervisor's: the CLI's flags, the mock host and
-//! `--help` all read the constants in [`defaults`]. Values are those of the
-//! coreMQTT demo. (Sandbox limits keep theirs on `Limits` in the host, the
-//! fleet's on its module: each default next to what it sets.)
+//! A device's settings as the host knows them, and their defaults (the
+//! coreMQTT demo's values) with the supervisor's: the CLI's flags, the mock
+//! host and `--help` read the constants in [`defaults`]. Each default lives
+//! next to what it sets (the sandbox's limits on `Limits` in the host, the
+//! fleet's next to its flag); the one list of them all is the
+//! configuration chapter's table, which a test makes from the flags.
 
 /// The default of every setting, next to what it sets. Units are in the
 /// names; each is the coreMQTT demo's value unless its doc says otherwise.

@@ -28,7 +28,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use host_core::drive::{self, DriveError, Outcome as StepOutcome, Runtime};
+use host_core::drive::{self, DriveError, Outcome, Runtime};
 use host_core::observer::{Event, Observer};
 use host_core::supervisor::{Ending, Plan, Supervisor};
 use host_core::wit::types::Settings;
@@ -88,15 +88,15 @@ impl Scenario {
     }
 }
 
-/// What a run did.
+/// The record of a run: its results, stops, events and every call.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct Record {
     /// Result of each `run-iteration` that returned.
     pub results: Vec<Result<IterationReport, IterationFailure>>,
     /// What ended the run early, if anything did: a scripting failure, or
     /// the last stop when the restarts ran out. `None` when the run ended
     /// by its plan or by a failed iteration. (A stop the host restarted from
-    /// is in [`Outcome::stops`] only.)
+    /// is in [`Record::stops`] only.)
     pub aborted: Option<String>,
     /// Every time the guest was stopped (trap or limit), in order.
     pub stops: Vec<Stop>,
@@ -110,7 +110,7 @@ pub struct Outcome {
     pub steps_left: usize,
 }
 
-impl Outcome {
+impl Record {
     /// Packets the guest sent, in order.
     pub fn sent(&self) -> Vec<Packet> {
         self.calls
@@ -278,7 +278,7 @@ impl MockHost {
     }
 
     /// Runs a scenario under the host's supervisor, on virtual time.
-    pub fn run(&self, scenario: Scenario) -> Outcome {
+    pub fn run(&self, scenario: Scenario) -> Record {
         let rng = ChaCha20Rng::seed_from_u64(scenario.seed);
         let broker = Arc::new(Mutex::new(Broker::new(scenario.script, rng)));
         let events = Arc::new(Recorder::default());
@@ -312,7 +312,7 @@ impl MockHost {
             Ok(Err(DriveError::Ended(Ending::GuestFailed { last, .. }))) => Some(last.to_string()),
             Ok(Ok(_)) | Ok(Err(DriveError::Ended(Ending::IterationFailed { .. }))) => None,
         };
-        Outcome {
+        Record {
             results: events
                 .iter()
                 .filter_map(|e| match e {
@@ -409,7 +409,7 @@ impl Runtime<MockLogic> for MockRuntime {
         &mut self,
         (store, device): &mut Self::Instance,
         iteration: u32,
-    ) -> Result<StepOutcome, String> {
+    ) -> Result<Outcome, String> {
         let result = device
             .call_run_iteration(&mut *store, &self.settings, iteration)
             .await;
@@ -417,9 +417,9 @@ impl Runtime<MockLogic> for MockRuntime {
             return Err(failure);
         }
         Ok(match result {
-            Ok(Ok(report)) => StepOutcome::Completed(report.into()),
-            Ok(Err(error)) => StepOutcome::Failed(error.into(), None),
-            Err(trap) => StepOutcome::Stopped(Stop::from_error(&trap)),
+            Ok(Ok(report)) => Outcome::Completed(report.into()),
+            Ok(Err(error)) => Outcome::Failed(error.into(), None),
+            Err(trap) => Outcome::Stopped(Stop::from_error(&trap)),
         })
     }
 

@@ -1,12 +1,13 @@
 //! The flags of `host run`. Every default comes from the setting it sets
-//! (`host_core::settings::defaults`, `Limits`), so `--help`, the mock host
-//! and the README read one source.
+//! (`host_core::settings::defaults`, `Limits`, ...), so `--help`, the mock
+//! host and the manual's table of defaults (made from these flags by a
+//! test) read one source.
 
 use std::path::PathBuf;
 
 use clap::Args;
+use host::limits::Limits;
 use host::pkcs11::{Pkcs11Uri, UriError};
-use host::sandbox::limits::Limits;
 use host::tls::Roots;
 use host::update::{chunks, wire};
 use host_core::settings::defaults;

@@ -1,6 +1,6 @@
 //! Broker and allow-list endpoints as users write them.
 
-use host::imports::mtls_socket::Endpoint;
+use host::tls::Endpoint;
 use host_core::settings::defaults;
 
 /// Why an endpoint could not be read.

@@ -91,35 +91,122 @@ mod tests {
         Cli::command().debug_assert();
     }
 
-    /// Every `--flag N` with a number the README writes is the flag's
-    /// default (its examples use other spellings, such as `--flag=N`).
+    /// The README and every chapter of the manual, by path.
+    fn manual() -> Vec<(String, String)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut pages = vec![root.join("README.md")];
+        for entry in std::fs::read_dir(root.join("docs")).expect("docs/") {
+            let path = entry.expect("a docs/ entry").path();
+            if path.extension().is_some_and(|e| e == "md") {
+                pages.push(path);
+            }
+        }
+        pages
+            .into_iter()
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).expect("a page reads");
+                (p.display().to_string(), text)
+            })
+            .collect()
+    }
+
+    /// Every `--flag N` with a number the README or the manual writes is
+    /// the flag's default (their examples use other spellings, such as
+    /// `--flag=N`).
     #[test]
-    fn readme_defaults_match_the_flags() {
-        let readme = include_str!("../../../README.md");
+    fn the_defaults_the_manual_names_are_the_flags() {
         let run = Cli::command();
         let run = run.find_subcommand("run").expect("run subcommand");
         let mut checked = 0;
-        for arg in run.get_arguments() {
-            let (Some(long), [default]) = (arg.get_long(), arg.get_default_values()) else {
-                continue;
-            };
-            let default = default.to_string_lossy();
-            let mentioned = format!("`--{long} ");
-            for at in readme
-                .match_indices(&mentioned)
-                .map(|(i, _)| i + mentioned.len())
-            {
-                let value: String = readme[at..].chars().take_while(|c| *c != '`').collect();
-                if !value.chars().all(|c| c.is_ascii_digit()) {
+        for (page, text) in manual() {
+            for arg in run.get_arguments() {
+                let (Some(long), [default]) = (arg.get_long(), arg.get_default_values()) else {
                     continue;
+                };
+                let default = default.to_string_lossy();
+                let mentioned = format!("`--{long} ");
+                for at in text
+                    .match_indices(&mentioned)
+                    .map(|(i, _)| i + mentioned.len())
+                {
+                    let value: String = text[at..].chars().take_while(|c| *c != '`').collect();
+                    if !value.chars().all(|c| c.is_ascii_digit()) {
+                        continue;
+                    }
+                    assert_eq!(
+                        value, default,
+                        "{page} says --{long} {value}; the flag's default is {default}"
+                    );
+                    checked += 1;
                 }
-                assert_eq!(
-                    value, default,
-                    "README says --{long} {value}; the flag's default is {default}"
-                );
-                checked += 1;
             }
         }
-        assert!(checked >= 10, "the README names {checked} defaults");
+        assert!(checked >= 20, "the manual names {checked} defaults");
+    }
+
+    /// The default of `arg` as the manual's table writes it: its value, the
+    /// `[default: ...]` its help gives, `off` for a switch, or `none`.
+    fn default_of(arg: &clap::Arg) -> String {
+        if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+            return "off".into();
+        }
+        if let [default] = arg.get_default_values() {
+            return format!("`{}`", default.to_string_lossy());
+        }
+        let help = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(ToString::to_string)
+            .unwrap_or_default()
+            .replace('\n', " ");
+        match help.find("[default: ") {
+            Some(at) => {
+                let rest = &help[at + "[default: ".len()..];
+                let end = rest.rfind(']').unwrap_or(rest.len());
+                // `<client-id>` is text, not an HTML tag.
+                rest[..end]
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .replace('<', "\\<")
+                    .replace('>', "\\>")
+            }
+            None => "none".into(),
+        }
+    }
+
+    /// The one list of defaults: the table of `host run`'s settings in the
+    /// configuration chapter is made from the flags themselves. When a flag
+    /// changes, this test prints the table to paste.
+    #[test]
+    fn the_manuals_table_of_defaults_is_the_flags() {
+        let cli = Cli::command();
+        let run = cli.find_subcommand("run").expect("run subcommand");
+        let mut table = String::from(
+            "| flag (file key) | environment variable | default |\n| --- | --- | --- |\n",
+        );
+        for arg in run.get_arguments() {
+            let id = arg.get_id().as_str();
+            let flag = match arg.get_long() {
+                Some(long) => format!("`--{long}` (`{long}`)"),
+                None => format!("`{id}` (the positional argument)"),
+            };
+            let var = crate::cli::config_file::env_var(id);
+            table.push_str(&format!("| {flag} | `{var}` | {} |\n", default_of(arg)));
+        }
+        let chapter = include_str!("../../../docs/configuration.md");
+        let heading = "## Every setting and its default\n";
+        let start = chapter.find(heading).expect("the chapter has the heading") + heading.len();
+        let section = &chapter[start..];
+        let written: String = section
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(
+            written == table,
+            "docs/configuration.md's table of defaults is not the flags'; it should read:\n\n{table}"
+        );
     }
 }

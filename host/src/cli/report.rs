@@ -24,6 +24,25 @@ impl Observer for LogObserver {
         let device = self.settings.client_id.as_str();
         match event {
             Event::ConnectionOpened { .. } | Event::ConnectionClosed => {}
+            Event::ConnectFailed {
+                host,
+                port,
+                failure,
+            } => tracing::warn!(
+                target: "host",
+                device,
+                "[{device}] host: connection to {host}:{port} failed: {}",
+                explain::socket::socket(failure.error, Some(failure))
+            ),
+            Event::OutputDropped {
+                lines,
+                lines_per_sec,
+                burst,
+            } => tracing::warn!(
+                target: "host",
+                device,
+                "[{device}] {lines} guest output line(s) dropped (limit --log-lines-per-sec {lines_per_sec}, --log-burst {burst})"
+            ),
             Event::SwappedIn {
                 iteration,
                 from,

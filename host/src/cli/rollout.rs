@@ -9,12 +9,13 @@ use anyhow::Context;
 use clap::Args;
 use host::fleet;
 use host::publish::keys::SigningKey;
-use host::publish::repository as publish;
+use host::publish::repository::{self as publish, Signed};
 use host::publish::rollout::{Ended, Publisher, RolloutPlan, roll_out};
-use host::tls::{ClientKey, Handshake, Roots, TlsClient, TlsFiles};
+use host::tls::{ClientKey, Endpoint, Handshake, Roots, TlsClient, TlsFiles};
+use host::update::chunks;
 use host::update::repository::repository_of;
-use host::update::{chunks, wire};
-use host_core::rollout::Report;
+use host::update::wire::{self, Repository};
+use host_core::canary::Report;
 use host_core::settings::DeviceSettings;
 use host_core::wit::WORLD;
 
@@ -84,6 +85,41 @@ pub struct RolloutArgs {
 /// Runs `host rollout`.
 pub async fn rollout(args: RolloutArgs) -> Result<(), Failure> {
     let started = Instant::now();
+    let (signed, repo) = sign(&args).await?;
+    let broker = endpoint::parse(&args.broker).map_err(anyhow::Error::from)?;
+    let tls = TlsClient::load_with(
+        &TlsFiles {
+            ca: args.ca.clone(),
+            cert: args.cert.clone(),
+            key: args.client_key.clone().map(ClientKey::File),
+        },
+        &Handshake::default(),
+    )
+    .map_err(anyhow::Error::from)?;
+    let id = format!("rollout-{}-{}", &signed.sha256[..12], std::process::id());
+    let mut publisher = Publisher::connect(&broker, &tls, &id, args.payload_limit)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let plan = plan(&args, &broker);
+    let ended = roll_out(
+        &mut publisher,
+        &repo,
+        (&signed.sha256, signed.version),
+        &plan,
+    )
+    .await
+    .map_err(anyhow::Error::from)?;
+    let what = format!(
+        "version {} (sha256 {})",
+        signed.version,
+        &signed.sha256[..12]
+    );
+    report(&args, &what, ended, started.elapsed().as_secs_f64())
+}
+
+/// Signs the logic into its repository and reads the repository as it
+/// goes on the wire.
+async fn sign(args: &RolloutArgs) -> Result<(Signed, Repository), Failure> {
     let key = SigningKey::load(&args.key).map_err(anyhow::Error::from)?;
     let repo_dir = args
         .repo
@@ -103,20 +139,12 @@ pub async fn rollout(args: RolloutArgs) -> Result<(), Failure> {
         repo.component_bytes,
         repo.wire_bytes()
     );
-    let broker = endpoint::parse(&args.broker).map_err(anyhow::Error::from)?;
-    let tls = TlsClient::load_with(
-        &TlsFiles {
-            ca: args.ca.clone(),
-            cert: args.cert.clone(),
-            key: args.client_key.clone().map(ClientKey::File),
-        },
-        &Handshake::default(),
-    )
-    .map_err(anyhow::Error::from)?;
-    let id = format!("rollout-{}-{}", &signed.sha256[..12], std::process::id());
-    let mut publisher = Publisher::connect(&broker, &tls, &id, args.payload_limit)
-        .await
-        .map_err(anyhow::Error::from)?;
+    Ok((signed, repo))
+}
+
+/// The fleet's devices (named as `host run --devices` names them), their
+/// update topics, and the canary policy's parameters.
+fn plan(args: &RolloutArgs, broker: &Endpoint) -> RolloutPlan {
     let base = DeviceSettings::new(&broker.host, broker.port, &args.fleet);
     let devices: Vec<String> = (1..=args.devices as usize)
         .map(|i| fleet::identity(&base, i, false).client_id)
@@ -132,35 +160,27 @@ pub async fn rollout(args: RolloutArgs) -> Result<(), Failure> {
             (d.clone(), topic)
         })
         .collect();
-    let plan = RolloutPlan {
+    RolloutPlan {
         devices,
         topics,
         canaries: args.canary as usize,
         promote_after: args.promote_after,
         timeout: Duration::from_secs(args.timeout_secs),
-    };
-    let ended = roll_out(
-        &mut publisher,
-        &repo,
-        (&signed.sha256, signed.version),
-        &plan,
-    )
-    .await
-    .map_err(anyhow::Error::from)?;
-    let secs = started.elapsed().as_secs_f64();
-    let what = format!(
-        "version {} (sha256 {})",
-        signed.version,
-        &signed.sha256[..12]
-    );
+    }
+}
+
+/// How the rollout of `what` ended after `secs`: a line on success, or
+/// the failure with its exit code.
+fn report(args: &RolloutArgs, what: &str, ended: Ended, secs: f64) -> Result<(), Failure> {
+    let canaries = args.canary as usize;
     match ended {
         Ended::Done(s) if s.failed == 0 => {
             println!(
                 "rollout: {what} runs on {}/{} devices ({} canar{} passed {} iterations) in {secs:.1} s",
                 s.running,
                 args.devices,
-                plan.canaries.min(args.devices as usize),
-                if plan.canaries == 1 { "y" } else { "ies" },
+                canaries.min(args.devices as usize),
+                if canaries == 1 { "y" } else { "ies" },
                 args.promote_after
             );
             Ok(())

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use host::limits::Limits;
 use host::sandbox::cache::{self, Source};
 use host::sandbox::engine;
-use host::sandbox::limits::Limits;
 use host_core::wit::WORLD;
 use mock_host::file::{ScenarioFile, ScenarioResult};
 use mock_host::{MockHost, MockLimits};

@@ -1,12 +1,12 @@
 //! A local rollout: with `--watch --devices N`, a replaced component goes
 //! to the canary devices first and to the rest once each canary has
 //! completed the required iterations on it, with the canary policy of
-//! [`host_core::rollout`]; a canary that rolls it back stops it there.
+//! [`host_core::canary`]; a canary that rolls it back stops it there.
 
 use std::sync::{Arc, Mutex};
 
+use host_core::canary::{CanaryPolicy, Report, Step};
 use host_core::observer::{Event, Observer};
-use host_core::rollout::{Report, Rollout, Step};
 use tokio::sync::{mpsc, watch};
 
 use crate::sandbox::Logic;
@@ -101,7 +101,7 @@ impl LocalRollout {
     /// Rolls out each logic `new` offers, until the host ends.
     pub async fn run(mut self, mut new: watch::Receiver<Option<Arc<Logic>>>) {
         let ids: Vec<String> = self.devices.iter().map(|(d, _, _)| d.clone()).collect();
-        let mut rollout: Option<(Rollout, Arc<Logic>)> = None;
+        let mut rollout: Option<(CanaryPolicy, Arc<Logic>)> = None;
         loop {
             tokio::select! {
                 changed = new.changed() => {
@@ -109,7 +109,7 @@ impl LocalRollout {
                         return;
                     }
                     let Some(logic) = new.borrow_and_update().clone() else { continue };
-                    let r = Rollout::new(ids.clone(), self.canaries, self.promote_after);
+                    let r = CanaryPolicy::new(ids.clone(), self.canaries, self.promote_after);
                     tracing::info!(target: "host::fleet", "rolling out {logic}: {} canar{} first", r.canaries().len(), if r.canaries().len() == 1 { "y" } else { "ies" });
                     self.offer(r.canaries(), &logic);
                     rollout = Some((r, logic));

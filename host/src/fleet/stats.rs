@@ -49,7 +49,9 @@ impl Observer for FleetStats {
             Event::SwappedIn { .. }
             | Event::Restarting { .. }
             | Event::NextIteration { .. }
-            | Event::Interrupted { .. } => {}
+            | Event::Interrupted { .. }
+            | Event::OutputDropped { .. }
+            | Event::ConnectFailed { .. } => {}
         }
     }
 }

@@ -7,7 +7,7 @@ use host_core::Level;
 use host_core::wit::log::Host;
 use host_core::wit::log::WitLevel;
 
-use crate::imports::output::{GuestOutput, OVER_LIMIT_WAIT};
+use crate::limits::output::{GuestOutput, OVER_LIMIT_WAIT};
 
 /// A device's log.
 #[derive(Debug)]

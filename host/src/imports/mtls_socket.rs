@@ -13,9 +13,10 @@ use host_core::wit::mtls_socket::{Connection, ErrorCode, Host, HostConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmtime::component::{Resource, ResourceTable};
 
-use crate::imports::output::GuestOutput;
-use crate::imports::rate::TokenBucket;
-use crate::tls::{TlsClient, TlsConnection, Turn, classify_io};
+use crate::limits::SocketLimits;
+use crate::limits::output::GuestOutput;
+use crate::limits::rate::TokenBucket;
+use crate::tls::{Endpoint, TlsClient, TlsConnection, Turn, classify_io};
 
 /// Most bytes one `receive` returns (a TLS record's plaintext is at most 16 KiB).
 const RECEIVE_CHUNK: u32 = 64 * 1024;
@@ -26,27 +27,6 @@ const RECEIVE_CHUNK: u32 = 64 * 1024;
 /// retrying without pause makes about a thousand calls a second, and is
 /// stopped as a storm once it passes its allowance of refusals.
 const REFUSAL_WAIT: Duration = Duration::from_millis(1);
-
-/// An endpoint a guest may connect to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// Host name (compared case-insensitively).
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-}
-
-/// The socket limits of one guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SocketLimits {
-    /// Connections the guest may hold at once.
-    pub max_connections: usize,
-    /// Bytes one `send` may carry and one `receive` may ask for.
-    pub max_io_bytes: u32,
-    /// Connects refused in one iteration (not permitted, too many, too
-    /// often) before the guest is stopped as a storm.
-    pub max_refusals: u32,
-}
 
 /// One guest connection: the TLS stream, or nothing once closed.
 struct Stream(Option<TlsConnection>);
@@ -245,7 +225,11 @@ impl Host for SocketCtx {
                 Ok(Ok(Resource::new_own(handle.rep())))
             }
             Err(failure) => {
-                self.warn(&format!("connection to {host}:{port} failed: {failure}"));
+                self.observer.observe(&Event::ConnectFailed {
+                    host: host.clone(),
+                    port,
+                    failure: failure.clone(),
+                });
                 Ok(Err(self.record(failure)))
             }
         }

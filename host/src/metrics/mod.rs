@@ -313,7 +313,10 @@ impl Observer for DeviceMetrics {
             Event::Restarting { .. } => {
                 self.restarts.inc();
             }
-            Event::NextIteration { .. } | Event::Interrupted { .. } => {}
+            Event::NextIteration { .. }
+            | Event::Interrupted { .. }
+            | Event::OutputDropped { .. }
+            | Event::ConnectFailed { .. } => {}
         }
     }
 }

@@ -31,9 +31,7 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 
 /// Why the metrics cannot be served.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "cannot listen on --metrics-listen {addr} (pick a free port, or an address of this machine)"
-)]
+#[error("cannot listen on {addr}")]
 pub struct ListenError {
     /// The address.
     pub addr: SocketAddr,

@@ -165,7 +165,7 @@ impl TokenKey {
             });
         };
         let key = Self { token, schemes };
-        let message = b"mqtt-device: does the token hold the key of --cert?";
+        let message = b"mqtt-device: does the token hold the key of the client certificate?";
         let signature = key.sign_with(method, message)?;
         let mismatch = || Pkcs11Error::KeyMismatch {
             uri: key.token.uri().to_string(),

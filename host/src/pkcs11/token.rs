@@ -20,16 +20,15 @@ const P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07
 /// DER of the P-384 curve's OID.
 const P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 
-/// Why the token or its key cannot be used; one line each, with the fix.
+/// Why the token or its key cannot be used; one line each naming the
+/// cause (the command line adds the flags and the fix).
 #[derive(Debug, thiserror::Error)]
 pub enum Pkcs11Error {
     /// No module named.
-    #[error(
-        "--key pkcs11:... needs the token's PKCS#11 module: pass --pkcs11-module PATH (e.g. /usr/lib/softhsm/libsofthsm2.so) or module-path= in the URI"
-    )]
+    #[error("no PKCS#11 module is named for the token's key")]
     NoModule,
     /// The module cannot be loaded.
-    #[error("cannot load the PKCS#11 module {}: {source} (install the token's module, e.g. apt-get install softhsm2, and pass its path to --pkcs11-module)", path.display())]
+    #[error("cannot load the PKCS#11 module {}: {source}", path.display())]
     Module {
         /// The module.
         path: PathBuf,
@@ -37,7 +36,7 @@ pub enum Pkcs11Error {
         source: CkError,
     },
     /// No token matches the URI.
-    #[error("no token {wanted} in {} (tokens there: {present}) (check token= in --key; for SoftHSM2, SOFTHSM2_CONF names the token directory)", module.display())]
+    #[error("no token {wanted} in {} (tokens there: {present})", module.display())]
     NoToken {
         /// What the URI asks for.
         wanted: String,
@@ -47,7 +46,7 @@ pub enum Pkcs11Error {
         present: String,
     },
     /// Several tokens match the URI.
-    #[error("several tokens in {} match --key (tokens there: {present}) (name one with token= or serial=)", module.display())]
+    #[error("several tokens in {} match the key's URI (tokens there: {present})", module.display())]
     SeveralTokens {
         /// The module.
         module: PathBuf,
@@ -55,12 +54,10 @@ pub enum Pkcs11Error {
         present: String,
     },
     /// The token needs a PIN and none was given.
-    #[error(
-        "the token {0} needs its user PIN: pass --pkcs11-pin-file FILE or set MQTT_DEVICE_PKCS11_PIN"
-    )]
+    #[error("the token {0} needs its user PIN")]
     NoPin(String),
     /// The PIN file cannot be read.
-    #[error("cannot read the PIN file {} (check --pkcs11-pin-file or pin-source=)", path.display())]
+    #[error("cannot read the PIN file {}", path.display())]
     PinFile {
         /// The file.
         path: PathBuf,
@@ -68,19 +65,13 @@ pub enum Pkcs11Error {
         source: std::io::Error,
     },
     /// The token refused the PIN.
-    #[error(
-        "the token {0} refused the PIN (check --pkcs11-pin-file or MQTT_DEVICE_PKCS11_PIN; repeated wrong PINs lock the token)"
-    )]
+    #[error("the token {0} refused the PIN")]
     WrongPin(String),
     /// The user PIN is locked.
-    #[error(
-        "the token {0}'s user PIN is locked (reset it with the security officer's PIN, e.g. pkcs11-tool --init-pin)"
-    )]
+    #[error("the token {0}'s user PIN is locked")]
     PinLocked(String),
     /// No private key matches the URI.
-    #[error(
-        "no private key {uri} on the token {token} (check object= or id= in --key{hint}; list the keys with pkcs11-tool --list-objects)"
-    )]
+    #[error("no private key {uri} on the token {token}")]
     NoKey {
         /// The URI.
         uri: String,
@@ -90,7 +81,7 @@ pub enum Pkcs11Error {
         hint: &'static str,
     },
     /// Several private keys match.
-    #[error("{count} private keys match {uri} on the token {token} (add id= to --key to pick one)")]
+    #[error("{count} private keys match {uri} on the token {token}")]
     Ambiguous {
         /// The URI.
         uri: String,
@@ -118,9 +109,7 @@ pub enum Pkcs11Error {
         what: String,
     },
     /// The token's key is not the certificate's.
-    #[error(
-        "the token's key {uri} does not match the public key of --cert (pass the certificate issued for that key)"
-    )]
+    #[error("the token's key {uri} does not match the public key of the client certificate")]
     KeyMismatch {
         /// The URI.
         uri: String,

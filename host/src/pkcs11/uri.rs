@@ -39,9 +39,7 @@ pub enum UriError {
     )]
     Unknown(String),
     /// A PIN in the URI.
-    #[error(
-        "a pin-value in the PKCS#11 URI would be visible in ps (put the PIN in a file for --pkcs11-pin-file, or in MQTT_DEVICE_PKCS11_PIN)"
-    )]
+    #[error("a pin-value in the PKCS#11 URI would be visible in ps")]
     PinValue,
     /// A value that does not parse.
     #[error("the PKCS#11 URI attribute {attribute}={value:?} is malformed ({why})")]

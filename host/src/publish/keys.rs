@@ -12,11 +12,12 @@ use tough::key_source::KeySource;
 use tough::schema::key::Key;
 use tough::sign::{Sign, parse_keypair};
 
-/// Why a key could not be made or read. Messages name the file and the fix.
+/// Why a key could not be made or read. Messages name the file and the
+/// cause (the command line adds the fix).
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// A file could not be read or written.
-    #[error("cannot {action} {} (check the path)", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         /// "read" or "write".
         action: &'static str,
@@ -26,10 +27,10 @@ pub enum KeyError {
         source: std::io::Error,
     },
     /// The file exists and would be overwritten.
-    #[error("{} exists already (remove it, or pick another --out)", .0.display())]
+    #[error("{} exists already", .0.display())]
     Exists(PathBuf),
     /// The private key file holds no usable key.
-    #[error("--key file {} holds no Ed25519, ECDSA P-256 or RSA private key in PEM (make one with host keygen)", .0.display())]
+    #[error("the key file {} holds no Ed25519, ECDSA P-256 or RSA private key in PEM", .0.display())]
     NotAPrivateKey(PathBuf),
     /// The crypto library failed.
     #[error("cannot generate a key: {0}")]

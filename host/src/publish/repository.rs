@@ -27,7 +27,7 @@ const ROOT_VALID: Duration = Duration::from_secs(365 * 24 * 3600);
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
     /// A file could not be read or written.
-    #[error("cannot {action} {} (check the path and permissions)", path.display())]
+    #[error("cannot {action} {}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,
@@ -37,7 +37,7 @@ pub enum SignError {
         source: std::io::Error,
     },
     /// The repository's root names other keys than the one given.
-    #[error("the repository {} was made with another key (sign with the key it was made with, or use a new --repo)", .0.display())]
+    #[error("the repository {} was made with another key", .0.display())]
     OtherKey(PathBuf),
     /// tough refused.
     #[error("cannot sign the repository")]

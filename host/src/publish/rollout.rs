@@ -1,17 +1,17 @@
 //! Publishing signed logic to devices over the broker, and a fleet rollout
 //! driven by their statuses with the canary policy of
-//! [`host_core::rollout`].
+//! [`host_core::canary`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use host_core::rollout::{Report, Rollout, Step, Summary};
+use host_core::canary::{CanaryPolicy, Report, Step, Summary};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use tokio::sync::{Notify, mpsc};
 
-use crate::imports::mtls_socket::Endpoint;
+use crate::tls::Endpoint;
 use crate::tls::TlsClient;
 use crate::update::chunks::HEADER;
 use crate::update::wire::{Message, Repository, Status, status_topic};
@@ -20,7 +20,7 @@ use crate::update::wire::{Message, Repository, Status, status_topic};
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// The broker did not accept the session in time.
-    #[error("cannot connect to the broker {0} within 10 s (check --broker and the TLS files)")]
+    #[error("cannot connect to the broker {0} within 10 s")]
     Connect(String),
     /// The broker did not acknowledge in time.
     #[error("the broker did not acknowledge the update's messages within 60 s")]
@@ -220,7 +220,7 @@ pub async fn roll_out(
     (sha256, version): (&str, u64),
     plan: &RolloutPlan,
 ) -> Result<Ended, PublishError> {
-    let mut rollout = Rollout::new(plan.devices.clone(), plan.canaries, plan.promote_after);
+    let mut rollout = CanaryPolicy::new(plan.devices.clone(), plan.canaries, plan.promote_after);
     let mut device_of = HashMap::new();
     // Old statuses would read as reports about this update: clear them.
     for device in &plan.devices {

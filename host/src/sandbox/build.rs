@@ -14,7 +14,7 @@ use wasmtime::component::Linker;
 
 use crate::sandbox::cache::{self, Source};
 use crate::sandbox::engine::prepare;
-use crate::sandbox::limits::new_store;
+use crate::sandbox::store::new_store;
 use crate::sandbox::{DeviceState, Logic, Sandbox};
 
 /// Longest a new logic's trial start may take.

@@ -12,7 +12,7 @@ use crate::imports::iteration::IterationCtx;
 use crate::imports::log::LogCtx;
 use crate::imports::mtls_socket::SocketCtx;
 use crate::imports::types::TypesCtx;
-use crate::sandbox::limits::Limits;
+use crate::limits::Limits;
 use crate::sandbox::state::DeviceState;
 
 /// Why a component cannot run.

@@ -18,8 +18,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use wasmtime::Store;
 
-use crate::sandbox::limits::{Limits, new_store};
+use crate::limits::Limits;
 use crate::sandbox::state::{DeviceState, Sandbox};
+use crate::sandbox::store::new_store;
 
 /// A component ready to run: prepared against the world, and named.
 pub struct Logic {
@@ -71,6 +72,23 @@ pub enum RunError {
     /// an iteration's call always ends in an outcome).
     #[error("cannot start the device logic")]
     Instantiate(#[source] wasmtime::Error),
+}
+
+/// Why a guest's start (its instantiation) was cut short; the source of a
+/// [`RunError::Instantiate`] when it was.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// It did not finish within the iteration timeout.
+    #[error("its start did not finish within {limit_ms} ms")]
+    TimedOut {
+        /// The timeout, milliseconds.
+        limit_ms: u64,
+        /// Who set it.
+        set_by: TimeoutSetBy,
+    },
+    /// The host was stopping, and the time it allows passed.
+    #[error("the host stopped while it started")]
+    Interrupted,
 }
 
 /// How a call of `run-iteration` ended, before classification.
@@ -146,12 +164,10 @@ impl Runtime<Arc<Logic>> for SandboxRuntime {
         let start = logic.pre.instantiate_async(&mut store);
         match bounded(start, deadline, &self.sandbox).await {
             CallEnd::Returned(device) => Ok((store, device?)),
-            CallEnd::TimedOut(limit_ms, _) => Err(wasmtime::Error::msg(format!(
-                "its start did not finish within {limit_ms} ms (--iteration-timeout-ms)"
-            ))),
-            CallEnd::Interrupted => Err(wasmtime::Error::msg(
-                "the host stopped while it started (--stop-timeout-ms)",
-            )),
+            CallEnd::TimedOut(limit_ms, set_by) => {
+                Err(StartError::TimedOut { limit_ms, set_by }.into())
+            }
+            CallEnd::Interrupted => Err(StartError::Interrupted.into()),
         }
     }
 

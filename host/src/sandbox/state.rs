@@ -13,11 +13,13 @@ use crate::imports::clock::ClockCtx;
 use crate::imports::entropy::{EntropyCtx, EntropySource};
 use crate::imports::iteration::IterationCtx;
 use crate::imports::log::LogCtx;
-use crate::imports::mtls_socket::{Endpoint, SocketCtx, SocketShared};
-use crate::imports::output::GuestOutput;
-use crate::imports::rate::TokenBucket;
+use crate::imports::mtls_socket::{SocketCtx, SocketShared};
 use crate::imports::types::TypesCtx;
-use crate::sandbox::limits::{CpuMeter, Limits};
+use crate::limits::Limits;
+use crate::limits::cpu::CpuMeter;
+use crate::limits::output::GuestOutput;
+use crate::limits::rate::TokenBucket;
+use crate::tls::Endpoint;
 use crate::tls::TlsClient;
 use host_core::limiter::GrowthLimiter;
 
@@ -112,7 +114,7 @@ impl Sandbox {
             Instant::now(),
         );
         Self {
-            output: GuestOutput::new(name.clone(), limits.output),
+            output: GuestOutput::new(name.clone(), limits.output, observer.clone()),
             connects: Arc::new(Mutex::new(connects)),
             name,
             tls: reach.tls.with_own_sessions(reach.tls_resumption),

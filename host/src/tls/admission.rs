@@ -4,7 +4,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use host_core::TransportError;
 use host_core::outcome::SocketFailure;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -102,16 +101,12 @@ impl Admission {
         let wait = self.turns.clone().acquire_owned();
         let permit = match timeout {
             Some(limit) => tokio::time::timeout(limit, wait).await.map_err(|_| {
-                SocketFailure::new(
-                    TransportError::TimedOut,
-                    format!(
-                        "no turn to connect to {host}:{port} within {} ms: this host's \
-                         other devices held all {} connect turns (raise --max-connecting \
-                         or the connect timeout)",
-                        limit.as_millis(),
-                        self.limit
-                    ),
-                )
+                SocketFailure::no_turn(format!(
+                    "no turn to connect to {host}:{port} within {} ms: this host's \
+                     other devices held all {} connect turns",
+                    limit.as_millis(),
+                    self.limit
+                ))
             })?,
             None => wait.await,
         };
@@ -122,6 +117,8 @@ impl Admission {
 
 #[cfg(test)]
 mod tests {
+    use host_core::TransportError;
+
     use super::*;
 
     /// On real time, with a short answer wait: the host's build keeps
@@ -171,6 +168,7 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(err.error, TransportError::TimedOut);
+        assert!(err.no_turn);
         assert!(err.detail.contains("all 1 connect turns"), "{}", err.detail);
         drop(first);
         assert!(admission.turn("b", 1, None).await.unwrap().is_held());

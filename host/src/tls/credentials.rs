@@ -1,6 +1,7 @@
 //! Loading the TLS material: the root CAs (a PEM file, the Mozilla set or
 //! the operating system's store), the client certificate chain and its
-//! private key. Every failure names the flag, the file and the fix.
+//! private key. Every failure names the file and the cause (the command
+//! line adds the flag and the fix).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -9,39 +10,61 @@ use rustls::RootCertStore;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// Why the TLS settings could not be loaded.
+/// Which TLS file a failure is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFile {
+    /// The root CAs the broker's certificate must chain to.
+    Ca,
+    /// The client certificate chain.
+    Cert,
+    /// The client's private key.
+    Key,
+}
+
+impl std::fmt::Display for TlsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsFile::Ca => "CA",
+            TlsFile::Cert => "client certificate",
+            TlsFile::Key => "client key",
+        })
+    }
+}
+
+/// Why the TLS settings could not be loaded. Each names the cause; the
+/// command line words it with its flag and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     /// A file could not be read.
-    #[error("cannot read {flag} file {} (check the path given to {flag})", path.display())]
+    #[error("cannot read the {file} file {}", path.display())]
     Read {
-        /// The flag that named the file.
-        flag: &'static str,
+        /// Which file.
+        file: TlsFile,
         /// The file.
         path: PathBuf,
         /// The I/O error.
         source: io::Error,
     },
     /// A certificate file holds no PEM certificate.
-    #[error("{flag} file {} holds no PEM certificate (pass a file with a -----BEGIN CERTIFICATE----- block)", path.display())]
+    #[error("the {file} file {} holds no PEM certificate", path.display())]
     NoCertificate {
-        /// The flag that named the file.
-        flag: &'static str,
+        /// Which file.
+        file: TlsFile,
         /// The file.
         path: PathBuf,
     },
     /// A PEM block of a certificate file is damaged.
-    #[error("{flag} file {} has a malformed PEM block (check that the file is whole and unedited)", path.display())]
+    #[error("the {file} file {} has a malformed PEM block", path.display())]
     MalformedPem {
-        /// The flag that named the file.
-        flag: &'static str,
+        /// Which file.
+        file: TlsFile,
         /// The file.
         path: PathBuf,
         /// What the PEM parser found.
         source: pem::Error,
     },
-    /// A certificate in the `--ca` file cannot be a trust anchor.
-    #[error("--ca file {} holds a certificate that cannot be a root CA (pass the PEM of the CA that signed the broker's certificate)", path.display())]
+    /// A certificate in the CA file cannot be a trust anchor.
+    #[error("the CA file {} holds a certificate that cannot be a root CA", path.display())]
     BadRoot {
         /// The file.
         path: PathBuf,
@@ -49,46 +72,36 @@ pub enum CredentialError {
         source: rustls::Error,
     },
     /// The operating system's trust store holds no usable certificate.
-    #[error(
-        "--ca os found no root certificate in the operating system's trust store{detail} (install ca-certificates, set SSL_CERT_FILE, or pass --ca FILE)"
-    )]
+    #[error("the operating system's trust store holds no root certificate{detail}")]
     NoOsRoots {
         /// The first problem met, as `: ...`, or nothing.
         detail: String,
     },
     /// The key file is encrypted; the host needs the plain key.
-    #[error("--key file {} is encrypted (decrypt it first: openssl pkey -in KEY -out PLAIN.key)", .0.display())]
+    #[error("the client key file {} is encrypted", .0.display())]
     EncryptedKey(PathBuf),
     /// The key file holds no private key in a supported format.
-    #[error("--key file {} holds no usable PEM private key (pass a PKCS#8, PKCS#1 RSA or SEC1 EC key)", .0.display())]
+    #[error("the client key file {} holds no usable PEM private key", .0.display())]
     NoKey(PathBuf),
     /// Only one of the certificate and the key was given.
-    #[error(
-        "{given} was given without {missing} (pass both the client certificate and its key, or neither)"
-    )]
+    #[error("a {given} file was given without a {missing} file")]
     Unpaired {
-        /// The flag given.
-        given: &'static str,
-        /// The flag missing.
-        missing: &'static str,
+        /// The file given.
+        given: TlsFile,
+        /// The file missing.
+        missing: TlsFile,
     },
     /// The key does not belong to the certificate.
-    #[error(
-        "--key does not match the public key of --cert (pass the key the certificate was issued for)"
-    )]
+    #[error("the client key does not match the public key of the client certificate")]
     KeyMismatch,
     /// The crypto provider offers neither TLS 1.2 nor 1.3 (a build problem).
-    #[error(
-        "the TLS library refused TLS 1.2 and 1.3 (rebuild the host with rustls' ring provider)"
-    )]
+    #[error("the TLS library refused TLS 1.2 and 1.3")]
     Provider(#[source] rustls::Error),
     /// The key in a PKCS#11 token cannot be used.
     #[error(transparent)]
     Token(#[from] crate::pkcs11::Pkcs11Error),
     /// rustls refused the client certificate or key.
-    #[error(
-        "client certificate or key unusable (pass an RSA, ECDSA or Ed25519 key and its certificate)"
-    )]
+    #[error("the client certificate or key is unusable")]
     Unusable(#[source] rustls::Error),
 }
 
@@ -122,37 +135,37 @@ impl std::fmt::Display for Roots {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Roots::File(path) => write!(f, "{}", path.display()),
-            Roots::Webpki => f.write_str("the Mozilla root set (--ca webpki)"),
-            Roots::Os => f.write_str("the operating system's trust store (--ca os)"),
+            Roots::Webpki => f.write_str("the Mozilla root set"),
+            Roots::Os => f.write_str("the operating system's trust store"),
         }
     }
 }
 
-fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, CredentialError> {
+fn read(file: TlsFile, path: &Path) -> Result<Vec<u8>, CredentialError> {
     std::fs::read(path).map_err(|source| CredentialError::Read {
-        flag,
+        file,
         path: path.to_owned(),
         source,
     })
 }
 
-/// Every certificate in the PEM file `path`, named by `flag` in errors. A
-/// damaged block is an error, not skipped.
+/// Every certificate in the PEM file `path` (the `file` of the TLS
+/// settings). A damaged block is an error, not skipped.
 pub fn certificates(
-    flag: &'static str,
+    file: TlsFile,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, CredentialError> {
-    let pem = read(flag, path)?;
+    let pem = read(file, path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| CredentialError::MalformedPem {
-            flag,
+            file,
             path: path.to_owned(),
             source,
         })?;
     if certs.is_empty() {
         return Err(CredentialError::NoCertificate {
-            flag,
+            file,
             path: path.to_owned(),
         });
     }
@@ -169,7 +182,7 @@ pub fn root_store(roots: &Roots) -> Result<RootCertStore, CredentialError> {
         Roots::Os => {
             let found = rustls_native_certs::load_native_certs();
             for e in &found.errors {
-                tracing::debug!(target: "host", "--ca os: {e}");
+                tracing::debug!(target: "host", "the trust store: {e}");
             }
             let mut store = RootCertStore::empty();
             let (added, _ignored) = store.add_parsable_certificates(found.certs);
@@ -186,10 +199,10 @@ pub fn root_store(roots: &Roots) -> Result<RootCertStore, CredentialError> {
     }
 }
 
-/// The root store of the `--ca` file `path`.
+/// The root store of the CA file `path`.
 pub fn roots(path: &Path) -> Result<RootCertStore, CredentialError> {
     let mut roots = RootCertStore::empty();
-    for cert in certificates("--ca", path)? {
+    for cert in certificates(TlsFile::Ca, path)? {
         roots.add(cert).map_err(|source| CredentialError::BadRoot {
             path: path.to_owned(),
             source,
@@ -200,7 +213,7 @@ pub fn roots(path: &Path) -> Result<RootCertStore, CredentialError> {
 
 /// The private key in the PEM file `path`.
 pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CredentialError> {
-    let pem = read("--key", path)?;
+    let pem = read(TlsFile::Key, path)?;
     if pem.windows(9).any(|w| w == b"ENCRYPTED") {
         return Err(CredentialError::EncryptedKey(path.to_owned()));
     }
@@ -219,7 +232,7 @@ mod tests {
 
     /// Regression: a damaged PEM block was skipped silently.
     #[test]
-    fn a_malformed_pem_block_is_an_error_naming_the_flag_and_file() {
+    fn a_malformed_pem_block_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let ca = rcgen::generate_simple_self_signed(vec!["ca".into()])
             .unwrap()
@@ -232,11 +245,20 @@ mod tests {
         let path = write(dir.path(), &broken);
         let e = roots(&path).unwrap_err();
         assert!(
-            matches!(e, CredentialError::MalformedPem { flag: "--ca", .. }),
+            matches!(
+                e,
+                CredentialError::MalformedPem {
+                    file: TlsFile::Ca,
+                    ..
+                }
+            ),
             "{e}"
         );
         let line = e.to_string();
-        assert!(line.contains("--ca") && line.contains("ca.pem"), "{line}");
+        assert!(
+            line.contains("CA file") && line.contains("ca.pem"),
+            "{line}"
+        );
     }
 
     /// Regression: a bad --ca was reported as "client certificate
@@ -251,7 +273,7 @@ mod tests {
         assert!(matches!(e, CredentialError::BadRoot { .. }), "{e:?}");
         let line = e.to_string();
         assert!(
-            line.starts_with("--ca file") && !line.contains("client certificate"),
+            line.starts_with("the CA file") && !line.contains("client certificate"),
             "{line}"
         );
     }
@@ -274,7 +296,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("--ca") && e.contains("/nonexistent/ca.pem"),
+            e.contains("CA file") && e.contains("/nonexistent/ca.pem"),
             "{e}"
         );
     }

@@ -22,11 +22,21 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 pub use admission::{ANSWER_WAIT, MAX_CONNECTING, Turn};
-pub use credentials::{CredentialError, Roots};
+pub use credentials::{CredentialError, Roots, TlsFile};
 
 use crate::pkcs11::{Token, TokenKey};
 use admission::Admission;
 pub use failure::{classify_io, classify_tls};
+
+/// A broker or another endpoint to connect to: a host name (compared
+/// case-insensitively when checked against an allow list) and a TCP port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
 
 /// An established TLS session to the broker.
 pub type TlsConnection = TlsStream<TcpStream>;
@@ -110,13 +120,13 @@ impl TlsClient {
             .with_root_certificates(roots);
         let mut config = match (&files.cert, &files.key) {
             (Some(cert), Some(ClientKey::Token(token))) => {
-                let chain = credentials::certificates("--cert", cert)?;
+                let chain = credentials::certificates(TlsFile::Cert, cert)?;
                 let key = TokenKey::new(token.clone(), &chain[0])?;
                 let certified = CertifiedKey::new(chain, key);
                 builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))
             }
             (Some(cert), Some(ClientKey::File(key))) => {
-                let chain = credentials::certificates("--cert", cert)?;
+                let chain = credentials::certificates(TlsFile::Cert, cert)?;
                 let key = credentials::private_key(key)?;
                 builder
                     .with_client_auth_cert(chain, key)
@@ -128,14 +138,14 @@ impl TlsClient {
             (None, None) => builder.with_no_client_auth(),
             (Some(_), None) => {
                 return Err(CredentialError::Unpaired {
-                    given: "--cert",
-                    missing: "--key",
+                    given: TlsFile::Cert,
+                    missing: TlsFile::Key,
                 });
             }
             (None, Some(_)) => {
                 return Err(CredentialError::Unpaired {
-                    given: "--key",
-                    missing: "--cert",
+                    given: TlsFile::Key,
+                    missing: TlsFile::Cert,
                 });
             }
         };

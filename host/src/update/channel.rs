@@ -15,7 +15,7 @@ use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use tokio::sync::{oneshot, watch};
 
-use crate::imports::mtls_socket::Endpoint;
+use crate::tls::Endpoint;
 use crate::tls::TlsClient;
 use crate::update::chunks::{Assembler, HEADER};
 use crate::update::verify::Targets;

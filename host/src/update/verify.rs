@@ -21,14 +21,15 @@ use url::Url;
 use crate::update::repository::{TARGET, VERSION_KEY, WORLD_KEY};
 pub use crate::update::trust::Trust;
 
-/// Why an update was refused, one line each.
+/// Why an update was refused, one line each naming the cause (the
+/// command line adds the fix to a refusal it reports).
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     /// No repository metadata came with the logic.
-    #[error("unsigned: no signed repository with it (sign it with host sign)")]
+    #[error("unsigned: no signed repository with it")]
     Unsigned,
     /// The repository's root is signed for by a key this device does not trust.
-    #[error("signed with a key this device does not trust (sign with a key given to --trust)")]
+    #[error("signed with a key this device does not trust")]
     UntrustedKey,
     /// tough refused the metadata or the component: bad signature, hash or
     /// length mismatch (tampered), expired, older than seen before.
@@ -48,9 +49,7 @@ pub enum Refusal {
         want: String,
     },
     /// Older than the logic running.
-    #[error(
-        "version {offered} is older than the running version {running} (no downgrade without --allow-downgrade)"
-    )]
+    #[error("version {offered} is older than the running version {running}")]
     Downgrade {
         /// The version offered.
         offered: u64,

@@ -9,13 +9,15 @@
 //!
 //! [`chapter`] reads the rules, [`source`] finds what a Rust file refers
 //! to, [`check`] holds one function per rule, and [`tree`] reads the
-//! repository for them. [`reuse`] checks a rule of the build: what the
-//! demo's build compiles, the test build reuses.
+//! repository for them. [`docs`] checks the manual's links and table of
+//! contents; [`reuse`] a rule of the build: what the demo's build
+//! compiles, the test build reuses.
 
 #![deny(unsafe_code)]
 
 pub mod chapter;
 pub mod check;
+pub mod docs;
 pub mod reuse;
 pub mod source;
 pub mod tree;

@@ -32,6 +32,28 @@ fn the_tree_keeps_the_layout_chapters_rules() {
     assert!(rules.folders.len() > 40 && rules.crates.len() >= 10 && rules.host_folders.len() >= 10);
 }
 
+#[test]
+fn the_manuals_links_and_table_of_contents_hold() {
+    let root = tree::root();
+    let files = tree::files(&root).unwrap_or_else(|e| panic!("{e}"));
+    let pages = house_rules::docs::pages(&root, &files).expect("the Markdown pages read");
+    let all: std::collections::BTreeSet<String> = files.iter().cloned().collect();
+    let mut found = house_rules::docs::links(&pages, &all);
+    let chapters: Vec<String> = files
+        .iter()
+        .filter(|f| f.starts_with("docs/") && f.ends_with(".md"))
+        .cloned()
+        .collect();
+    let summary = std::fs::read_to_string(root.join("docs/SUMMARY.md")).expect("docs/SUMMARY.md");
+    found.extend(house_rules::docs::summary(&summary, &chapters));
+    let lines: Vec<String> = found.iter().map(ToString::to_string).collect();
+    assert!(lines.is_empty(), "{}", lines.join("\n"));
+    assert!(
+        pages.len() > 10 && chapters.len() > 10,
+        "the manual was read"
+    );
+}
+
 /// A crate of its own in `dir`, with `lib` as its library.
 fn sample_crate(dir: &Path, lib: &str) {
     std::fs::create_dir_all(dir.join("src")).unwrap();

@@ -10,7 +10,7 @@ use regex::Regex;
 
 use super::format::{ExpectSpec, PacketSpec, SentSpec};
 use super::scenario::{kind_name, qos};
-use crate::{Call, IterationFailure, IterationReport, Outcome};
+use crate::{Call, IterationFailure, IterationReport, Record};
 
 /// Field checks of one packet, compiled.
 pub struct PacketCheck {
@@ -290,7 +290,7 @@ impl Checks {
     }
 
     /// Every failed check's message; empty when the scenario passed.
-    pub fn failures(&self, out: &Outcome) -> Vec<String> {
+    pub fn failures(&self, out: &Record) -> Vec<String> {
         let mut f = Vec::new();
         let s = &self.spec;
         let first = out.results.first();
@@ -605,7 +605,7 @@ fn report_failures(f: &mut Vec<String>, want: &super::format::ReportSpec, got: &
 }
 
 /// How the run ended, when no iteration returned.
-fn ended(out: &Outcome) -> String {
+fn ended(out: &Record) -> String {
     match (&out.aborted, out.stops.last()) {
         (Some(m), _) => format!("the run ended early: {m}"),
         (None, Some(stop)) => format!("the guest stopped: {}", stop),
@@ -696,8 +696,8 @@ mod tests {
     use crate::Level;
 
     /// A run that connected once, sent CONNECT, logged, slept and closed.
-    fn outcome() -> Outcome {
-        Outcome {
+    fn outcome() -> Record {
+        Record {
             results: vec![Ok(IterationReport {
                 published: 1,
                 acknowledged: 1,

@@ -9,11 +9,11 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use host::imports::mtls_socket::Endpoint;
-use host::imports::output::OutputLimits;
+use host::limits::Limits;
+use host::limits::output::OutputLimits;
 use host::pkcs11::Pin;
 use host::sandbox::cache;
-use host::sandbox::limits::Limits;
+use host::tls::Endpoint;
 use host::tls::{Handshake, Roots};
 use host::update::wire;
 use host_core::settings::DeviceSettings;
@@ -253,29 +253,16 @@ impl RunConfig {
             (b.endpoint.host.as_str(), b.endpoint.port)
         });
         let settings = settings(&args, host, port, &client_id);
-        let alpn = if args.alpn.is_empty() && port == 443 {
-            vec!["x-amzn-mqtt-ca".to_string()]
-        } else {
-            args.alpn.clone()
-        };
-        let pin = match (&args.pkcs11_pin_file, var(PIN_VAR)) {
-            (Some(file), _) => Pin::File(file.clone()),
-            (None, Some(value)) => Pin::Value(value.into()),
-            (None, None) => Pin::None,
-        };
         Ok(Self {
             limits: limits(&args),
             plan: plan(&args),
-            handshake: Handshake {
-                alpn,
-                sni: !args.no_sni,
-            },
+            handshake: handshake(&args, port),
             tls_resumption: !args.no_tls_resumption,
             max_connecting: args.max_connecting,
             allow,
             entropy: args.entropy,
             pkcs11_module: args.pkcs11_module.clone(),
-            pin,
+            pin: pin(&args, &var),
             updates,
             watch: args.watch,
             canaries: Canaries {
@@ -288,11 +275,9 @@ impl RunConfig {
                 device_limit: args.metrics_device_limit,
             }),
             log_format: args.log_format,
-            cache_dir: if args.no_cache {
-                None
-            } else {
-                args.cache_dir.clone().or_else(cache::default_dir)
-            },
+            cache_dir: (!args.no_cache)
+                .then(|| args.cache_dir.clone().or_else(cache::default_dir))
+                .flatten(),
             component: args.component,
             broker,
             client_id,
@@ -317,6 +302,30 @@ fn random_client_id() -> String {
     let mut b = [0u8; 3];
     let _ = getrandom::fill(&mut b);
     format!("testClient-{}", hex::encode(b))
+}
+
+/// ALPN (`x-amzn-mqtt-ca` on port 443, as AWS IoT Core needs, unless
+/// `--alpn` says otherwise) and SNI.
+fn handshake(args: &RunArgs, port: u16) -> Handshake {
+    let alpn = if args.alpn.is_empty() && port == 443 {
+        vec!["x-amzn-mqtt-ca".to_string()]
+    } else {
+        args.alpn.clone()
+    };
+    Handshake {
+        alpn,
+        sni: !args.no_sni,
+    }
+}
+
+/// Where the token's PIN comes from: `--pkcs11-pin-file`, else the
+/// environment.
+fn pin(args: &RunArgs, var: &impl Fn(&str) -> Option<String>) -> Pin {
+    match (&args.pkcs11_pin_file, var(PIN_VAR)) {
+        (Some(file), _) => Pin::File(file.clone()),
+        (None, Some(value)) => Pin::Value(value.into()),
+        (None, None) => Pin::None,
+    }
 }
 
 /// The broker given and its credentials; flags about them need it.

@@ -11,6 +11,8 @@
 //! - `spin-with-imports`: computes in short bursts, calling `clock.now-ms`
 //!   between them, forever;
 //! - `hang`: opens an MQTT session, then sleeps a second at a time, forever;
+//! - `hang-declared`: declares a bound of 1500 ms for its iteration
+//!   (`iteration.declare-bound`), then sleeps a second at a time, forever;
 //! - `flood-log`: writes log lines without end;
 //! - `flood-stdout`: prints to stdout without end;
 //! - `storm`: connects and closes without pause, forever;
@@ -23,10 +25,10 @@
 
 #![deny(unsafe_code)]
 
-use guest::bindings::mqtt_device::runtime::clock;
 use guest::bindings::mqtt_device::runtime::log::{Level, write};
 use guest::bindings::mqtt_device::runtime::mtls_socket::{self, ErrorCode};
 use guest::bindings::mqtt_device::runtime::types::{IterationError, IterationReport, Settings};
+use guest::bindings::mqtt_device::runtime::{clock, iteration};
 
 /// The component's export.
 pub struct Adversary;
@@ -98,6 +100,13 @@ impl guest::bindings::Guest for Adversary {
                 ];
                 let _ = conn.send(&connect, 1000);
                 write(Level::Info, "session open; hanging");
+                loop {
+                    clock::sleep_ms(1000);
+                }
+            }
+            "hang-declared" => {
+                iteration::declare_bound(1500);
+                write(Level::Info, "declared 1500 ms; hanging");
                 loop {
                     clock::sleep_ms(1000);
                 }

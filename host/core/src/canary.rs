@@ -53,7 +53,7 @@ pub struct Summary {
 
 /// One rollout.
 #[derive(Debug, Clone)]
-pub struct Rollout {
+pub struct CanaryPolicy {
     canaries: Vec<String>,
     rest: Vec<String>,
     promote_after: u64,
@@ -61,7 +61,7 @@ pub struct Rollout {
     reports: BTreeMap<String, Report>,
 }
 
-impl Rollout {
+impl CanaryPolicy {
     /// A rollout to `devices`, the first `canaries` of them first, promoted
     /// once each canary has completed `promote_after` iterations on it.
     pub fn new(devices: Vec<String>, canaries: usize, promote_after: u64) -> Self {
@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn canaries_first_then_everyone_once_they_have_run_enough() {
-        let mut r = Rollout::new(fleet(5), 2, 3);
+        let mut r = CanaryPolicy::new(fleet(5), 2, 3);
         assert_eq!(r.canaries(), ["d-0001", "d-0002"]);
         assert_eq!(r.on_report("d-0001", Report::Running(3)), Step::Wait);
         assert_eq!(r.on_report("d-0002", Report::Running(2)), Step::Wait);
@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn a_canary_that_rolls_back_stops_the_rollout() {
-        let mut r = Rollout::new(fleet(20), 2, 3);
+        let mut r = CanaryPolicy::new(fleet(20), 2, 3);
         r.on_report("d-0001", Report::Running(1));
         let step = r.on_report("d-0002", Report::RolledBack("iteration timeout".into()));
         assert_eq!(
@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn a_canary_that_refuses_stops_the_rollout_too() {
-        let mut r = Rollout::new(fleet(3), 1, 1);
+        let mut r = CanaryPolicy::new(fleet(3), 1, 1);
         assert!(matches!(
             r.on_report(
                 "d-0001",
@@ -232,7 +232,7 @@ mod tests {
 
     #[test]
     fn all_canaries_means_done_without_a_promotion() {
-        let mut r = Rollout::new(fleet(2), 5, 1);
+        let mut r = CanaryPolicy::new(fleet(2), 5, 1);
         assert_eq!(r.canaries().len(), 2);
         r.on_report("d-0001", Report::Running(1));
         assert_eq!(

@@ -1,16 +1,9 @@
-//! Every one-line message a user reads about a failure, with its fix: one
-//! advice table for socket errors, and the wording of failed iterations,
-//! stopped guests and failed runs. Everything else reports typed outcomes.
+//! Socket errors and failed iterations in the user's words: the one advice
+//! table for socket errors, and the wording of every iteration failure.
 
-use host::sandbox::RunError;
 use host_core::TransportError;
-use host_core::outcome::{
-    ConnackRefusal, IterationFailure, LimitHit, SocketFailure, Stop, TimeoutSetBy, TrapKind,
-};
+use host_core::outcome::{ConnackRefusal, IterationFailure, SocketFailure};
 use host_core::settings::DeviceSettings;
-use host_core::supervisor::Ending;
-
-use crate::cli::exit;
 
 /// What a socket error means and how to fix it: the one table. The fix
 /// reads on its own, as it follows the host's detail when there is one.
@@ -82,9 +75,13 @@ pub fn socket_advice(error: TransportError) -> (&'static str, &'static str) {
 
 /// A socket error in words with its fix, using the host's detail when there
 /// is one (the runtime keeps only a detail of the same error).
-fn socket(error: TransportError, detail: Option<&SocketFailure>) -> String {
+pub fn socket(error: TransportError, detail: Option<&SocketFailure>) -> String {
     let (what, fix) = socket_advice(error);
     match detail {
+        Some(d) if d.no_turn => format!(
+            "{} (raise --max-connecting or the connect timeout)",
+            d.detail
+        ),
         Some(d) => format!("{} ({fix})", d.detail),
         None => format!("{what} ({fix})"),
     }
@@ -154,168 +151,6 @@ pub fn iteration_failure(
     }
 }
 
-/// Why a guest was stopped, naming the limit's flag or the trap's likely cause.
-pub fn stop(stop: &Stop) -> String {
-    match stop {
-        Stop::Limit(LimitHit::Memory { limit_bytes }) => format!(
-            "memory limit --max-memory-mib {} reached (the guest grew its linear memory past it)",
-            limit_bytes >> 20
-        ),
-        Stop::Limit(LimitHit::Table { limit }) => {
-            format!("table limit --max-table-elements {limit} reached")
-        }
-        Stop::Limit(limit @ LimitHit::Cpu { limit_ms, .. }) => {
-            format!("{limit} (limit --cpu-limit-ms {limit_ms})")
-        }
-        Stop::Limit(limit @ LimitHit::CpuBudget { budget_ms, .. }) => format!(
-            "{limit}, import calls or not (budget --cpu-budget-ms {budget_ms}; the guest spins)"
-        ),
-        Stop::Limit(hit @ LimitHit::OutputFlood { limit, .. }) => format!(
-            "{hit} (it kept writing past --log-lines-per-sec; the limit is {limit} dropped lines, ten seconds' worth)"
-        ),
-        Stop::Limit(limit @ LimitHit::ConnectStorm { limit: max, .. }) => format!(
-            "{limit} (it kept connecting past --connect-burst and --connect-interval-ms; the limit is {max} refusals, ten bursts)"
-        ),
-        Stop::Limit(
-            limit @ LimitHit::IterationTimeout {
-                limit_ms,
-                set_by: TimeoutSetBy::Operator,
-            },
-        ) => format!(
-            "{limit} (limit --iteration-timeout-ms {limit_ms}; the guest hangs or waits too long)"
-        ),
-        Stop::Limit(
-            limit @ LimitHit::IterationTimeout {
-                set_by: TimeoutSetBy::Logic,
-                ..
-            },
-        ) => format!(
-            "{limit} (the bound the logic declared for its iteration; it hangs, or declared too little: --iteration-timeout-ms MS overrides it)"
-        ),
-        Stop::Limit(
-            limit @ LimitHit::IterationTimeout {
-                set_by: TimeoutSetBy::Maximum,
-                ..
-            },
-        ) => format!(
-            "{limit} (the host's maximum for a logic that declares no bound; the guest hangs, or set --iteration-timeout-ms MS)"
-        ),
-        Stop::Trap { kind, message } => {
-            let hint = match kind {
-                TrapKind::Unreachable => {
-                    " (the guest panicked or aborted; its own message, if any, is in its stderr lines above)"
-                }
-                TrapKind::StackOverflow => " (the guest recursed past the wasm stack limit)",
-                TrapKind::MemoryOutOfBounds => {
-                    " (the guest overran its stack or memory, e.g. by recursing without end)"
-                }
-                TrapKind::Other => "",
-            };
-            format!("{message}{hint}")
-        }
-    }
-}
-
-/// What `host run` ended in, when it did not succeed.
-#[derive(Debug, thiserror::Error)]
-pub enum Failure {
-    /// A setting, file or component is wrong.
-    #[error(transparent)]
-    Setup(#[from] anyhow::Error),
-    /// The device's run failed.
-    #[error("the device's run failed")]
-    Device {
-        /// Why.
-        #[source]
-        error: RunError,
-        /// Its settings, for the message.
-        settings: Box<DeviceSettings>,
-    },
-    /// A rollout did not reach every device.
-    #[error("{line}")]
-    Rollout {
-        /// The summary line.
-        line: String,
-        /// The exit code.
-        code: u8,
-    },
-    /// `host inspect`: this host would not run the logic, or its signature
-    /// does not verify (the output above says why).
-    #[error("{0}")]
-    Refused(String),
-    /// `host test`: scenarios failed (the output above says how).
-    #[error("{failed} scenario(s) failed")]
-    Scenarios {
-        /// How many.
-        failed: usize,
-    },
-    /// Devices of a fleet gave up.
-    #[error("{failed} of {devices} devices failed (their log lines say why)")]
-    Fleet {
-        /// Devices that gave up.
-        failed: usize,
-        /// Devices in the fleet.
-        devices: usize,
-    },
-}
-
-impl Failure {
-    /// The process exit code.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Failure::Setup(_)
-            | Failure::Device {
-                error: RunError::Instantiate(_),
-                ..
-            } => exit::SETUP,
-            Failure::Device {
-                error: RunError::Ended(Ending::IterationFailed { .. }),
-                ..
-            }
-            | Failure::Fleet { .. } => exit::ITERATION_FAILED,
-            Failure::Rollout { code, .. } => *code,
-            Failure::Refused(_) => exit::REFUSED,
-            Failure::Scenarios { .. } => exit::SCENARIOS_FAILED,
-            Failure::Device {
-                error: RunError::Ended(Ending::GuestFailed { .. }),
-                ..
-            } => exit::GUEST_FAILED,
-        }
-    }
-}
-
-/// A device's failed run on one line.
-pub fn run_error(error: &RunError, settings: &DeviceSettings) -> String {
-    match error {
-        RunError::Ended(Ending::IterationFailed {
-            iteration,
-            failure,
-            socket,
-        }) => format!(
-            "iteration {iteration} failed: {}",
-            iteration_failure(failure, settings, socket.as_ref())
-        ),
-        RunError::Ended(Ending::GuestFailed { stops, last }) => format!(
-            "the device logic was stopped {stops} time(s) in a row and the restarts are exhausted; last: {} (fix the guest or raise the limit; the host was unaffected)",
-            stop(last)
-        ),
-        RunError::Instantiate(e) => format!("cannot start the device logic: {e:#}"),
-    }
-}
-
-/// The last line `host run` prints on failure (after `error: `).
-pub fn failure_line(failure: &Failure) -> String {
-    let line = match failure {
-        Failure::Setup(e) => format!("{e:#}"),
-        Failure::Device { error, settings } => run_error(error, settings),
-        Failure::Fleet { .. }
-        | Failure::Rollout { .. }
-        | Failure::Refused(_)
-        | Failure::Scenarios { .. } => failure.to_string(),
-    };
-    line.replace('\n', " ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,18 +179,16 @@ mod tests {
     }
 
     #[test]
-    fn stops_name_the_limit_flag() {
-        let line = stop(&Stop::Limit(LimitHit::Cpu {
-            used_ms: 210,
-            limit_ms: 200,
-        }));
+    fn a_connect_that_got_no_turn_says_which_flag_to_raise() {
+        let line = socket(
+            TransportError::TimedOut,
+            Some(&SocketFailure::no_turn(
+                "no turn to connect to b:1 within 5 ms",
+            )),
+        );
         assert!(
-            line.contains("CPU limit") && line.contains("--cpu-limit-ms 200"),
+            line.ends_with("(raise --max-connecting or the connect timeout)"),
             "{line}"
         );
-        let line = stop(&Stop::Limit(LimitHit::Memory {
-            limit_bytes: 16 << 20,
-        }));
-        assert!(line.contains("memory limit --max-memory-mib 16"), "{line}");
     }
 }

@@ -11,11 +11,12 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use host_core::Level;
+use host_core::observer::{Event, Observer};
 use host_core::outcome::LimitHit;
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-use crate::imports::rate::TokenBucket;
+use crate::limits::rate::TokenBucket;
 
 /// Longest guest line kept, bytes; the rest is cut.
 pub const MAX_LINE: usize = 1024;
@@ -41,9 +42,10 @@ pub struct OutputLimits {
 
 /// A device's output limiter, shared by its log import and its stdio, and
 /// kept across restarts of its guest.
-#[derive(Debug)]
 pub struct GuestOutput {
     device: String,
+    /// Told how many lines were dropped (the notice).
+    observer: Arc<dyn Observer>,
     state: Mutex<OutputState>,
 }
 
@@ -70,9 +72,18 @@ impl OutputState {
     }
 }
 
+impl std::fmt::Debug for GuestOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestOutput")
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
 impl GuestOutput {
-    /// The output of the device called `device`.
-    pub fn new(device: String, limits: OutputLimits) -> Arc<Self> {
+    /// The output of the device called `device`, whose notices of dropped
+    /// lines go to `observer`.
+    pub fn new(device: String, limits: OutputLimits, observer: Arc<dyn Observer>) -> Arc<Self> {
         let now = Instant::now();
         let interval = if limits.lines_per_sec == 0 {
             Duration::ZERO
@@ -81,6 +92,7 @@ impl GuestOutput {
         };
         Arc::new(Self {
             device,
+            observer,
             state: Mutex::new(OutputState {
                 bucket: TokenBucket::new(limits.burst, interval, now),
                 limits,
@@ -187,14 +199,11 @@ impl GuestOutput {
     }
 
     fn notice(&self, st: &mut OutputState, now: Instant) {
-        tracing::warn!(
-            target: "host",
-            "[{}] {} guest output line(s) dropped (limit --log-lines-per-sec {}, --log-burst {})",
-            self.device,
-            st.dropped,
-            st.limits.lines_per_sec,
-            st.limits.burst
-        );
+        self.observer.observe(&Event::OutputDropped {
+            lines: st.dropped,
+            lines_per_sec: st.limits.lines_per_sec,
+            burst: st.limits.burst,
+        });
         st.dropped = 0;
         st.last_notice = now;
     }
@@ -380,6 +389,7 @@ mod tests {
                 lines_per_sec: 1,
                 burst: 5,
             },
+            Arc::new(host_core::observer::Ignore),
         );
         let written = (0..100)
             .filter(|i| out.line(Level::Info, "", &format!("line {i}")))
