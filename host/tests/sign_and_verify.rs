@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use host::publish::keys::{SigningKey, generate};
-use host::publish::repository::sign;
+use host::publish::signing::sign;
 use host::update::repository::{TARGET, VERSION_KEY};
+use host::update::trust::Trust;
 use host::update::trust::load_public;
-use host::update::verify::{Refusal, Source, Trust, verify, verify_file};
+use host::update::verify::{Refusal, Source, verify, verify_file};
 
-const WORLD_NAME: &str = "mqtt-device:runtime/device@0.2.0";
+const WORLD_NAME: &str = host_core::WORLD;
 
 struct Fixture {
     dir: tempfile::TempDir,

@@ -121,3 +121,47 @@ fn refused_connections_are_retried_until_the_broker_comes_up() {
         "{stdout}"
     );
 }
+
+/// The world only gains imports within its 0.2 line: the demo as built
+/// against `wit/` of version 0.2.0 (before `iteration` existed; kept as a
+/// fixture) still runs on this host, bounded by the host's maximum since it
+/// declares nothing.
+#[test]
+fn a_logic_built_against_an_earlier_wit_still_runs() {
+    let old = device_tests::root().join("tests/fixtures/demo-wit-0.2.0.wasm");
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let out = output_within(
+        device_tests::host_run_component(&old, broker.port, &pki.ca, Some(&pki.device)).args([
+            "--iterations",
+            "1",
+            "--client-id",
+            "old-wit",
+            "--publish-delay-ms",
+            "20",
+            "--no-cache",
+        ]),
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    assert!(
+        stdout
+            .contains("[old-wit] iteration 1 completed successfully: 5 published, 5 acknowledged"),
+        "{stdout}"
+    );
+    let imports = std::process::Command::new(device_tests::host_bin())
+        .arg("inspect")
+        .arg(&old)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&imports.stdout);
+    assert!(
+        listing.contains("mqtt-device:runtime/mtls-socket@0.2.0"),
+        "{listing}"
+    );
+    assert!(
+        !listing.contains("mqtt-device:runtime/iteration"),
+        "{listing}"
+    );
+}

@@ -11,7 +11,7 @@ use device_tests::{
 
 const LIMIT: Duration = Duration::from_secs(90);
 
-/// What the README says of the Python logic's memory: 8 MiB of linear
+/// What the manual says of the Python logic's memory: 8 MiB of linear
 /// memory is too little to start it, 16 MiB is enough.
 #[test]
 fn the_python_logic_needs_more_than_8_mib_and_starts_in_16() {

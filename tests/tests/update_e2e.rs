@@ -15,12 +15,12 @@ use device_tests::{
     Running, Subscriber, TestPki, counter_wasm, demo_wasm, host_bin, output_within, text,
 };
 use host::publish::keys::{SigningKey, generate};
-use host::publish::repository as publish;
 use host::publish::rollout::{Publisher, offer};
+use host::publish::signing;
 use host::tls::Endpoint;
 use host::tls::{ClientKey, Handshake, Roots, TlsClient, TlsFiles};
 use host::update::wire::{self, Status};
-use host_core::wit::WORLD;
+use host_core::WORLD;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -121,7 +121,7 @@ async fn publisher(pki: &TestPki, port: u16, limit: usize) -> Publisher {
 async fn sign(dir: &Path, logic: &Path, key: &Path, version: u64, world: &str) -> PathBuf {
     let repo = dir.join(format!("repo-{version}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&repo);
-    publish::sign(
+    signing::sign(
         logic,
         &SigningKey::load(key).unwrap(),
         version,

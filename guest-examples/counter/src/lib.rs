@@ -2,7 +2,7 @@
 //! demo's workflow, but each iteration publishes a JSON counter,
 //! `{"logic":"counter","device":"<client-id>","iteration":N}`, and says so in
 //! its log. Build: `cargo build -p guest-counter --target wasm32-wasip2
-//! --profile guest` (scripts/build copies it to target/counter.wasm).
+//! --profile guest` (`scripts/build --all` copies it to target/counter.wasm).
 
 #![deny(unsafe_code)]
 

@@ -1,6 +1,7 @@
 //! What a device workflow needs from the world it runs in: connections,
-//! a clock, a log, randomness, and a watchdog to declare its bound to. The component's glue implements it on the
-//! WIT imports; a native program implements it on sockets and threads.
+//! a clock, a log, randomness, and a watchdog to declare its bound to. The
+//! component's glue implements it on the WIT imports; a native program
+//! implements it on sockets and threads.
 
 use crate::transport::{Clock, Transport, TransportError};
 

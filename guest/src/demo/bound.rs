@@ -9,10 +9,6 @@ use mqtt_core::{Backoff, MAX_OUTGOING};
 use crate::demo::MAX_RECONNECTS;
 use crate::device::Settings;
 
-/// The bound when retries go on forever (there is none: the host's
-/// maximum, an hour, applies), milliseconds.
-pub const FOREVER_MS: u64 = 60 * 60 * 1000;
-
 /// The slowest legal iteration with `s`, milliseconds: every connect
 /// attempt taking the whole time the WIT allows it (twice its timeout: a
 /// wait for the host's turn, then the handshake) and failing, every backoff
@@ -20,12 +16,17 @@ pub const FOREVER_MS: u64 = 60 * 60 * 1000;
 /// out, every process loop and idle wait run to its end, every send taking
 /// its whole timeout, every idle wait's PINGRESP (when the wait reaches the
 /// keep-alive) taking its whole timeout, and all that again for each
-/// reconnect the demo allows, plus a tenth for scheduling.
+/// reconnect the demo allows, plus a tenth for scheduling. Retrying
+/// forever, or connects without a timeout, have no bound: `u64::MAX` (the
+/// host keeps its own maximum).
 pub fn slowest_iteration_ms(s: &Settings) -> u64 {
     let retries = Backoff::new(s.backoff_base_ms, s.backoff_max_ms, s.backoff_max_attempts);
     let Some(backoff_ms) = retries.longest_total_ms() else {
-        return FOREVER_MS;
+        return u64::MAX;
     };
+    if s.connect_timeout_ms == 0 {
+        return u64::MAX;
+    }
     let attempts = u64::from(s.backoff_max_attempts) + 1;
     let ms = u64::from;
     let connect = attempts * 2 * ms(s.connect_timeout_ms) + backoff_ms;
@@ -49,8 +50,8 @@ pub fn slowest_iteration_ms(s: &Settings) -> u64 {
     };
     let session = session + pings;
     let reconnects = s.backoff_max_attempts.min(MAX_RECONNECTS);
-    let worst = (u64::from(reconnects) + 1) * (connect + session);
-    worst + worst / 10
+    let worst = (u64::from(reconnects) + 1).saturating_mul(connect.saturating_add(session));
+    worst.saturating_add(worst / 10)
 }
 
 #[cfg(test)]
@@ -58,7 +59,7 @@ mod tests {
     use super::*;
 
     /// The original demo's settings.
-    pub fn defaults() -> Settings {
+    fn defaults() -> Settings {
         Settings {
             broker_host: "b".into(),
             broker_port: 8883,
@@ -102,6 +103,13 @@ mod tests {
         );
         let mut forever = s.clone();
         forever.backoff_max_attempts = u32::MAX;
-        assert_eq!(slowest_iteration_ms(&forever), FOREVER_MS);
+        assert_eq!(slowest_iteration_ms(&forever), u64::MAX);
+        let mut unbounded = s.clone();
+        unbounded.connect_timeout_ms = 0;
+        assert_eq!(
+            slowest_iteration_ms(&unbounded),
+            u64::MAX,
+            "0 = no connect timeout"
+        );
     }
 }

@@ -51,6 +51,15 @@ pub struct Summary {
     pub left_alone: usize,
 }
 
+/// A rollout's canary parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Canaries {
+    /// Devices that get the update first.
+    pub count: usize,
+    /// Iterations each canary completes on it before the others get it.
+    pub promote_after: u64,
+}
+
 /// One rollout.
 #[derive(Debug, Clone)]
 pub struct CanaryPolicy {

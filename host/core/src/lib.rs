@@ -5,8 +5,8 @@
 //! [`observer`] interface every counter and log line goes through, the
 //! policy of a fleet rollout ([`canary`]), the [`epoch`] ticker
 //! that lets wasm code be interrupted, memory and table growth
-//! ([`limiter`]), and the WIT edge
-//! ([`wit`]): the only conversions to and from generated types.
+//! ([`limiter`]), the WIT edge ([`wit`]: the only conversions to and from
+//! generated types), and the [`world`] it runs.
 
 #![deny(unsafe_code)]
 
@@ -19,5 +19,7 @@ pub mod outcome;
 pub mod settings;
 pub mod supervisor;
 pub mod wit;
+pub mod world;
 
 pub use mqtt_core::{Level, TransportError};
+pub use world::WORLD;

@@ -22,8 +22,8 @@ pub enum Event {
     },
     /// A TLS connection was closed (by the guest, or with its store).
     ConnectionClosed,
-    /// A connect the guest asked for failed (at most as often as the
-    /// connect rate allows).
+    /// A connect the guest asked for failed (each counted against the
+    /// guest's output limit, as its own lines are).
     ConnectFailed {
         /// The host asked for.
         host: String,

@@ -228,7 +228,7 @@ pub enum Stop {
     },
 }
 
-/// One line: the limit with its flag, or the trap's message.
+/// One line: the limit and what passed it, or the trap's message.
 impl std::fmt::Display for Stop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

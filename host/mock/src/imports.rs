@@ -1,7 +1,8 @@
 //! The mock host's implementations of the world's imports: a scripted
 //! broker behind `mtls-socket`, seeded `entropy`, a virtual `clock`, a
-//! captured `log`, and a recorded `iteration` bound. Every call is recorded. The broker, the clock and the
-//! record outlive an instance, so a restarted guest meets the same broker.
+//! captured `log`, and a recorded `iteration` bound. Every call is
+//! recorded. The broker, the clock and the record outlive an instance, so
+//! a restarted guest meets the same broker.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -455,6 +455,14 @@ mod shard_tests {
     }
 
     #[test]
+    fn the_pin_variable_is_named_as_every_setting_is() {
+        assert_eq!(
+            super::PIN_VAR,
+            crate::cli::config_file::env_var("pkcs11_pin")
+        );
+    }
+
+    #[test]
     fn bad_shards_are_refused_with_the_form() {
         for bad in ["3/3", "1", "a/3", "0/0", "-1/2"] {
             let err = bad.parse::<Shard>().unwrap_err();

@@ -23,7 +23,7 @@ pub use host::ENV_PREFIX;
 
 /// Why the configuration file cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum ConfigFileError {
     /// The file cannot be read.
     #[error("cannot read the --config file {} (check the path)", path.display())]
     Read {
@@ -72,7 +72,7 @@ pub enum ConfigError {
 #[derive(Debug)]
 pub enum ParseError {
     /// The configuration file is wrong.
-    Config(ConfigError),
+    Config(ConfigFileError),
     /// clap's own error or message (`--help` and `--version` among them).
     Clap(clap::Error),
 }
@@ -130,7 +130,7 @@ pub fn parse(argv: &[OsString], config_var: Option<OsString>) -> Result<Cli, Par
     let mut from_file = Vec::new();
     if let Some(path) = config_path(argv).or(config_var.map(PathBuf::from)) {
         let text = std::fs::read_to_string(&path).map_err(|source| {
-            ParseError::Config(ConfigError::Read {
+            ParseError::Config(ConfigFileError::Read {
                 path: path.clone(),
                 source,
             })
@@ -179,10 +179,10 @@ fn config_path(argv: &[OsString]) -> Option<PathBuf> {
     found
 }
 
-/// A clap error about a value the file gave, as a [`ConfigError`] naming
+/// A clap error about a value the file gave, as a [`ConfigFileError`] naming
 /// the file, line and key; `None` if the value in question is not the
 /// file's (a flag or a variable set it).
-fn from_file_error(error: &clap::Error, from_file: &[FileValue]) -> Option<ConfigError> {
+fn from_file_error(error: &clap::Error, from_file: &[FileValue]) -> Option<ConfigFileError> {
     use clap::error::{ContextKind, ContextValue};
     let ContextValue::String(arg) = error.get(ContextKind::InvalidArg)? else {
         return None;
@@ -207,7 +207,7 @@ fn from_file_error(error: &clap::Error, from_file: &[FileValue]) -> Option<Confi
         .next()
         .unwrap_or_default()
         .trim_start_matches("error: ");
-    Some(ConfigError::Value {
+    Some(ConfigFileError::Value {
         path: given.origin.path.clone(),
         line: given.origin.line,
         key: given.origin.key.clone(),
@@ -223,8 +223,8 @@ struct File<'a> {
 
 impl File<'_> {
     /// Every key of the file, as its flag's values.
-    fn values(&self, run: &clap::Command) -> Result<Vec<FileValue>, ConfigError> {
-        let table = DeTable::parse(self.text).map_err(|e| ConfigError::Syntax {
+    fn values(&self, run: &clap::Command) -> Result<Vec<FileValue>, ConfigFileError> {
+        let table = DeTable::parse(self.text).map_err(|e| ConfigFileError::Syntax {
             path: self.path.to_owned(),
             line: self.line(e.span().map_or(0, |s| s.start)),
             message: e.message().to_string(),
@@ -263,8 +263,8 @@ impl File<'_> {
             + 1
     }
 
-    fn value_error(&self, origin: &Origin, message: String) -> ConfigError {
-        ConfigError::Value {
+    fn value_error(&self, origin: &Origin, message: String) -> ConfigFileError {
+        ConfigFileError::Value {
             path: self.path.to_owned(),
             line: origin.line,
             key: origin.key.clone(),
@@ -273,14 +273,14 @@ impl File<'_> {
     }
 
     /// An unknown key, with the closest flag if one is close.
-    fn unknown(&self, origin: &Origin, run: &clap::Command) -> ConfigError {
+    fn unknown(&self, origin: &Origin, run: &clap::Command) -> ConfigFileError {
         let closest = run
             .get_arguments()
             .filter_map(|a| a.get_long())
             .map(|long| (strsim::jaro_winkler(long, &origin.key), long))
             .filter(|(score, _)| *score > 0.8)
             .max_by(|a, b| a.0.total_cmp(&b.0));
-        ConfigError::UnknownKey {
+        ConfigFileError::UnknownKey {
             path: self.path.to_owned(),
             line: origin.line,
             key: origin.key.clone(),
@@ -296,7 +296,7 @@ impl File<'_> {
         origin: &Origin,
         arg: &Arg,
         value: &DeValue<'_>,
-    ) -> Result<Vec<String>, ConfigError> {
+    ) -> Result<Vec<String>, ConfigFileError> {
         let flag = matches!(arg.get_action(), ArgAction::SetTrue);
         let many = matches!(arg.get_action(), ArgAction::Append);
         match value {
@@ -322,7 +322,7 @@ impl File<'_> {
         origin: &Origin,
         arg: &Arg,
         value: &DeValue<'_>,
-    ) -> Result<String, ConfigError> {
+    ) -> Result<String, ConfigFileError> {
         let text = match value {
             DeValue::String(s) => s.to_string(),
             DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
@@ -499,7 +499,7 @@ mod example {
     /// The manual's example file names every flag of `host run`, set or
     /// commented out, and the keys it sets are all flags.
     #[test]
-    fn the_readme_example_is_complete() {
+    fn the_manuals_example_file_is_complete() {
         let chapter = include_str!("../../../docs/configuration.md");
         let start = chapter
             .find("```toml\n# device.toml")

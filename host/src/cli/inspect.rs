@@ -8,14 +8,15 @@ use anyhow::Context;
 use clap::Args;
 use host::sandbox::cache;
 use host::sandbox::engine;
-use host::update::verify::{self, Trust};
-use host_core::wit::WORLD;
+use host::update::trust::Trust;
+use host::update::verify;
+use host_core::WORLD;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::types::ComponentItem;
 
-use crate::cli::explain::Failure;
+use crate::cli::explain::{self, Failure};
 use host::update::repository::repository_of;
 
 /// `host inspect`: describes a logic file.
@@ -188,8 +189,7 @@ fn describe(engine: &Engine, file: &Path, wasm: &[u8], cache_dir: Option<&Path>)
     match engine::linker(engine)
         .map_err(|e| format!("{e:#}"))
         .and_then(|linker| {
-            engine::prepare(&linker, &component)
-                .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+            engine::prepare(&linker, &component).map_err(|e| explain::error_line(&e))
         }) {
         Ok(_) => found.runs_here = true,
         Err(why) => found.refusal = Some(why),
@@ -230,10 +230,9 @@ async fn signature(args: &InspectArgs, repo: &Path) -> Result<Signature, Failure
             version: verify::claimed_version(repo),
         });
     }
-    let trust = Trust {
-        check_expiry: false,
-        ..Trust::load(&args.trust, true, WORLD).map_err(anyhow::Error::from)?
-    };
+    let trust = Trust::load(&args.trust, true, WORLD)
+        .map_err(anyhow::Error::from)?
+        .without_expiry();
     Ok(
         match verify::verify_file(&args.logic, repo, &trust, None).await {
             Ok(v) => Signature::Verified {
@@ -242,7 +241,7 @@ async fn signature(args: &InspectArgs, repo: &Path) -> Result<Signature, Failure
             },
             Err(e) => Signature::Refused {
                 repo: repo.to_owned(),
-                reason: e.to_string(),
+                reason: explain::error_line(&e),
             },
         },
     )

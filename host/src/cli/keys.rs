@@ -7,10 +7,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use host::publish::keys::{self, SigningKey};
-use host::publish::repository as publish;
+use host::publish::signing;
 use host::update::repository::repository_of;
-use host::update::verify::{self, Trust};
-use host_core::wit::WORLD;
+use host::update::trust::Trust;
+use host::update::verify;
+use host_core::WORLD;
 
 /// `host keygen`: makes a signing key pair for logic updates.
 #[derive(Debug, Args)]
@@ -75,7 +76,7 @@ pub async fn sign(args: SignArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| repository_of(&args.logic));
     let valid = Duration::from_secs(args.valid_days.saturating_mul(24 * 3600));
-    let signed = publish::sign(&args.logic, &key, args.version, WORLD, &repo, valid)
+    let signed = signing::sign(&args.logic, &key, args.version, WORLD, &repo, valid)
         .await
         .with_context(|| format!("cannot sign {}", args.logic.display()))?;
     println!(

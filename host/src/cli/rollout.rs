@@ -9,15 +9,15 @@ use anyhow::Context;
 use clap::Args;
 use host::fleet;
 use host::publish::keys::SigningKey;
-use host::publish::repository::{self as publish, Signed};
 use host::publish::rollout::{Ended, Publisher, RolloutPlan, roll_out};
+use host::publish::signing::{self, Signed};
 use host::tls::{ClientKey, Endpoint, Handshake, Roots, TlsClient, TlsFiles};
 use host::update::chunks;
 use host::update::repository::repository_of;
 use host::update::wire::{self, Repository};
+use host_core::WORLD;
 use host_core::canary::Report;
 use host_core::settings::DeviceSettings;
-use host_core::wit::WORLD;
 
 use crate::cli::endpoint;
 use crate::cli::exit;
@@ -126,7 +126,7 @@ async fn sign(args: &RolloutArgs) -> Result<(Signed, Repository), Failure> {
         .clone()
         .unwrap_or_else(|| repository_of(&args.logic));
     let valid = Duration::from_secs(args.valid_days.saturating_mul(24 * 3600));
-    let signed = publish::sign(&args.logic, &key, args.version, WORLD, &repo_dir, valid)
+    let signed = signing::sign(&args.logic, &key, args.version, WORLD, &repo_dir, valid)
         .await
         .with_context(|| format!("cannot sign {}", args.logic.display()))?;
     let repo = wire::read(&repo_dir, &args.targets_topic, args.payload_limit)
@@ -153,10 +153,7 @@ fn plan(args: &RolloutArgs, broker: &Endpoint) -> RolloutPlan {
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            let topic = match &args.update_topic {
-                Some(t) => format!("{t}/{:04}", i + 1),
-                None => wire::update_topic(d),
-            };
+            let topic = wire::device_topic(args.update_topic.as_deref(), d, Some(i + 1));
             (d.clone(), topic)
         })
         .collect();

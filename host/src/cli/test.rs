@@ -11,7 +11,7 @@ use clap::Args;
 use host::limits::Limits;
 use host::sandbox::cache::{self, Source};
 use host::sandbox::engine;
-use host_core::wit::WORLD;
+use host_core::WORLD;
 use mock_host::file::{ScenarioFile, ScenarioResult};
 use mock_host::{MockHost, MockLimits};
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
@@ -23,7 +23,8 @@ use crate::cli::explain::Failure;
 pub struct TestArgs {
     /// The logic (a component of the device world, in any language).
     pub logic: PathBuf,
-    /// Scenario files (TOML; the README's "Scenario files" section).
+    /// Scenario files (TOML; the manual's "Scenario files" section, in
+    /// docs/testing.md).
     #[arg(required = true, value_name = "SCENARIOS.toml")]
     pub scenarios: Vec<PathBuf>,
     /// Also write the results as JUnit XML to this file.

@@ -14,7 +14,8 @@ use crate::sandbox::cache::{self, Source};
 use crate::sandbox::engine::{self, EngineError};
 use crate::sandbox::{DeviceState, Logic};
 use crate::update::repository::repository_of;
-use crate::update::verify::{Trust, verify_file};
+use crate::update::trust::Trust;
+use crate::update::verify::verify_file;
 
 /// Loads the component at `path` through the cache in `cache_dir` and
 /// checks it against the world of `linker` (and, with `trust`, its

@@ -22,7 +22,7 @@ use crate::swap::watch::{self, SignedSource, SwapSource, SwapWatch};
 use crate::update::floor::Floor;
 use crate::update::repository::repository_of;
 use crate::update::session::UpdateSession;
-use crate::update::verify::Trust;
+use crate::update::trust::Trust;
 
 /// What every device of a host is wired from.
 #[derive(Clone)]

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use host_core::canary::{CanaryPolicy, Report, Step};
+use host_core::canary::{Canaries, CanaryPolicy, Report, Step};
 use host_core::observer::{Event, Observer};
 use tokio::sync::{mpsc, watch};
 
@@ -57,21 +57,18 @@ pub struct LocalRollout {
     /// Reports: device, the logic's label they are about, the report.
     reports: mpsc::UnboundedReceiver<(String, String, Report)>,
     tx: mpsc::UnboundedSender<(String, String, Report)>,
-    canaries: usize,
-    promote_after: u64,
+    canaries: Canaries,
 }
 
 impl LocalRollout {
-    /// A rollout with `canaries` canaries promoted after `promote_after`
-    /// iterations.
-    pub fn new(canaries: usize, promote_after: u64) -> Self {
+    /// A rollout with these canaries.
+    pub fn new(canaries: Canaries) -> Self {
         let (tx, reports) = mpsc::unbounded_channel();
         Self {
             devices: Vec::new(),
             reports,
             tx,
             canaries,
-            promote_after,
         }
     }
 
@@ -109,7 +106,7 @@ impl LocalRollout {
                         return;
                     }
                     let Some(logic) = new.borrow_and_update().clone() else { continue };
-                    let r = CanaryPolicy::new(ids.clone(), self.canaries, self.promote_after);
+                    let r = CanaryPolicy::new(ids.clone(), self.canaries.count, self.canaries.promote_after);
                     tracing::info!(target: "host::fleet", "rolling out {logic}: {} canar{} first", r.canaries().len(), if r.canaries().len() == 1 { "y" } else { "ies" });
                     self.offer(r.canaries(), &logic);
                     rollout = Some((r, logic));

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use host_core::canary::Canaries;
 use host_core::observer::{Ignore, Observer};
 use host_core::settings::DeviceSettings;
 use host_core::supervisor::Plan;
@@ -22,7 +23,7 @@ use crate::device::{self, Wiring};
 use crate::sandbox::{Logic, RunError, Sandbox, SwapSender, Swaps, run_device, swaps};
 use crate::swap::watch::{self, SwapSource, SwapWatch};
 use crate::update::floor::Floor;
-use crate::update::verify::Trust;
+use crate::update::trust::Trust;
 use local_rollout::LocalRollout;
 use stats::FleetStats;
 
@@ -51,10 +52,8 @@ pub fn identity(base: &DeviceSettings, index: usize, topic_given: bool) -> Devic
 pub struct Watched {
     /// The component file.
     pub component: PathBuf,
-    /// Devices that get a replaced component first.
-    pub canaries: usize,
-    /// Iterations each canary completes on it before the others get it.
-    pub promote_after: u64,
+    /// Who gets a replaced component first, and for how long.
+    pub canaries: Canaries,
     /// The trust a replacement must satisfy, when logic must be signed.
     pub trust: Option<Trust>,
 }
@@ -106,7 +105,7 @@ pub async fn run(
     let mut progress: HashMap<usize, Arc<dyn Observer>> = HashMap::new();
     let _watch = match &fleet.watched {
         Some(watched) => {
-            let mut local = LocalRollout::new(watched.canaries, watched.promote_after);
+            let mut local = LocalRollout::new(watched.canaries);
             for (i, id) in &names {
                 progress.insert(*i, local.add(id, channels[i].0.clone()));
             }
@@ -166,9 +165,9 @@ fn watch_for_rollout(
         target: "host",
         "watching {} for new logic: a local rollout, {} canar{} first, the rest once they completed {} iterations on it",
         watched.component.display(),
-        watched.canaries,
-        if watched.canaries == 1 { "y" } else { "ies" },
-        watched.promote_after
+        watched.canaries.count,
+        if watched.canaries.count == 1 { "y" } else { "ies" },
+        watched.canaries.promote_after
     );
     Ok(w)
 }

@@ -225,11 +225,15 @@ impl Host for SocketCtx {
                 Ok(Ok(Resource::new_own(handle.rep())))
             }
             Err(failure) => {
-                self.observer.observe(&Event::ConnectFailed {
-                    host: host.clone(),
-                    port,
-                    failure: failure.clone(),
-                });
+                // Its line counts against the guest's output limit, as the
+                // guest's own lines do: connects cannot flood the log.
+                if self.output.permit(1) == 1 {
+                    self.observer.observe(&Event::ConnectFailed {
+                        host: host.clone(),
+                        port,
+                        failure: failure.clone(),
+                    });
+                }
                 Ok(Err(self.record(failure)))
             }
         }

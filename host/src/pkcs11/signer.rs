@@ -248,8 +248,13 @@ struct TokenSigner {
 impl Signer for TokenSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
         self.key.sign_with(self.method, message).map_err(|e| {
-            tracing::error!(target: "host", "{e}");
-            rustls::Error::General(e.to_string())
+            // The error and its cause (the token's own), on one line.
+            let line = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ");
+            tracing::error!(target: "host", "{line}");
+            rustls::Error::General(line)
         })
     }
 

@@ -28,7 +28,7 @@ pub enum Pkcs11Error {
     #[error("no PKCS#11 module is named for the token's key")]
     NoModule,
     /// The module cannot be loaded.
-    #[error("cannot load the PKCS#11 module {}: {source}", path.display())]
+    #[error("cannot load the PKCS#11 module {}", path.display())]
     Module {
         /// The module.
         path: PathBuf,
@@ -115,7 +115,7 @@ pub enum Pkcs11Error {
         uri: String,
     },
     /// The token failed an operation.
-    #[error("the token failed to {action}: {source} (check the token and its module)")]
+    #[error("the token failed to {action}")]
     Token {
         /// What it was doing.
         action: &'static str,

@@ -27,7 +27,7 @@ pub enum Source {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read component {} (build it first, or check the path)", path.display())]
+    #[error("cannot read component {}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
@@ -35,7 +35,7 @@ pub enum LoadError {
         source: std::io::Error,
     },
     /// The bytes are not a component wasmtime can compile.
-    #[error("not a valid WebAssembly component (build the guest for wasm32-wasip2)")]
+    #[error("not a valid WebAssembly component")]
     Invalid(#[source] wasmtime::Error),
 }
 

@@ -2,7 +2,8 @@
 //! fleet mode and epoch interruption for the CPU limit), the linker with the
 //! world's imports, and checking a component against the world.
 
-use host_core::wit::{self, DevicePre, WORLD};
+use host_core::WORLD;
+use host_core::wit::{self, DevicePre};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
@@ -22,9 +23,7 @@ pub enum EngineError {
     #[error("cannot set up the WebAssembly engine")]
     Setup(#[source] wasmtime::Error),
     /// The component's imports are not the world's.
-    #[error(
-        "the component does not match the world {WORLD} (build it against this project's wit/)"
-    )]
+    #[error("the component does not match the world {WORLD}")]
     Imports(#[source] wasmtime::Error),
     /// The component lacks the world's export.
     #[error("the component does not match the world {WORLD} (it must export run-iteration)")]

@@ -115,9 +115,11 @@ impl Deadline {
     fn limit(&self) -> (u64, TimeoutSetBy) {
         match self {
             Deadline::Fixed(ms, by) => (*ms, *by),
+            // A declared 0 is not "no limit" (the operator's 0 is): a logic
+            // can shorten its own bound, never lift the host's maximum.
             Deadline::Declared(declared) => match *declared.borrow() {
                 Some(ms) => (
-                    ms.min(Limits::ITERATION_TIMEOUT_MAX_MS),
+                    ms.clamp(1, Limits::ITERATION_TIMEOUT_MAX_MS),
                     TimeoutSetBy::Logic,
                 ),
                 None => (Limits::ITERATION_TIMEOUT_MAX_MS, TimeoutSetBy::Maximum),
@@ -300,4 +302,28 @@ pub async fn run_device(
             DriveError::Ended(ending) => RunError::Ended(ending),
             DriveError::Runtime(e) => RunError::Instantiate(e),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a logic that declared 0 had no iteration timeout at all.
+    #[test]
+    fn a_declared_bound_is_kept_between_a_millisecond_and_the_hosts_maximum() {
+        let (tx, rx) = watch::channel(None);
+        let deadline = Deadline::Declared(rx);
+        let max = Limits::ITERATION_TIMEOUT_MAX_MS;
+        assert_eq!(deadline.limit(), (max, TimeoutSetBy::Maximum));
+        for (declared, limit) in [(0, 1), (1500, 1500), (u64::MAX, max)] {
+            tx.send_replace(Some(declared));
+            assert_eq!(deadline.limit(), (limit, TimeoutSetBy::Logic), "{declared}");
+        }
+        let fixed = Deadline::Fixed(0, TimeoutSetBy::Operator);
+        assert_eq!(
+            fixed.limit(),
+            (0, TimeoutSetBy::Operator),
+            "the operator's 0 is no limit"
+        );
+    }
 }

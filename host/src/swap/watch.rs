@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 use crate::sandbox::SwapSender;
 use crate::sandbox::build::{Builder, New};
 use crate::update::floor::Floor;
-use crate::update::verify::{Trust, verify_file};
+use crate::update::trust::Trust;
+use crate::update::verify::verify_file;
 
 /// Quiet time after the last file event before the file is read, so a copy
 /// in progress is not read half-written. Not waited when the latest event

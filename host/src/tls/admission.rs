@@ -158,7 +158,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_turn_comes_in_order_or_times_out_naming_the_flag() {
+    async fn a_turn_comes_in_order_or_times_out_as_no_turn() {
         let admission = Admission::new(1).unwrap();
         assert!(Admission::new(0).is_none(), "0 = no limit");
         let first = admission.turn("b", 1, None).await.unwrap();

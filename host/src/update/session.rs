@@ -9,8 +9,8 @@ use crate::sandbox::build::Builder;
 use crate::sandbox::{Logic, SwapSender};
 use crate::update::channel::Channel;
 use crate::update::floor::Floor;
+use crate::update::trust::Trust;
 use crate::update::updater::{StatusReporter, Updater};
-use crate::update::verify::Trust;
 use crate::update::wire;
 
 /// The host's update session.
@@ -40,11 +40,7 @@ pub struct Follow {
 impl UpdateSession {
     /// The update topic of the device `client_id` (`index` in a fleet).
     pub fn topic_for(&self, client_id: &str, index: Option<usize>) -> String {
-        match (&self.topic, index) {
-            (Some(topic), None) => topic.clone(),
-            (Some(topic), Some(i)) => format!("{topic}/{i:04}"),
-            (None, _) => wire::update_topic(client_id),
-        }
+        wire::device_topic(self.topic.as_deref(), client_id, index)
     }
 
     /// The version floor of the device `client_id`, which starts on version

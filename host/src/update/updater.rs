@@ -16,7 +16,8 @@ use crate::sandbox::SwapSender;
 use crate::sandbox::build::Builder;
 use crate::update::channel::Channel;
 use crate::update::floor::Floor;
-use crate::update::verify::{Refusal, Source, Trust, verify};
+use crate::update::trust::Trust;
+use crate::update::verify::{Refusal, Source, verify};
 use crate::update::wire::{Status, status_topic};
 
 /// Quiet time after the last file before verifying, so an update's files

@@ -19,7 +19,7 @@ use tough::{RepositoryLoader, TargetName, Transport, TransportError, TransportEr
 use url::Url;
 
 use crate::update::repository::{TARGET, VERSION_KEY, WORLD_KEY};
-pub use crate::update::trust::Trust;
+use crate::update::trust::Trust;
 
 /// Why an update was refused, one line each naming the cause (the
 /// command line adds the fix to a refusal it reports).
@@ -41,7 +41,7 @@ pub enum Refusal {
     #[error("the signed repository holds no {TARGET}")]
     NoLogic,
     /// Built for another world.
-    #[error("built for the world {got}, not {want} (build it against this host's wit/)")]
+    #[error("built for the world {got}, which this host's {want} does not run")]
     WrongWorld {
         /// The world it names.
         got: String,
@@ -277,7 +277,7 @@ pub async fn verify(
         .and_then(|w| w.as_str())
         .unwrap_or("")
         .to_string();
-    if world != trust.world {
+    if !host_core::world::runs(&trust.world, &world) {
         return Err(Refusal::WrongWorld {
             got: world,
             want: trust.world.clone(),

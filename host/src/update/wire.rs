@@ -22,6 +22,16 @@ pub fn update_topic(client_id: &str) -> String {
     format!("{client_id}/logic")
 }
 
+/// The update topic of the device `client_id` (`index` in a fleet, from
+/// 1): the topic `given` (`TOPIC/000i` in a fleet), else the default.
+pub fn device_topic(given: Option<&str>, client_id: &str, index: Option<usize>) -> String {
+    match (given, index) {
+        (Some(topic), None) => topic.to_string(),
+        (Some(topic), Some(i)) => format!("{topic}/{i:04}"),
+        (None, _) => update_topic(client_id),
+    }
+}
+
 /// The default shared targets topic.
 pub const TARGETS_TOPIC: &str = "logic/targets";
 

@@ -168,6 +168,26 @@ pub fn host_folders(rules: &Rules, files: &[SourceFile]) -> Vec<Violation> {
     found
 }
 
+/// Every folder of the host's source (`host/src/X/`, from the folders
+/// table) has a row in the host folders' table, so none is unconstrained.
+pub fn host_folder_rows(rules: &Rules) -> Vec<Violation> {
+    rules
+        .folders
+        .iter()
+        .filter(|f| {
+            f.strip_prefix("host/src/")
+                .is_some_and(|rest| !rest.is_empty() && rest.matches('/').count() == 1)
+        })
+        .filter(|f| !rules.host_folders.iter().any(|r| &r.folder == *f))
+        .map(|f| {
+            violation(
+                "host folders",
+                format!("{f} has no row in the host folders' table (say which folders it may use)"),
+            )
+        })
+        .collect()
+}
+
 /// The host folders' table allows no circle (so the code, which follows
 /// it, has none either).
 pub fn circles(rules: &Rules) -> Vec<Violation> {
@@ -402,6 +422,17 @@ mod tests {
         // The binary's paths into the library count the same.
         let files = [file("host/src/tls/x.rs", "fn f() { host::cli::run(); }")];
         assert_eq!(host_folders(&rules(), &files).len(), 1);
+    }
+
+    #[test]
+    fn a_host_folder_without_a_row_fails() {
+        let mut r = rules();
+        assert_eq!(host_folder_rows(&r), []);
+        r.folders.push("host/src/new/".into());
+        r.folders.push("host/src/cli/run/".into());
+        let found = host_folder_rows(&r);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].message.starts_with("host/src/new/ has no row"));
     }
 
     #[test]

@@ -75,6 +75,7 @@ pub fn link_targets(text: &str) -> Vec<String> {
 pub fn anchors(text: &str) -> BTreeSet<String> {
     let mut fenced = false;
     let mut found = BTreeSet::new();
+    let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
     for line in text.lines() {
         if line.trim_start().starts_with("```") {
             fenced = !fenced;
@@ -93,7 +94,14 @@ pub fn anchors(text: &str) -> BTreeSet<String> {
                 _ => None,
             })
             .collect();
-        found.insert(slug);
+        // A repeated heading gets `-1`, `-2`, ... as mdBook and GitHub do.
+        let n = seen.entry(slug.clone()).or_default();
+        found.insert(if *n == 0 {
+            slug.clone()
+        } else {
+            format!("{slug}-{n}")
+        });
+        *n += 1;
     }
     found
 }
@@ -246,6 +254,11 @@ mod tests {
             "{a:?}"
         );
         assert!(!a.contains("not-a-heading"));
+        let twice = anchors("## Usage\n## Usage\n");
+        assert!(
+            twice.contains("usage") && twice.contains("usage-1"),
+            "{twice:?}"
+        );
     }
 
     #[test]

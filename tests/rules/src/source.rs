@@ -37,7 +37,11 @@ pub fn code_only(text: &str) -> String {
                 }
                 out.push(' ');
             }
-            b'r' if raw_string_hashes(b, i).is_some() && !ident_byte_before(b, i) => {
+            // `br"..."` as `r"..."`: the `b` is copied, the raw string emptied.
+            b'r' if raw_string_hashes(b, i).is_some()
+                && (!ident_byte_before(b, i)
+                    || (i > 0 && b[i - 1] == b'b' && !ident_byte_before(b, i - 1))) =>
+            {
                 let hashes = raw_string_hashes(b, i).unwrap_or(0);
                 let close: Vec<u8> = std::iter::once(b'"')
                     .chain(std::iter::repeat_n(b'#', hashes))
@@ -217,7 +221,8 @@ mod tests {
     fn comments_and_literals_are_not_uses() {
         let text = "// crate::fleet\n/* crate::cli /* nested */ crate::swap */\n\
                     let s = \"crate::update\"; let r = r#\"crate::metrics\"#;\n\
-                    let c = '{'; let l: &'static str = \"\"; use crate::tls;";
+                    let b = br#\"crate::broker\"#; let c = '{'; let l: &'static str = \"\";\n\
+                    use crate::tls;";
         assert_eq!(heads(text), ["tls"]);
     }
 

@@ -19,6 +19,7 @@ fn the_tree_keeps_the_layout_chapters_rules() {
     let mut found = check::folders(&rules, &tree::folders(&files));
     found.extend(check::crates(&rules, &packages));
     found.extend(check::host_folders(&rules, &rust));
+    found.extend(check::host_folder_rows(&rules));
     found.extend(check::circles(&rules));
     found.extend(check::generated(&rules, &rust));
     let lines: Vec<String> = found.iter().map(ToString::to_string).collect();
@@ -119,13 +120,12 @@ fn the_lint_command_fails_on_unformatted_code() {
     assert!(output.contains("Diff in"), "{output}");
 }
 
-/// The unit graph of `cargo build` with `args` (read, not built).
-fn unit_graph(args: &[&str]) -> String {
+/// The unit graph of `cargo COMMAND` with `args` (read, not built).
+fn unit_graph(command: &str, args: &[String]) -> String {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
         .args([
-            "build",
-            "--locked",
+            command,
             "--offline",
             "--unit-graph",
             "-Z",
@@ -139,7 +139,7 @@ fn unit_graph(args: &[&str]) -> String {
         .expect("cargo runs");
     assert!(
         out.status.success(),
-        "cargo build {args:?} --unit-graph: {}",
+        "cargo {command} {args:?} --unit-graph: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("UTF-8 JSON")
@@ -150,23 +150,37 @@ fn unit_graph(args: &[&str]) -> String {
 /// every crate it compiled, not compile wasmtime again with other features.
 #[test]
 fn the_test_build_reuses_every_crate_the_demo_build_compiles() {
-    let script = std::fs::read_to_string(tree::root().join("scripts/build")).unwrap();
-    let demo = script
-        .lines()
-        .find(|l| l.starts_with("cargo build --locked --release -p host"))
-        .expect("scripts/build builds the host with `cargo build --locked --release -p host ...`");
-    let demo_args: Vec<&str> = demo.split_whitespace().skip(3).collect();
-    let full = script
-        .lines()
-        .find(|l| l.starts_with("cargo build --locked --release --workspace"))
-        .expect("scripts/build --all builds the workspace");
-    let full_args: Vec<&str> = full.split_whitespace().skip(3).collect();
-    let missing =
-        house_rules::reuse::not_reused(&unit_graph(&demo_args), &unit_graph(&full_args)).unwrap();
-    assert!(
-        missing.is_empty(),
-        "the test build would compile {} crate(s) of the demo's build again, first: {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
+    let root = tree::root();
+    let build = std::fs::read_to_string(root.join("scripts/build")).unwrap();
+    let test = std::fs::read_to_string(root.join("scripts/test")).unwrap();
+    // A command's arguments after `cargo build`/`cargo test`, as a script runs it.
+    let args = |script: &str, start: &str| -> Vec<String> {
+        let line = script
+            .lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting `{start}`"));
+        let line = line.split(" -- ").next().unwrap_or(line);
+        line.split_whitespace().skip(2).map(String::from).collect()
+    };
+    let demo = args(&build, "cargo build --locked --release -p host");
+    let demo_graph = unit_graph("build", &demo);
+    for (command, start, script) in [
+        (
+            "build",
+            "cargo build --locked --release --workspace",
+            &build,
+        ),
+        ("test", "cargo test --locked --release --workspace", &test),
+    ] {
+        let full = args(script, start);
+        let missing =
+            house_rules::reuse::not_reused(&demo_graph, &unit_graph(command, &full)).unwrap();
+        assert!(
+            missing.is_empty(),
+            "`cargo {command} {}` would compile {} crate(s) of the demo's build again, first: {:?}",
+            full.join(" "),
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
 }

@@ -34,6 +34,3 @@ use generated::mqtt_device::runtime::{
     log as log_bindings, mtls_socket as mtls_socket_bindings, types as types_bindings,
 };
 pub use generated::{Device, DevicePre};
-
-/// The world's name, for messages.
-pub const WORLD: &str = "mqtt-device:runtime/device@0.2.0";

@@ -1,6 +1,6 @@
 //! The scenario file format (TOML), as read: every table and key of a file
 //! that `host test` runs. Keys are kebab-case like the flags of `host run`;
-//! unknown keys are errors. What each key means is in the README's
+//! unknown keys are errors. What each key means is in the manual's
 //! "Scenario files" section; what it becomes is in [`super::scenario`] (the
 //! broker's script) and [`super::expect`] (the checks).
 

@@ -10,7 +10,7 @@
 //! assert!(results.iter().all(|r| r.passed()));
 //! ```
 //!
-//! The format is in [`format`] and the README's "Scenario files" section.
+//! The format is in [`format`] and the manual's "Scenario files" section (docs/testing.md).
 
 pub mod expect;
 pub mod format;

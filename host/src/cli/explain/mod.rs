@@ -107,8 +107,21 @@ pub fn run_error(error: &RunError, settings: &DeviceSettings) -> String {
             }) => format!(
                 "cannot start the device logic: its start did not finish within {limit_ms} ms (--iteration-timeout-ms)"
             ),
-            Some(start @ StartError::TimedOut { .. }) => format!(
-                "cannot start the device logic: {start} (the host's maximum; set --iteration-timeout-ms)"
+            Some(
+                start @ StartError::TimedOut {
+                    set_by: TimeoutSetBy::Logic,
+                    ..
+                },
+            ) => format!(
+                "cannot start the device logic: {start} (the bound it declared while starting; --iteration-timeout-ms MS overrides it)"
+            ),
+            Some(
+                start @ StartError::TimedOut {
+                    set_by: TimeoutSetBy::Maximum,
+                    ..
+                },
+            ) => format!(
+                "cannot start the device logic: {start} (the host's maximum; set --iteration-timeout-ms MS)"
             ),
             Some(StartError::Interrupted) => "cannot start the device logic: the host stopped while it started (--stop-timeout-ms)".into(),
             None => format!("cannot start the device logic: {e:#}"),
@@ -133,6 +146,15 @@ pub fn failure_line(failure: &Failure) -> String {
 /// where [`setup::line`] has them, else as it displays itself.
 fn setup_line(e: &anyhow::Error) -> String {
     e.chain()
+        .map(|cause| setup::line(cause).unwrap_or_else(|| cause.to_string()))
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// `error` and its sources on one line, worded as [`setup_line`] words
+/// them.
+pub fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(error), |e| e.source())
         .map(|cause| setup::line(cause).unwrap_or_else(|| cause.to_string()))
         .collect::<Vec<_>>()
         .join(": ")

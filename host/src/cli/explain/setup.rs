@@ -8,11 +8,15 @@ use std::error::Error;
 use host::metrics::server::ListenError;
 use host::pkcs11::{Pkcs11Error, UriError};
 use host::publish::keys::KeyError;
-use host::publish::repository::SignError;
 use host::publish::rollout::PublishError;
+use host::publish::signing::SignError;
+use host::sandbox::cache::LoadError;
+use host::sandbox::engine::EngineError;
 use host::tls::{CredentialError, TlsFile};
 use host::update::trust::TrustError;
 use host::update::verify::Refusal;
+
+use crate::cli::args::PIN_VAR;
 
 /// The flag that names a TLS file.
 fn flag(file: TlsFile) -> &'static str {
@@ -49,6 +53,18 @@ pub fn line(cause: &(dyn Error + 'static)) -> Option<String> {
     }
     if let Some(e) = cause.downcast_ref::<PublishError>() {
         return Some(publish(e));
+    }
+    if let Some(e) = cause.downcast_ref::<LoadError>() {
+        return Some(match e {
+            LoadError::Read { .. } => format!("{e} (build it first, or check the path)"),
+            LoadError::Invalid(_) => format!("{e} (build the guest for wasm32-wasip2)"),
+        });
+    }
+    if let Some(e) = cause.downcast_ref::<EngineError>() {
+        return Some(match e {
+            EngineError::Imports(_) => format!("{e} (build it against this project's wit/)"),
+            EngineError::Exports(_) | EngineError::Setup(_) => e.to_string(),
+        });
     }
     if let Some(e) = cause.downcast_ref::<ListenError>() {
         return Some(format!(
@@ -129,10 +145,10 @@ pub fn pkcs11(e: &Pkcs11Error) -> String {
             "several tokens in {} match --key (tokens there: {present}) (name one with token= or serial=)",
             module.display()
         ),
-        E::NoPin(_) => format!("{e}: pass --pkcs11-pin-file FILE or set MQTT_DEVICE_PKCS11_PIN"),
+        E::NoPin(_) => format!("{e}: pass --pkcs11-pin-file FILE or set {PIN_VAR}"),
         E::PinFile { .. } => format!("{e} (check --pkcs11-pin-file or pin-source=)"),
         E::WrongPin(_) => format!(
-            "{e} (check --pkcs11-pin-file or MQTT_DEVICE_PKCS11_PIN; repeated wrong PINs lock the token)"
+            "{e} (check --pkcs11-pin-file or {PIN_VAR}; repeated wrong PINs lock the token)"
         ),
         E::PinLocked(_) => {
             format!("{e} (reset it with the security officer's PIN, e.g. pkcs11-tool --init-pin)")
@@ -144,16 +160,17 @@ pub fn pkcs11(e: &Pkcs11Error) -> String {
         E::KeyMismatch { uri } => format!(
             "the token's key {uri} does not match the public key of --cert (pass the certificate issued for that key)"
         ),
-        E::NoMechanism { .. } | E::UnsupportedKey { .. } | E::Token { .. } => e.to_string(),
+        E::Token { .. } => format!("{e} (check the token and its module)"),
+        E::NoMechanism { .. } | E::UnsupportedKey { .. } => e.to_string(),
     }
 }
 
 /// A `pkcs11:` URI.
 pub fn uri(e: &UriError) -> String {
     match e {
-        UriError::PinValue => format!(
-            "{e} (put the PIN in a file for --pkcs11-pin-file, or in MQTT_DEVICE_PKCS11_PIN)"
-        ),
+        UriError::PinValue => {
+            format!("{e} (put the PIN in a file for --pkcs11-pin-file, or in {PIN_VAR})")
+        }
         other => other.to_string(),
     }
 }
@@ -164,6 +181,7 @@ pub fn refusal(e: &Refusal) -> String {
         Refusal::Unsigned => format!("{e} (sign it with host sign)"),
         Refusal::UntrustedKey => format!("{e} (sign with a key given to --trust)"),
         Refusal::Downgrade { .. } => format!("{e} (no downgrade without --allow-downgrade)"),
+        Refusal::WrongWorld { .. } => format!("{e} (build it against this host's wit/)"),
         other => other.to_string(),
     }
 }

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use host::limits::Limits;
 use host::limits::output::OutputLimits;
-use host::pkcs11::Pin;
+use host::pkcs11::{Pin, Pkcs11Uri};
 use host::sandbox::cache;
 use host::tls::Endpoint;
 use host::tls::{Handshake, Roots};
 use host::update::wire;
+use host_core::canary::Canaries;
 use host_core::settings::DeviceSettings;
 use host_core::supervisor::{Plan, RestartPolicy};
 
@@ -82,9 +83,9 @@ pub enum ConfigError {
         "--entropy pkcs11 draws from the token of --key pkcs11:... (pass a pkcs11: URI to --key, or --entropy os)"
     )]
     EntropyNeedsToken,
-    /// A `pkcs11:` URI that cannot be read.
-    #[error("--key: {0}")]
-    KeyUri(host::pkcs11::UriError),
+    /// A `pkcs11:` URI that cannot be read (the source says why).
+    #[error("--key")]
+    KeyUri(#[source] host::pkcs11::UriError),
 }
 
 /// The broker given with `--broker`, and the credentials for it.
@@ -96,8 +97,17 @@ pub struct BrokerConfig {
     pub ca: Roots,
     /// The client certificate chain, if any.
     pub cert: Option<PathBuf>,
-    /// The client key, if any: a file, or a token's key (its URI checked).
-    pub key: Option<KeySpec>,
+    /// The client key, if any.
+    pub key: Option<BrokerKey>,
+}
+
+/// Where the client key of a broker given is.
+#[derive(Debug, Clone)]
+pub enum BrokerKey {
+    /// A PEM file.
+    File(PathBuf),
+    /// A key in a PKCS#11 token, named by its (checked) URI.
+    Token(Pkcs11Uri),
 }
 
 /// Who the devices of this host are.
@@ -107,18 +117,22 @@ pub enum Devices {
     One,
     /// Numbered devices `<client-id>-0001`, ...: a fleet, or this host's
     /// slice of one.
-    Fleet {
-        /// This host's device ids (from 1).
-        ids: RangeInclusive<usize>,
-        /// This host's slice, when the fleet spans hosts.
-        shard: Option<Shard>,
-        /// Devices in the whole fleet (`--devices`), this host's or not.
-        total: u32,
-        /// Devices started per second at most.
-        ramp_per_sec: u32,
-        /// Whether `--topic` was given (then device i's is `<topic>/000i`).
-        topic_given: bool,
-    },
+    Fleet(FleetDevices),
+}
+
+/// The devices of a fleet this host runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetDevices {
+    /// This host's device ids (from 1).
+    pub ids: RangeInclusive<usize>,
+    /// This host's slice, when the fleet spans hosts.
+    pub shard: Option<Shard>,
+    /// Devices in the whole fleet (`--devices`), this host's or not.
+    pub total: u32,
+    /// Devices started per second at most.
+    pub ramp_per_sec: u32,
+    /// Whether `--topic` was given (then device i's is `<topic>/000i`).
+    pub topic_given: bool,
 }
 
 impl Devices {
@@ -126,7 +140,7 @@ impl Devices {
     pub fn count(&self) -> usize {
         match self {
             Devices::One => 1,
-            Devices::Fleet { ids, .. } => ids.clone().count(),
+            Devices::Fleet(fleet) => fleet.ids.clone().count(),
         }
     }
 }
@@ -144,15 +158,6 @@ pub struct UpdateConfig {
     pub targets_topic: String,
     /// Largest MQTT payload of the update channel, bytes.
     pub payload_limit: usize,
-}
-
-/// A local rollout of the watched file to a fleet (`--watch --devices`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Canaries {
-    /// Devices that get a replaced component first.
-    pub count: usize,
-    /// Iterations each canary completes on it before the others get it.
-    pub promote_after: u64,
 }
 
 /// `--metrics-listen`.
@@ -232,7 +237,7 @@ impl RunConfig {
         }
         let token_key = matches!(
             broker.as_ref().and_then(|b| b.key.as_ref()),
-            Some(KeySpec::Pkcs11(_))
+            Some(BrokerKey::Token(_))
         );
         if args.entropy == EntropyArg::Pkcs11 && !token_key {
             return Err(ConfigError::EntropyNeedsToken);
@@ -344,14 +349,20 @@ fn broker(args: &RunArgs) -> Result<Option<BrokerConfig>, ConfigError> {
     };
     let endpoint = endpoint::parse(url).map_err(ConfigError::Broker)?;
     let ca = args.ca.clone().ok_or(ConfigError::BrokerNeedsCa)?;
-    if let Some(Err(e)) = args.key.as_ref().and_then(KeySpec::uri) {
-        return Err(ConfigError::KeyUri(e));
-    }
+    let key = match &args.key {
+        None => None,
+        Some(KeySpec::File(path)) => Some(BrokerKey::File(path.clone())),
+        Some(spec @ KeySpec::Pkcs11(_)) => Some(BrokerKey::Token(
+            spec.uri()
+                .expect("a pkcs11: key has a URI")
+                .map_err(ConfigError::KeyUri)?,
+        )),
+    };
     Ok(Some(BrokerConfig {
         endpoint,
         ca,
         cert: args.cert.clone(),
-        key: args.key.clone(),
+        key,
     }))
 }
 
@@ -391,13 +402,13 @@ fn devices(
             devices: args.devices,
         });
     }
-    let fleet = Devices::Fleet {
+    let fleet = Devices::Fleet(FleetDevices {
         ids,
         shard,
         total: args.devices,
         ramp_per_sec: args.ramp_per_sec,
         topic_given: args.topic.is_some(),
-    };
+    });
     Ok((fleet, shard))
 }
 
@@ -602,13 +613,13 @@ mod tests {
         let c = resolve(&["--devices", "10", "--topic", "site"]).unwrap();
         assert_eq!(
             c.devices,
-            Devices::Fleet {
+            Devices::Fleet(FleetDevices {
                 ids: 1..=10,
                 shard: None,
                 total: 10,
                 ramp_per_sec: 200,
                 topic_given: true
-            }
+            })
         );
         let shard = [
             "--devices",
@@ -621,20 +632,20 @@ mod tests {
             "plant",
         ];
         let c = resolve(&[&shard[..], &["--shard", "1/3"]].concat()).unwrap();
-        assert!(matches!(c.devices, Devices::Fleet { ref ids, .. } if *ids == (101..=200)));
+        assert!(matches!(c.devices, Devices::Fleet(ref f) if f.ids == (101..=200)));
         let c = resolve_with(
             &[&shard[..], &["--shard-count", "3"]].concat(),
             &[(JOB_INDEX_VAR, "2")],
         )
         .unwrap();
-        assert!(matches!(c.devices, Devices::Fleet { ref ids, .. } if *ids == (201..=300)));
+        assert!(matches!(c.devices, Devices::Fleet(ref f) if f.ids == (201..=300)));
         // --shard wins over the index.
         let c = resolve_with(
             &[&shard[..], &["--shard", "0/3", "--shard-count", "3"]].concat(),
             &[(JOB_INDEX_VAR, "2")],
         )
         .unwrap();
-        assert!(matches!(c.devices, Devices::Fleet { ref ids, .. } if *ids == (1..=100)));
+        assert!(matches!(c.devices, Devices::Fleet(ref f) if f.ids == (1..=100)));
         // A shard of one device is still numbered.
         let c = resolve(&[
             "--broker",
@@ -647,7 +658,7 @@ mod tests {
             "0/1",
         ])
         .unwrap();
-        assert!(matches!(c.devices, Devices::Fleet { ref ids, .. } if *ids == (1..=1)));
+        assert!(matches!(c.devices, Devices::Fleet(ref f) if f.ids == (1..=1)));
     }
 
     #[test]
@@ -724,7 +735,13 @@ mod tests {
         ])
         .unwrap_err();
         assert!(matches!(e, ConfigError::KeyUri(_)), "{e}");
-        assert!(!e.to_string().contains("pin-value=1"), "{e}");
+        let line =
+            crate::cli::explain::failure_line(&crate::cli::explain::Failure::Setup(e.into()));
+        assert!(!line.contains("pin-value=1"), "{line}");
+        assert!(
+            line.starts_with("--key: a pin-value in the PKCS#11 URI would be visible in ps (put the PIN in a file for --pkcs11-pin-file"),
+            "{line}"
+        );
     }
 
     #[test]

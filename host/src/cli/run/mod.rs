@@ -12,22 +12,22 @@ use host::device::{self, Wiring};
 use host::fleet::{self, Fleet, Watched};
 use host::imports::entropy::EntropySource;
 use host::metrics::{self, Metrics};
-use host::pkcs11::Token;
+use host::pkcs11::{Pkcs11Uri, Token};
 use host::sandbox::{Logic, Reach, engine, run_device, swaps};
 use host::tls::Endpoint;
 use host::tls::{ClientKey, TlsClient, TlsFiles};
 use host::update::channel::{Channel, ChannelConfig};
 use host::update::session::UpdateSession;
-use host::update::verify::Trust;
+use host::update::trust::Trust;
+use host_core::WORLD;
 use host_core::observer::Observer;
 use host_core::settings::DeviceSettings;
-use host_core::wit::WORLD;
 
-use crate::cli::args::{EntropyArg, KeySpec};
+use crate::cli::args::EntropyArg;
 use crate::cli::explain::{self, Failure};
 use crate::cli::report::LogObserver;
 use crate::cli::signals::{self, Stop};
-pub use config::{Devices, RunConfig};
+pub use config::{BrokerKey, Devices, FleetDevices, RunConfig, UpdateConfig};
 
 /// Runs `host run`.
 pub async fn run(config: RunConfig) -> Result<(), Failure> {
@@ -68,7 +68,9 @@ pub async fn run(config: RunConfig) -> Result<(), Failure> {
     let work = async {
         match &config.devices {
             Devices::One => run_one(&config, &wiring, logic, settings, trust.as_ref()).await,
-            Devices::Fleet { .. } => run_fleet(&config, &wiring, logic, settings, trust).await,
+            Devices::Fleet(fleet) => {
+                run_fleet(&config, fleet, &wiring, logic, settings, trust).await
+            }
         }
     };
     let requested = stop.requested.clone();
@@ -98,8 +100,8 @@ fn broker(config: &RunConfig) -> Result<Broker, Failure> {
     if let Some(given) = &config.broker {
         let key = match &given.key {
             None => None,
-            Some(KeySpec::File(path)) => Some(ClientKey::File(path.clone())),
-            Some(KeySpec::Pkcs11(_)) => Some(ClientKey::Token(open_token(config, &given.key)?)),
+            Some(BrokerKey::File(path)) => Some(ClientKey::File(path.clone())),
+            Some(BrokerKey::Token(uri)) => Some(ClientKey::Token(open_token(config, uri)?)),
         };
         let files = TlsFiles {
             ca: given.ca.clone(),
@@ -127,13 +129,8 @@ fn broker(config: &RunConfig) -> Result<Broker, Failure> {
 }
 
 /// Opens the token of `--key pkcs11:...` and logs in.
-fn open_token(config: &RunConfig, key: &Option<KeySpec>) -> Result<Token, Failure> {
-    let uri = key
-        .as_ref()
-        .and_then(KeySpec::uri)
-        .expect("a pkcs11: key has a URI")
-        .map_err(|e| anyhow::anyhow!("--key: {e}"))?;
-    let token = Token::open(config.pkcs11_module.as_deref(), &uri, &config.pin)
+fn open_token(config: &RunConfig, uri: &Pkcs11Uri) -> Result<Token, Failure> {
+    let token = Token::open(config.pkcs11_module.as_deref(), uri, &config.pin)
         .map_err(anyhow::Error::from)?;
     tracing::info!(target: "host", "client key {} in a PKCS#11 token: the token signs the TLS handshakes", token.uri());
     Ok(token)
@@ -171,7 +168,7 @@ async fn wiring(
     stop: &Stop,
     trust: Option<Trust>,
 ) -> Result<Wiring, Failure> {
-    let fleet = matches!(config.devices, Devices::Fleet { .. });
+    let fleet = matches!(config.devices, Devices::Fleet(_));
     let devices = config.devices.count();
     let pool = fleet.then_some((u32::try_from(devices).unwrap_or(u32::MAX), &config.limits));
     let engine = engine::engine(pool).map_err(anyhow::Error::from)?;
@@ -179,7 +176,11 @@ async fn wiring(
         .map_err(|e| anyhow::Error::from(e).context("cannot set up the world's imports"))?;
     let mut allowed = vec![broker.clone()];
     allowed.extend(config.allow.iter().cloned());
-    let updates = trust.map(|trust| update_session(config, broker, &tls, trust));
+    let updates = config
+        .updates
+        .as_ref()
+        .zip(trust)
+        .map(|(u, trust)| update_session(config, u, broker, &tls, trust));
     let metrics = match config.metrics {
         Some(m) => {
             let metrics = Metrics::new(devices, m.device_limit);
@@ -210,31 +211,24 @@ async fn wiring(
     })
 }
 
-/// The host's update session: its own MQTT session to `broker` over the
-/// devices' credentials.
+/// The host's update session (`u`): its own MQTT session to `broker` over
+/// the devices' credentials.
 fn update_session(
     config: &RunConfig,
+    u: &UpdateConfig,
     broker: &Endpoint,
     tls: &TlsClient,
     trust: Trust,
 ) -> UpdateSession {
-    let u = config
-        .updates
-        .as_ref()
-        .expect("a session comes with --trust");
     tracing::info!(target: "host", "taking signed updates over the broker (targets on {})", u.targets_topic);
     // One session per host: shards of a fleet must not take over each
     // other's.
     let client_id = match &config.devices {
-        Devices::Fleet {
-            ids,
-            shard: Some(_),
-            ..
-        } => format!(
+        Devices::Fleet(f) if f.shard.is_some() => format!(
             "{}-updates-{:04}-{:04}",
             config.client_id,
-            ids.start(),
-            ids.end()
+            f.ids.start(),
+            f.ids.end()
         ),
         _ => format!("{}-updates", config.client_id),
     };
@@ -295,21 +289,19 @@ async fn run_one(
 /// `--watch`, a local rollout of the watched file.
 async fn run_fleet(
     config: &RunConfig,
+    devices: &FleetDevices,
     wiring: &Wiring,
     logic: Arc<Logic>,
     base: DeviceSettings,
     trust: Option<Trust>,
 ) -> Result<(), Failure> {
-    let Devices::Fleet {
+    let FleetDevices {
         ids,
         shard,
         total,
         ramp_per_sec,
         topic_given,
-    } = config.devices.clone()
-    else {
-        unreachable!("run_fleet runs fleets");
-    };
+    } = devices.clone();
     if let Some(s) = shard {
         if config.watch {
             tracing::warn!(target: "host::fleet", "--watch with a shard: this host runs its own local rollout (its own canaries) for its slice only");
@@ -325,8 +317,7 @@ async fn run_fleet(
         plan: config.plan,
         watched: config.watch.then(|| Watched {
             component: config.component.clone(),
-            canaries: config.canaries.count,
-            promote_after: config.canaries.promote_after,
+            canaries: config.canaries,
             trust,
         }),
     };
