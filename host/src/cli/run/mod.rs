@@ -1,8 +1,10 @@
-//! `host run`: the flags resolved once ([`config`]), then the story: the
-//! broker and its credentials, what every device is wired from, the
-//! logic, then one device or a fleet until done or interrupted.
+//! `host run`: the flags resolved once ([`resolve`] into a [`config`]),
+//! then the story: the broker and its credentials, what every device is
+//! wired from, the logic, then one device or a fleet until done or
+//! interrupted.
 
 pub mod config;
+pub mod resolve;
 
 use std::sync::Arc;
 
