@@ -128,7 +128,10 @@ pub fn env_var(id: &str) -> String {
 pub fn parse(argv: &[OsString], config_var: Option<OsString>) -> Result<Cli, ParseError> {
     let mut cmd = command();
     let mut from_file = Vec::new();
-    if let Some(path) = config_path(argv).or(config_var.map(PathBuf::from)) {
+    let run = argv.get(1).map(OsString::as_os_str) == Some(OsStr::new("run"));
+    // The variable is `host run`'s, as the flag is: other commands ignore it.
+    let config_var = config_var.filter(|_| run).map(PathBuf::from);
+    if let Some(path) = config_path(argv).or(config_var) {
         let text = std::fs::read_to_string(&path).map_err(|source| {
             ParseError::Config(ConfigFileError::Read {
                 path: path.clone(),
@@ -476,6 +479,31 @@ mod tests {
         .unwrap_err();
         assert!(!e.contains("device.toml"), "{e}");
         assert!(e.contains("invalid value 'many'"), "{e}");
+    }
+
+    /// Regression: MQTT_DEVICE_CONFIG was read for every command, so a
+    /// missing file failed `host keygen` too.
+    #[test]
+    fn the_config_variable_is_run_s_only() {
+        let argv: Vec<OsString> = ["host", "keygen", "--out", "k"]
+            .map(OsString::from)
+            .to_vec();
+        let cli = super::parse(&argv, Some("/nonexistent/device.toml".into()));
+        assert!(
+            matches!(
+                cli,
+                Ok(Cli {
+                    command: Command::Keygen(_)
+                })
+            ),
+            "{cli:?}"
+        );
+        let argv: Vec<OsString> = ["host", "run", "x.wasm"].map(OsString::from).to_vec();
+        let e = super::parse(&argv, Some("/nonexistent/device.toml".into())).unwrap_err();
+        assert!(
+            matches!(e, ParseError::Config(ConfigFileError::Read { .. })),
+            "{e:?}"
+        );
     }
 
     #[test]

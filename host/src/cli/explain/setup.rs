@@ -30,49 +30,48 @@ fn flag(file: TlsFile) -> &'static str {
 /// `cause` in the user's words, if it is one of the errors worded here
 /// (its own sources are not repeated: the caller prints them after it).
 pub fn line(cause: &(dyn Error + 'static)) -> Option<String> {
-    if let Some(e) = cause.downcast_ref::<CredentialError>() {
-        return Some(credential(e));
+    worded(cause, credential)
+        .or_else(|| worded(cause, pkcs11))
+        .or_else(|| worded(cause, uri))
+        .or_else(|| worded(cause, refusal))
+        .or_else(|| worded(cause, trust))
+        .or_else(|| worded(cause, signing_key))
+        .or_else(|| worded(cause, sign))
+        .or_else(|| worded(cause, publish))
+        .or_else(|| worded(cause, load))
+        .or_else(|| worded(cause, engine))
+        .or_else(|| {
+            worded(cause, |e: &ListenError| {
+                format!(
+                    "cannot listen on --metrics-listen {} (pick a free port, or an address of this machine)",
+                    e.addr
+                )
+            })
+        })
+}
+
+/// `cause` worded by `word`, if it is an `E`.
+fn worded<E: Error + 'static>(
+    cause: &(dyn Error + 'static),
+    word: impl Fn(&E) -> String,
+) -> Option<String> {
+    cause.downcast_ref::<E>().map(word)
+}
+
+/// A component file that cannot be loaded.
+pub fn load(e: &LoadError) -> String {
+    match e {
+        LoadError::Read { .. } => format!("{e} (build it first, or check the path)"),
+        LoadError::Invalid(_) => format!("{e} (build the guest for wasm32-wasip2)"),
     }
-    if let Some(e) = cause.downcast_ref::<Pkcs11Error>() {
-        return Some(pkcs11(e));
+}
+
+/// A component that does not fit the world.
+pub fn engine(e: &EngineError) -> String {
+    match e {
+        EngineError::Imports(_) => format!("{e} (build it against this project's wit/)"),
+        EngineError::Exports(_) | EngineError::Setup(_) => e.to_string(),
     }
-    if let Some(e) = cause.downcast_ref::<UriError>() {
-        return Some(uri(e));
-    }
-    if let Some(e) = cause.downcast_ref::<Refusal>() {
-        return Some(refusal(e));
-    }
-    if let Some(e) = cause.downcast_ref::<TrustError>() {
-        return Some(trust(e));
-    }
-    if let Some(e) = cause.downcast_ref::<KeyError>() {
-        return Some(signing_key(e));
-    }
-    if let Some(e) = cause.downcast_ref::<SignError>() {
-        return Some(sign(e));
-    }
-    if let Some(e) = cause.downcast_ref::<PublishError>() {
-        return Some(publish(e));
-    }
-    if let Some(e) = cause.downcast_ref::<LoadError>() {
-        return Some(match e {
-            LoadError::Read { .. } => format!("{e} (build it first, or check the path)"),
-            LoadError::Invalid(_) => format!("{e} (build the guest for wasm32-wasip2)"),
-        });
-    }
-    if let Some(e) = cause.downcast_ref::<EngineError>() {
-        return Some(match e {
-            EngineError::Imports(_) => format!("{e} (build it against this project's wit/)"),
-            EngineError::Exports(_) | EngineError::Setup(_) => e.to_string(),
-        });
-    }
-    if let Some(e) = cause.downcast_ref::<ListenError>() {
-        return Some(format!(
-            "cannot listen on --metrics-listen {} (pick a free port, or an address of this machine)",
-            e.addr
-        ));
-    }
-    None
 }
 
 /// The TLS files.
