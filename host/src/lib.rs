@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod pkcs11;
 pub mod publish;
 pub mod sandbox;
+pub mod state;
 pub mod swap;
 pub mod tls;
 pub mod update;

@@ -78,10 +78,16 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     let work = match cli.command {
-        Command::Run(args) => match RunConfig::resolve(*args, |name| std::env::var(name).ok()) {
+        Command::Run(mut args) => {
+            args.logic_env = cli::args::logic_env(
+                std::env::vars_os()
+                    .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+            );
+            match RunConfig::resolve(*args, |name| std::env::var(name).ok()) {
             Ok(config) => Work::Run(Box::new(config)),
             Err(e) => return fail(&Failure::Setup(e.into())),
-        },
+            }
+        }
         other => Work::Other(Box::new(other)),
     };
     let (format, fleet) = match &work {

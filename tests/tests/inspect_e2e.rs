@@ -52,7 +52,7 @@ fn the_demo_is_described_and_runs_here() {
     };
     assert_eq!(names("exports"), ["run-iteration"]);
     assert!(
-        names("imports").contains(&"mqtt-device:runtime/mtls-socket@0.2.1".to_string()),
+        names("imports").contains(&"mqtt-device:runtime/mtls-socket@0.2.2".to_string()),
         "{json}"
     );
     assert_eq!(json["signature"]["state"], "unsigned");

@@ -5,7 +5,8 @@
 //! [`observer`] interface every counter and log line goes through, the
 //! policy of a fleet rollout ([`canary`]), the [`epoch`] ticker
 //! that lets wasm code be interrupted, memory and table growth
-//! ([`limiter`]), the WIT edge ([`wit`]: the only conversions to and from
+//! ([`limiter`]), a device's durable [`state`] (its quota, the seam to a
+//! store, the context the key-value imports run on), the WIT edge ([`wit`]: the only conversions to and from
 //! generated types), and the [`world`] it runs.
 
 #![deny(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod limiter;
 pub mod observer;
 pub mod outcome;
 pub mod settings;
+pub mod state;
 pub mod supervisor;
 pub mod wit;
 pub mod world;

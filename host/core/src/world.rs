@@ -4,7 +4,7 @@
 //! an incompatible one.
 
 /// This host's world, as `wit/world.wit` names it.
-pub const WORLD: &str = "mqtt-device:runtime/device@0.2.1";
+pub const WORLD: &str = "mqtt-device:runtime/device@0.2.2";
 
 /// `package/world` and `(major, minor, patch)` of `world`.
 fn parse(world: &str) -> Option<(&str, (u64, u64, u64))> {
@@ -47,10 +47,11 @@ mod tests {
 
     #[test]
     fn logic_of_an_earlier_compatible_world_runs_and_of_a_later_one_not() {
-        let host = "mqtt-device:runtime/device@0.2.1";
+        let host = "mqtt-device:runtime/device@0.2.2";
         assert!(runs(host, host));
         assert!(runs(host, "mqtt-device:runtime/device@0.2.0"));
-        assert!(!runs(host, "mqtt-device:runtime/device@0.2.2"), "later");
+        assert!(runs(host, "mqtt-device:runtime/device@0.2.1"));
+        assert!(!runs(host, "mqtt-device:runtime/device@0.2.3"), "later");
         assert!(
             !runs(host, "mqtt-device:runtime/device@0.1.9"),
             "another 0.x line"

@@ -4,6 +4,8 @@
 //! recorded. The broker, the clock and the record outlive an instance, so
 //! a restarted guest meets the same broker.
 
+use host_core::state::ctx::StateCtx;
+use wasmtime_wasi_config::WasiConfigVariables;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -73,6 +75,10 @@ pub struct MockState {
     table: ResourceTable,
     broker: Arc<Mutex<Broker>>,
     pub(crate) limits: host_core::limiter::GrowthLimiter,
+    /// `wasi:keyvalue`: the scenario's store.
+    pub(crate) state: StateCtx,
+    /// `wasi:config`: the scenario's logic settings.
+    pub(crate) config: Arc<WasiConfigVariables>,
 }
 
 impl MockState {
@@ -92,6 +98,13 @@ impl MockState {
                 max_memory_bytes: limits.max_memory_bytes,
                 max_table_elements: limits.max_table_elements,
             },
+            state: StateCtx::new(
+                "mock-device".into(),
+                host_core::state::memory::MemoryBackend::new(Default::default()),
+                Box::new(|_| true),
+                0,
+            ),
+            config: Arc::default(),
         }
     }
 

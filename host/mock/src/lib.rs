@@ -32,7 +32,11 @@ use host_core::drive::{self, DriveError, Outcome, Runtime};
 use host_core::observer::{Event, Observer};
 use host_core::supervisor::{Ending, Plan, Supervisor};
 use host_core::wit::types::Settings;
+use host_core::state::Quota;
+use host_core::state::ctx::StateCtx;
+pub use host_core::state::memory::MemoryBackend;
 use host_core::wit::{Device, DevicePre};
+use wasmtime_wasi_config::WasiConfigVariables;
 use mqttbytes::v4::Packet;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -71,6 +75,12 @@ pub struct Scenario {
     /// Iterations, their delay and restarts, as `host run` takes them;
     /// by default one successful iteration and the host's restart policy.
     pub plan: Plan,
+    /// The device's state (`wasi:keyvalue`), with the real host's default
+    /// quota: seed it before the run, read it after, or pass the same
+    /// store to the next scenario to run after a power cut.
+    pub store: Arc<MemoryBackend>,
+    /// The logic's own settings (`wasi:config`).
+    pub logic_config: Vec<(String, String)>,
 }
 
 impl Scenario {
@@ -84,6 +94,8 @@ impl Scenario {
                 iterations: Some(1),
                 ..Plan::default()
             },
+            store: MemoryBackend::new(Quota::default()),
+            logic_config: Vec::new(),
         }
     }
 }
@@ -245,6 +257,23 @@ impl fmt::Display for MockLogic {
     }
 }
 
+/// The world's imports on the mock's state: its own for the device's
+/// interfaces, the real host's for the state and the logic's settings.
+fn add_imports(linker: &mut Linker<MockState>) -> wasmtime::Result<()> {
+    use host_core::wit;
+    wit::mtls_socket::add_to_linker::<_, HasSelf<MockState>>(linker, |s| s)?;
+    wit::entropy::add_to_linker::<_, HasSelf<MockState>>(linker, |s| s)?;
+    wit::clock::add_to_linker::<_, HasSelf<MockState>>(linker, |s| s)?;
+    wit::log::add_to_linker::<_, HasSelf<MockState>>(linker, |s| s)?;
+    wit::iteration::add_to_linker::<_, HasSelf<MockState>>(linker, |s| s)?;
+    wit::types::add_to_linker::<_, HasSelf<MockState>>(linker, |s| s)?;
+    wit::keyvalue::add_to_linker(linker, |s| &mut s.state)?;
+    wasmtime_wasi_config::add_to_linker(linker, |s| {
+        wasmtime_wasi_config::WasiConfig::new(&s.config)
+    })?;
+    Ok(())
+}
+
 impl MockHost {
     /// Compiles the component at `path` and checks it against the world.
     pub fn load(path: impl AsRef<Path>) -> anyhow::Result<Self> {
@@ -259,8 +288,7 @@ impl MockHost {
     pub fn from_component(engine: &Engine, component: &Component) -> anyhow::Result<Self> {
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        Device::add_to_linker::<_, HasSelf<MockState>>(&mut linker, |s| s)
-            .map_err(anyhow::Error::from)?;
+        add_imports(&mut linker).map_err(anyhow::Error::from)?;
         let pre = linker
             .instantiate_pre(component)
             .map_err(anyhow::Error::from)?;
@@ -284,6 +312,9 @@ impl MockHost {
         let events = Arc::new(Recorder::default());
         let mut supervisor = Supervisor::new(scenario.plan, self.logic.clone(), events.clone());
         let mut runtime = MockRuntime {
+            store: scenario.store.clone(),
+            config: Arc::new(scenario.logic_config.iter().cloned().collect()),
+            device: scenario.settings.client_id.as_str().into(),
             broker: broker.clone(),
             settings: (&scenario.settings).into(),
             // Apart from the guest's entropy, so its draws stay the seed's.
@@ -355,6 +386,9 @@ impl Observer for Recorder {
 /// The mock as the supervisor's runtime: instances share the broker; time
 /// is the broker's virtual clock.
 struct MockRuntime {
+    store: Arc<MemoryBackend>,
+    config: Arc<WasiConfigVariables>,
+    device: Arc<str>,
     broker: Arc<Mutex<Broker>>,
     settings: Settings,
     jitter: ChaCha20Rng,
@@ -381,7 +415,14 @@ impl Runtime<MockLogic> for MockRuntime {
             b.instantiated();
             b.instances
         };
-        let state = MockState::new(self.broker.clone(), self.seed, instance, &self.limits);
+        let mut state = MockState::new(self.broker.clone(), self.seed, instance, &self.limits);
+        state.state = StateCtx::new(
+            self.device.clone(),
+            self.store.clone(),
+            Box::new(|_| true),
+            0,
+        );
+        state.config = self.config.clone();
         let mut store = Store::new(logic.0.engine(), state);
         store.limiter(|s| &mut s.limits);
         // Checked at every epoch tick while wasm runs: past the scenario's

@@ -11,6 +11,7 @@ use host::pkcs11::{Pkcs11Uri, UriError};
 use host::tls::Roots;
 use host::update::{chunks, wire};
 use host_core::settings::defaults;
+use host_core::state::Quota;
 
 /// `host run`: every setting of the coreMQTT mutual-auth demo, with the
 /// original's values as defaults. A flag given twice takes its last value.
@@ -300,6 +301,63 @@ pub struct RunArgs {
     /// Compile the component every time; do not read or write the cache.
     #[arg(long)]
     pub no_cache: bool,
+
+    /// State: the directory of the devices' durable state (`state.redb`,
+    /// owner-only; one database per host process, a bucket per device)
+    /// [default: $XDG_DATA_HOME/mqtt-device-host, else
+    /// ~/.local/share/mqtt-device-host].
+    #[arg(long, value_name = "DIR", value_hint = clap::ValueHint::DirPath)]
+    pub state_dir: Option<PathBuf>,
+    /// State: bytes of keys and values one device may keep.
+    #[arg(long, default_value_t = Quota::MAX_BYTES, value_name = "BYTES")]
+    pub state_max_bytes: u64,
+    /// State: keys one device may keep.
+    #[arg(long, default_value_t = Quota::MAX_KEYS, value_name = "N")]
+    pub state_max_keys: u64,
+    /// State: bytes of one key.
+    #[arg(long, default_value_t = Quota::MAX_KEY_BYTES, value_name = "BYTES")]
+    pub state_max_key_bytes: u32,
+    /// State: bytes of one value.
+    #[arg(long, default_value_t = Quota::MAX_VALUE_BYTES, value_name = "BYTES")]
+    pub state_max_value_bytes: u32,
+    /// State: writes a device may make a second (and at once); more answer
+    /// an error (0 = no limit).
+    #[arg(long, default_value_t = Limits::STATE_WRITES_PER_SEC, value_name = "N")]
+    pub state_writes_per_sec: u32,
+
+    /// A setting of the logic's own, KEY=VALUE (repeatable), read through
+    /// wasi:config/store. Also: the config file's [logic] table and
+    /// MQTT_DEVICE_LOGIC_<KEY> variables (KEY in capitals with `_` for
+    /// `-`); a flag overrides a variable, which overrides the file.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = logic_setting)]
+    pub logic_config: Vec<(String, String)>,
+    /// The config file's [logic] table (set by --config only).
+    #[arg(long, hide = true, value_parser = logic_setting)]
+    pub logic_table: Vec<(String, String)>,
+    /// MQTT_DEVICE_LOGIC_<KEY> variables, read once at start.
+    #[arg(skip)]
+    pub logic_env: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE` of `--logic-config`.
+pub fn logic_setting(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE (write e.g. interval-ms=1000)")),
+    }
+}
+
+/// The logic's settings given as `MQTT_DEVICE_LOGIC_<KEY>` variables, among
+/// `vars`: the key in lower case with `-` for `_` (`MQTT_DEVICE_LOGIC_INTERVAL_MS`
+/// sets `interval-ms`). `MQTT_DEVICE_LOGIC_CONFIG` is --logic-config's own.
+pub fn logic_env(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let prefix = format!("{}LOGIC_", host::ENV_PREFIX);
+    vars.filter_map(|(name, value)| {
+        let key = name.strip_prefix(&prefix)?;
+        (!key.is_empty() && key != "CONFIG" && key != "TABLE")
+            .then(|| (key.to_ascii_lowercase().replace('_', "-"), value))
+    })
+    .collect()
 }
 
 /// Where the client key is: `--key FILE` or `--key pkcs11:URI`. The URI

@@ -240,6 +240,10 @@ impl File<'_> {
                 line: self.line(key.span().start),
                 key: key.get_ref().to_string(),
             };
+            if name == "logic" {
+                found.push(self.logic_table(origin, value.get_ref())?);
+                continue;
+            }
             let arg = run
                 .get_arguments()
                 .find(|a| {
@@ -256,6 +260,49 @@ impl File<'_> {
             });
         }
         Ok(found)
+    }
+
+    /// The `[logic]` table: the logic's own settings, as `KEY=VALUE`
+    /// values of the hidden `--logic-table`.
+    fn logic_table(
+        &self,
+        origin: Origin,
+        value: &DeValue<'_>,
+    ) -> Result<FileValue, ConfigFileError> {
+        let DeValue::Table(table) = value else {
+            return Err(self.value_error(
+                &origin,
+                "the logic's settings are a table: write [logic] and key = value lines under it"
+                    .to_string(),
+            ));
+        };
+        let mut values = Vec::new();
+        for (key, value) in table.iter() {
+            let text = match value.get_ref() {
+                DeValue::String(s) => s.to_string(),
+                DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+                    .map_err(|e| self.value_error(&origin, format!("logic.{}: {e}", key.get_ref())))?
+                    .to_string(),
+                DeValue::Float(f) => f.as_str().to_string(),
+                DeValue::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(self.value_error(
+                        &origin,
+                        format!(
+                            "logic.{}: a {} is not a setting (write a string, number or boolean)",
+                            key.get_ref(),
+                            other.type_str()
+                        ),
+                    ));
+                }
+            };
+            values.push(format!("{}={text}", key.get_ref()));
+        }
+        Ok(FileValue {
+            id: "logic_table".to_string(),
+            values,
+            origin,
+        })
     }
 
     /// The line of byte `offset`, from 1.

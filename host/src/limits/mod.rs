@@ -60,6 +60,8 @@ pub struct Limits {
     pub connect_interval_ms: u32,
     /// Lines of guest output (log, stdout, stderr).
     pub output: OutputLimits,
+    /// Writes to the device's state a second (also its burst); 0 = no rate.
+    pub state_writes_per_sec: u32,
 }
 
 impl Limits {
@@ -89,6 +91,11 @@ impl Limits {
     pub const LOG_LINES_PER_SEC: u32 = 100;
     /// Default of `output.burst`: a whole demo iteration's lines at once.
     pub const LOG_BURST: u32 = 400;
+    /// Default of `state_writes_per_sec`: the demo with a persistent
+    /// session writes twice per publish, the telemetry example three
+    /// times per reading; a hundred a second leaves room for both at ten
+    /// times their pace and holds a logic that writes in a loop.
+    pub const STATE_WRITES_PER_SEC: u32 = 100;
 
     /// The socket part of these limits: refusals allowed per iteration are
     /// ten connect bursts.
@@ -117,6 +124,7 @@ impl Default for Limits {
                 lines_per_sec: Self::LOG_LINES_PER_SEC,
                 burst: Self::LOG_BURST,
             },
+            state_writes_per_sec: Self::STATE_WRITES_PER_SEC,
         }
     }
 }

@@ -87,6 +87,10 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<DeviceState>> {
         &mut call(s).iteration
     })?;
     wit::types::add_to_linker::<_, HasSelf<TypesCtx>>(&mut linker, |s| &mut s.types)?;
+    wit::keyvalue::add_to_linker(&mut linker, |s| &mut call(s).state)?;
+    wasmtime_wasi_config::add_to_linker(&mut linker, |s| {
+        wasmtime_wasi_config::WasiConfig::new(&call(s).config)
+    })?;
     Ok(linker)
 }
 

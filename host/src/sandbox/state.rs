@@ -5,9 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use host_core::observer::Observer;
+use host_core::state::Backend;
+use host_core::state::ctx::StateCtx;
 use tokio::sync::watch;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::WasiConfigVariables;
 
 use crate::imports::clock::ClockCtx;
 use crate::imports::entropy::{EntropyCtx, EntropySource};
@@ -48,6 +51,10 @@ pub struct DeviceState {
     pub iteration: IterationCtx,
     /// `types`.
     pub types: TypesCtx,
+    /// `wasi:keyvalue`: the device's durable state.
+    pub state: StateCtx,
+    /// `wasi:config`: the logic's own settings.
+    pub config: Arc<WasiConfigVariables>,
     /// The sandbox's limits.
     pub limits: Limits,
     /// Enforces the memory and table limits.
@@ -78,8 +85,13 @@ pub struct Sandbox {
     pub stop_timeout: Duration,
     /// Where the guest's entropy comes from.
     pub entropy: EntropySource,
+    /// Where the device's state is kept.
+    pub state: Arc<dyn Backend>,
+    /// The logic's own settings.
+    pub config: Arc<WasiConfigVariables>,
     output: Arc<GuestOutput>,
     connects: Arc<Mutex<TokenBucket>>,
+    state_writes: Arc<Mutex<TokenBucket>>,
 }
 
 /// What every device of a host shares: credentials, reach, limits, and the
@@ -101,6 +113,10 @@ pub struct Reach {
     /// Whether devices keep TLS sessions to resume (`--no-tls-resumption`
     /// turns it off).
     pub tls_resumption: bool,
+    /// Where the devices' state is kept (a bucket each).
+    pub state: Arc<dyn Backend>,
+    /// The logic's own settings, the same for every device.
+    pub config: Arc<WasiConfigVariables>,
 }
 
 impl Sandbox {
@@ -113,9 +129,20 @@ impl Sandbox {
             Duration::from_millis(u64::from(limits.connect_interval_ms)),
             Instant::now(),
         );
+        let per_sec = limits.state_writes_per_sec;
+        let state_writes = TokenBucket::new(
+            per_sec,
+            Duration::from_secs(1)
+                .checked_div(per_sec)
+                .unwrap_or(Duration::ZERO),
+            Instant::now(),
+        );
         Self {
             output: GuestOutput::new(name.clone(), limits.output, observer.clone()),
             connects: Arc::new(Mutex::new(connects)),
+            state_writes: Arc::new(Mutex::new(state_writes)),
+            state: reach.state.clone(),
+            config: reach.config.clone(),
             name,
             tls: reach.tls.with_own_sessions(reach.tls_resumption),
             allowed: reach.allowed.clone(),
@@ -171,10 +198,35 @@ impl Sandbox {
             },
             iteration: IterationCtx::default(),
             types: TypesCtx,
+            state: self.state_ctx(),
+            config: self.config.clone(),
             limits: self.limits,
             limiter: self.limits.limiter(),
             cpu: CpuMeter::default(),
         }
+    }
+}
+
+impl Sandbox {
+    /// The device's state, its writes held to the device's write rate
+    /// (which, like the output limit, outlives a restart).
+    fn state_ctx(&self) -> StateCtx {
+        let writes = self.state_writes.clone();
+        let unlimited = self.limits.state_writes_per_sec == 0;
+        let permit = Box::new(move |n: u32| {
+            if unlimited {
+                return true;
+            }
+            let mut bucket = writes.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            (0..n).all(|_| bucket.try_take(now))
+        });
+        StateCtx::new(
+            self.name.as_str().into(),
+            self.state.clone(),
+            permit,
+            self.limits.state_writes_per_sec,
+        )
     }
 }
 

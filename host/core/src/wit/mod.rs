@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod entropy;
 pub mod iteration;
+pub mod keyvalue;
 pub mod log;
 pub mod mtls_socket;
 pub mod types;
@@ -26,11 +27,18 @@ mod generated {
             default: async | trappable,
         },
         exports: { default: async },
+        with: {
+            "wasi:keyvalue/store.bucket": crate::state::ctx::Bucket,
+            "wasi:keyvalue/atomics.cas": crate::state::ctx::Cas,
+        },
     });
 }
 
 use generated::mqtt_device::runtime::{
     clock as clock_bindings, entropy as entropy_bindings, iteration as iteration_bindings,
     log as log_bindings, mtls_socket as mtls_socket_bindings, types as types_bindings,
+};
+use generated::wasi::keyvalue::{
+    atomics as atomics_bindings, batch as batch_bindings, store as store_bindings,
 };
 pub use generated::{Device, DevicePre};

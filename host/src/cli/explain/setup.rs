@@ -12,6 +12,7 @@ use host::publish::rollout::PublishError;
 use host::publish::signing::SignError;
 use host::sandbox::cache::LoadError;
 use host::sandbox::engine::EngineError;
+use host::state::OpenError;
 use host::tls::{CredentialError, TlsFile};
 use host::update::trust::TrustError;
 use host::update::verify::Refusal;
@@ -40,6 +41,7 @@ pub fn line(cause: &(dyn Error + 'static)) -> Option<String> {
         .or_else(|| worded(cause, publish))
         .or_else(|| worded(cause, load))
         .or_else(|| worded(cause, engine))
+        .or_else(|| worded(cause, state))
         .or_else(|| {
             worded(cause, |e: &ListenError| {
                 format!(
@@ -56,6 +58,29 @@ fn worded<E: Error + 'static>(
     word: impl Fn(&E) -> String,
 ) -> Option<String> {
     cause.downcast_ref::<E>().map(word)
+}
+
+/// The state database at start. Nothing is ever emptied to get past one:
+/// each names the file and what the user does.
+pub fn state(e: &OpenError) -> String {
+    match e {
+        OpenError::Directory(..) => {
+            format!("{e} (give --state-dir a directory this user may create and write)")
+        }
+        OpenError::Owner { .. } => format!(
+            "{e} (run the host as that user, or give --state-dir a directory of this user's own)"
+        ),
+        OpenError::InUse(_) => {
+            format!("{e} (stop the other host, or give this one its own --state-dir)")
+        }
+        OpenError::Unreadable(..) => format!(
+            "{e} (the host's user must read and write it; check its permissions and the disk)"
+        ),
+        OpenError::Damaged(path, _) => format!(
+            "{e} (move it aside to start with an empty state, e.g. mv {0} {0}.damaged, or restore it from a backup)",
+            path.display()
+        ),
+    }
 }
 
 /// A component file that cannot be loaded.

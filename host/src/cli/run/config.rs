@@ -24,6 +24,11 @@ pub const JOB_INDEX_VAR: &str = "JOB_COMPLETION_INDEX";
 /// Why the flags do not make a run.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// No `--state-dir` and no home directory to keep the state under.
+    #[error(
+        "no directory for the devices' state: pass --state-dir DIR (neither XDG_DATA_HOME nor HOME is set)"
+    )]
+    NoStateDir,
     /// `--broker` is not an mqtts endpoint.
     #[error(transparent)]
     Broker(EndpointError),
@@ -211,6 +216,19 @@ pub struct RunConfig {
     pub log_format: LogFormat,
     /// The precompiled-component cache's directory; `None` = no cache.
     pub cache_dir: Option<PathBuf>,
+    /// The devices' durable state.
+    pub state: StateConfig,
+    /// The logic's own settings (`wasi:config`), by key.
+    pub logic: std::collections::BTreeMap<String, String>,
+}
+
+/// Where the devices' state is kept, and each device's quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    /// The state directory.
+    pub dir: PathBuf,
+    /// Each device's quota.
+    pub quota: host_core::state::Quota,
 }
 
 impl RunConfig {

@@ -16,6 +16,8 @@ use host::imports::entropy::EntropySource;
 use host::metrics::{self, Metrics};
 use host::pkcs11::{Pkcs11Uri, Token};
 use host::sandbox::{Logic, Reach, engine, run_device, swaps};
+use host::state::StateDb;
+use host_core::state::Backend;
 use host::tls::Endpoint;
 use host::tls::{ClientKey, TlsClient, TlsFiles};
 use host::update::channel::{Channel, ChannelConfig};
@@ -176,6 +178,9 @@ async fn wiring(
     let engine = engine::engine(pool).map_err(anyhow::Error::from)?;
     let linker = engine::linker(&engine)
         .map_err(|e| anyhow::Error::from(e).context("cannot set up the world's imports"))?;
+    let state: Arc<dyn Backend> = Arc::new(
+        StateDb::open(&config.state.dir, config.state.quota).map_err(anyhow::Error::from)?,
+    );
     let mut allowed = vec![broker.clone()];
     allowed.extend(config.allow.iter().cloned());
     let updates = config
@@ -205,6 +210,8 @@ async fn wiring(
             stop_timeout: stop.timeout,
             entropy,
             tls_resumption: config.tls_resumption,
+            state,
+            config: Arc::new(config.logic.iter().collect()),
         },
         cache_dir: config.cache_dir.clone(),
         updates,

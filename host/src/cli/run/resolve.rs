@@ -19,8 +19,9 @@ use crate::cli::args::{EntropyArg, KeySpec, PIN_VAR, RunArgs, Shard};
 use crate::cli::endpoint;
 use crate::cli::run::config::{
     BrokerConfig, BrokerKey, ConfigError, Devices, FleetDevices, JOB_INDEX_VAR, MetricsConfig,
-    RunConfig, UpdateConfig,
+    RunConfig, StateConfig, UpdateConfig,
 };
+use host_core::state::Quota;
 
 impl RunConfig {
     /// Resolves `args`; `var` reads an environment variable (the shard's
@@ -62,7 +63,31 @@ impl RunConfig {
             (b.endpoint.host.as_str(), b.endpoint.port)
         });
         let settings = settings(&args, host, port, &client_id);
+        let state = StateConfig {
+            dir: args
+                .state_dir
+                .clone()
+                .or_else(host::state::default_dir)
+                .ok_or(ConfigError::NoStateDir)?,
+            quota: Quota {
+                max_bytes: args.state_max_bytes,
+                max_keys: args.state_max_keys,
+                max_key_bytes: args.state_max_key_bytes,
+                max_value_bytes: args.state_max_value_bytes,
+            },
+        };
+        // The file's table, then the variables, then the flags: the last
+        // value of a key wins.
+        let logic = args
+            .logic_table
+            .iter()
+            .chain(&args.logic_env)
+            .chain(&args.logic_config)
+            .cloned()
+            .collect();
         Ok(Self {
+            state,
+            logic,
             limits: limits(&args),
             plan: plan(&args),
             handshake: handshake(&args, port),
@@ -275,6 +300,7 @@ fn limits(args: &RunArgs) -> Limits {
         max_io_bytes: args.max_io_bytes,
         connect_burst: args.connect_burst,
         connect_interval_ms: args.connect_interval_ms,
+        state_writes_per_sec: args.state_writes_per_sec,
         output: OutputLimits {
             lines_per_sec: args.log_lines_per_sec,
             burst: args.log_burst,
@@ -569,5 +595,44 @@ mod tests {
         assert_eq!(c.stop_timeout, Duration::from_millis(10));
         let c = resolve(&["--cache-dir", "/c"]).unwrap();
         assert_eq!(c.cache_dir.as_deref(), Some(std::path::Path::new("/c")));
+    }
+
+    #[test]
+    fn logic_settings_come_from_the_file_then_variables_then_flags() {
+        let mut a = args(&[
+            "--logic-config",
+            "a=flag",
+            "--logic-table",
+            "a=file",
+            "--logic-table",
+            "b=file",
+            "--logic-table",
+            "c=file",
+        ]);
+        a.logic_env = crate::cli::args::logic_env(
+            [
+                ("MQTT_DEVICE_LOGIC_A", "env"),
+                ("MQTT_DEVICE_LOGIC_B", "env"),
+                ("MQTT_DEVICE_LOGIC_CONFIG", "z=1"),
+                ("MQTT_DEVICE_BROKER", "x"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into_iter(),
+        );
+        let c = RunConfig::resolve(a, |_| None).unwrap();
+        let got: Vec<(&str, &str)> = c.logic.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(got, [("a", "flag"), ("b", "env"), ("c", "file")]);
+        let bad = Cli::try_parse_from(["host", "run", "d.wasm", "--logic-config", "novalue"]);
+        assert!(bad.unwrap_err().to_string().contains("is not KEY=VALUE"));
+    }
+
+    #[test]
+    fn the_state_directory_and_quotas_are_the_flags() {
+        let c = resolve(&["--state-dir", "/s", "--state-max-keys", "5"]).unwrap();
+        assert_eq!(c.state.dir, std::path::Path::new("/s"));
+        assert_eq!(c.state.quota.max_keys, 5);
+        assert_eq!(c.state.quota.max_bytes, Quota::MAX_BYTES);
+        let c = resolve(&["--state-writes-per-sec", "7"]).unwrap();
+        assert_eq!(c.limits.state_writes_per_sec, 7);
     }
 }
