@@ -9,4 +9,5 @@ wit_bindgen::generate!({
     path: "../wit",
     pub_export_macro: true,
     default_bindings_module: "guest::bindings",
+    generate_all,
 });

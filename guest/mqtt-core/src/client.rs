@@ -8,6 +8,7 @@ use mqttbytes::v4::{
 };
 
 use crate::packets::{Decoder, encode, packet_name};
+use crate::session::SessionStore;
 use crate::transport::{Clock, Transport, TransportError};
 
 /// Outgoing QoS 1 publishes awaiting PUBACK, at most (coreMQTT's 15 records).
@@ -85,6 +86,8 @@ pub struct Client<T: Transport, C: Clock> {
     /// When the outstanding PINGREQ was sent, if one is.
     ping_sent_ms: Option<u64>,
     closed: bool,
+    /// Where outgoing QoS 1 state is kept durably, if anywhere.
+    session: Option<Box<dyn SessionStore>>,
 }
 
 impl<T: Transport, C: Clock> Client<T, C> {
@@ -101,7 +104,27 @@ impl<T: Transport, C: Clock> Client<T, C> {
             last_sent_ms: now,
             ping_sent_ms: None,
             closed: false,
+            session: None,
         }
+    }
+
+    /// Keeps the outgoing QoS 1 state in `store` from now on, and takes
+    /// over what it holds (publishes a previous client, in this process or
+    /// an earlier one, left unacknowledged), oldest packet id first;
+    /// returns their ids. They go out again after the next CONNECT
+    /// ([`Client::resend_outstanding`] or [`Client::forget_outstanding`]).
+    pub fn keep_session_in(&mut self, mut store: Box<dyn SessionStore>) -> Vec<u16> {
+        let mut kept = store.load();
+        kept.retain(|p| p.pkid != 0 && !self.outgoing.iter().any(|o| o.pkid == p.pkid));
+        kept.sort_by_key(|p| p.pkid);
+        kept.truncate(MAX_OUTGOING.saturating_sub(self.outgoing.len()));
+        if let Some(last) = kept.last() {
+            self.last_pkid = self.last_pkid.max(last.pkid);
+        }
+        let ids = kept.iter().map(|p| p.pkid).collect();
+        self.outgoing.extend(kept);
+        self.session = Some(store);
+        ids
     }
 
     /// Replaces the transport after a reconnect, keeping publish records.
@@ -170,9 +193,16 @@ impl<T: Transport, C: Clock> Client<T, C> {
         }
         let mut publish = Publish::new(topic, QoS::AtLeastOnce, payload.to_vec());
         publish.pkid = self.next_pkid();
-        self.send_packet(&Packet::Publish(publish.clone()))?;
+        let bytes = encode(&Packet::Publish(publish.clone()))
+            .map_err(|e| ClientError::Encode(e.0))?;
+        // Kept before it is sent: a crash in between resends it (once
+        // more, with DUP) rather than losing it.
+        if let Some(store) = &mut self.session {
+            store.save(&publish);
+        }
         let pkid = publish.pkid;
         self.outgoing.push(publish);
+        self.send_bytes(&bytes)?;
         Ok(pkid)
     }
 
@@ -189,8 +219,32 @@ impl<T: Transport, C: Clock> Client<T, C> {
 
     /// Forgets outstanding publishes (the broker started a clean session)
     /// and returns them.
+    /// (They stay in the session's store until [`Client::republish`]
+    /// replaces each.)
     pub fn forget_outstanding(&mut self) -> Vec<Publish> {
         self.outgoing.drain(..).collect()
+    }
+
+    /// Publishes a message again as a new publish with a fresh packet id
+    /// (one `old` had on a session the broker no longer has); in the
+    /// session's store the new record replaces the old only once it is
+    /// kept, so a crash in between loses neither.
+    pub fn republish(&mut self, old: &Publish) -> Result<u16, ClientError> {
+        if self.outgoing.len() >= MAX_OUTGOING {
+            return Err(ClientError::OutgoingFull);
+        }
+        let mut publish = Publish::new(&old.topic, QoS::AtLeastOnce, old.payload.to_vec());
+        publish.pkid = self.next_pkid_besides(old.pkid);
+        let bytes = encode(&Packet::Publish(publish.clone()))
+            .map_err(|e| ClientError::Encode(e.0))?;
+        if let Some(store) = &mut self.session {
+            store.save(&publish);
+            store.remove(old.pkid);
+        }
+        let pkid = publish.pkid;
+        self.outgoing.push(publish);
+        self.send_bytes(&bytes)?;
+        Ok(pkid)
     }
 
     /// Packet ids of publishes still waiting for PUBACK, oldest first.
@@ -341,6 +395,9 @@ impl<T: Transport, C: Clock> Client<T, C> {
                 match self.outgoing.iter().position(|p| p.pkid == pkid) {
                     Some(i) => {
                         self.outgoing.remove(i);
+                        if let Some(store) = &mut self.session {
+                            store.remove(pkid);
+                        }
                         Event::PubAck(pkid)
                     }
                     None => Event::StalePubAck(pkid),
@@ -374,8 +431,12 @@ impl<T: Transport, C: Clock> Client<T, C> {
 
     fn send_packet(&mut self, packet: &Packet) -> Result<(), ClientError> {
         let bytes = encode(packet).map_err(|e| ClientError::Encode(e.0))?;
+        self.send_bytes(&bytes)
+    }
+
+    fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
         self.transport
-            .send(&bytes, self.timing.send_timeout_ms)
+            .send(bytes, self.timing.send_timeout_ms)
             .map_err(|e| self.fail(e))?;
         self.last_sent_ms = self.clock.now_ms();
         Ok(())
@@ -387,10 +448,15 @@ impl<T: Transport, C: Clock> Client<T, C> {
     }
 
     fn next_pkid(&mut self) -> u16 {
+        self.next_pkid_besides(0)
+    }
+
+    /// The next free packet id that is not `besides`.
+    fn next_pkid_besides(&mut self, besides: u16) -> u16 {
         loop {
             self.last_pkid = self.last_pkid.wrapping_add(1);
             let pkid = self.last_pkid;
-            if pkid != 0 && !self.outgoing.iter().any(|p| p.pkid == pkid) {
+            if pkid != 0 && pkid != besides && !self.outgoing.iter().any(|p| p.pkid == pkid) {
                 return pkid;
             }
         }
@@ -475,6 +541,42 @@ mod tests {
             false,
         )))
         .unwrap()
+    }
+
+    #[test]
+    fn a_kept_session_outlives_its_client_and_is_resent_with_dup() {
+        use crate::session::MemorySession;
+        let disk = MemorySession::default();
+        let (mut first, _) = client(vec![connack()]);
+        assert!(first.keep_session_in(Box::new(disk.clone())).is_empty());
+        first.connect(&Connect::new("id"), 1000).unwrap();
+        let a = first.publish("t", b"1").unwrap();
+        let b = first.publish("t", b"2").unwrap();
+        first
+            .process_loop(10, &mut |_| Flow::Continue)
+            .unwrap();
+        assert_eq!(disk.0.borrow().len(), 2, "kept before the PUBACK");
+        // The PUBACK of `a` arrives; then the process dies.
+        let (mut c, _) = client(vec![encode(&Packet::PubAck(PubAck::new(a))).unwrap()]);
+        c.keep_session_in(Box::new(disk.clone()));
+        c.process_loop(10, &mut |_| Flow::Continue).unwrap();
+        assert_eq!(c.outstanding(), [b]);
+        assert_eq!(disk.0.borrow().len(), 1, "forgotten on its PUBACK");
+        // A new process: the record is taken over and resent with DUP.
+        let (mut next, t) = client(vec![connack()]);
+        assert_eq!(next.keep_session_in(Box::new(disk.clone())), [b]);
+        next.connect(&Connect::new("id"), 1000).unwrap();
+        assert_eq!(next.resend_outstanding().unwrap(), [b]);
+        let resent = sent_packets(&t);
+        assert!(matches!(&resent[1], Packet::Publish(p) if p.dup && p.pkid == b && &p.payload[..] == b"2"));
+        assert_ne!(next.publish("t", b"3").unwrap(), b, "new ids skip kept ones");
+        // On a session the broker lost, the message goes out anew and its
+        // new record replaces the old.
+        let old = next.forget_outstanding();
+        let fresh: Vec<u16> = old.iter().map(|p| next.republish(p).unwrap()).collect();
+        assert!(fresh.iter().all(|id| *id != b));
+        let kept: Vec<u16> = disk.0.borrow().iter().map(|p| p.pkid).collect();
+        assert_eq!(kept, fresh);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The MQTT core of a device logic, apart from any world it runs in (as
 //! coreMQTT keeps `transport_interface.h` apart): pure MQTT 3.1.1 packets,
 //! the client state machine over a [`Transport`] and a [`Clock`], the
-//! Full-Jitter [`Backoff`] policy, and the
+//! Full-Jitter [`Backoff`] policy, the durable [`session`] of a
+//! persistent session, and the
 //! [`Platform`] seam a workflow runs on. No WIT bindings, no workflow: it
 //! builds and tests natively and for `wasm32-wasip2` alike.
 
@@ -11,9 +12,11 @@ pub mod backoff;
 pub mod client;
 pub mod packets;
 pub mod platform;
+pub mod session;
 pub mod transport;
 
 pub use backoff::{Backoff, RETRY_FOREVER};
 pub use client::{Client, ClientError, Event, Flow, MAX_OUTGOING, Timing};
 pub use platform::{Level, Platform};
+pub use session::SessionStore;
 pub use transport::{Clock, Transport, TransportError};

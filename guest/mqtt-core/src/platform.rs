@@ -42,4 +42,10 @@ pub trait Platform {
     /// from its start (the host stops it after). A platform without such a
     /// watchdog ignores it.
     fn declare_iteration_bound(&mut self, _ms: u64) {}
+    /// Durable storage for a persistent session's outgoing QoS 1 state, so
+    /// it outlives the process. A platform without storage gives none (the
+    /// session then lives as long as the client).
+    fn session_store(&mut self) -> Option<Box<dyn crate::SessionStore>> {
+        None
+    }
 }

@@ -62,6 +62,16 @@ impl<P: Platform> Demo<'_, P> {
     fn run(&mut self) -> Result<Report, Failure> {
         let conn = self.open_with_backoff()?;
         let mut client = Client::new(conn, self.platform.clock(), self.timing());
+        if !self.settings.clean_session
+            && let Some(store) = self.platform.session_store()
+        {
+            let ids = client.keep_session_in(store);
+            if !ids.is_empty() {
+                self.info(&format!(
+                    "Restored unacknowledged publishes {ids:?} of the persistent session from the device's state."
+                ));
+            }
+        }
         let mut progress = Progress::default();
         // A connection lost after set-up is reopened with backoff and the
         // iteration goes on where it stopped, a bounded number of times.
@@ -228,9 +238,7 @@ impl<P: Platform> Demo<'_, P> {
             // it, so unacknowledged messages go out again as new publishes.
             let forgotten = client.forget_outstanding();
             for publish in &forgotten {
-                let pkid = client
-                    .publish(&publish.topic, &publish.payload)
-                    .map_err(iteration_error)?;
+                let pkid = client.republish(publish).map_err(iteration_error)?;
                 self.platform.log(
                     Level::Warn,
                     &format!(

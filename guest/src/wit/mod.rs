@@ -5,8 +5,10 @@
 //! components' export glue.
 
 pub mod clock;
+pub mod config;
 pub mod entropy;
 pub mod iteration;
+pub mod keyvalue;
 pub mod log;
 pub mod mtls_socket;
 pub mod types;
@@ -87,5 +89,8 @@ impl Platform for HostPlatform<'_> {
     }
     fn declare_iteration_bound(&mut self, ms: u64) {
         iteration::declare_bound(ms);
+    }
+    fn session_store(&mut self) -> Option<Box<dyn mqtt_core::SessionStore>> {
+        Some(Box::new(keyvalue::KeyValueSession::open()))
     }
 }

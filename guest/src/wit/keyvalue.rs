@@ -1,0 +1,133 @@
+//! `wasi:keyvalue`: the device's bucket as [`State`] (errors as text), and
+//! mqtt-core's [`SessionStore`] on it, so a persistent session's outgoing
+//! QoS 1 state outlives the host process.
+
+use mqtt_core::session::{from_bytes, to_bytes};
+use mqtt_core::{Level, SessionStore};
+use mqttbytes::v4::Publish;
+
+use crate::bindings::wasi::keyvalue::{atomics, batch, store};
+
+/// The device's own bucket, kept by the host across restarts, swaps and
+/// updates.
+pub struct State(store::Bucket);
+
+fn text(e: store::Error) -> String {
+    match e {
+        store::Error::NoSuchStore => "the host has no such store".to_string(),
+        store::Error::AccessDenied => "the host denies access to the store".to_string(),
+        store::Error::Other(s) => s,
+    }
+}
+
+impl State {
+    /// Opens the device's bucket.
+    pub fn open() -> Result<Self, String> {
+        store::open("default").map(State).map_err(text)
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.0.get(key).map_err(text)
+    }
+
+    /// Sets `key`; on disk once it returns.
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        self.0.set(key, value).map_err(text)
+    }
+
+    /// Removes `key`.
+    pub fn delete(&self, key: &str) -> Result<(), String> {
+        self.0.delete(key).map_err(text)
+    }
+
+    /// Sets every pair (on this host, all or none, in one durable write).
+    pub fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), String> {
+        batch::set_many(&self.0, pairs).map_err(text)
+    }
+
+    /// Adds `delta` to the counter at `key`; its new value.
+    pub fn increment(&self, key: &str, delta: i64) -> Result<i64, String> {
+        atomics::increment(&self.0, key, delta).map_err(text)
+    }
+
+    /// Every key starting with `prefix`, in order.
+    pub fn keys(&self, prefix: &str) -> Result<Vec<String>, String> {
+        let mut keys = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.0.list_keys(cursor.as_deref()).map_err(text)?;
+            keys.extend(page.keys.into_iter().filter(|k| k.starts_with(prefix)));
+            match page.cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(keys),
+            }
+        }
+    }
+}
+
+/// Where a persistent session's publishes are kept in the device's state.
+const SESSION_PREFIX: &str = "mqtt/outgoing/";
+
+/// A persistent session's outgoing QoS 1 state in the device's bucket,
+/// one key per publish (`mqtt/outgoing/<packet id>`). A failed write is
+/// logged, not fatal: the message is still sent, only not kept.
+pub struct KeyValueSession(Option<State>);
+
+impl KeyValueSession {
+    /// The session in the device's bucket (none if the host has no store).
+    pub fn open() -> Self {
+        match State::open() {
+            Ok(state) => Self(Some(state)),
+            Err(e) => {
+                warn(&format!("The device's state cannot be opened ({e}); the session is kept in memory only."));
+                Self(None)
+            }
+        }
+    }
+}
+
+fn warn(message: &str) {
+    super::log::write(Level::Warn, message);
+}
+
+fn key(pkid: u16) -> String {
+    format!("{SESSION_PREFIX}{pkid:05}")
+}
+
+impl SessionStore for KeyValueSession {
+    fn save(&mut self, publish: &Publish) {
+        if let Some(state) = &self.0
+            && let Err(e) = state.set(&key(publish.pkid), &to_bytes(publish))
+        {
+            warn(&format!(
+                "Could not keep publish {} in the device's state: {e}.",
+                publish.pkid
+            ));
+        }
+    }
+
+    fn remove(&mut self, pkid: u16) {
+        if let Some(state) = &self.0
+            && let Err(e) = state.delete(&key(pkid))
+        {
+            warn(&format!(
+                "Could not remove acknowledged publish {pkid} from the device's state: {e}."
+            ));
+        }
+    }
+
+    fn load(&mut self) -> Vec<Publish> {
+        let Some(state) = &self.0 else {
+            return Vec::new();
+        };
+        let keys = state.keys(SESSION_PREFIX).unwrap_or_else(|e| {
+            warn(&format!("Could not read the session from the device's state: {e}."));
+            Vec::new()
+        });
+        keys.iter()
+            .filter_map(|k| state.get(k).ok().flatten())
+            .filter_map(|bytes| from_bytes(&bytes))
+            .collect()
+    }
+}
