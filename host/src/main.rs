@@ -84,8 +84,8 @@ fn main() -> ExitCode {
                     .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
             );
             match RunConfig::resolve(*args, |name| std::env::var(name).ok()) {
-            Ok(config) => Work::Run(Box::new(config)),
-            Err(e) => return fail(&Failure::Setup(e.into())),
+                Ok(config) => Work::Run(Box::new(config)),
+                Err(e) => return fail(&Failure::Setup(e.into())),
             }
         }
         other => Work::Other(Box::new(other)),

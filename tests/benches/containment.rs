@@ -18,9 +18,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use device_tests::{
-    Running, TestPki, demo_wasm, host_bin, host_run_adversary, median, output_within,
-};
+use device_tests::{Running, TestPki, demo_wasm, host_run_adversary, median, output_within};
 
 fn attack(name: &str, extra: &[&str]) -> (f64, usize, usize) {
     let pki = TestPki::new();
@@ -58,7 +56,7 @@ fn signal(pid: u32, name: &str) {
 }
 
 fn embedded_host(tmp: &std::path::Path) -> (Running, u16) {
-    let mut cmd = Command::new(host_bin());
+    let mut cmd = device_tests::host();
     cmd.arg("run")
         .arg(demo_wasm())
         .args(["--publish-delay-ms", "300"])

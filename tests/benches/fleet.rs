@@ -10,10 +10,10 @@
 //! broker: `ulimit -n 20000`).
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use device_tests::{PeakRss, demo_wasm, host_bin};
+use device_tests::{PeakRss, demo_wasm};
 
 /// Devices started per second (`FLEET_RAMP` to change).
 fn ramp_per_sec() -> u64 {
@@ -35,7 +35,7 @@ fn run(devices: u64) -> Run {
     // one connects: the peak RSS is then the whole fleet's.
     let ramp_ms = devices * 1000 / ramp_per_sec();
     let delay_ms = (ramp_ms / 5 + 1000).to_string();
-    let mut child = Command::new(host_bin())
+    let mut child = device_tests::host()
         .arg("run")
         .arg(demo_wasm())
         .args([

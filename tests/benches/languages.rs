@@ -7,12 +7,10 @@
 //! Run: `cargo bench -p device-tests --bench languages` (after scripts/build).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use device_tests::{
-    PeakRss, TestPki, demo_wasm, host_bin, median, telemetry_py_wasm, time_to_lines,
-};
+use device_tests::{PeakRss, TestPki, demo_wasm, median, telemetry_py_wasm, time_to_lines};
 
 const WARM_RUNS: usize = 7;
 const FLEET: u64 = 21;
@@ -32,7 +30,7 @@ fn start(logic: &Path, port: u16, pki: &TestPki, cache: &Path) -> (Duration, u64
 /// Peak RSS of `host run --devices N` (embedded broker), every device
 /// connected at once for a while.
 fn fleet_peak(logic: &Path, devices: u64, cache: &Path) -> u64 {
-    let mut child = Command::new(host_bin())
+    let mut child = device_tests::host()
         .arg("run")
         .arg(logic)
         .args(["--devices", &devices.to_string(), "--iterations", "2"])

@@ -13,10 +13,9 @@
 //! one). Run: `cargo bench -p device-tests --bench rollout`.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use device_tests::{Running, TestPki, counter_wasm, demo_wasm, host_bin, host_run_component};
+use device_tests::{Running, TestPki, counter_wasm, demo_wasm, host_run_component};
 use host::update::{chunks, wire};
 
 /// Resident memory of process `pid`, KiB (0 once it has exited).
@@ -25,7 +24,7 @@ fn rss_kib_of(pid: u32) -> u64 {
 }
 
 fn host(args: &[&str], dir: &Path) -> std::process::Output {
-    let out = Command::new(host_bin())
+    let out = device_tests::host()
         .args(args)
         .current_dir(dir)
         .output()
@@ -128,7 +127,7 @@ fn main() {
         let prefix = format!("fleet{run}");
         let (mut updating, rss_trust) = fleet(&pki, broker.port, d, n, &prefix, true);
         let started = Instant::now();
-        let out = Command::new(host_bin())
+        let out = device_tests::host()
             .args([
                 "rollout",
                 "counter.wasm",

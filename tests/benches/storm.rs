@@ -45,7 +45,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use device_tests::{TestPki, cpu_of, demo_wasm, host_bin};
+use device_tests::{TestPki, cpu_of, demo_wasm};
 use host::broker::mosquitto::free_port;
 use host::broker::pki::KeyKind;
 
@@ -389,7 +389,7 @@ fn storm(devices: u64, kind: Storm, keys: KeyKind, open_files: u64) -> Row {
     let mut broker = pki.broker();
     let proxy = Proxy::start(broker.port, proxies(devices, open_files));
     let metrics = free_port().unwrap();
-    let mut cmd = Command::new(host_bin());
+    let mut cmd = device_tests::host();
     cmd.arg("run")
         .arg(demo_wasm())
         .arg("--broker")

@@ -14,6 +14,21 @@ use host::broker::mosquitto::{INSTALL_HINT, ListenerTls, Mosquitto};
 use host::broker::pki::{self, Authority, KeyKind, LeafOptions};
 use tempfile::TempDir;
 
+/// The `host` binary as a command, with the devices' state in a directory
+/// of its own (`MQTT_DEVICE_STATE_DIR`), so tests running at once never
+/// share a state database (a host process holds its database alone). A
+/// test that restarts a host on the same state passes `--state-dir`.
+pub fn host() -> Command {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir()
+        .join("device-tests-state")
+        .join(format!("{}-{n}", std::process::id()));
+    let mut cmd = Command::new(host_bin());
+    cmd.env("MQTT_DEVICE_STATE_DIR", dir);
+    cmd
+}
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -67,6 +82,11 @@ pub fn telemetry_py_wasm() -> PathBuf {
 /// The second example logic (a JSON counter), for hot swap.
 pub fn counter_wasm() -> PathBuf {
     built(root().join("target/counter.wasm"))
+}
+
+/// target/telemetry.wasm (scripts/build --all): the offline-queue logic.
+pub fn telemetry_wasm() -> PathBuf {
+    built(root().join("target/telemetry.wasm"))
 }
 
 /// Replaces `path` with `bytes` the way a build does: write aside, rename onto.
@@ -150,6 +170,17 @@ impl Running {
             "no line with {needle:?} within {limit:?}; seen:\n{}",
             self.seen.join("\n")
         );
+    }
+
+    /// Kills the process at once (SIGKILL, as a power cut would) and
+    /// returns every stdout line it printed.
+    pub fn kill(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.seen.push(line);
+        }
+        self.seen
     }
 
     /// Waits for exit; returns success and the whole stdout and stderr.
@@ -305,7 +336,7 @@ pub fn host_run_component(
     ca: &Path,
     client: Option<&ClientFiles>,
 ) -> Command {
-    let mut cmd = Command::new(host_bin());
+    let mut cmd = host();
     cmd.arg("run")
         .arg(component)
         .arg("--broker")

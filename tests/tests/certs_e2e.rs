@@ -2,10 +2,9 @@
 //! use as printed, for ECDSA and RSA keys.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use device_tests::{demo_wasm, host_bin, output_within, require_mosquitto, text};
+use device_tests::{demo_wasm, output_within, require_mosquitto, text};
 use host::broker::mosquitto::{ListenerTls, Mosquitto, free_port};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -25,7 +24,7 @@ fn run_as_printed(rsa: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("pki");
     let port = free_port().unwrap();
-    let mut certs = Command::new(host_bin());
+    let mut certs = device_tests::host();
     certs
         .arg("certs")
         .arg(&dir)
@@ -59,7 +58,7 @@ fn run_as_printed(rsa: bool) {
     let flags: Vec<&str> = line.split_whitespace().skip(3).collect();
     assert!(flags.contains(&"--client-id"), "{line}");
     let out = output_within(
-        Command::new(host_bin())
+        device_tests::host()
             .arg("run")
             .arg(demo_wasm())
             .args(&flags)

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use device_tests::{TestPki, demo_wasm, host_bin, output_within, text};
+use device_tests::{TestPki, demo_wasm, output_within, text};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
@@ -44,7 +44,7 @@ fn write_config(dir: &Path, pki: &TestPki, port: u16, extra: &str) -> std::path:
 }
 
 fn host_in(dir: &Path) -> Command {
-    let mut cmd = Command::new(host_bin());
+    let mut cmd = device_tests::host();
     // Another directory: relative paths must be the file's.
     cmd.current_dir(dir).env("RUST_LOG", "info");
     cmd

@@ -66,7 +66,7 @@ fn two_iterations_reach_an_independent_subscriber() {
 fn embedded_default_broker_runs_the_demo() {
     device_tests::require_mosquitto();
     let out = output_within(
-        std::process::Command::new(device_tests::host_bin())
+        device_tests::host()
             .arg("run")
             .arg(device_tests::demo_wasm())
             .args([
@@ -150,7 +150,7 @@ fn a_logic_built_against_an_earlier_wit_still_runs() {
             .contains("[old-wit] iteration 1 completed successfully: 5 published, 5 acknowledged"),
         "{stdout}"
     );
-    let imports = std::process::Command::new(device_tests::host_bin())
+    let imports = device_tests::host()
         .arg("inspect")
         .arg(&old)
         .output()

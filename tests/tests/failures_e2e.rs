@@ -146,7 +146,7 @@ fn a_file_that_is_not_a_component_of_the_world_is_refused() {
     let pki = TestPki::new();
     let bogus = pki.dir.path().join("bogus.wasm");
     std::fs::write(&bogus, b"\0asm\x01\0\0\0").unwrap(); // an empty core module
-    let mut cmd = std::process::Command::new(device_tests::host_bin());
+    let mut cmd = device_tests::host();
     cmd.arg("run")
         .arg(&bogus)
         .args(["--broker", "mqtts://localhost:1", "--ca"])
@@ -163,7 +163,7 @@ fn a_component_of_another_world_is_refused() {
     let pki = TestPki::new();
     let other = pki.dir.path().join("other-world.wasm");
     std::fs::write(&other, wat::parse_str("(component)").unwrap()).unwrap();
-    let mut cmd = std::process::Command::new(device_tests::host_bin());
+    let mut cmd = device_tests::host();
     cmd.arg("run")
         .arg(&other)
         .args(["--broker", "mqtts://localhost:1", "--ca"])

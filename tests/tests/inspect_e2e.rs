@@ -5,13 +5,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use device_tests::{demo_wasm, host_bin, output_within, text};
+use device_tests::{demo_wasm, output_within, text};
 use sha2::{Digest, Sha256};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn host(dir: &Path) -> Command {
-    let mut cmd = Command::new(host_bin());
+    let mut cmd = device_tests::host();
     cmd.current_dir(dir);
     cmd
 }

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use device_tests::softhsm::SoftHsm;
-use device_tests::{ClientFiles, TestPki, demo_wasm, host_bin, output_within, text};
+use device_tests::{ClientFiles, TestPki, demo_wasm, output_within, text};
 use host::broker::pki::{KeyKind, LeafOptions, Role};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -45,7 +45,7 @@ fn run_with_token(
     cert: &std::path::Path,
     uri: &str,
 ) -> Command {
-    let mut cmd = Command::new(host_bin());
+    let mut cmd = device_tests::host();
     cmd.arg("run")
         .arg(demo_wasm())
         .arg("--broker")

@@ -4,17 +4,14 @@
 //! contains hostile logic.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use device_tests::{
-    adversary_wasm, demo_wasm, host_bin, output_within, root, telemetry_py_wasm, text,
-};
+use device_tests::{adversary_wasm, demo_wasm, output_within, root, telemetry_py_wasm, text};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn host_test(logic: &Path, files: &[&Path], extra: &[&str]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(host_bin());
+    let mut cmd = device_tests::host();
     cmd.arg("test").arg(logic).args(files).args(extra);
     let out = output_within(&mut cmd, LIMIT);
     let (stdout, stderr) = text(&out);

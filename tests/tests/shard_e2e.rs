@@ -4,7 +4,6 @@
 //! subscriber sees 300 distinct client ids, no duplicates.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use device_tests::{Running, Subscriber, TestPki, host_run, output_within, text};
@@ -62,7 +61,7 @@ fn three_shards_cover_three_hundred_devices_exactly_once() {
 #[test]
 fn a_shard_without_a_broker_or_without_devices_is_refused() {
     let run = |args: &[&str], env: Option<&str>| {
-        let mut cmd = Command::new(device_tests::host_bin());
+        let mut cmd = device_tests::host();
         cmd.arg("run").arg(device_tests::demo_wasm()).args(args);
         cmd.env_remove("JOB_COMPLETION_INDEX");
         if let Some(index) = env {
@@ -165,7 +164,7 @@ fn the_kubernetes_jobs_arguments_run_a_shard_as_its_pod_would() {
         ]
         .map(String::from),
     );
-    let mut cmd = Command::new(device_tests::host_bin());
+    let mut cmd = device_tests::host();
     cmd.args(&args)
         .env("JOB_COMPLETION_INDEX", "1")
         .env("RUST_LOG", "info");

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use device_tests::{Running, Subscriber, TestPki, demo_wasm, host_bin, host_run, wait_output};
+use device_tests::{Running, Subscriber, TestPki, demo_wasm, host_run, wait_output};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -82,7 +82,7 @@ fn sigterm_lets_the_iteration_in_flight_end_and_loses_nothing() {
 /// `host run` with the embedded broker and a temporary directory of its own.
 fn embedded(tmp: &std::path::Path) -> Running {
     device_tests::require_mosquitto();
-    let mut cmd = Command::new(host_bin());
+    let mut cmd = device_tests::host();
     cmd.arg("run")
         .arg(demo_wasm())
         .args(["--publish-delay-ms", "300", "--iteration-delay-ms", "100"])
@@ -125,7 +125,7 @@ fn ctrl_c_at_a_terminal_reaches_the_host_not_the_broker_under_it() {
     // A terminal's Ctrl-C signals the whole foreground process group.
     let tmp = tempfile::tempdir().unwrap();
     device_tests::require_mosquitto();
-    let mut cmd = Command::new(host_bin());
+    let mut cmd = device_tests::host();
     cmd.arg("run")
         .arg(demo_wasm())
         .args(["--publish-delay-ms", "300", "--iteration-delay-ms", "100"])

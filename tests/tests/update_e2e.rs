@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use device_tests::{
-    Running, Subscriber, TestPki, counter_wasm, demo_wasm, host_bin, output_within, text,
-};
+use device_tests::{Running, Subscriber, TestPki, counter_wasm, demo_wasm, output_within, text};
 use host::publish::keys::{SigningKey, generate};
 use host::publish::rollout::{Publisher, offer};
 use host::publish::signing;
@@ -39,7 +37,7 @@ fn signed() -> Signed {
     let public = generate(&key).unwrap();
     let device = dir.path().join("device.wasm");
     std::fs::copy(demo_wasm(), &device).unwrap();
-    let status = Command::new(host_bin())
+    let status = device_tests::host()
         .args(["sign"])
         .arg(&device)
         .arg("--key")
@@ -78,7 +76,7 @@ fn rollout(
     fleet: &str,
     devices: u32,
 ) -> Command {
-    let mut cmd = Command::new(host_bin());
+    let mut cmd = device_tests::host();
     cmd.arg("rollout")
         .arg(logic)
         .arg("--key")
@@ -444,7 +442,7 @@ fn trust_is_checked_at_start_and_for_every_watched_replacement() {
     host.wait_for("iteration 1 completed", LIMIT);
     let resign = |key: &Path, version: u64| {
         std::fs::copy(counter_wasm(), &s.device).unwrap();
-        let status = Command::new(host_bin())
+        let status = device_tests::host()
             .arg("sign")
             .arg(&s.device)
             .arg("--key")
@@ -488,7 +486,7 @@ fn allow_downgrade_lets_an_older_signed_version_start_watching_over() {
     ]));
     host.wait_for("iteration 1 completed", LIMIT);
     std::fs::copy(counter_wasm(), &s.device).unwrap();
-    let status = Command::new(host_bin())
+    let status = device_tests::host()
         .arg("sign")
         .arg(&s.device)
         .arg("--key")

@@ -48,7 +48,9 @@ impl TelemetryConfig {
     /// The settings `get` gives, with defaults for the client `client_id`.
     pub fn from(get: impl Fn(&str) -> Option<String>, client_id: &str) -> Self {
         let number = |key: &str, default: u64| {
-            get(key).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+            get(key)
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(default)
         };
         Self {
             interval_ms: u32::try_from(number("interval-ms", 1000)).unwrap_or(u32::MAX),
@@ -76,7 +78,10 @@ thread_local! {
 pub struct Telemetry;
 
 impl guest::bindings::Guest for Telemetry {
-    fn run_iteration(settings: Settings, iteration: u32) -> Result<IterationReport, IterationError> {
+    fn run_iteration(
+        settings: Settings,
+        iteration: u32,
+    ) -> Result<IterationReport, IterationError> {
         let settings = guest::device::Settings::from(settings);
         let config = TelemetryConfig::from(config::get, &settings.client_id);
         LINK.with(|link| run(&settings, &config, iteration, &mut link.borrow_mut()))
@@ -104,16 +109,24 @@ fn run(
     let clock = HostClock;
     let started = clock.now_ms();
     guest::wit::iteration::declare_bound(
-        u64::from(config.interval_ms) + 2 * u64::from(s.connect_timeout_ms) + u64::from(s.connack_timeout_ms) + 10_000,
+        u64::from(config.interval_ms)
+            + 2 * u64::from(s.connect_timeout_ms)
+            + u64::from(s.connack_timeout_ms)
+            + 10_000,
     );
-    let state = State::open().map_err(|e| Failure::ProtocolViolation(format!("the device's state cannot be opened: {e}")))?;
+    let state = State::open().map_err(|e| {
+        Failure::ProtocolViolation(format!("the device's state cannot be opened: {e}"))
+    })?;
     let queue = Queue::new(&state, config.queue_max);
     let mut report = Report::default();
     match queue.take(started) {
         Ok(Taken { number, dropped }) => {
             info(&format!("Reading {number} taken (iteration {iteration})."));
             if let Some(oldest) = dropped {
-                warn(&format!("The queue is full ({} readings): dropped reading {oldest}.", config.queue_max));
+                warn(&format!(
+                    "The queue is full ({} readings): dropped reading {oldest}.",
+                    config.queue_max
+                ));
             }
         }
         Err(e) => warn(&format!("Could not keep a reading: {e}.")),
@@ -127,14 +140,19 @@ fn run(
                 link.sent_up_to = 0;
             }
             Err(e) => {
-                warn(&format!("The broker is unreachable ({e}); {} readings queued.", queue.len().unwrap_or(0)));
+                warn(&format!(
+                    "The broker is unreachable ({e}); {} readings queued.",
+                    queue.len().unwrap_or(0)
+                ));
                 clock.sleep_ms(deadline.saturating_sub(clock.now_ms()) as u32);
                 return Ok(report);
             }
         }
     }
     if let Err(e) = drain(config, &queue, link, deadline, &mut report) {
-        warn(&format!("Connection to the broker lost ({e}); the queue is kept."));
+        warn(&format!(
+            "Connection to the broker lost ({e}); the queue is kept."
+        ));
         if let Some(mut client) = link.client.take() {
             client.close();
         }
@@ -146,7 +164,10 @@ fn run(
 
 /// A TLS connection and an MQTT session (clean: the queue, not the
 /// broker, remembers what is unacknowledged).
-fn connect(s: &guest::device::Settings, report: &mut Report) -> Result<Client<Conn, HostClock>, String> {
+fn connect(
+    s: &guest::device::Settings,
+    report: &mut Report,
+) -> Result<Client<Conn, HostClock>, String> {
     let conn = mtls_socket::connect(&s.broker_host, s.broker_port, s.connect_timeout_ms)
         .map_err(|e| e.to_string())?;
     report.connections += 1;
@@ -160,7 +181,10 @@ fn connect(s: &guest::device::Settings, report: &mut Report) -> Result<Client<Co
     connect.keep_alive = s.keep_alive_secs;
     connect.clean_session = true;
     if let Some(user) = &s.username {
-        connect.login = Some(Login::new(user.clone(), s.password.clone().unwrap_or_default()));
+        connect.login = Some(Login::new(
+            user.clone(),
+            s.password.clone().unwrap_or_default(),
+        ));
     }
     let ack = client
         .connect(&connect, s.connack_timeout_ms)
@@ -169,7 +193,10 @@ fn connect(s: &guest::device::Settings, report: &mut Report) -> Result<Client<Co
         client.close();
         return Err(format!("the broker refused the connection: {:?}", ack.code));
     }
-    info(&format!("Connected to {}:{}.", s.broker_host, s.broker_port));
+    info(&format!(
+        "Connected to {}:{}.",
+        s.broker_host, s.broker_port
+    ));
     Ok(client)
 }
 
@@ -183,15 +210,24 @@ fn drain(
     report: &mut Report,
 ) -> Result<(), String> {
     let clock = HostClock;
-    let Link { client, in_flight, sent_up_to } = link;
+    let Link {
+        client,
+        in_flight,
+        sent_up_to,
+    } = link;
     let Some(client) = client.as_mut() else {
         return Ok(());
     };
     loop {
         if in_flight.len() < MAX_OUTGOING {
             let room = MAX_OUTGOING - in_flight.len();
-            for (number, payload) in queue.after(*sent_up_to, room).map_err(|e| format!("the queue: {e}"))? {
-                let pkid = client.publish(&config.topic, &payload).map_err(|e| format!("{e:?}"))?;
+            for (number, payload) in queue
+                .after(*sent_up_to, room)
+                .map_err(|e| format!("the queue: {e}"))?
+            {
+                let pkid = client
+                    .publish(&config.topic, &payload)
+                    .map_err(|e| format!("{e:?}"))?;
                 in_flight.push((pkid, number));
                 *sent_up_to = number;
                 report.published += 1;
@@ -209,7 +245,9 @@ fn drain(
                     Flow::Done
                 }
                 Event::StalePubAck(id) => {
-                    warn(&format!("PUBACK for packet Id {id}, which is not outstanding; ignored."));
+                    warn(&format!(
+                        "PUBACK for packet Id {id}, which is not outstanding; ignored."
+                    ));
                     Flow::Continue
                 }
                 _ => Flow::Continue,
@@ -223,7 +261,9 @@ fn drain(
             report.acknowledged += 1;
             match queue.remove(number) {
                 Ok(()) => info(&format!("Reading {number} acknowledged.")),
-                Err(e) => warn(&format!("Reading {number} acknowledged but still queued ({e}); it may be sent again.")),
+                Err(e) => warn(&format!(
+                    "Reading {number} acknowledged but still queued ({e}); it may be sent again."
+                )),
             }
         }
     }

@@ -54,7 +54,9 @@ impl<'a> Queue<'a> {
     /// dropping the oldest first when it is full.
     pub fn take(&self, now_ms: u64) -> Result<Taken, String> {
         let last = match self.state.get(LAST)? {
-            Some(bytes) => u64::from_le_bytes(bytes.try_into().map_err(|_| "telemetry/last is damaged")?),
+            Some(bytes) => {
+                u64::from_le_bytes(bytes.try_into().map_err(|_| "telemetry/last is damaged")?)
+            }
             None => 0,
         };
         let number = last + 1;

@@ -193,8 +193,8 @@ impl<T: Transport, C: Clock> Client<T, C> {
         }
         let mut publish = Publish::new(topic, QoS::AtLeastOnce, payload.to_vec());
         publish.pkid = self.next_pkid();
-        let bytes = encode(&Packet::Publish(publish.clone()))
-            .map_err(|e| ClientError::Encode(e.0))?;
+        let bytes =
+            encode(&Packet::Publish(publish.clone())).map_err(|e| ClientError::Encode(e.0))?;
         // Kept before it is sent: a crash in between resends it (once
         // more, with DUP) rather than losing it.
         if let Some(store) = &mut self.session {
@@ -235,8 +235,8 @@ impl<T: Transport, C: Clock> Client<T, C> {
         }
         let mut publish = Publish::new(&old.topic, QoS::AtLeastOnce, old.payload.to_vec());
         publish.pkid = self.next_pkid_besides(old.pkid);
-        let bytes = encode(&Packet::Publish(publish.clone()))
-            .map_err(|e| ClientError::Encode(e.0))?;
+        let bytes =
+            encode(&Packet::Publish(publish.clone())).map_err(|e| ClientError::Encode(e.0))?;
         if let Some(store) = &mut self.session {
             store.save(&publish);
             store.remove(old.pkid);
@@ -552,9 +552,7 @@ mod tests {
         first.connect(&Connect::new("id"), 1000).unwrap();
         let a = first.publish("t", b"1").unwrap();
         let b = first.publish("t", b"2").unwrap();
-        first
-            .process_loop(10, &mut |_| Flow::Continue)
-            .unwrap();
+        first.process_loop(10, &mut |_| Flow::Continue).unwrap();
         assert_eq!(disk.0.borrow().len(), 2, "kept before the PUBACK");
         // The PUBACK of `a` arrives; then the process dies.
         let (mut c, _) = client(vec![encode(&Packet::PubAck(PubAck::new(a))).unwrap()]);
@@ -568,8 +566,14 @@ mod tests {
         next.connect(&Connect::new("id"), 1000).unwrap();
         assert_eq!(next.resend_outstanding().unwrap(), [b]);
         let resent = sent_packets(&t);
-        assert!(matches!(&resent[1], Packet::Publish(p) if p.dup && p.pkid == b && &p.payload[..] == b"2"));
-        assert_ne!(next.publish("t", b"3").unwrap(), b, "new ids skip kept ones");
+        assert!(
+            matches!(&resent[1], Packet::Publish(p) if p.dup && p.pkid == b && &p.payload[..] == b"2")
+        );
+        assert_ne!(
+            next.publish("t", b"3").unwrap(),
+            b,
+            "new ids skip kept ones"
+        );
         // On a session the broker lost, the message goes out anew and its
         // new record replaces the old.
         let old = next.forget_outstanding();

@@ -80,7 +80,9 @@ impl KeyValueSession {
         match State::open() {
             Ok(state) => Self(Some(state)),
             Err(e) => {
-                warn(&format!("The device's state cannot be opened ({e}); the session is kept in memory only."));
+                warn(&format!(
+                    "The device's state cannot be opened ({e}); the session is kept in memory only."
+                ));
                 Self(None)
             }
         }
@@ -122,7 +124,9 @@ impl SessionStore for KeyValueSession {
             return Vec::new();
         };
         let keys = state.keys(SESSION_PREFIX).unwrap_or_else(|e| {
-            warn(&format!("Could not read the session from the device's state: {e}."));
+            warn(&format!(
+                "Could not read the session from the device's state: {e}."
+            ));
             Vec::new()
         });
         keys.iter()

@@ -5,9 +5,9 @@
 //! a restarted guest meets the same broker.
 
 use host_core::state::ctx::StateCtx;
-use wasmtime_wasi_config::WasiConfigVariables;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use wasmtime_wasi_config::WasiConfigVariables;
 
 use host_core::wit::mtls_socket::{Connection, ErrorCode, Host as SocketHost, HostConnection};
 use host_core::wit::{clock, entropy, iteration, log, types};

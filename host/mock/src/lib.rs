@@ -30,18 +30,18 @@ use std::time::{Duration, Instant};
 
 use host_core::drive::{self, DriveError, Outcome, Runtime};
 use host_core::observer::{Event, Observer};
-use host_core::supervisor::{Ending, Plan, Supervisor};
-use host_core::wit::types::Settings;
 use host_core::state::Quota;
 use host_core::state::ctx::StateCtx;
 pub use host_core::state::memory::MemoryBackend;
+use host_core::supervisor::{Ending, Plan, Supervisor};
+use host_core::wit::types::Settings;
 use host_core::wit::{Device, DevicePre};
-use wasmtime_wasi_config::WasiConfigVariables;
 use mqttbytes::v4::Packet;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, UpdateDeadline};
+use wasmtime_wasi_config::WasiConfigVariables;
 
 pub use crate::imports::{
     Broker, Call, MAX_IMPORT_CALLS, MAX_RECORDED_BYTES, MockConnection, MockState,

@@ -343,7 +343,9 @@ pub struct RunArgs {
 pub fn logic_setting(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("`{s}` is not KEY=VALUE (write e.g. interval-ms=1000)")),
+        _ => Err(format!(
+            "`{s}` is not KEY=VALUE (write e.g. interval-ms=1000)"
+        )),
     }
 }
 

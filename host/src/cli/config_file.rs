@@ -281,7 +281,9 @@ impl File<'_> {
             let text = match value.get_ref() {
                 DeValue::String(s) => s.to_string(),
                 DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
-                    .map_err(|e| self.value_error(&origin, format!("logic.{}: {e}", key.get_ref())))?
+                    .map_err(|e| {
+                        self.value_error(&origin, format!("logic.{}: {e}", key.get_ref()))
+                    })?
                     .to_string(),
                 DeValue::Float(f) => f.as_str().to_string(),
                 DeValue::Boolean(b) => b.to_string(),

@@ -119,7 +119,9 @@ fn open_file(path: &Path) -> Result<redb::Database, OpenError> {
         Ok(Err(DatabaseError::DatabaseAlreadyOpen)) => {
             return Err(OpenError::InUse(path.to_path_buf()));
         }
-        Ok(Err(DatabaseError::Storage(StorageError::Io(e)))) => {
+        Ok(Err(DatabaseError::Storage(StorageError::Io(e))))
+            if e.kind() != std::io::ErrorKind::InvalidData =>
+        {
             return Err(OpenError::Unreadable(path.to_path_buf(), e));
         }
         Ok(Err(e)) => return Err(OpenError::Damaged(path.to_path_buf(), e.to_string())),

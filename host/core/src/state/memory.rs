@@ -65,9 +65,9 @@ impl MemoryBackend {
     }
 
     fn usage(bucket: &BTreeMap<String, Vec<u8>>) -> Usage {
-        bucket.iter().fold(Usage::default(), |u, (k, v)| {
-            u.replace(k, None, Some(v))
-        })
+        bucket
+            .iter()
+            .fold(Usage::default(), |u, (k, v)| u.replace(k, None, Some(v)))
     }
 
     fn apply(&self, device: &str, ops: &[Op]) -> Result<Vec<Applied>, StateError> {

@@ -87,8 +87,12 @@ pub trait Backend: Send + Sync {
     /// The value of `key` in `device`'s bucket.
     fn get(&self, device: &str, key: &str) -> Result<Option<Vec<u8>>, StateError>;
     /// Up to `limit` keys of `device`'s bucket after `after`, in order.
-    fn keys(&self, device: &str, after: Option<&str>, limit: usize)
-    -> Result<Vec<String>, StateError>;
+    fn keys(
+        &self,
+        device: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StateError>;
     /// Applies `ops` to `device`'s bucket, all or none: every op is
     /// checked against the quota, then the whole is made durable.
     fn write(&self, device: Arc<str>, ops: Vec<Op>) -> Pending;
@@ -146,9 +150,7 @@ pub fn plan(
         if let Some(value) = &new {
             quota.check_value(key, value)?;
         }
-        plan.usage = plan
-            .usage
-            .replace(key, present.as_deref(), new.as_deref());
+        plan.usage = plan.usage.replace(key, present.as_deref(), new.as_deref());
         quota.check_usage(plan.usage)?;
         plan.changes.insert(key.to_string(), new);
         plan.applied.push(applied);
@@ -212,7 +214,9 @@ mod tests {
             plan(&four, Usage::default(), &q, |_| Ok(None)),
             Err(StateError::Quota(QuotaError::Keys { .. }))
         ));
-        let bytes: Vec<Op> = (0..3).map(|i| Op::Set(format!("k{i}"), vec![0; 32])).collect();
+        let bytes: Vec<Op> = (0..3)
+            .map(|i| Op::Set(format!("k{i}"), vec![0; 32]))
+            .collect();
         assert!(matches!(
             plan(&bytes, Usage::default(), &q, |_| Ok(None)),
             Err(StateError::Quota(QuotaError::Bytes { .. }))
@@ -231,14 +235,19 @@ mod tests {
             expected: None,
             value: b"v".to_vec(),
         };
-        let p = plan(&[swap.clone()], Usage::default(), &q, |_| Ok(Some(b"w".to_vec()))).unwrap();
+        let p = plan(&[swap.clone()], Usage::default(), &q, |_| {
+            Ok(Some(b"w".to_vec()))
+        })
+        .unwrap();
         assert_eq!(p.applied, [Applied::Stale(Some(b"w".to_vec()))]);
         assert!(p.changes.is_empty());
         let p = plan(&[swap], Usage::default(), &q, |_| Ok(None)).unwrap();
         assert_eq!(p.applied, [Applied::Written]);
         let inc = Op::Increment("k".into(), 1);
         assert_eq!(
-            plan(&[inc.clone()], Usage::default(), &q, |_| Ok(Some(b"text".to_vec()))),
+            plan(&[inc.clone()], Usage::default(), &q, |_| Ok(Some(
+                b"text".to_vec()
+            ))),
             Err(StateError::NotCounter("k".into()))
         );
         let max = i64::MAX.to_le_bytes().to_vec();

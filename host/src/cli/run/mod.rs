@@ -17,7 +17,6 @@ use host::metrics::{self, Metrics};
 use host::pkcs11::{Pkcs11Uri, Token};
 use host::sandbox::{Logic, Reach, engine, run_device, swaps};
 use host::state::StateDb;
-use host_core::state::Backend;
 use host::tls::Endpoint;
 use host::tls::{ClientKey, TlsClient, TlsFiles};
 use host::update::channel::{Channel, ChannelConfig};
@@ -26,6 +25,7 @@ use host::update::trust::Trust;
 use host_core::WORLD;
 use host_core::observer::Observer;
 use host_core::settings::DeviceSettings;
+use host_core::state::Backend;
 
 use crate::cli::args::EntropyArg;
 use crate::cli::explain::{self, Failure};

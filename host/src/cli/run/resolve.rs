@@ -620,7 +620,11 @@ mod tests {
             .into_iter(),
         );
         let c = RunConfig::resolve(a, |_| None).unwrap();
-        let got: Vec<(&str, &str)> = c.logic.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let got: Vec<(&str, &str)> = c
+            .logic
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         assert_eq!(got, [("a", "flag"), ("b", "env"), ("c", "file")]);
         let bad = Cli::try_parse_from(["host", "run", "d.wasm", "--logic-config", "novalue"]);
         assert!(bad.unwrap_err().to_string().contains("is not KEY=VALUE"));
