@@ -120,6 +120,8 @@ pub struct Record {
     pub now_ms: u64,
     /// Script steps left undone.
     pub steps_left: usize,
+    /// The device's state after the run.
+    pub store: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 impl Record {
@@ -365,6 +367,7 @@ impl MockHost {
             events,
             now_ms: broker.now_ms,
             steps_left: broker.script.steps.len(),
+            store: scenario.store.bucket(&scenario.settings.client_id),
             calls: broker.calls,
         }
     }

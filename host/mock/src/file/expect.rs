@@ -293,6 +293,37 @@ impl Checks {
     pub fn failures(&self, out: &Record) -> Vec<String> {
         let mut f = Vec::new();
         let s = &self.spec;
+        for (key, want) in &s.store {
+            let want = want.bytes();
+            match out.store.get(key) {
+                Some(got) if *got == want => {}
+                Some(got) => f.push(format!(
+                    "store: expected {key:?} = {}, got {}",
+                    shown(&want),
+                    shown(got)
+                )),
+                None => f.push(format!(
+                    "store: expected {key:?}, but the state has no such key"
+                )),
+            }
+        }
+        for key in &s.store_absent {
+            if out.store.contains_key(key) {
+                f.push(format!("store-absent: the state still holds {key:?}"));
+            }
+        }
+        for (prefix, want) in &s.store_keys {
+            let got = out
+                .store
+                .keys()
+                .filter(|k| k.starts_with(prefix.as_str()))
+                .count();
+            if got != *want {
+                f.push(format!(
+                    "store-keys: expected {want} key(s) starting with {prefix:?}, got {got}"
+                ));
+            }
+        }
         let first = out.results.first();
         if let Some(want) = &s.result {
             match first {
@@ -837,5 +868,16 @@ mod tests {
             let err = PacketCheck::new(kind, &spec).err().expect(kind);
             assert!(err.contains(&format!("no `{field}`")), "{err}");
         }
+    }
+}
+
+/// A stored value as a scenario file writes it: text, or a counter.
+fn shown(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(text) if !text.chars().any(char::is_control) => format!("{text:?}"),
+        _ => match <[u8; 8]>::try_from(value) {
+            Ok(n) => i64::from_le_bytes(n).to_string(),
+            Err(_) => format!("{} bytes {}", value.len(), hex::encode(value)),
+        },
     }
 }

@@ -40,6 +40,15 @@ pub struct Common {
     pub settings: SettingsSpec,
     /// Restarts of a stopped (trapped) guest.
     pub restart: Option<RestartSpec>,
+    /// The device's state before the run: key → a string, or an integer
+    /// (a counter: 8 bytes, little-endian, as `increment` keeps it).
+    #[serde(default)]
+    pub store: BTreeMap<String, StoreValue>,
+    /// The next this many writes to the state fail as on a full disk.
+    pub fail_writes: Option<u32>,
+    /// The logic's own settings (`wasi:config`), as `--logic-config` gives them.
+    #[serde(default)]
+    pub logic_config: BTreeMap<String, ConfigValue>,
 }
 
 /// One `[[scenario]]`. It repeats [`Common`]'s keys rather than
@@ -65,6 +74,18 @@ pub struct ScenarioSpec {
     pub settings: SettingsSpec,
     /// Restarts of a stopped guest.
     pub restart: Option<RestartSpec>,
+    /// The device's state before the run: key → a string, or an integer
+    /// (a counter: 8 bytes, little-endian, as `increment` keeps it).
+    #[serde(default)]
+    pub store: BTreeMap<String, StoreValue>,
+    /// The next this many writes to the state fail as on a full disk.
+    pub fail_writes: Option<u32>,
+    /// The logic's own settings (`wasi:config`), as `--logic-config` gives them.
+    #[serde(default)]
+    pub logic_config: BTreeMap<String, ConfigValue>,
+    /// Start from the state the named earlier scenario left: a power cut
+    /// after it, and the logic started anew on the same disk.
+    pub store_after: Option<String>,
     /// The broker's script, in order.
     #[serde(default)]
     pub steps: Vec<StepSpec>,
@@ -295,6 +316,15 @@ pub type ResultSpec = String;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ExpectSpec {
+    /// Keys of the device's state after the run and their values.
+    #[serde(default)]
+    pub store: BTreeMap<String, StoreValue>,
+    /// Keys the state must not hold after the run.
+    #[serde(default)]
+    pub store_absent: Vec<String>,
+    /// How many keys start with each prefix after the run.
+    #[serde(default)]
+    pub store_keys: BTreeMap<String, usize>,
     /// The first iteration's result.
     pub result: Option<ResultSpec>,
     /// Every iteration's result, in order.
@@ -373,4 +403,46 @@ pub struct LogCount {
     pub matches: String,
     /// Lines that must match it.
     pub count: usize,
+}
+
+/// A value in the device's state.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum StoreValue {
+    /// UTF-8 text.
+    Text(String),
+    /// A counter.
+    Counter(i64),
+}
+
+impl StoreValue {
+    /// The bytes kept.
+    pub fn bytes(&self) -> Vec<u8> {
+        match self {
+            StoreValue::Text(s) => s.as_bytes().to_vec(),
+            StoreValue::Counter(n) => n.to_le_bytes().to_vec(),
+        }
+    }
+}
+
+/// A value of the logic's settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    /// Text.
+    Text(String),
+    /// A number.
+    Number(i64),
+    /// A switch.
+    Switch(bool),
+}
+
+impl std::fmt::Display for ConfigValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigValue::Text(s) => f.write_str(s),
+            ConfigValue::Number(n) => write!(f, "{n}"),
+            ConfigValue::Switch(b) => write!(f, "{b}"),
+        }
+    }
 }

@@ -16,10 +16,12 @@ pub mod expect;
 pub mod format;
 pub mod scenario;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::MockHost;
+use crate::{MemoryBackend, MockHost};
 use expect::Checks;
 use format::{Common, FileSpec, ScenarioSpec};
 
@@ -129,6 +131,13 @@ impl ScenarioFile {
             }
             // Made once here so that every mistake shows before any run.
             scenario::scenario(&s, &spec.defaults).map_err(invalid)?;
+            if let Some(before) = &s.store_after
+                && !scenarios.iter().any(|(other, _)| &other.name == before)
+            {
+                return Err(invalid(format!(
+                    "store-after = {before:?} names no earlier scenario"
+                )));
+            }
             let checks = Checks::new(std::mem::take(&mut s.expect)).map_err(invalid)?;
             scenarios.push((s, checks));
         }
@@ -155,11 +164,22 @@ impl ScenarioFile {
         mut each: impl FnMut(&ScenarioResult),
     ) -> Vec<ScenarioResult> {
         let mut results = Vec::new();
+        let mut stores = std::collections::HashMap::new();
         for (spec, checks) in &self.scenarios {
             if filter.is_some_and(|f| !spec.name.contains(f)) {
+                // Its state may start a later scenario.
+                if self
+                    .scenarios
+                    .iter()
+                    .any(|(s, _)| s.store_after.as_ref() == Some(&spec.name))
+                {
+                    let (_, store) = run_one(host, spec, &self.defaults, checks, &stores);
+                    stores.insert(spec.name.clone(), store);
+                }
                 continue;
             }
-            let result = run_one(host, spec, &self.defaults, checks);
+            let (result, store) = run_one(host, spec, &self.defaults, checks, &stores);
+            stores.insert(spec.name.clone(), store);
             each(&result);
             results.push(result);
         }
@@ -167,12 +187,16 @@ impl ScenarioFile {
     }
 }
 
+/// Runs `spec`; returns its result and the state it left (for a later
+/// scenario's `store-after`, among the `stores` of those run before).
 fn run_one(
     host: &MockHost,
     spec: &ScenarioSpec,
     defaults: &Common,
     checks: &Checks,
-) -> ScenarioResult {
+    stores: &HashMap<String, Arc<MemoryBackend>>,
+) -> (ScenarioResult, Arc<MemoryBackend>) {
+    let empty = MemoryBackend::new(Default::default());
     let started = Instant::now();
     let result = |failures, virtual_ms| ScenarioResult {
         name: spec.name.clone(),
@@ -182,10 +206,20 @@ fn run_one(
     };
     let scenario = match scenario::scenario(spec, defaults) {
         Ok(s) => s,
-        Err(e) => return result(vec![e], 0),
+        Err(e) => return (result(vec![e], 0), empty),
     };
+    let device = scenario.settings.client_id.clone();
+    if let Some(before) = spec.store_after.as_ref().and_then(|n| stores.get(n)) {
+        let own = scenario.store.bucket(&device);
+        for (key, value) in before.bucket(&device) {
+            if !own.contains_key(key.as_str()) {
+                scenario.store.seed(&device, &key, value);
+            }
+        }
+    }
+    let store = scenario.store.clone();
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| host.run(scenario)));
-    match run {
+    let result = match run {
         Ok(out) => {
             let failures = checks.failures(&out);
             result(failures, out.now_ms)
@@ -201,5 +235,6 @@ fn run_one(
                 0,
             )
         }
-    }
+    };
+    (result, store)
 }

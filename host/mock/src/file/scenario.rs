@@ -64,6 +64,19 @@ pub fn scenario(spec: &ScenarioSpec, defaults: &Common) -> Result<Scenario, Stri
     if let Some(ms) = spec.iteration_delay_ms.or(defaults.iteration_delay_ms) {
         scenario.plan.iteration_delay_ms = ms;
     }
+    let device = scenario.settings.client_id.clone();
+    for (key, value) in defaults.store.iter().chain(&spec.store) {
+        scenario.store.seed(&device, key, value.bytes());
+    }
+    if let Some(n) = spec.fail_writes.or(defaults.fail_writes) {
+        scenario.store.fail_writes(n);
+    }
+    let mut config = defaults.logic_config.clone();
+    config.extend(spec.logic_config.clone());
+    scenario.logic_config = config
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
     if let Some(r) = spec.restart.or(defaults.restart) {
         scenario.plan.restart = RestartPolicy {
             base_ms: r.base_ms,
