@@ -8,6 +8,11 @@ PUBACK, and disconnects. Its generator is seeded once from the host's
 `entropy`; time and waits go through the world's `clock`. It holds no key and
 sees no certificate: the host does TLS.
 
+Its own settings come from `wasi:config` (`host run --logic-config KEY=VALUE`):
+`topic` (default: the settings' topic) and `interval-ms` (an iteration lasts
+at least this long, from its start; default 0: the host's iteration delay
+alone paces it).
+
 Built into a component with componentize-py by scripts/build-python.
 """
 
@@ -17,6 +22,7 @@ import random
 import wit_world
 from componentize_py_types import Err
 from wit_world.imports import clock, entropy, log, mtls_socket, types
+from wit_world.imports import wasi_config_store as config
 
 ErrorCode = mtls_socket.ErrorCode
 
@@ -198,16 +204,34 @@ def reading(settings, iteration):
     }
 
 
+def setting(key):
+    """The logic's own setting `key`, or None."""
+    try:
+        return config.get(key)
+    except Err:
+        return None
+
+
 def telemetry(settings, iteration):
     global _rng
     if _rng is None:
         _rng = random.Random(int.from_bytes(entropy.get_random_bytes(32), "big"))
+    started = clock.now_ms()
+    settings.topic = setting("topic") or settings.topic
+    try:
+        interval_ms = max(0, int(setting("interval-ms") or 0))
+    except ValueError:
+        fail(types.IterationError_InvalidSettings("interval-ms must be a whole number of milliseconds"))
     session = Session(open_connection(settings), settings)
     try:
-        return converse(session, settings, iteration)
+        report = converse(session, settings, iteration)
     except ProtocolViolation as e:
         session.close()
         fail(types.IterationError_ProtocolViolation(str(e)))
+    left = started + interval_ms - clock.now_ms()
+    if left > 0:
+        clock.sleep_ms(left)
+    return report
 
 
 def converse(session, settings, iteration):

@@ -56,6 +56,36 @@ fn the_demo_is_described_and_runs_here() {
         "{json}"
     );
     assert_eq!(json["signature"]["state"], "unsigned");
+    assert_eq!(
+        json["keeps_state"], true,
+        "the demo keeps a persistent session"
+    );
+    assert_eq!(json["reads_settings"], false);
+}
+
+#[test]
+fn whether_a_logic_keeps_state_and_reads_settings_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, counter) = inspect(dir.path(), &device_tests::counter_wasm(), &[]);
+    assert_eq!(counter["keeps_state"], false, "{counter}");
+    let (_, telemetry) = inspect(dir.path(), &device_tests::telemetry_wasm(), &[]);
+    assert_eq!(telemetry["keeps_state"], true, "{telemetry}");
+    assert_eq!(telemetry["reads_settings"], true, "{telemetry}");
+    let out = output_within(
+        host(dir.path())
+            .arg("inspect")
+            .arg(device_tests::telemetry_wasm()),
+        LIMIT,
+    );
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains("state:     durable, through wasi:keyvalue"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("settings:  its own, through wasi:config"),
+        "{stdout}"
+    );
 }
 
 #[test]

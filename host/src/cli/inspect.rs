@@ -60,6 +60,12 @@ pub struct Inspection {
     pub imports: Vec<Item>,
     /// Its exports: name and kind.
     pub exports: Vec<Item>,
+    /// Whether it keeps durable state (imports `wasi:keyvalue`): what it
+    /// writes outlives the host, swaps and updates (`--state-dir`).
+    pub keeps_state: bool,
+    /// Whether it reads settings of its own (imports `wasi:config`,
+    /// `--logic-config`).
+    pub reads_settings: bool,
     /// Its signature.
     pub signature: Signature,
 }
@@ -151,6 +157,8 @@ fn describe(engine: &Engine, file: &Path, wasm: &[u8], cache_dir: Option<&Path>)
         refusal: None,
         imports: Vec::new(),
         exports: Vec::new(),
+        keeps_state: false,
+        reads_settings: false,
         signature: Signature::Unsigned,
     };
     if found.kind != "component" {
@@ -179,6 +187,9 @@ fn describe(engine: &Engine, file: &Path, wasm: &[u8], cache_dir: Option<&Path>)
             kind: item_kind(&item.ty),
         })
         .collect();
+    let imports = |prefix: &str| found.imports.iter().any(|i| i.name.starts_with(prefix));
+    found.keeps_state = imports("wasi:keyvalue/");
+    found.reads_settings = imports("wasi:config/");
     found.exports = ty
         .exports(engine)
         .map(|(name, item)| Item {
@@ -273,6 +284,24 @@ fn text(found: &Inspection) -> String {
             let _ = writeln!(out, "  {} ({})", item.name, item.kind);
         }
     }
+    let _ = writeln!(
+        out,
+        "state:     {}",
+        if found.keeps_state {
+            "durable, through wasi:keyvalue (kept under --state-dir)"
+        } else {
+            "none (wasi:keyvalue not imported)"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "settings:  {}",
+        if found.reads_settings {
+            "its own, through wasi:config (--logic-config KEY=VALUE)"
+        } else {
+            "none of its own (wasi:config not imported)"
+        }
+    );
     let sig = match &found.signature {
         Signature::Unsigned => "none (no LOGIC.tuf next to it; sign it with host sign)".to_string(),
         Signature::NotChecked { repo, version } => format!(

@@ -757,6 +757,7 @@ mod tests {
             ],
             now_ms: 100,
             steps_left: 0,
+            store: Default::default(),
         }
     }
 
