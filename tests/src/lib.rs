@@ -89,6 +89,18 @@ pub fn telemetry_wasm() -> PathBuf {
     built(root().join("target/telemetry.wasm"))
 }
 
+/// `component` with a custom section appended: the same logic under other
+/// bytes (another SHA-256), a new component as far as a host knows.
+pub fn renamed(component: &[u8], name: &str) -> Vec<u8> {
+    let mut out = component.to_vec();
+    let payload_len = 1 + name.len() + 1;
+    assert!(name.len() < 100, "a short name");
+    out.extend([0u8, payload_len as u8, name.len() as u8]);
+    out.extend(name.as_bytes());
+    out.push(1);
+    out
+}
+
 /// Replaces `path` with `bytes` the way a build does: write aside, rename onto.
 pub fn replace_atomically(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("tmp");

@@ -332,12 +332,7 @@ fn a_swapped_in_logic_sees_the_state_its_predecessor_wrote() {
     running.wait_for("Reading 3 acknowledged", Duration::from_secs(30));
     // The same logic under other bytes (a custom section appended): a new
     // component as far as the host knows.
-    let mut other = original.clone();
-    let name = b"swap-test";
-    other.extend([0u8, (1 + name.len() + 1) as u8, name.len() as u8]);
-    other.extend(name);
-    other.push(1);
-    replace_atomically(&watched, &other);
+    replace_atomically(&watched, &device_tests::renamed(&original, "swap-test"));
     let swapped = running.wait_for("takes over from", Duration::from_secs(30));
     let taken_before = numbers(&running.seen, "taken").into_iter().max().unwrap();
     let next = format!("Reading {} taken", taken_before + 1);

@@ -32,11 +32,16 @@ struct Signed {
 }
 
 fn signed() -> Signed {
+    signed_logic(&demo_wasm())
+}
+
+/// `logic`, signed as version 1.
+fn signed_logic(logic: &Path) -> Signed {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("publisher.key");
     let public = generate(&key).unwrap();
     let device = dir.path().join("device.wasm");
-    std::fs::copy(demo_wasm(), &device).unwrap();
+    std::fs::copy(logic, &device).unwrap();
     let status = device_tests::host()
         .args(["sign"])
         .arg(&device)
@@ -158,6 +163,47 @@ async fn statuses(p: &mut Publisher, devices: &[String], states: &[&str]) -> Vec
 
 fn fleet_ids(prefix: &str, n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("{prefix}-{i:04}")).collect()
+}
+
+#[test]
+fn an_updated_logic_sees_the_state_its_predecessor_wrote() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let s = signed_logic(&device_tests::telemetry_wasm());
+    let state = tempfile::tempdir().unwrap();
+    let mut device = Running::spawn(
+        device_run(&pki, broker.port, &s, "kept")
+            .args(["--devices", "2", "--iteration-delay-ms", "0"])
+            .args(["--logic-config", "interval-ms=100", "--state-dir"])
+            .arg(state.path()),
+    );
+    device.wait_for("[kept-0001] Reading 3 acknowledged", LIMIT);
+    let v2 = s.dir.path().join("telemetry-v2.wasm");
+    let original = std::fs::read(device_tests::telemetry_wasm()).unwrap();
+    std::fs::write(&v2, device_tests::renamed(&original, "version-2")).unwrap();
+    let out = output_within(
+        &mut rollout(&pki, broker.port, &s, &v2, 2, "kept", 2),
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    let updated = device.wait_for("[kept-0001] version 2", LIMIT);
+    let lines = device.kill();
+    let after: Vec<&String> = lines
+        .iter()
+        .skip_while(|l| **l != updated)
+        .filter(|l| l.contains("[kept-0001]"))
+        .collect();
+    assert!(
+        after
+            .iter()
+            .any(|l| l.contains("Reading") && l.contains("taken")),
+        "the new version takes readings: {after:#?}"
+    );
+    assert!(
+        !after.iter().any(|l| l.contains("Reading 1 taken")),
+        "the new version continued the numbering in the state: {after:#?}"
+    );
 }
 
 #[test]
