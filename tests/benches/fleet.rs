@@ -5,6 +5,8 @@
 //! host's peak RSS and how fast the devices got their MQTT connections.
 //! Prints a table and the RSS slope per device beyond the shared engine.
 //!
+//! `FLEET_LOGIC=FILE` runs another logic instead of demo.wasm.
+//!
 //! Run: `cargo bench -p device-tests --bench fleet` (after scripts/build;
 //! 10,000 devices need an open-file limit above 10,000 for the host and the
 //! broker: `ulimit -n 20000`).
@@ -14,6 +16,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use device_tests::{PeakRss, demo_wasm};
+
+/// The logic every device runs: demo.wasm, or `FLEET_LOGIC` (e.g. an
+/// earlier build, to compare in one run).
+fn logic() -> std::path::PathBuf {
+    std::env::var_os("FLEET_LOGIC").map_or_else(demo_wasm, Into::into)
+}
 
 /// Devices started per second (`FLEET_RAMP` to change).
 fn ramp_per_sec() -> u64 {
@@ -37,7 +45,7 @@ fn run(devices: u64) -> Run {
     let delay_ms = (ramp_ms / 5 + 1000).to_string();
     let mut child = device_tests::host()
         .arg("run")
-        .arg(demo_wasm())
+        .arg(logic())
         .args([
             "--devices",
             &devices.to_string(),
