@@ -52,9 +52,12 @@ async fn one_device(db: &StateDb, n: usize) -> Vec<Duration> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();
-        db.write(device.clone(), vec![Op::Set(format!("k{}", i % 16), vec![7; 64])])
-            .await
-            .unwrap();
+        db.write(
+            device.clone(),
+            vec![Op::Set(format!("k{}", i % 16), vec![7; 64])],
+        )
+        .await
+        .unwrap();
         out.push(t.elapsed());
     }
     out.sort();
@@ -84,9 +87,12 @@ async fn fleet(db: Arc<StateDb>, devices: usize, secs: u64) -> FleetRun {
                 let at = started + phase + Duration::from_secs(tick);
                 tokio::time::sleep_until(at.into()).await;
                 let t = Instant::now();
-                db.write(device.clone(), vec![Op::Set("reading".into(), tick.to_le_bytes().to_vec())])
-                    .await
-                    .unwrap();
+                db.write(
+                    device.clone(),
+                    vec![Op::Set("reading".into(), tick.to_le_bytes().to_vec())],
+                )
+                .await
+                .unwrap();
                 latencies.push(t.elapsed());
             }
             latencies.sort();
@@ -113,15 +119,26 @@ async fn ungrouped(db: &StateDb, n: usize) -> f64 {
     let device: Arc<str> = "bench-ungrouped".into();
     let t = Instant::now();
     for i in 0..n {
-        db.write(device.clone(), vec![Op::Set(format!("k{}", i % 16), vec![7; 8])])
-            .await
-            .unwrap();
+        db.write(
+            device.clone(),
+            vec![Op::Set(format!("k{}", i % 16), vec![7; 8])],
+        )
+        .await
+        .unwrap();
     }
     n as f64 / t.elapsed().as_secs_f64()
 }
 
 async fn queue_bytes(dir: &std::path::Path, readings: u64) -> (f64, f64) {
-    let db = StateDb::open(dir, Quota { max_bytes: u64::MAX, max_keys: u64::MAX, ..Quota::default() }).unwrap();
+    let db = StateDb::open(
+        dir,
+        Quota {
+            max_bytes: u64::MAX,
+            max_keys: u64::MAX,
+            ..Quota::default()
+        },
+    )
+    .unwrap();
     let device: Arc<str> = "bench-queue".into();
     let mut own = 0usize;
     for chunk in (1..=readings).collect::<Vec<_>>().chunks(100) {
@@ -129,7 +146,10 @@ async fn queue_bytes(dir: &std::path::Path, readings: u64) -> (f64, f64) {
             .iter()
             .map(|n| {
                 let key = format!("telemetry/q/{n:020}");
-                let value = format!(r#"{{"reading":{n},"taken_ms":{}}}"#, 1_700_000_000_000u64 + n * 1000);
+                let value = format!(
+                    r#"{{"reading":{n},"taken_ms":{}}}"#,
+                    1_700_000_000_000u64 + n * 1000
+                );
                 own += key.len() + value.len();
                 Op::Set(key, value.into_bytes())
             })
@@ -141,13 +161,19 @@ async fn queue_bytes(dir: &std::path::Path, readings: u64) -> (f64, f64) {
 }
 
 fn main() {
-    let secs: u64 = std::env::var("STATE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let secs: u64 = std::env::var("STATE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let fleets: Vec<usize> = std::env::var("STATE_FLEETS")
         .unwrap_or_else(|_| "1000,10000".into())
         .split(',')
         .filter_map(|v| v.trim().parse().ok())
         .collect();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(StateDb::open(&dir.path().join("state"), Quota::default()).unwrap());
 
@@ -169,7 +195,9 @@ fn main() {
     let alone = rt.block_on(ungrouped(&db, 300));
     println!("\none commit per write (no grouping): {alone:.0} writes/s");
     println!("\nfleet, each device writing once a second for {secs} s:");
-    println!("  devices  writes/s  commits/s  writes/commit  p99 median  p99 worst  vs one commit per write");
+    println!(
+        "  devices  writes/s  commits/s  writes/commit  p99 median  p99 worst  vs one commit per write"
+    );
     for devices in fleets {
         let run = rt.block_on(fleet(db.clone(), devices, secs));
         // The offered load spans `secs` seconds; a slower fleet takes longer.

@@ -142,7 +142,7 @@ fn run(
             Err(e) => {
                 warn(&format!(
                     "The broker is unreachable ({e}); {} readings queued.",
-                    queue.len().unwrap_or(0)
+                    queue.queued().unwrap_or(0)
                 ));
                 clock.sleep_ms(deadline.saturating_sub(clock.now_ms()) as u32);
                 return Ok(report);

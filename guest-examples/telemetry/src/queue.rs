@@ -46,7 +46,7 @@ impl<'a> Queue<'a> {
     }
 
     /// Readings queued.
-    pub fn len(&self) -> Result<usize, String> {
+    pub fn queued(&self) -> Result<usize, String> {
         self.numbers().map(|n| n.len())
     }
 

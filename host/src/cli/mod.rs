@@ -185,7 +185,8 @@ mod tests {
         let mut table = String::from(
             "| flag (file key) | environment variable | default |\n| --- | --- | --- |\n",
         );
-        for arg in run.get_arguments() {
+        // A hidden flag is set another way (`--logic-table`: the file's [logic]).
+        for arg in run.get_arguments().filter(|a| !a.is_hide_set()) {
             let id = arg.get_id().as_str();
             let flag = match arg.get_long() {
                 Some(long) => format!("`--{long}` (`{long}`)"),

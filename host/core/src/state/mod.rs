@@ -235,7 +235,7 @@ mod tests {
             expected: None,
             value: b"v".to_vec(),
         };
-        let p = plan(&[swap.clone()], Usage::default(), &q, |_| {
+        let p = plan(std::slice::from_ref(&swap), Usage::default(), &q, |_| {
             Ok(Some(b"w".to_vec()))
         })
         .unwrap();
@@ -245,7 +245,7 @@ mod tests {
         assert_eq!(p.applied, [Applied::Written]);
         let inc = Op::Increment("k".into(), 1);
         assert_eq!(
-            plan(&[inc.clone()], Usage::default(), &q, |_| Ok(Some(
+            plan(std::slice::from_ref(&inc), Usage::default(), &q, |_| Ok(Some(
                 b"text".to_vec()
             ))),
             Err(StateError::NotCounter("k".into()))

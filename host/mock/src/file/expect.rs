@@ -719,6 +719,17 @@ fn describe_result(r: &Result<IterationReport, IterationFailure>) -> String {
     }
 }
 
+/// A stored value as a scenario file writes it: text, or a counter.
+fn shown(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(text) if !text.chars().any(char::is_control) => format!("{text:?}"),
+        _ => match <[u8; 8]>::try_from(value) {
+            Ok(n) => i64::from_le_bytes(n).to_string(),
+            Err(_) => format!("{} bytes {}", value.len(), hex::encode(value)),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use mqttbytes::v4::Connect;
@@ -869,16 +880,5 @@ mod tests {
             let err = PacketCheck::new(kind, &spec).err().expect(kind);
             assert!(err.contains(&format!("no `{field}`")), "{err}");
         }
-    }
-}
-
-/// A stored value as a scenario file writes it: text, or a counter.
-fn shown(value: &[u8]) -> String {
-    match std::str::from_utf8(value) {
-        Ok(text) if !text.chars().any(char::is_control) => format!("{text:?}"),
-        _ => match <[u8; 8]>::try_from(value) {
-            Ok(n) => i64::from_le_bytes(n).to_string(),
-            Err(_) => format!("{} bytes {}", value.len(), hex::encode(value)),
-        },
     }
 }
