@@ -100,7 +100,8 @@ fn no_acknowledged_reading_is_lost_to_sigkill_or_a_broker_away() {
         std::thread::sleep(Duration::from_millis(moments.next_ms(300, 1500)));
         lines.extend(running.kill());
     }
-    // A last run drains what is queued, unhurried.
+    // Every reading taken so far is on disk: a last run drains it all.
+    let taken_before_last = numbers(&lines, "taken").into_iter().max().unwrap_or(0);
     let last = Running::spawn(&mut telemetry(port, &pki, state.path(), "power-cut", topic));
     std::thread::sleep(Duration::from_secs(3));
     lines.extend(last.kill());
@@ -121,7 +122,8 @@ fn no_acknowledged_reading_is_lost_to_sigkill_or_a_broker_away() {
                 duplicates += 1;
             }
         }
-        if (1..=last_acked).all(|n| seen.contains(&n)) || Instant::now() > deadline {
+        let due = last_acked.max(taken_before_last);
+        if (1..=due).all(|n| seen.contains(&n)) || Instant::now() > deadline {
             break;
         }
     }
@@ -142,6 +144,13 @@ fn no_acknowledged_reading_is_lost_to_sigkill_or_a_broker_away() {
     assert!(
         missing.is_empty(),
         "acknowledged but never delivered: {missing:?}"
+    );
+    let lost: Vec<u64> = (1..=taken_before_last)
+        .filter(|n| !seen.contains(n))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "taken (on disk) but never delivered: {lost:?}"
     );
     assert!(
         firsts.windows(2).all(|w| w[0] < w[1]),
@@ -295,6 +304,63 @@ fn a_state_database_that_cannot_be_used_stops_the_host_with_one_line() {
     assert_eq!(code, 1, "{stderr}");
     let line = stderr.lines().last().unwrap();
     assert!(line.contains("in use by another host process"), "{line}");
+}
+
+/// A write over a quota or the write rate is the WIT's error to the logic,
+/// which says so and goes on: the host neither traps it nor stops.
+#[test]
+fn quotas_and_the_write_rate_answer_the_logic_with_an_error() {
+    let run = |flags: &[&str]| {
+        let out = output_within(
+            host()
+                .args([
+                    "run",
+                    telemetry_wasm().to_str().unwrap(),
+                    "--iterations",
+                    "3",
+                ])
+                .args([
+                    "--iteration-delay-ms",
+                    "0",
+                    "--logic-config",
+                    "interval-ms=100",
+                ])
+                .args(flags),
+            Duration::from_secs(60),
+        );
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        stdout
+    };
+    let stdout = run(&["--state-max-value-bytes", "10"]);
+    assert!(
+        stdout.contains(
+            "Could not keep a reading: the value of \"telemetry/q/00000000000000000001\" ("
+        ) && stdout.contains("is over the host's limit of 10 (--state-max-value-bytes)"),
+        "{stdout}"
+    );
+    let stdout = run(&["--state-max-keys", "1"]);
+    assert!(
+        stdout.contains("over its quota of 1 (--state-max-keys); delete keys first"),
+        "{stdout}"
+    );
+    let stdout = run(&["--state-writes-per-sec", "1"]);
+    assert!(
+        stdout.contains(
+            "a batch of 2 keys is more than the 1 writes a second the host allows (--state-writes-per-sec)"
+        ),
+        "{stdout}"
+    );
+    let stdout = run(&["--state-writes-per-sec", "2"]);
+    assert!(
+        stdout.contains("more than 2 writes a second (the host's --state-writes-per-sec)"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("completed successfully").count(),
+        4,
+        "three iterations and the end, held but never stopped: {stdout}"
+    );
 }
 
 #[test]

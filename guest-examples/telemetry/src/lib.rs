@@ -68,6 +68,17 @@ struct Link {
     in_flight: Vec<(u16, u64)>,
     /// Readings already sent on this connection (the next is after it).
     sent_up_to: u64,
+    /// Readings acknowledged whose delete the state refused (the write
+    /// rate, a full disk): deleted later, never sent again meanwhile.
+    acked: Vec<u64>,
+}
+
+impl Link {
+    /// Deletes what was acknowledged and is still queued; keeps what the
+    /// state refuses again.
+    fn forget_acked(&mut self, queue: &Queue<'_>) {
+        self.acked.retain(|n| queue.remove(*n).is_err());
+    }
 }
 
 thread_local! {
@@ -132,6 +143,7 @@ fn run(
         Err(e) => warn(&format!("Could not keep a reading: {e}.")),
     }
     let deadline = started + u64::from(config.interval_ms);
+    link.forget_acked(&queue);
     if link.client.is_none() {
         match connect(s, &mut report) {
             Ok(client) => {
@@ -214,6 +226,7 @@ fn drain(
         client,
         in_flight,
         sent_up_to,
+        acked: still_queued,
     } = link;
     let Some(client) = client.as_mut() else {
         return Ok(());
@@ -222,7 +235,7 @@ fn drain(
         if in_flight.len() < MAX_OUTGOING {
             let room = MAX_OUTGOING - in_flight.len();
             for (number, payload) in queue
-                .after(*sent_up_to, room)
+                .after(*sent_up_to, room, still_queued)
                 .map_err(|e| format!("the queue: {e}"))?
             {
                 let pkid = client
@@ -261,11 +274,15 @@ fn drain(
             report.acknowledged += 1;
             match queue.remove(number) {
                 Ok(()) => info(&format!("Reading {number} acknowledged.")),
-                Err(e) => warn(&format!(
-                    "Reading {number} acknowledged but still queued ({e}); it may be sent again."
-                )),
+                Err(e) => {
+                    warn(&format!(
+                        "Reading {number} acknowledged; its delete is retried ({e})."
+                    ));
+                    still_queued.push(number);
+                }
             }
         }
+        still_queued.retain(|n| queue.remove(*n).is_err());
     }
 }
 

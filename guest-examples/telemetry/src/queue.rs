@@ -60,27 +60,39 @@ impl<'a> Queue<'a> {
             None => 0,
         };
         let number = last + 1;
+        let payload = format!(r#"{{"reading":{number},"taken_ms":{now_ms}}}"#);
+        // The new reading first: a failure below loses nothing kept.
+        self.state.set_many(&[
+            (key(number), payload.into_bytes()),
+            (LAST.to_string(), number.to_le_bytes().to_vec()),
+        ])?;
         let queued = self.numbers()?;
         let mut dropped = None;
-        if queued.len() as u64 >= self.max
+        if queued.len() as u64 > self.max
             && let Some(oldest) = queued.first()
         {
             self.state.delete(&key(*oldest))?;
             self.state.increment(DROPPED, 1)?;
             dropped = Some(*oldest);
         }
-        let payload = format!(r#"{{"reading":{number},"taken_ms":{now_ms}}}"#);
-        self.state.set_many(&[
-            (key(number), payload.into_bytes()),
-            (LAST.to_string(), number.to_le_bytes().to_vec()),
-        ])?;
         Ok(Taken { number, dropped })
     }
 
-    /// Up to `n` queued readings numbered after `after`, oldest first.
-    pub fn after(&self, after: u64, n: usize) -> Result<Vec<(u64, Vec<u8>)>, String> {
+    /// Up to `n` queued readings numbered after `after`, oldest first,
+    /// leaving out those `acknowledged` (still queued, to be deleted).
+    pub fn after(
+        &self,
+        after: u64,
+        n: usize,
+        acknowledged: &[u64],
+    ) -> Result<Vec<(u64, Vec<u8>)>, String> {
         let mut out = Vec::new();
-        for number in self.numbers()?.into_iter().filter(|m| *m > after).take(n) {
+        for number in self
+            .numbers()?
+            .into_iter()
+            .filter(|m| *m > after && !acknowledged.contains(m))
+            .take(n)
+        {
             if let Some(payload) = self.state.get(&key(number))? {
                 out.push((number, payload));
             }

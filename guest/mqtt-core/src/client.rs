@@ -33,6 +33,9 @@ pub enum ClientError {
     KeepAliveTimeout,
     /// All outgoing publish records are in use.
     OutgoingFull,
+    /// The session's store could not keep the publish (so it was not sent);
+    /// says why.
+    NotKept(String),
 }
 
 /// An incoming packet the caller acts on.
@@ -110,16 +113,16 @@ impl<T: Transport, C: Clock> Client<T, C> {
 
     /// Keeps the outgoing QoS 1 state in `store` from now on, and takes
     /// over what it holds (publishes a previous client, in this process or
-    /// an earlier one, left unacknowledged), oldest packet id first;
-    /// returns their ids. They go out again after the next CONNECT
-    /// ([`Client::resend_outstanding`] or [`Client::forget_outstanding`]).
+    /// an earlier one, left unacknowledged), in the order they were first
+    /// sent; returns their ids. They go out again after the next CONNECT
+    /// ([`Client::resend_outstanding`] or [`Client::forget_outstanding`]),
+    /// all of them, even past [`MAX_OUTGOING`] (new publishes wait until
+    /// fewer are outstanding); new packet ids continue after the newest.
     pub fn keep_session_in(&mut self, mut store: Box<dyn SessionStore>) -> Vec<u16> {
         let mut kept = store.load();
         kept.retain(|p| p.pkid != 0 && !self.outgoing.iter().any(|o| o.pkid == p.pkid));
-        kept.sort_by_key(|p| p.pkid);
-        kept.truncate(MAX_OUTGOING.saturating_sub(self.outgoing.len()));
         if let Some(last) = kept.last() {
-            self.last_pkid = self.last_pkid.max(last.pkid);
+            self.last_pkid = last.pkid;
         }
         let ids = kept.iter().map(|p| p.pkid).collect();
         self.outgoing.extend(kept);
@@ -198,7 +201,7 @@ impl<T: Transport, C: Clock> Client<T, C> {
         // Kept before it is sent: a crash in between resends it (once
         // more, with DUP) rather than losing it.
         if let Some(store) = &mut self.session {
-            store.save(&publish);
+            store.save(&publish).map_err(ClientError::NotKept)?;
         }
         let pkid = publish.pkid;
         self.outgoing.push(publish);
@@ -238,7 +241,7 @@ impl<T: Transport, C: Clock> Client<T, C> {
         let bytes =
             encode(&Packet::Publish(publish.clone())).map_err(|e| ClientError::Encode(e.0))?;
         if let Some(store) = &mut self.session {
-            store.save(&publish);
+            store.save(&publish).map_err(ClientError::NotKept)?;
             store.remove(old.pkid);
         }
         let pkid = publish.pkid;

@@ -1,7 +1,8 @@
 //! Where a persistent session keeps its outgoing QoS 1 state, so it
 //! outlives the process: coreMQTT's stateful QoS records, made durable.
-//! The client saves a PUBLISH before it sends it and removes it on its
-//! PUBACK; a new client loads what is left and resends it.
+//! The client saves a PUBLISH before it sends it (a publish the store
+//! refuses is not sent) and removes it on its PUBACK; a new client loads
+//! what is left, in the order it was saved, and resends it.
 
 use mqttbytes::v4::{Packet, Publish};
 
@@ -9,11 +10,13 @@ use crate::packets::{Decoder, encode};
 
 /// Durable storage of the publishes awaiting PUBACK.
 pub trait SessionStore {
-    /// Keeps `publish` (with its packet id) until [`SessionStore::remove`].
-    fn save(&mut self, publish: &Publish);
-    /// Forgets the publish with packet id `pkid`.
+    /// Keeps `publish` (with its packet id) until [`SessionStore::remove`];
+    /// an error says why it could not.
+    fn save(&mut self, publish: &Publish) -> Result<(), String>;
+    /// Forgets the publish with packet id `pkid` (a failure only means it
+    /// may be sent once more after a restart).
     fn remove(&mut self, pkid: u16);
-    /// Every publish kept, in any order.
+    /// Every publish kept, in the order they were saved.
     fn load(&mut self) -> Vec<Publish>;
 }
 
@@ -37,10 +40,11 @@ pub fn from_bytes(bytes: &[u8]) -> Option<Publish> {
 pub struct MemorySession(pub std::rc::Rc<std::cell::RefCell<Vec<Publish>>>);
 
 impl SessionStore for MemorySession {
-    fn save(&mut self, publish: &Publish) {
+    fn save(&mut self, publish: &Publish) -> Result<(), String> {
         let mut kept = self.0.borrow_mut();
         kept.retain(|p| p.pkid != publish.pkid);
         kept.push(publish.clone());
+        Ok(())
     }
     fn remove(&mut self, pkid: u16) {
         self.0.borrow_mut().retain(|p| p.pkid != pkid);

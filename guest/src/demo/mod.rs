@@ -571,6 +571,10 @@ fn iteration_error(e: ClientError) -> Failure {
         ClientError::OutgoingFull => Failure::ProtocolViolation(
             "all outgoing publish records are in use: the broker is not acknowledging".to_string(),
         ),
+        // The persistent session could not be kept: not sent, so not lost.
+        ClientError::NotKept(why) => Failure::InvalidSettings(format!(
+            "the device's state did not keep the publish, so it was not sent: {why}"
+        )),
     }
 }
 

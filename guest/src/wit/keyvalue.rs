@@ -69,22 +69,35 @@ impl State {
 /// Where a persistent session's publishes are kept in the device's state.
 const SESSION_PREFIX: &str = "mqtt/outgoing/";
 
-/// A persistent session's outgoing QoS 1 state in the device's bucket,
-/// one key per publish (`mqtt/outgoing/<packet id>`). A failed write is
-/// logged, not fatal: the message is still sent, only not kept.
-pub struct KeyValueSession(Option<State>);
+/// A persistent session's outgoing QoS 1 state in the device's bucket, one
+/// key per publish, `mqtt/outgoing/<sequence number, 20 digits>` (so keys
+/// sort in the order the publishes were first saved, whatever their packet
+/// ids), the publish's packet as its value.
+pub struct KeyValueSession {
+    state: Option<State>,
+    /// The key of each packet id kept.
+    keys: Vec<(u16, String)>,
+    /// The next sequence number.
+    next: u64,
+}
 
 impl KeyValueSession {
-    /// The session in the device's bucket (none if the host has no store).
+    /// The session in the device's bucket (kept in memory only, and said
+    /// so, if the host has no store).
     pub fn open() -> Self {
-        match State::open() {
-            Ok(state) => Self(Some(state)),
+        let state = match State::open() {
+            Ok(state) => Some(state),
             Err(e) => {
                 warn(&format!(
                     "The device's state cannot be opened ({e}); the session is kept in memory only."
                 ));
-                Self(None)
+                None
             }
+        };
+        Self {
+            state,
+            keys: Vec::new(),
+            next: 1,
         }
     }
 }
@@ -93,34 +106,36 @@ fn warn(message: &str) {
     super::log::write(Level::Warn, message);
 }
 
-fn key(pkid: u16) -> String {
-    format!("{SESSION_PREFIX}{pkid:05}")
-}
-
 impl SessionStore for KeyValueSession {
-    fn save(&mut self, publish: &Publish) {
-        if let Some(state) = &self.0
-            && let Err(e) = state.set(&key(publish.pkid), &to_bytes(publish))
-        {
-            warn(&format!(
-                "Could not keep publish {} in the device's state: {e}.",
-                publish.pkid
-            ));
-        }
+    fn save(&mut self, publish: &Publish) -> Result<(), String> {
+        let Some(state) = &self.state else {
+            return Ok(());
+        };
+        let key = format!("{SESSION_PREFIX}{:020}", self.next);
+        state.set(&key, &to_bytes(publish))?;
+        self.next += 1;
+        self.keys.retain(|(id, _)| *id != publish.pkid);
+        self.keys.push((publish.pkid, key));
+        Ok(())
     }
 
     fn remove(&mut self, pkid: u16) {
-        if let Some(state) = &self.0
-            && let Err(e) = state.delete(&key(pkid))
-        {
+        let (Some(state), Some(i)) = (
+            &self.state,
+            self.keys.iter().position(|(id, _)| *id == pkid),
+        ) else {
+            return;
+        };
+        let (_, key) = self.keys.remove(i);
+        if let Err(e) = state.delete(&key) {
             warn(&format!(
-                "Could not remove acknowledged publish {pkid} from the device's state: {e}."
+                "Could not remove acknowledged publish {pkid} from the device's state ({e}); it may be sent once more after a restart."
             ));
         }
     }
 
     fn load(&mut self) -> Vec<Publish> {
-        let Some(state) = &self.0 else {
+        let Some(state) = &self.state else {
             return Vec::new();
         };
         let keys = state.keys(SESSION_PREFIX).unwrap_or_else(|e| {
@@ -129,9 +144,24 @@ impl SessionStore for KeyValueSession {
             ));
             Vec::new()
         });
-        keys.iter()
-            .filter_map(|k| state.get(k).ok().flatten())
-            .filter_map(|bytes| from_bytes(&bytes))
-            .collect()
+        let mut kept = Vec::new();
+        for key in keys {
+            if let Ok(n) = key[SESSION_PREFIX.len()..].parse::<u64>() {
+                self.next = self.next.max(n + 1);
+            }
+            let Some(publish) = state.get(&key).ok().flatten().and_then(|b| from_bytes(&b)) else {
+                continue;
+            };
+            // A packet id saved again replaced an earlier record whose
+            // removal failed: that one was acknowledged.
+            if let Some(i) = self.keys.iter().position(|(id, _)| *id == publish.pkid) {
+                let (_, stale) = self.keys.remove(i);
+                let _ = state.delete(&stale);
+                kept.retain(|p: &Publish| p.pkid != publish.pkid);
+            }
+            self.keys.push((publish.pkid, key));
+            kept.push(publish);
+        }
+        kept
     }
 }

@@ -1,14 +1,15 @@
 //! The mock host's implementations of the world's imports: a scripted
 //! broker behind `mtls-socket`, seeded `entropy`, a virtual `clock`, a
-//! captured `log`, and a recorded `iteration` bound. Every call is
+//! captured `log`, and a recorded `iteration` bound (the state and the
+//! logic's settings are the real host's, on the scenario's store and
+//! settings: see the crate's `MockRuntime`). Every call is
 //! recorded. The broker, the clock and the record outlive an instance, so
 //! a restarted guest meets the same broker.
 
-use host_core::state::ctx::StateCtx;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use wasmtime_wasi_config::WasiConfigVariables;
 
+use host_core::state::ctx::StateCtx;
 use host_core::wit::mtls_socket::{Connection, ErrorCode, Host as SocketHost, HostConnection};
 use host_core::wit::{clock, entropy, iteration, log, types};
 use host_core::{Level, TransportError};
@@ -18,6 +19,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_config::WasiConfigVariables;
 
 use crate::script::{AfterScript, Delivery, Script, Step, auto_reply};
 

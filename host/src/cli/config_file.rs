@@ -103,9 +103,16 @@ struct FileValue {
 pub fn command() -> clap::Command {
     Cli::command().mut_subcommand("run", |run| {
         run.mut_args(|arg| {
-            let var = env_var(arg.get_id().as_str());
-            // A repeatable flag's variable holds a comma-separated list.
-            let arg = if matches!(arg.get_action(), ArgAction::Append) {
+            let id = arg.get_id().as_str();
+            // The file's [logic] table only: no variable of its own.
+            if id == "logic_table" {
+                return arg;
+            }
+            let var = env_var(id);
+            // A repeatable flag's variable holds a comma-separated list;
+            // a logic setting's value may hold commas, so its variable
+            // holds one KEY=VALUE.
+            let arg = if matches!(arg.get_action(), ArgAction::Append) && id != "logic_config" {
                 arg.value_delimiter(',')
             } else {
                 arg
@@ -564,8 +571,29 @@ mod tests {
             .find(|a| a.get_id() == "broker")
             .unwrap();
         assert_eq!(broker.get_env().unwrap(), "MQTT_DEVICE_BROKER");
-        assert!(run.get_arguments().all(|a| a.get_env().is_some()));
+        assert!(
+            run.get_arguments()
+                .all(|a| a.get_env().is_some() || a.is_hide_set())
+        );
         assert_eq!(env_var("client_id"), "MQTT_DEVICE_CLIENT_ID");
+    }
+
+    #[test]
+    fn a_logic_setting_keeps_its_commas() {
+        let argv: Vec<OsString> = ["host", "run", "d.wasm", "--logic-config", "topics=a,b"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let Ok(cli) = super::parse(&argv, None) else {
+            panic!("parses");
+        };
+        let crate::cli::Command::Run(args) = cli.command else {
+            panic!("run");
+        };
+        assert_eq!(
+            args.logic_config,
+            [("topics".to_string(), "a,b".to_string())]
+        );
     }
 }
 

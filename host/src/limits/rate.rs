@@ -35,6 +35,16 @@ impl TokenBucket {
         true
     }
 
+    /// Takes `n` tokens if there are that many at `now`, else none.
+    pub fn try_take_n(&mut self, n: u32, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens < n {
+            return false;
+        }
+        self.tokens -= n;
+        true
+    }
+
     fn refill(&mut self, now: Instant) {
         if self.interval.is_zero() {
             self.tokens = self.burst;
@@ -70,6 +80,15 @@ mod tests {
         let later = t0 + Duration::from_secs(12);
         assert!((0..3).all(|_| b.try_take(later)));
         assert!(!b.try_take(later));
+    }
+
+    #[test]
+    fn taking_several_takes_all_or_none() {
+        let t0 = Instant::now();
+        let mut c = TokenBucket::new(3, Duration::from_secs(1), t0);
+        assert!(!c.try_take_n(4, t0), "more than there are");
+        assert!(c.try_take_n(3, t0), "a refused take took nothing");
+        assert!(!c.try_take(t0));
     }
 
     #[test]

@@ -218,8 +218,7 @@ impl Sandbox {
                 return true;
             }
             let mut bucket = writes.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            (0..n).all(|_| bucket.try_take(now))
+            bucket.try_take_n(n, Instant::now())
         });
         StateCtx::new(
             self.name.as_str().into(),

@@ -25,6 +25,7 @@ pub(crate) const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new
 /// The state of every device of this host.
 pub struct StateDb {
     db: Arc<redb::Database>,
+    quota: host_core::state::Quota,
     writer: commit::Writer,
     path: std::path::PathBuf,
 }
@@ -46,6 +47,10 @@ impl StateDb {
 }
 
 impl Backend for StateDb {
+    fn quota(&self) -> host_core::state::Quota {
+        self.quota
+    }
+
     fn get(&self, device: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         let txn = self.db.begin_read().map_err(Self::read_error)?;
         let table = txn.open_table(KV).map_err(Self::read_error)?;

@@ -1,5 +1,6 @@
-//! Opening the state database at start: the directory made owner-only,
-//! refused when another user owns it; the file opened with its integrity
+//! Opening the state database at start: the directory made owner-only
+//! when the host creates it (an existing one is left as it is; the file
+//! itself is owner-only), refused when another user owns it; the file opened with its integrity
 //! checked (a damaged file stops the host, it is never emptied); each
 //! device's usage counted for its quota.
 
@@ -83,16 +84,20 @@ impl StateDb {
                 me,
             });
         }
-        if meta.permissions().mode() & 0o077 != 0 {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| OpenError::Directory(dir.into(), e))?;
-        }
         let path = dir.join(FILE);
         let db = open_file(&path)?;
+        // Owner-only, whatever the umask made of it.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| OpenError::Unreadable(path.clone(), e))?;
         let usage = count_usage(&db).map_err(|e| OpenError::Damaged(path.clone(), e))?;
         let db = Arc::new(db);
         let writer = commit::Writer::start(db.clone(), quota, usage);
-        Ok(StateDb { db, writer, path })
+        Ok(StateDb {
+            db,
+            quota,
+            writer,
+            path,
+        })
     }
 }
 

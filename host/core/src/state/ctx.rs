@@ -15,6 +15,9 @@ pub const PAGE_KEYS: usize = 256;
 /// Most handles (buckets and compare-and-swaps) a logic holds at once.
 const MAX_HANDLES: usize = 256;
 
+/// Most keys one batch call (`get-many`, `set-many`, `delete-many`) takes.
+pub const MAX_BATCH: usize = 256;
+
 /// The identifiers `open` accepts: each names the device's one bucket.
 pub const BUCKET_NAMES: [&str; 2] = ["default", ""];
 
@@ -31,7 +34,8 @@ pub struct Cas {
     pub current: Option<Vec<u8>>,
 }
 
-/// Decides whether `n` more writes fit the device's write rate.
+/// Decides whether `n` more writes fit the device's write rate, taking
+/// them all or none.
 pub type Permit = Box<dyn FnMut(u32) -> bool + Send>;
 
 /// One device's state as its logic reaches it.
@@ -42,10 +46,6 @@ pub struct StateCtx {
     writes_per_sec: u32,
     /// The logic's handles.
     pub table: ResourceTable,
-    /// Writes done.
-    pub writes: u64,
-    /// Writes turned away (quota, rate, storage).
-    pub refused: u64,
 }
 
 impl StateCtx {
@@ -65,18 +65,22 @@ impl StateCtx {
             permit,
             writes_per_sec,
             table,
-            writes: 0,
-            refused: 0,
         }
     }
 
-    /// The device whose bucket this is.
-    pub fn device(&self) -> &str {
-        &self.device
+    /// Checks a key the logic gives before it is used or kept.
+    pub fn check_key(&self, key: &str) -> Result<(), StateError> {
+        Ok(self.backend.quota().check_key(key)?)
+    }
+
+    /// The device's quota.
+    pub fn quota(&self) -> super::Quota {
+        self.backend.quota()
     }
 
     /// The value of `key`.
     pub fn read(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+        self.check_key(key)?;
         self.backend.get(&self.device, key)
     }
 
@@ -92,16 +96,16 @@ impl StateCtx {
     /// Applies `ops`, all or none, once the write rate allows them;
     /// returns once they are durable.
     pub async fn write(&mut self, ops: Vec<Op>) -> Result<Vec<Applied>, StateError> {
-        let n = u32::try_from(ops.len()).unwrap_or(u32::MAX);
-        if !(self.permit)(n.max(1)) {
-            self.refused += 1;
+        let n = u32::try_from(ops.len()).unwrap_or(u32::MAX).max(1);
+        if self.writes_per_sec > 0 && n > self.writes_per_sec {
+            return Err(StateError::BatchOverRate {
+                keys: n,
+                per_sec: self.writes_per_sec,
+            });
+        }
+        if !(self.permit)(n) {
             return Err(StateError::Rate(self.writes_per_sec));
         }
-        let result = self.backend.write(self.device.clone(), ops).await;
-        match &result {
-            Ok(_) => self.writes += 1,
-            Err(_) => self.refused += 1,
-        }
-        result
+        self.backend.write(self.device.clone(), ops).await
     }
 }

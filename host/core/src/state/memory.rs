@@ -19,8 +19,6 @@ struct Inner {
     buckets: HashMap<String, BTreeMap<String, Vec<u8>>>,
     /// Writes still to fail, as a full disk would.
     failing_writes: u32,
-    /// Writes made durable so far.
-    commits: u64,
 }
 
 impl MemoryBackend {
@@ -59,11 +57,6 @@ impl MemoryBackend {
         self.inner().failing_writes = n;
     }
 
-    /// Writes made durable so far.
-    pub fn commits(&self) -> u64 {
-        self.inner().commits
-    }
-
     fn usage(bucket: &BTreeMap<String, Vec<u8>>) -> Usage {
         bucket
             .iter()
@@ -88,12 +81,15 @@ impl MemoryBackend {
                 None => bucket.remove(&key),
             };
         }
-        inner.commits += 1;
         Ok(planned.applied)
     }
 }
 
 impl Backend for MemoryBackend {
+    fn quota(&self) -> Quota {
+        self.quota
+    }
+
     fn get(&self, device: &str, key: &str) -> Result<Option<Vec<u8>>, StateError> {
         Ok(self
             .inner()

@@ -67,6 +67,22 @@ pub enum StateError {
         "more than {0} writes a second (the host's --state-writes-per-sec); nothing was written, retry later"
     )]
     Rate(u32),
+    /// One batch of more keys than the write rate allows a second.
+    #[error(
+        "a batch of {keys} keys is more than the {per_sec} writes a second the host allows (--state-writes-per-sec); write fewer at a time"
+    )]
+    BatchOverRate {
+        /// Keys in the batch.
+        keys: u32,
+        /// The rate.
+        per_sec: u32,
+    },
+    /// A batch call with more keys than the host takes at once.
+    #[error("a batch of {0} keys is over the host's limit of {max} a call; split it", max = ctx::MAX_BATCH)]
+    BatchTooLarge(usize),
+    /// A batch the guest's memory does not hold as the WIT says.
+    #[error("the batch could not be read from the logic's memory: {0}")]
+    Malformed(String),
     /// `increment` on a value that is not a counter.
     #[error("the value of {0:?} is not a counter (8 bytes, a little-endian signed integer)")]
     NotCounter(String),
@@ -84,6 +100,8 @@ pub type Pending = Pin<Box<dyn Future<Output = Result<Vec<Applied>, StateError>>
 
 /// Where devices' state is kept: one bucket per device.
 pub trait Backend: Send + Sync {
+    /// Each device's quota.
+    fn quota(&self) -> Quota;
     /// The value of `key` in `device`'s bucket.
     fn get(&self, device: &str, key: &str) -> Result<Option<Vec<u8>>, StateError>;
     /// Up to `limit` keys of `device`'s bucket after `after`, in order.
@@ -225,6 +243,13 @@ mod tests {
         let replace = Op::Set("k0".into(), vec![0; 32]);
         let full = Usage { bytes: 99, keys: 3 };
         assert!(plan(&[replace], full, &q, |_| Ok(Some(vec![0; 32]))).is_ok());
+        // Over the quota (it was lowered): deletes still go through.
+        let over = Usage {
+            bytes: 500,
+            keys: 9,
+        };
+        let delete = Op::Delete("k0".into());
+        assert!(plan(&[delete], over, &q, |_| Ok(Some(vec![0; 32]))).is_ok());
     }
 
     #[test]
@@ -245,9 +270,9 @@ mod tests {
         assert_eq!(p.applied, [Applied::Written]);
         let inc = Op::Increment("k".into(), 1);
         assert_eq!(
-            plan(std::slice::from_ref(&inc), Usage::default(), &q, |_| Ok(Some(
-                b"text".to_vec()
-            ))),
+            plan(std::slice::from_ref(&inc), Usage::default(), &q, |_| Ok(
+                Some(b"text".to_vec())
+            )),
             Err(StateError::NotCounter("k".into()))
         );
         let max = i64::MAX.to_le_bytes().to_vec();

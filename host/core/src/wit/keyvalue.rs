@@ -2,25 +2,149 @@
 //! device's [`StateCtx`]: the WIT's `error` is [`StateError`] as
 //! `other(...)`, handles live in the context's table. The real host and the
 //! mock host link these same implementations.
+//!
+//! `batch` is linked by hand: its lists are read from the guest's memory
+//! one element at a time, after their length is checked, because a list
+//! whose elements all point at one large string would otherwise be copied
+//! whole, once per element, before any check could run.
 
-use wasmtime::component::Resource;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource, WasmList, WasmStr};
 
-use super::{atomics_bindings as atomics, batch_bindings as batch, store_bindings as store};
-use crate::state::ctx::{BUCKET_NAMES, Bucket, Cas, StateCtx};
+use super::{atomics_bindings as atomics, store_bindings as store};
+use crate::state::ctx::{BUCKET_NAMES, Bucket, Cas, MAX_BATCH, StateCtx};
 use crate::state::{Applied, Op, StateError};
 
 pub use store::Error;
 
 /// Adds the three interfaces to `linker`, each reached through `get`.
 pub fn add_to_linker<T: Send + 'static>(
-    linker: &mut wasmtime::component::Linker<T>,
+    linker: &mut Linker<T>,
     get: fn(&mut T) -> &mut StateCtx,
 ) -> wasmtime::Result<()> {
     use wasmtime::component::HasSelf;
     store::add_to_linker::<T, HasSelf<StateCtx>>(linker, get)?;
     atomics::add_to_linker::<T, HasSelf<StateCtx>>(linker, get)?;
-    batch::add_to_linker::<T, HasSelf<StateCtx>>(linker, get)?;
+    add_batch(linker, get)
+}
+
+/// The `batch` interface's name in the world.
+const BATCH: &str = "wasi:keyvalue/batch@0.2.0-draft2";
+
+type Pairs = WasmList<(WasmStr, WasmList<u8>)>;
+
+/// Links `batch`, each list read element by element within its limits.
+fn add_batch<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut StateCtx,
+) -> wasmtime::Result<()> {
+    let mut batch = linker.instance(BATCH)?;
+    batch.func_wrap_async(
+        "get-many",
+        move |mut store: StoreContextMut<'_, T>,
+              (bucket, keys): (Resource<Bucket>, WasmList<WasmStr>)| {
+            Box::new(async move {
+                let keys = match lift_keys(&mut store, &keys, get) {
+                    Ok(keys) => keys,
+                    Err(e) => return Ok((Err(e.into()),)),
+                };
+                let ctx = get(store.data_mut());
+                ctx.table.get(&bucket)?;
+                let found: Result<Vec<_>, StateError> = keys
+                    .into_iter()
+                    .map(|k| Ok(ctx.read(&k)?.map(|v| (k, v))))
+                    .collect();
+                Ok((found.map_err(Error::from),))
+            })
+        },
+    )?;
+    batch.func_wrap_async(
+        "set-many",
+        move |mut store: StoreContextMut<'_, T>, (bucket, pairs): (Resource<Bucket>, Pairs)| {
+            Box::new(async move {
+                let ops = match lift_pairs(&mut store, &pairs, get) {
+                    Ok(ops) => ops,
+                    Err(e) => return Ok((Err(Error::from(e)),)),
+                };
+                let ctx = get(store.data_mut());
+                ctx.table.get(&bucket)?;
+                Ok((ctx.write(ops).await.map(drop).map_err(Error::from),))
+            })
+        },
+    )?;
+    batch.func_wrap_async(
+        "delete-many",
+        move |mut store: StoreContextMut<'_, T>,
+              (bucket, keys): (Resource<Bucket>, WasmList<WasmStr>)| {
+            Box::new(async move {
+                let keys = match lift_keys(&mut store, &keys, get) {
+                    Ok(keys) => keys,
+                    Err(e) => return Ok((Err(Error::from(e)),)),
+                };
+                let ctx = get(store.data_mut());
+                ctx.table.get(&bucket)?;
+                let ops = keys.into_iter().map(Op::Delete).collect();
+                Ok((ctx.write(ops).await.map(drop).map_err(Error::from),))
+            })
+        },
+    )?;
     Ok(())
+}
+
+/// A batch's keys, each checked as it is read; a trap only for a list the
+/// canonical ABI itself refuses (out of bounds, bad UTF-8).
+fn lift_keys<T: 'static>(
+    store: &mut StoreContextMut<'_, T>,
+    list: &WasmList<WasmStr>,
+    get: fn(&mut T) -> &mut StateCtx,
+) -> Result<Vec<String>, StateError> {
+    if list.len() > MAX_BATCH {
+        return Err(StateError::BatchTooLarge(list.len()));
+    }
+    let strs: Vec<WasmStr> = lifted(list.iter(&mut *store).and_then(Iterator::collect))?;
+    let quota = get(store.data_mut()).quota();
+    let mut keys = Vec::with_capacity(strs.len());
+    for s in strs {
+        let key = lifted(s.to_str(&*store))?;
+        quota.check_key(&key)?;
+        keys.push(key.into_owned());
+    }
+    Ok(keys)
+}
+
+/// A batch's pairs, each checked as it is read.
+fn lift_pairs<T: 'static>(
+    store: &mut StoreContextMut<'_, T>,
+    list: &Pairs,
+    get: fn(&mut T) -> &mut StateCtx,
+) -> Result<Vec<Op>, StateError> {
+    if list.len() > MAX_BATCH {
+        return Err(StateError::BatchTooLarge(list.len()));
+    }
+    let pairs: Vec<(WasmStr, WasmList<u8>)> =
+        lifted(list.iter(&mut *store).and_then(Iterator::collect))?;
+    let quota = get(store.data_mut()).quota();
+    let mut ops = Vec::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        let key = lifted(k.to_str(&*store))?;
+        quota.check_key(&key)?;
+        if v.len() > quota.max_value_bytes as usize {
+            return Err(crate::state::QuotaError::Value {
+                key: key.into_owned(),
+                len: v.len(),
+                max: quota.max_value_bytes,
+            }
+            .into());
+        }
+        let value = v.as_le_slice(&*store).to_vec();
+        ops.push(Op::Set(key.into_owned(), value));
+    }
+    Ok(ops)
+}
+
+/// A value the canonical ABI could not read, as the logic's error.
+fn lifted<V>(r: wasmtime::Result<V>) -> Result<V, StateError> {
+    r.map_err(|e| StateError::Malformed(e.to_string()))
 }
 
 impl From<StateError> for Error {
@@ -142,33 +266,5 @@ impl atomics::HostCas for StateCtx {
     async fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
         self.table.delete(cas)?;
         Ok(())
-    }
-}
-
-impl batch::Host for StateCtx {
-    async fn get_many(
-        &mut self,
-        _: Resource<Bucket>,
-        keys: Vec<String>,
-    ) -> Answer<Vec<Option<(String, Vec<u8>)>>> {
-        answer(
-            keys.into_iter()
-                .map(|k| Ok(self.read(&k)?.map(|v| (k, v))))
-                .collect(),
-        )
-    }
-
-    async fn set_many(
-        &mut self,
-        _: Resource<Bucket>,
-        key_values: Vec<(String, Vec<u8>)>,
-    ) -> Answer<()> {
-        let ops = key_values.into_iter().map(|(k, v)| Op::Set(k, v)).collect();
-        answer(self.write(ops).await.map(drop))
-    }
-
-    async fn delete_many(&mut self, _: Resource<Bucket>, keys: Vec<String>) -> Answer<()> {
-        let ops = keys.into_iter().map(Op::Delete).collect();
-        answer(self.write(ops).await.map(drop))
     }
 }

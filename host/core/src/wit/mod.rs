@@ -38,7 +38,5 @@ use generated::mqtt_device::runtime::{
     clock as clock_bindings, entropy as entropy_bindings, iteration as iteration_bindings,
     log as log_bindings, mtls_socket as mtls_socket_bindings, types as types_bindings,
 };
-use generated::wasi::keyvalue::{
-    atomics as atomics_bindings, batch as batch_bindings, store as store_bindings,
-};
+use generated::wasi::keyvalue::{atomics as atomics_bindings, store as store_bindings};
 pub use generated::{Device, DevicePre};

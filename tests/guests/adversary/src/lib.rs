@@ -80,7 +80,7 @@ impl guest::bindings::Guest for Adversary {
             "spin-with-imports" => {
                 let mut x = 0u64;
                 loop {
-                    for _ in 0..10_000 {
+                    for _ in 0..100_000 {
                         x = std::hint::black_box(
                             x.wrapping_mul(6364136223846793005).wrapping_add(1),
                         );
