@@ -66,8 +66,10 @@ fn the_demo_is_described_and_runs_here() {
 #[test]
 fn whether_a_logic_keeps_state_and_reads_settings_is_said() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, counter) = inspect(dir.path(), &device_tests::counter_wasm(), &[]);
-    assert_eq!(counter["keeps_state"], false, "{counter}");
+    let before = device_tests::root().join("tests/fixtures/demo-wit-0.2.0.wasm");
+    let (_, old) = inspect(dir.path(), &before, &[]);
+    assert_eq!(old["keeps_state"], false, "{old}");
+    assert_eq!(old["reads_settings"], false, "{old}");
     let (_, telemetry) = inspect(dir.path(), &device_tests::telemetry_wasm(), &[]);
     assert_eq!(telemetry["keeps_state"], true, "{telemetry}");
     assert_eq!(telemetry["reads_settings"], true, "{telemetry}");

@@ -251,6 +251,15 @@ impl Mosquitto {
         self.child.id()
     }
 
+    /// Stops the broker as an operator would (SIGTERM: it saves its
+    /// persistent sessions and queued messages), and waits until it has.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
     /// Kills the broker at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

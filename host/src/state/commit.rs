@@ -31,14 +31,20 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the commit thread on `db`, whose buckets hold `usage`.
-    pub fn start(db: Arc<Database>, quota: Quota, usage: HashMap<String, Usage>) -> Self {
+    /// Starts the commit thread on `db` (the file `path`), whose buckets
+    /// hold `usage`.
+    pub fn start(
+        db: Arc<Database>,
+        path: std::path::PathBuf,
+        quota: Quota,
+        usage: HashMap<String, Usage>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
         std::thread::Builder::new()
             .name("state-commit".into())
-            .spawn(move || run(&db, quota, usage, &rx, &counter))
+            .spawn(move || run(&db, &path, quota, usage, &rx, &counter))
             .expect("the state commit thread starts");
         Self { tx, commits }
     }
@@ -67,11 +73,13 @@ fn stopped() -> StateError {
 
 fn run(
     db: &Database,
+    path: &std::path::Path,
     quota: Quota,
     mut usage: HashMap<String, Usage>,
     rx: &mpsc::Receiver<Request>,
     commits: &AtomicU64,
 ) {
+    let mut failed = false;
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -89,7 +97,16 @@ fn run(
                 }
             }
             Err(e) => {
-                tracing::warn!("the state database could not be written: {e}");
+                // redb refuses every later write once its file failed one:
+                // said once, with the way out.
+                if !failed {
+                    failed = true;
+                    tracing::error!(
+                        target: "host",
+                        "the state database {} could not be written ({e}); the devices' state writes fail until the host restarts (free space on its disk or fix it, then restart the host)",
+                        path.display()
+                    );
+                }
                 for request in group {
                     let _ = request.reply.send(Err(e.clone()));
                 }

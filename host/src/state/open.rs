@@ -91,7 +91,7 @@ impl StateDb {
             .map_err(|e| OpenError::Unreadable(path.clone(), e))?;
         let usage = count_usage(&db).map_err(|e| OpenError::Damaged(path.clone(), e))?;
         let db = Arc::new(db);
-        let writer = commit::Writer::start(db.clone(), quota, usage);
+        let writer = commit::Writer::start(db.clone(), path.clone(), quota, usage);
         Ok(StateDb {
             db,
             quota,

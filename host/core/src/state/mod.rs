@@ -168,8 +168,13 @@ pub fn plan(
         if let Some(value) = &new {
             quota.check_value(key, value)?;
         }
+        let before = plan.usage;
         plan.usage = plan.usage.replace(key, present.as_deref(), new.as_deref());
-        quota.check_usage(plan.usage)?;
+        // Only what grows the bucket is refused: a device over its quota
+        // (lowered since it wrote) can still delete.
+        if plan.usage.bytes > before.bytes || plan.usage.keys > before.keys {
+            quota.check_usage(plan.usage)?;
+        }
         plan.changes.insert(key.to_string(), new);
         plan.applied.push(applied);
     }
