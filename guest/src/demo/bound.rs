@@ -16,7 +16,8 @@ use crate::device::Settings;
 /// out, every process loop and idle wait run to its end, every send taking
 /// its whole timeout, every idle wait's PINGRESP (when the wait reaches the
 /// keep-alive) taking its whole timeout, and all that again for each
-/// reconnect the demo allows, plus a tenth for scheduling. Retrying
+/// reconnect the demo allows after its Full-Jitter wait, plus a tenth for
+/// scheduling. Retrying
 /// forever, or connects without a timeout, have no bound: `u64::MAX` (the
 /// host keeps its own maximum).
 pub fn slowest_iteration_ms(s: &Settings) -> u64 {
@@ -50,7 +51,11 @@ pub fn slowest_iteration_ms(s: &Settings) -> u64 {
     };
     let session = session + pings;
     let reconnects = s.backoff_max_attempts.min(MAX_RECONNECTS);
-    let worst = (u64::from(reconnects) + 1).saturating_mul(connect.saturating_add(session));
+    // Each reconnect first waits its Full-Jitter window: at most the whole
+    // backoff once more over all of them.
+    let worst = (u64::from(reconnects) + 1)
+        .saturating_mul(connect.saturating_add(session))
+        .saturating_add(backoff_ms);
     worst.saturating_add(worst / 10)
 }
 
@@ -90,9 +95,12 @@ mod tests {
         // 12.5 s of backoff = 72.5 s.
         // Session: 1 s CONNACK + 6 loops of 2 s + 12.5 s backoff + 5 x (2 s
         // + 2 s) + 2 s + 35 sends of 0.2 s = 54.5 s. Six times (five
-        // reconnects), plus a tenth.
-        assert_eq!(slowest_iteration_ms(&s), (6 * (72_500 + 54_500)) * 11 / 10);
-        assert_eq!(slowest_iteration_ms(&s), 838_200);
+        // reconnects), 12.5 s of reconnect waits, plus a tenth.
+        assert_eq!(
+            slowest_iteration_ms(&s),
+            (6 * (72_500 + 54_500) + 12_500) * 11 / 10
+        );
+        assert_eq!(slowest_iteration_ms(&s), 851_950);
         // A wait that reaches the keep-alive: each publish may also wait
         // out a send and a PINGRESP.
         let mut pinging = s.clone();

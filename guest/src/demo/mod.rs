@@ -73,20 +73,28 @@ impl<P: Platform> Demo<'_, P> {
             }
         }
         let mut progress = Progress::default();
-        // A connection lost after set-up is reopened with backoff and the
-        // iteration goes on where it stopped, a bounded number of times.
+        // A connection lost after set-up is reopened after a Full-Jitter
+        // wait (so a fleet its broker dropped does not reconnect in lock
+        // step) and the iteration goes on where it stopped, a bounded
+        // number of times.
         let mut reconnects_left = self.settings.backoff_max_attempts.min(MAX_RECONNECTS);
+        let mut reconnect = self.backoff();
         loop {
             match self.session(&mut client, &mut progress) {
                 Err(Failure::Transport(code)) if reconnects_left > 0 => {
                     reconnects_left -= 1;
                     client.close();
+                    let random = self.platform.random_u32();
+                    let Some(delay_ms) = reconnect.next_delay_ms(random) else {
+                        return Err(Failure::Transport(code));
+                    };
                     self.platform.log(
                         Level::Warn,
                         &format!(
-                            "Connection to the broker lost ({code}). Reconnecting with backoff and jitter."
+                            "Connection to the broker lost ({code}). Reconnecting with backoff and jitter: {delay_ms} ms."
                         ),
                     );
+                    self.platform.clock().sleep_ms(delay_ms);
                     let conn = self.open_with_backoff()?;
                     client.replace_transport(conn);
                 }
@@ -270,19 +278,23 @@ impl<P: Platform> Demo<'_, P> {
                 .map_err(iteration_error)?;
             self.info(&format!("SUBSCRIBE sent for topic {topic} to broker."));
             let mut codes = None;
+            // After a reconnect, the acknowledgement and the echo of what
+            // was resent may come before the SUBACK: they count.
+            let mut tally = Tally::default();
             let platform = &*self.platform;
-            client
-                .process_loop(s.process_loop_ms, &mut |event| match event {
-                    Event::SubAck(ack) if ack.pkid == pkid => {
-                        codes = Some(ack.return_codes);
-                        Flow::Done
-                    }
-                    other => {
-                        log_event(platform, &topic, other);
-                        Flow::Continue
-                    }
-                })
-                .map_err(iteration_error)?;
+            let waited = client.process_loop(s.process_loop_ms, &mut |event| match event {
+                Event::SubAck(ack) if ack.pkid == pkid => {
+                    codes = Some(ack.return_codes);
+                    Flow::Done
+                }
+                other => {
+                    tally.note(&other, &topic);
+                    log_event(platform, &topic, other);
+                    Flow::Continue
+                }
+            });
+            tally.add_to(&mut self.report);
+            waited.map_err(iteration_error)?;
             let Some(codes) = codes else {
                 return Err(Failure::TimedOut(format!(
                     "SUBACK for packet id {pkid} within {} ms",
@@ -406,24 +418,21 @@ impl<P: Platform> Demo<'_, P> {
             .unsubscribe(std::slice::from_ref(&topic))
             .map_err(iteration_error)?;
         let mut done = false;
-        let mut acks = 0;
+        let mut tally = Tally::default();
         let platform = &*self.platform;
-        client
-            .process_loop(s.process_loop_ms, &mut |event| match event {
-                Event::UnsubAck(id) if id == pkid => {
-                    done = true;
-                    Flow::Done
-                }
-                other => {
-                    if matches!(other, Event::PubAck(_)) {
-                        acks += 1;
-                    }
-                    log_event(platform, &topic, other);
-                    Flow::Continue
-                }
-            })
-            .map_err(iteration_error)?;
-        self.report.acknowledged += acks;
+        let waited = client.process_loop(s.process_loop_ms, &mut |event| match event {
+            Event::UnsubAck(id) if id == pkid => {
+                done = true;
+                Flow::Done
+            }
+            other => {
+                tally.note(&other, &topic);
+                log_event(platform, &topic, other);
+                Flow::Continue
+            }
+        });
+        tally.add_to(&mut self.report);
+        waited.map_err(iteration_error)?;
         if !done {
             return Err(Failure::TimedOut(format!(
                 "UNSUBACK for packet id {pkid} within {} ms",

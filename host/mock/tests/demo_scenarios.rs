@@ -221,7 +221,7 @@ fn slow_legal_paths_stay_inside_the_default_iteration_timeout() {
     let bounds = out.declared_bounds();
     assert_eq!(bounds.len(), 1, "declared once, at the start: {bounds:?}");
     let bound = bounds[0];
-    assert_eq!(bound, 838_200, "the bound with the default settings");
+    assert_eq!(bound, 851_950, "the bound with the default settings");
     assert!(
         out.now_ms > 20_000 && out.now_ms < bound,
         "{} ms of virtual time, bound {bound} ms",

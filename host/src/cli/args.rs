@@ -172,7 +172,7 @@ pub struct RunArgs {
     /// is stopped wherever it is, its connections closed, and the restart
     /// policy applies (0 = no limit). [default: the bound the logic
     /// declares for the iteration (the demo: its slowest legal iteration
-    /// with its settings, 838200 ms with the defaults), at most an hour; an
+    /// with its settings, 851950 ms with the defaults), at most an hour; an
     /// hour for a logic that declares none]
     #[arg(long, value_name = "MS")]
     pub iteration_timeout_ms: Option<u64>,
