@@ -130,14 +130,19 @@ fn run(
     })?;
     let queue = Queue::new(&state, config.queue_max);
     let mut report = Report::default();
-    match queue.take(started) {
+    match queue.take(started, &link.acked) {
         Ok(Taken { number, dropped }) => {
             info(&format!("Reading {number} taken (iteration {iteration})."));
-            if let Some(oldest) = dropped {
-                warn(&format!(
+            match dropped {
+                Some(Ok(oldest)) => warn(&format!(
                     "The queue is full ({} readings): dropped reading {oldest}.",
                     config.queue_max
-                ));
+                )),
+                Some(Err(e)) => warn(&format!(
+                    "The queue is over its {} readings: the oldest could not be dropped ({e}).",
+                    config.queue_max
+                )),
+                None => {}
             }
         }
         Err(e) => warn(&format!("Could not keep a reading: {e}.")),

@@ -20,8 +20,8 @@ pub fn key(number: u64) -> String {
 pub struct Taken {
     /// Its number, from 1.
     pub number: u64,
-    /// The oldest reading, dropped to make room.
-    pub dropped: Option<u64>,
+    /// The oldest reading, dropped to make room (or why it could not be).
+    pub dropped: Option<Result<u64, String>>,
 }
 
 /// The queue of readings not yet acknowledged.
@@ -50,9 +50,10 @@ impl<'a> Queue<'a> {
         self.numbers().map(|n| n.len())
     }
 
-    /// Takes the next reading (taken at `now_ms`) into the queue,
-    /// dropping the oldest first when it is full.
-    pub fn take(&self, now_ms: u64) -> Result<Taken, String> {
+    /// Takes the next reading (taken at `now_ms`) into the queue, then,
+    /// when that made it hold more than its maximum, drops the oldest one
+    /// not yet `acknowledged` (an acknowledged one is deleted anyway).
+    pub fn take(&self, now_ms: u64, acknowledged: &[u64]) -> Result<Taken, String> {
         let last = match self.state.get(LAST)? {
             Some(bytes) => {
                 u64::from_le_bytes(bytes.try_into().map_err(|_| "telemetry/last is damaged")?)
@@ -66,14 +67,21 @@ impl<'a> Queue<'a> {
             (key(number), payload.into_bytes()),
             (LAST.to_string(), number.to_le_bytes().to_vec()),
         ])?;
-        let queued = self.numbers()?;
+        let queued: Vec<u64> = self
+            .numbers()?
+            .into_iter()
+            .filter(|n| !acknowledged.contains(n))
+            .collect();
         let mut dropped = None;
         if queued.len() as u64 > self.max
             && let Some(oldest) = queued.first()
         {
-            self.state.delete(&key(*oldest))?;
-            self.state.increment(DROPPED, 1)?;
-            dropped = Some(*oldest);
+            let drop = self
+                .state
+                .delete(&key(*oldest))
+                .and_then(|()| self.state.increment(DROPPED, 1))
+                .map(|_| *oldest);
+            dropped = Some(drop);
         }
         Ok(Taken { number, dropped })
     }

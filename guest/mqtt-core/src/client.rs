@@ -91,6 +91,9 @@ pub struct Client<T: Transport, C: Clock> {
     closed: bool,
     /// Where outgoing QoS 1 state is kept durably, if anywhere.
     session: Option<Box<dyn SessionStore>>,
+    /// Packet ids of stored publishes not taken over (past
+    /// [`MAX_OUTGOING`]): never handed out again.
+    reserved: Vec<u16>,
 }
 
 impl<T: Transport, C: Clock> Client<T, C> {
@@ -108,22 +111,27 @@ impl<T: Transport, C: Clock> Client<T, C> {
             ping_sent_ms: None,
             closed: false,
             session: None,
+            reserved: Vec::new(),
         }
     }
 
     /// Keeps the outgoing QoS 1 state in `store` from now on, and takes
     /// over what it holds (publishes a previous client, in this process or
     /// an earlier one, left unacknowledged), in the order they were first
-    /// sent; returns their ids. They go out again after the next CONNECT
-    /// ([`Client::resend_outstanding`] or [`Client::forget_outstanding`]),
-    /// all of them, even past [`MAX_OUTGOING`] (new publishes wait until
-    /// fewer are outstanding); new packet ids continue after the newest.
+    /// sent, at most [`MAX_OUTGOING`] (the rest stay stored for a later
+    /// client); returns their ids. They go out again after the next
+    /// CONNECT ([`Client::resend_outstanding`] or
+    /// [`Client::forget_outstanding`]). New packet ids continue after the
+    /// newest and never reuse an id still stored.
     pub fn keep_session_in(&mut self, mut store: Box<dyn SessionStore>) -> Vec<u16> {
         let mut kept = store.load();
         kept.retain(|p| p.pkid != 0 && !self.outgoing.iter().any(|o| o.pkid == p.pkid));
         if let Some(last) = kept.last() {
             self.last_pkid = last.pkid;
         }
+        let room = MAX_OUTGOING.saturating_sub(self.outgoing.len());
+        self.reserved = kept.iter().skip(room).map(|p| p.pkid).collect();
+        kept.truncate(room);
         let ids = kept.iter().map(|p| p.pkid).collect();
         self.outgoing.extend(kept);
         self.session = Some(store);
@@ -459,7 +467,11 @@ impl<T: Transport, C: Clock> Client<T, C> {
         loop {
             self.last_pkid = self.last_pkid.wrapping_add(1);
             let pkid = self.last_pkid;
-            if pkid != 0 && pkid != besides && !self.outgoing.iter().any(|p| p.pkid == pkid) {
+            if pkid != 0
+                && pkid != besides
+                && !self.reserved.contains(&pkid)
+                && !self.outgoing.iter().any(|p| p.pkid == pkid)
+            {
                 return pkid;
             }
         }
@@ -584,6 +596,25 @@ mod tests {
         assert!(fresh.iter().all(|id| *id != b));
         let kept: Vec<u16> = disk.0.borrow().iter().map(|p| p.pkid).collect();
         assert_eq!(kept, fresh);
+    }
+
+    #[test]
+    fn at_most_fifteen_kept_publishes_are_taken_over_and_their_ids_stay_reserved() {
+        use crate::session::MemorySession;
+        let disk = MemorySession::default();
+        // Saved in this order: fifteen, then 26 and 25, the newest.
+        for id in (10..=24u16).chain([26, 25]) {
+            let mut p = Publish::new("t", QoS::AtLeastOnce, vec![id as u8]);
+            p.pkid = id;
+            disk.0.borrow_mut().push(p);
+        }
+        let (mut c, _) = client(vec![connack()]);
+        let taken = c.keep_session_in(Box::new(disk.clone()));
+        assert_eq!(taken, (10..=24).collect::<Vec<u16>>());
+        c.connect(&Connect::new("id"), 1000).unwrap();
+        c.forget_outstanding();
+        // New ids continue after the newest (25) and skip 26, still stored.
+        assert_eq!(c.publish("t", b"n").unwrap(), 27);
     }
 
     #[test]

@@ -375,22 +375,22 @@ impl<P: Platform> Demo<'_, P> {
         let mut tally = Tally::default();
         let platform = &*self.platform;
         let topic = s.topic.clone();
-        client
-            .process_loop(s.process_loop_ms, &mut |event| {
-                match tally.note(&event, &topic) {
-                    Some(Counted::Ack(id)) => acked |= id == pkid,
-                    Some(Counted::Echo) => echoed = true,
-                    None => {}
-                }
-                log_event(platform, &topic, event);
-                if acked && echoed {
-                    Flow::Done
-                } else {
-                    Flow::Continue
-                }
-            })
-            .map_err(iteration_error)?;
+        let waited = client.process_loop(s.process_loop_ms, &mut |event| {
+            match tally.note(&event, &topic) {
+                Some(Counted::Ack(id)) => acked |= id == pkid,
+                Some(Counted::Echo) => echoed = true,
+                None => {}
+            }
+            log_event(platform, &topic, event);
+            if acked && echoed {
+                Flow::Done
+            } else {
+                Flow::Continue
+            }
+        });
+        // Counted even when the connection is lost meanwhile.
         tally.add_to(&mut self.report);
+        waited.map_err(iteration_error)?;
         if acked && echoed {
             let rtt = clock.now_us().saturating_sub(sent_us);
             self.report

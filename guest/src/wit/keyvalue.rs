@@ -111,10 +111,12 @@ impl SessionStore for KeyValueSession {
         let Some(state) = &self.state else {
             return Ok(());
         };
+        if self.keys.iter().any(|(id, _)| *id == publish.pkid) {
+            return Err(format!("packet id {} is still kept", publish.pkid));
+        }
         let key = format!("{SESSION_PREFIX}{:020}", self.next);
         state.set(&key, &to_bytes(publish))?;
         self.next += 1;
-        self.keys.retain(|(id, _)| *id != publish.pkid);
         self.keys.push((publish.pkid, key));
         Ok(())
     }
@@ -129,7 +131,7 @@ impl SessionStore for KeyValueSession {
         let (_, key) = self.keys.remove(i);
         if let Err(e) = state.delete(&key) {
             warn(&format!(
-                "Could not remove acknowledged publish {pkid} from the device's state ({e}); it may be sent once more after a restart."
+                "Could not remove acknowledged publish {pkid} from the device's state ({e}); it may be sent once more."
             ));
         }
     }

@@ -328,7 +328,7 @@ pub struct RunArgs {
     /// A setting of the logic's own, KEY=VALUE (repeatable), read through
     /// wasi:config/store. Also: the config file's [logic] table and
     /// MQTT_DEVICE_LOGIC_<KEY> variables (KEY in capitals with `_` for
-    /// `-`); a flag overrides a variable, which overrides the file.
+    /// `-`); a flag overrides a variable, which overrides the file's table.
     #[arg(long, value_name = "KEY=VALUE", value_parser = logic_setting)]
     pub logic_config: Vec<(String, String)>,
     /// The config file's [logic] table (set by --config only).

@@ -91,8 +91,8 @@ fn add_batch<T: Send + 'static>(
     Ok(())
 }
 
-/// A batch's keys, each checked as it is read; a trap only for a list the
-/// canonical ABI itself refuses (out of bounds, bad UTF-8).
+/// A batch's keys, each checked as it is read; a list the canonical ABI
+/// cannot read (bad UTF-8, say) is the logic's error too.
 fn lift_keys<T: 'static>(
     store: &mut StoreContextMut<'_, T>,
     list: &WasmList<WasmStr>,

@@ -145,6 +145,12 @@ pub fn iteration_failure(
         IterationFailure::ProtocolViolation(what) => format!(
             "the broker {broker} sent invalid MQTT: {what} (check that --broker points at an MQTT 3.1.1 broker)"
         ),
+        // A persistent session's publish the device's state refused.
+        IterationFailure::InvalidSettings(what) if what.starts_with("the device's state") => {
+            format!(
+                "{what} (raise --state-max-bytes, --state-max-keys or --state-writes-per-sec, or free the disk of --state-dir)"
+            )
+        }
         IterationFailure::InvalidSettings(what) => format!(
             "the settings do not fit MQTT: {what} (shorten --topic, --client-id, --username or --password)"
         ),
