@@ -3,7 +3,7 @@
 //! iteration ends in ([`outcome`]), the restart/swap/fallback policy
 //! ([`supervisor`]) and the loop that applies it ([`drive`]), the
 //! [`observer`] interface every counter and log line goes through, the
-//! policy of a fleet rollout ([`canary`]), the [`epoch`] ticker
+//! policy of a fleet rollout ([`canary`]), an iteration's [`timeout`], the [`epoch`] ticker
 //! that lets wasm code be interrupted, memory and table growth
 //! ([`limiter`]), a device's durable [`state`] (its quota, the seam to a
 //! store, the context the key-value imports run on), the WIT edge ([`wit`]: the only conversions to and from
@@ -20,6 +20,7 @@ pub mod outcome;
 pub mod settings;
 pub mod state;
 pub mod supervisor;
+pub mod timeout;
 pub mod wit;
 pub mod world;
 

@@ -138,6 +138,12 @@ pub struct Broker {
     recorded_bytes: usize,
     /// Instances made so far.
     pub(crate) instances: u64,
+    /// When the iteration in flight started, virtual milliseconds.
+    pub(crate) iteration_started_ms: u64,
+    /// The bound the logic declared for it, if any.
+    pub(crate) declared_ms: Option<u64>,
+    /// The scenario's iteration timeout (`--iteration-timeout-ms`), if set.
+    pub(crate) timeout_ms: Option<u64>,
 }
 
 /// Import calls after which the mock stops a guest as looping.
@@ -160,6 +166,9 @@ impl Broker {
             connections: 0,
             failure: None,
             import_calls: 0,
+            iteration_started_ms: 0,
+            declared_ms: None,
+            timeout_ms: None,
             recorded_bytes: 0,
             instances: 0,
         }
@@ -207,6 +216,26 @@ impl Broker {
                 _ => return Ok(()),
             }
         }
+    }
+
+    /// Lets `ms` of virtual time pass, unless the iteration's timeout comes
+    /// first: then time stops there and the guest is stopped with the limit
+    /// `host run` would stop it with.
+    pub(crate) fn wait(&mut self, ms: u64) -> wasmtime::Result<()> {
+        let (limit, set_by) =
+            host_core::timeout::iteration_timeout(self.timeout_ms, self.declared_ms);
+        let deadline = self.iteration_started_ms.saturating_add(limit);
+        if limit > 0 && self.now_ms.saturating_add(ms) > deadline {
+            self.now_ms = self.now_ms.max(deadline);
+            return Err(wasmtime::Error::new(
+                host_core::outcome::LimitHit::IterationTimeout {
+                    limit_ms: limit,
+                    set_by,
+                },
+            ));
+        }
+        self.now_ms += ms;
+        Ok(())
     }
 
     /// Every import call passes here: counts calls, fails scripted faults.
@@ -371,8 +400,8 @@ impl HostConnection for MockState {
             return Ok(Err(ErrorCode::ConnectionClosed));
         }
         if b.inbound.is_empty() {
-            b.now_ms += u64::from(timeout_ms);
             b.calls.push(Call::WaitedOut(timeout_ms));
+            b.wait(u64::from(timeout_ms))?;
             return Ok(Ok(Vec::new()));
         }
         let limit = match b.script.delivery {
@@ -429,8 +458,8 @@ impl clock::Host for MockState {
     async fn sleep_ms(&mut self, duration_ms: u32) -> wasmtime::Result<()> {
         let mut b = self.broker();
         b.enter()?;
-        b.now_ms += u64::from(duration_ms);
         b.calls.push(Call::Sleep(duration_ms));
+        b.wait(u64::from(duration_ms))?;
         Ok(())
     }
 }
@@ -440,6 +469,7 @@ impl iteration::Host for MockState {
         let mut b = self.broker();
         b.enter()?;
         b.calls.push(Call::DeclaredBound(ms));
+        b.declared_ms = Some(ms);
         Ok(())
     }
 }

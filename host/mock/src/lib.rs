@@ -81,6 +81,10 @@ pub struct Scenario {
     pub store: Arc<MemoryBackend>,
     /// The logic's own settings (`wasi:config`).
     pub logic_config: Vec<(String, String)>,
+    /// The iteration timeout, milliseconds, as `--iteration-timeout-ms`
+    /// sets it (0 = none); by default what the logic declares, at most an
+    /// hour, on virtual time.
+    pub iteration_timeout_ms: Option<u64>,
 }
 
 impl Scenario {
@@ -96,6 +100,7 @@ impl Scenario {
             },
             store: MemoryBackend::new(Quota::default()),
             logic_config: Vec::new(),
+            iteration_timeout_ms: None,
         }
     }
 }
@@ -310,7 +315,9 @@ impl MockHost {
     /// Runs a scenario under the host's supervisor, on virtual time.
     pub fn run(&self, scenario: Scenario) -> Record {
         let rng = ChaCha20Rng::seed_from_u64(scenario.seed);
-        let broker = Arc::new(Mutex::new(Broker::new(scenario.script, rng)));
+        let mut broker = Broker::new(scenario.script, rng);
+        broker.timeout_ms = scenario.iteration_timeout_ms;
+        let broker = Arc::new(Mutex::new(broker));
         let events = Arc::new(Recorder::default());
         let mut supervisor = Supervisor::new(scenario.plan, self.logic.clone(), events.clone());
         let mut runtime = MockRuntime {
@@ -454,6 +461,11 @@ impl Runtime<MockLogic> for MockRuntime {
         (store, device): &mut Self::Instance,
         iteration: u32,
     ) -> Result<Outcome, String> {
+        {
+            let mut b = self.broker();
+            b.iteration_started_ms = b.now_ms;
+            b.declared_ms = None;
+        }
         let result = device
             .call_run_iteration(&mut *store, &self.settings, iteration)
             .await;

@@ -77,7 +77,7 @@ impl Limits {
     pub const CPU_BUDGET_MS: u32 = 2000;
     /// The longest iteration the host allows a logic that sets its own
     /// bound (or none), milliseconds: an hour.
-    pub const ITERATION_TIMEOUT_MAX_MS: u64 = 60 * 60 * 1000;
+    pub const ITERATION_TIMEOUT_MAX_MS: u64 = host_core::timeout::ITERATION_TIMEOUT_MAX_MS;
     /// Default of `max_connections`.
     pub const MAX_CONNECTIONS: usize = 4;
     /// Default of `max_io_bytes`.

@@ -117,13 +117,9 @@ impl Deadline {
             Deadline::Fixed(ms, by) => (*ms, *by),
             // A declared 0 is not "no limit" (the operator's 0 is): a logic
             // can shorten its own bound, never lift the host's maximum.
-            Deadline::Declared(declared) => match *declared.borrow() {
-                Some(ms) => (
-                    ms.clamp(1, Limits::ITERATION_TIMEOUT_MAX_MS),
-                    TimeoutSetBy::Logic,
-                ),
-                None => (Limits::ITERATION_TIMEOUT_MAX_MS, TimeoutSetBy::Maximum),
-            },
+            Deadline::Declared(declared) => {
+                host_core::timeout::iteration_timeout(None, *declared.borrow())
+            }
         }
     }
 

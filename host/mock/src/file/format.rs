@@ -44,6 +44,9 @@ pub struct Common {
     /// (a counter: 8 bytes, little-endian, as `increment` keeps it).
     #[serde(default)]
     pub store: BTreeMap<String, StoreValue>,
+    /// The iteration timeout, milliseconds (`--iteration-timeout-ms`; 0 =
+    /// none) [what the logic declares, at most an hour].
+    pub iteration_timeout_ms: Option<u64>,
     /// The next this many writes to the state fail as on a full disk.
     pub fail_writes: Option<u32>,
     /// The logic's own settings (`wasi:config`), as `--logic-config` gives them.
@@ -78,6 +81,9 @@ pub struct ScenarioSpec {
     /// (a counter: 8 bytes, little-endian, as `increment` keeps it).
     #[serde(default)]
     pub store: BTreeMap<String, StoreValue>,
+    /// The iteration timeout, milliseconds (`--iteration-timeout-ms`; 0 =
+    /// none) [what the logic declares, at most an hour].
+    pub iteration_timeout_ms: Option<u64>,
     /// The next this many writes to the state fail as on a full disk.
     pub fail_writes: Option<u32>,
     /// The logic's own settings (`wasi:config`), as `--logic-config` gives them.

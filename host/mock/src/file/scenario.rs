@@ -68,6 +68,7 @@ pub fn scenario(spec: &ScenarioSpec, defaults: &Common) -> Result<Scenario, Stri
     for (key, value) in defaults.store.iter().chain(&spec.store) {
         scenario.store.seed(&device, key, value.bytes());
     }
+    scenario.iteration_timeout_ms = spec.iteration_timeout_ms.or(defaults.iteration_timeout_ms);
     if let Some(n) = spec.fail_writes.or(defaults.fail_writes) {
         scenario.store.fail_writes(n);
     }
