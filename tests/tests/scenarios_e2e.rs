@@ -153,3 +153,21 @@ fn hostile_logic_ends_its_own_scenarios_and_never_the_run() {
     assert!(ok >= 8 && failed == 0, "{stdout}");
     assert_eq!((ok, failed), (scenarios_in(&file), 0), "every scenario ran");
 }
+
+#[test]
+fn a_missing_scenario_file_is_one_line_naming_it_and_its_cause_once() {
+    let missing = std::path::Path::new("/nonexistent/scenarios.toml");
+    let (code, _, stderr) = host_test(&demo_wasm(), &[missing], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let line = stderr.trim();
+    assert_eq!(line.lines().count(), 1, "{stderr}");
+    assert!(
+        line.contains("/nonexistent/scenarios.toml: cannot read it (check the path)"),
+        "{line}"
+    );
+    assert_eq!(
+        line.matches("No such file or directory").count(),
+        1,
+        "{line}"
+    );
+}

@@ -29,7 +29,7 @@ use format::{Common, FileSpec, ScenarioSpec};
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     /// It cannot be read.
-    #[error("{path}: cannot read it: {source}")]
+    #[error("{path}: cannot read it (check the path)")]
     Read {
         /// The file.
         path: PathBuf,
