@@ -48,6 +48,32 @@ pub struct Settings {
     pub password: Option<String>,
 }
 
+impl Settings {
+    /// The MQTT client's timing these settings give.
+    pub fn timing(&self) -> mqtt_core::Timing {
+        mqtt_core::Timing {
+            keep_alive_secs: self.keep_alive_secs,
+            pingresp_timeout_ms: self.pingresp_timeout_ms,
+            send_timeout_ms: self.transport_timeout_ms,
+        }
+    }
+
+    /// The CONNECT these settings give: client id, keep-alive, clean
+    /// session, and the user name and password when set.
+    pub fn connect_packet(&self) -> mqttbytes::v4::Connect {
+        let mut connect = mqttbytes::v4::Connect::new(self.client_id.clone());
+        connect.keep_alive = self.keep_alive_secs;
+        connect.clean_session = self.clean_session;
+        if let Some(user) = &self.username {
+            connect.login = Some(mqttbytes::v4::Login::new(
+                user.clone(),
+                self.password.clone().unwrap_or_default(),
+            ));
+        }
+        connect
+    }
+}
+
 /// What an iteration did (the WIT `iteration-report` record).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {

@@ -26,8 +26,8 @@ use guest::device::{Failure, Report};
 use guest::wit::clock::HostClock;
 use guest::wit::keyvalue::State;
 use guest::wit::{config, log, mtls_socket};
-use mqtt_core::{Client, Clock, Event, Flow, Level, MAX_OUTGOING, Timing};
-use mqttbytes::v4::{Connect, ConnectReturnCode, Login};
+use mqtt_core::{Client, Clock, Event, Flow, Level, MAX_OUTGOING};
+use mqttbytes::v4::ConnectReturnCode;
 
 use crate::queue::{Queue, Taken};
 
@@ -188,21 +188,9 @@ fn connect(
     let conn = mtls_socket::connect(&s.broker_host, s.broker_port, s.connect_timeout_ms)
         .map_err(|e| e.to_string())?;
     report.connections += 1;
-    let timing = Timing {
-        keep_alive_secs: s.keep_alive_secs,
-        pingresp_timeout_ms: s.pingresp_timeout_ms,
-        send_timeout_ms: s.transport_timeout_ms,
-    };
-    let mut client = Client::new(conn, HostClock, timing);
-    let mut connect = Connect::new(s.client_id.clone());
-    connect.keep_alive = s.keep_alive_secs;
+    let mut client = Client::new(conn, HostClock, s.timing());
+    let mut connect = s.connect_packet();
     connect.clean_session = true;
-    if let Some(user) = &s.username {
-        connect.login = Some(Login::new(
-            user.clone(),
-            s.password.clone().unwrap_or_default(),
-        ));
-    }
     let ack = client
         .connect(&connect, s.connack_timeout_ms)
         .map_err(|e| format!("{e:?}"))?;

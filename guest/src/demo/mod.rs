@@ -6,10 +6,10 @@
 pub mod bound;
 
 use mqttbytes::QoS;
-use mqttbytes::v4::{Connect, ConnectReturnCode, Login, SubscribeReasonCode};
+use mqttbytes::v4::{ConnectReturnCode, SubscribeReasonCode};
 
 use mqtt_core::{
-    Backoff, Client, ClientError, Clock, Event, Flow, Level, Platform, Timing, TransportError,
+    Backoff, Client, ClientError, Clock, Event, Flow, Level, Platform, TransportError,
 };
 
 use crate::device::{ConnackRefusal, Failure, Report, Settings};
@@ -61,7 +61,7 @@ impl<P: Platform> Demo<'_, P> {
 
     fn run(&mut self) -> Result<Report, Failure> {
         let conn = self.open_with_backoff()?;
-        let mut client = Client::new(conn, self.platform.clock(), self.timing());
+        let mut client = Client::new(conn, self.platform.clock(), self.settings.timing());
         if !self.settings.clean_session
             && let Some(store) = self.platform.session_store()
         {
@@ -107,15 +107,6 @@ impl<P: Platform> Demo<'_, P> {
         }
         self.info("Demo completed successfully.");
         Ok(std::mem::take(&mut self.report))
-    }
-
-    fn timing(&self) -> Timing {
-        let s = self.settings;
-        Timing {
-            keep_alive_secs: s.keep_alive_secs,
-            pingresp_timeout_ms: s.pingresp_timeout_ms,
-            send_timeout_ms: s.transport_timeout_ms,
-        }
     }
 
     /// Steps 2 to 6 on an open connection, resuming after `progress`.
@@ -205,17 +196,8 @@ impl<P: Platform> Demo<'_, P> {
             "Creating an MQTT connection to {}.",
             s.broker_host
         ));
-        let mut connect = Connect::new(s.client_id.clone());
-        connect.keep_alive = s.keep_alive_secs;
-        connect.clean_session = s.clean_session;
-        if let Some(user) = &s.username {
-            connect.login = Some(Login::new(
-                user.clone(),
-                s.password.clone().unwrap_or_default(),
-            ));
-        }
         let ack = client
-            .connect(&connect, s.connack_timeout_ms)
+            .connect(&s.connect_packet(), s.connack_timeout_ms)
             .map_err(iteration_error)?;
         let refusal = match ack.code {
             ConnectReturnCode::Success => None,
@@ -278,23 +260,13 @@ impl<P: Platform> Demo<'_, P> {
                 .map_err(iteration_error)?;
             self.info(&format!("SUBSCRIBE sent for topic {topic} to broker."));
             let mut codes = None;
-            // After a reconnect, the acknowledgement and the echo of what
-            // was resent may come before the SUBACK: they count.
-            let mut tally = Tally::default();
-            let platform = &*self.platform;
-            let waited = client.process_loop(s.process_loop_ms, &mut |event| match event {
+            self.await_answer(client, |event| match event {
                 Event::SubAck(ack) if ack.pkid == pkid => {
-                    codes = Some(ack.return_codes);
-                    Flow::Done
+                    codes = Some(ack.return_codes.clone());
+                    true
                 }
-                other => {
-                    tally.note(&other, &topic);
-                    log_event(platform, &topic, other);
-                    Flow::Continue
-                }
-            });
-            tally.add_to(&mut self.report);
-            waited.map_err(iteration_error)?;
+                _ => false,
+            })?;
             let Some(codes) = codes else {
                 return Err(Failure::TimedOut(format!(
                     "SUBACK for packet id {pkid} within {} ms",
@@ -409,6 +381,33 @@ impl<P: Platform> Demo<'_, P> {
         Ok(())
     }
 
+    /// Processes packets until `wanted` takes one (answers true) or the
+    /// process loop's time is up; returns whether it did. Everything else
+    /// is logged and counted: after a reconnect, the acknowledgement and
+    /// the echo of what was resent may come first.
+    fn await_answer(
+        &mut self,
+        client: &mut Client<P::Conn, P::Clock>,
+        mut wanted: impl FnMut(&Event) -> bool,
+    ) -> Result<bool, Failure> {
+        let topic = self.settings.topic.clone();
+        let mut found = false;
+        let mut tally = Tally::default();
+        let platform = &*self.platform;
+        let waited = client.process_loop(self.settings.process_loop_ms, &mut |event| {
+            if wanted(&event) {
+                found = true;
+                return Flow::Done;
+            }
+            tally.note(&event, &topic);
+            log_event(platform, &topic, event);
+            Flow::Continue
+        });
+        tally.add_to(&mut self.report);
+        waited.map_err(iteration_error)?;
+        Ok(found)
+    }
+
     /// Step 5: UNSUBSCRIBE and wait for UNSUBACK.
     fn unsubscribe(&mut self, client: &mut Client<P::Conn, P::Clock>) -> Result<(), Failure> {
         let s = self.settings;
@@ -417,22 +416,10 @@ impl<P: Platform> Demo<'_, P> {
         let pkid = client
             .unsubscribe(std::slice::from_ref(&topic))
             .map_err(iteration_error)?;
-        let mut done = false;
-        let mut tally = Tally::default();
-        let platform = &*self.platform;
-        let waited = client.process_loop(s.process_loop_ms, &mut |event| match event {
-            Event::UnsubAck(id) if id == pkid => {
-                done = true;
-                Flow::Done
-            }
-            other => {
-                tally.note(&other, &topic);
-                log_event(platform, &topic, other);
-                Flow::Continue
-            }
-        });
-        tally.add_to(&mut self.report);
-        waited.map_err(iteration_error)?;
+        let done = self.await_answer(
+            client,
+            |event| matches!(event, Event::UnsubAck(id) if *id == pkid),
+        )?;
         if !done {
             return Err(Failure::TimedOut(format!(
                 "UNSUBACK for packet id {pkid} within {} ms",
