@@ -552,12 +552,7 @@ impl Subscriber {
     pub fn messages(&mut self, count: usize, limit: Duration) -> Vec<(String, String)> {
         let deadline = Instant::now() + limit;
         let filter = self.topic.clone();
-        // Messages are "topic payload" with a topic the filter matches; debug
-        // and error lines are not.
-        let parse = |line: &str| {
-            let (topic, payload) = line.split_once(' ')?;
-            topic_matches(&filter, topic).then(|| (topic.to_string(), payload.to_string()))
-        };
+        let parse = |line: &str| message_of(&filter, line);
         let mut got: Vec<(String, String)> = std::mem::take(&mut self.early)
             .iter()
             .filter_map(|l| parse(l))
@@ -571,6 +566,40 @@ impl Subscriber {
         }
         got
     }
+
+    /// Stops the subscriber as a user would (SIGTERM: it finishes the
+    /// message in hand, prints it and disconnects) and returns every message
+    /// it printed that [`Subscriber::messages`] has not yet returned.
+    /// Killing it instead could lose a message it had already acknowledged
+    /// (it sends the PUBACK before printing) and the broker would not resend.
+    pub fn stop(mut self) -> Vec<(String, String)> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Killed only if it did not stop; its pipe ends and the reader
+        // thread hangs up once everything printed has been read.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut lines = std::mem::take(&mut self.early);
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            lines.push(line);
+        }
+        lines
+            .iter()
+            .filter_map(|line| message_of(&self.topic, line))
+            .collect()
+    }
+}
+
+/// A message `mosquitto_sub -v` printed as "topic payload", with a topic
+/// `filter` matches; its debug and error lines are not messages.
+fn message_of(filter: &str, line: &str) -> Option<(String, String)> {
+    let (topic, payload) = line.split_once(' ')?;
+    topic_matches(filter, topic).then(|| (topic.to_string(), payload.to_string()))
 }
 
 impl Drop for Subscriber {
