@@ -92,7 +92,7 @@ impl Observer for LogObserver {
                 tracing::error!(
                     target: "host",
                     device,
-                    "swapped-in {from} {how} in its first iterations ({}); back to {to}",
+                    "[{device}] swapped-in {from} {how} in its first iterations ({}); back to {to}",
                     explain::stop(stop)
                 )
             }

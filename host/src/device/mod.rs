@@ -54,6 +54,8 @@ pub struct Device {
     pub builder: Builder,
     /// The lowest version it accepts, shared by every source of new logic.
     pub floor: Arc<Floor>,
+    /// The logic it starts on.
+    pub logic: Arc<Logic>,
     /// Where new logic is offered to it.
     pub offer: SwapSender,
     /// Where its supervisor takes new logic from.
@@ -75,48 +77,133 @@ impl Wiring {
     }
 
     /// Wires the device with `settings` (device `index` of a fleet, from 1,
-    /// or `None` for a single device), reporting to `observer`, which runs
-    /// `logic` now; new logic reaches it through `channel`. With an update
-    /// session, its update task starts following its update topic.
-    pub fn device(
+    /// or `None` for a single device), reporting to `observer`; `given` is
+    /// the command line's logic, `component` its file. With an update
+    /// session the device starts on the newest logic it accepted (see
+    /// [`starting_logic`]) and its update task starts following its update
+    /// topic; new logic reaches it through `channel`.
+    pub async fn device(
         &self,
         settings: DeviceSettings,
         index: Option<usize>,
         observer: Arc<dyn Observer>,
-        logic: &Logic,
+        (given, component): (&Arc<Logic>, &std::path::Path),
         (offer, swaps): (SwapSender, Swaps),
-    ) -> Device {
+    ) -> Result<Device, StartRefused> {
         let id = settings.client_id.clone();
         let observer: Arc<dyn Observer> = match &self.metrics {
             Some(m) => Arc::new((observer, m.device(&id))),
             None => observer,
         };
-        let start = logic.version.unwrap_or(0);
+        let start = given.version.unwrap_or(0);
         let Some(updates) = &self.updates else {
             let sandbox = Sandbox::new(id, &self.reach, observer);
-            return Device {
+            return Ok(Device {
                 builder: self.builder(sandbox.clone()),
-                floor: Arc::new(Floor::new(start, None)),
+                floor: Arc::new(Floor::new(start, &settings.client_id, None)),
+                logic: given.clone(),
                 settings,
                 sandbox,
                 offer,
                 swaps,
-            };
+            });
         };
         let follow = updates.device(&id, index);
         let sandbox = Sandbox::new(id, &self.reach, Arc::new((observer, follow.status.clone())));
         let builder = self.builder(sandbox.clone());
         let floor = updates.floor(&settings.client_id, start);
-        follow.start(builder.clone(), offer.clone(), logic, floor.clone());
-        Device {
+        let logic = starting_logic(&floor, given, component, &updates.trust, &builder).await?;
+        follow.start(builder.clone(), offer.clone(), &logic, floor.clone());
+        Ok(Device {
             settings,
             sandbox,
             builder,
             floor,
+            logic,
             offer,
             swaps,
+        })
+    }
+}
+
+/// Why a device does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartRefused {
+    /// The command line's file is below the device's floor and the logic it
+    /// accepted was not kept.
+    #[error(
+        "[{device}] refused {}: version {given} is below version {floor}, which this device accepted before, and that logic is not kept here; start it with --allow-downgrade to run {} anyway (a factory reset: the device forgets what it accepted)",
+        file.display(),
+        file.display()
+    )]
+    BelowFloor {
+        /// The device.
+        device: String,
+        /// The file.
+        file: std::path::PathBuf,
+        /// Its version.
+        given: u64,
+        /// The device's floor.
+        floor: u64,
+    },
+}
+
+/// The logic a device starts on: the newest it accepted (from the command
+/// line, a watched file or the broker), verified again, when it is newer
+/// than `given` (the command line's, from `component`); `given` when it is
+/// at least the device's floor, or when downgrades are allowed (a factory
+/// reset: the floor and the kept logic go back to `given`). A file below
+/// the floor with nothing kept is refused.
+pub async fn starting_logic(
+    floor: &Floor,
+    given: &Arc<Logic>,
+    component: &std::path::Path,
+    trust: &Trust,
+    builder: &Builder,
+) -> Result<Arc<Logic>, StartRefused> {
+    let device = floor.device().to_string();
+    let version = given.version.unwrap_or(0);
+    if trust.allow_downgrade {
+        if floor.get() > version {
+            tracing::warn!(target: "host", "[{device}] --allow-downgrade: starting on {} (version {version}) below version {}, which this device accepted; it forgets that", component.display(), floor.get());
+        }
+        floor.reset(version, &given.sha256).await;
+        return Ok(given.clone());
+    }
+    let record = floor.record();
+    if let (Some(record), Some(store)) = (&record, floor.store())
+        && record.sha256 != given.sha256
+        && record.version >= version
+        && record.repo.is_some()
+    {
+        let kept = match store.load(record, trust).await {
+            Ok(v) => builder
+                .build_shared(v.wasm, Some(v.version))
+                .await
+                .map(|(logic, _)| logic)
+                .map_err(|e| format!("{e:#}")),
+            Err(e) => Err(e.to_string()),
+        };
+        match kept {
+            Ok(logic) => {
+                tracing::warn!(target: "host", "[{device}] starts on {logic}, which it accepted and keeps, not on {}, version {version} (start with --allow-downgrade to run that file instead: a factory reset)", component.display());
+                return Ok(logic);
+            }
+            Err(e) => {
+                tracing::error!(target: "host", "[{device}] the logic it accepted (version {}) cannot be used: {e}", record.version);
+            }
         }
     }
+    let same = record.as_ref().is_some_and(|r| r.sha256 == given.sha256);
+    if version < floor.get() && !same {
+        return Err(StartRefused::BelowFloor {
+            device,
+            file: component.to_owned(),
+            given: version,
+            floor: floor.get(),
+        });
+    }
+    Ok(given.clone())
 }
 
 /// How a watched component is checked when logic must be signed: against

@@ -72,6 +72,8 @@ pub struct Fleet {
     pub plan: Plan,
     /// A local rollout of the watched file, if any.
     pub watched: Option<Watched>,
+    /// The command line's component file.
+    pub component: std::path::PathBuf,
 }
 
 /// Makes each device's own observer (its log lines) from its settings.
@@ -118,6 +120,7 @@ pub async fn run(
     let start = {
         let (wiring, logic, stats) = (wiring.clone(), logic.clone(), stats.clone());
         let (base, topic_given) = (fleet.base.clone(), fleet.topic_given);
+        let component = fleet.component.clone();
         move |index: usize| {
             let settings = identity(&base, index, topic_given);
             let mut observer: Arc<dyn Observer> = Arc::new((observe(&settings), stats.clone()));
@@ -129,11 +132,16 @@ pub async fn run(
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&index)
                 .expect("one channel per device");
-            wiring.device(settings, Some(index), observer, &logic, channel)
+            let (wiring, logic, component) = (wiring.clone(), logic.clone(), component.clone());
+            Box::pin(async move {
+                wiring
+                    .device(settings, Some(index), observer, (&logic, &component), channel)
+                    .await
+            }) as Starting
         }
     };
     tracing::info!(target: "host::fleet", "starting {devices} devices at up to {} per second", fleet.ramp_per_sec);
-    let failed = ramp(&fleet, wiring, logic, &stats, start, gave_up).await;
+    let failed = ramp(&fleet, wiring, &stats, start, gave_up).await;
     Ok(failed)
 }
 
@@ -147,7 +155,7 @@ fn watch_for_rollout(
 ) -> anyhow::Result<SwapWatch> {
     let (tx, rx) = swaps();
     let trial = Sandbox::new("rollout-trial".into(), &wiring.reach, Arc::new(Ignore));
-    let floor = Arc::new(Floor::new(logic.version.unwrap_or(0), None));
+    let floor = Arc::new(Floor::new(logic.version.unwrap_or(0), "rollout-trial", None));
     let w = watch::watch(
         SwapSource {
             path: watched.component.clone(),
@@ -172,14 +180,18 @@ fn watch_for_rollout(
     Ok(w)
 }
 
+/// A device being wired.
+type Starting = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<device::Device, device::StartRefused>> + Send>,
+>;
+
 /// Starts the devices at the fleet's rate (until the host stops), each
 /// wired by `start`, and waits for them. Returns how many failed.
 async fn ramp(
     fleet: &Fleet,
     wiring: &Wiring,
-    logic: Arc<Logic>,
     stats: &Arc<FleetStats>,
-    start: impl Fn(usize) -> device::Device,
+    start: impl Fn(usize) -> Starting,
     gave_up: GaveUp,
 ) -> usize {
     let devices = fleet.ids.clone().count();
@@ -209,11 +221,18 @@ async fn ramp(
             break;
         }
         next_start += gap;
-        let device = start(index);
-        let (logic, plan, gave_up) = (logic.clone(), fleet.plan, gave_up.clone());
+        let starting = start(index);
+        let (plan, gave_up) = (fleet.plan, gave_up.clone());
         tasks.push(tokio::spawn(async move {
+            let device = match starting.await {
+                Ok(device) => device,
+                Err(refused) => {
+                    tracing::error!(target: "host::fleet", "{refused}");
+                    return Err(());
+                }
+            };
             let result = run_device(
-                logic,
+                device.logic.clone(),
                 Some(device.swaps),
                 device.sandbox,
                 &device.settings,
@@ -223,7 +242,7 @@ async fn ramp(
             if let Err(e) = &result {
                 gave_up(&device.settings, e);
             }
-            result
+            result.map(drop).map_err(drop)
         }));
     }
     let mut failed = 0;

@@ -41,6 +41,32 @@ impl StateDb {
         self.writer.commits()
     }
 
+    /// The values of `key` in every bucket whose name starts with
+    /// `prefix` (the host's own buckets); `None` if they cannot be read.
+    pub fn values_under(&self, prefix: &str, key: &str) -> Option<Vec<Vec<u8>>> {
+        let read = || -> Result<Vec<Vec<u8>>, redb::Error> {
+            let txn = self.db.begin_read()?;
+            let table = match txn.open_table(KV) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut values = Vec::new();
+            for entry in table.range((prefix, "")..)? {
+                let (k, v) = entry?;
+                let (device, k) = k.value();
+                if !device.starts_with(prefix) {
+                    break;
+                }
+                if k == key {
+                    values.push(v.value().to_vec());
+                }
+            }
+            Ok(values)
+        };
+        read().ok()
+    }
+
     fn read_error(e: impl std::fmt::Display) -> StateError {
         StateError::Storage(format!("read: {e}"))
     }

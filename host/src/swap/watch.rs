@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::sandbox::SwapSender;
 use crate::sandbox::build::{Builder, New};
-use crate::update::floor::Floor;
+use crate::update::floor::{Accepted, Floor, Repository};
 use crate::update::trust::Trust;
 use crate::update::verify::verify_file;
 
@@ -164,14 +164,21 @@ async fn swap_loop(
         };
         match candidate(&source, wasm, &running).await {
             Ok(None) => {}
-            Ok(Some(New { logic, how, millis })) => {
+            Ok(Some((New { logic, how, millis }, wasm))) => {
                 tracing::info!(
                     target: "host::swap",
                     "swapped {name}: {logic}, {how} in {millis} ms, takes over at the next iteration"
                 );
                 running = logic.sha256.clone();
-                if let (Some(signed), Some(v)) = (source.signed.as_ref(), logic.version) {
-                    signed.floor.raise(v);
+                if let (Some(signed), Some(version)) = (source.signed.as_ref(), logic.version) {
+                    signed
+                        .floor
+                        .accept(Accepted {
+                            version,
+                            sha256: &logic.sha256,
+                            kept: Some((Repository::Dir(&signed.repo), &wasm)),
+                        })
+                        .await;
                 }
                 if swaps.send(Some(Arc::new(logic))).is_err() {
                     return;
@@ -213,12 +220,13 @@ async fn settled(
     }
 }
 
-/// Builds and checks new logic; `None` when the file did not change.
+/// Builds and checks new logic; `None` when the file did not change. With
+/// it, the component built.
 async fn candidate(
     source: &SwapSource,
     wasm: Vec<u8>,
     running: &str,
-) -> anyhow::Result<Option<New>> {
+) -> anyhow::Result<Option<(New, Vec<u8>)>> {
     // Signed: build what was verified, not the file read before (it may
     // have changed since).
     let (wasm, version) = match &source.signed {
@@ -237,7 +245,8 @@ async fn candidate(
     if hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&wasm)) == running {
         return Ok(None);
     }
-    source.builder.build(wasm, version).await.map(Some)
+    let new = source.builder.build(wasm.clone(), version).await?;
+    Ok(Some((new, wasm)))
 }
 
 #[cfg(test)]

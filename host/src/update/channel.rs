@@ -26,10 +26,21 @@ const FETCH_WAIT: Duration = Duration::from_secs(60);
 /// Completed components kept for the host's other devices.
 const KEEP_TARGETS: usize = 4;
 
-/// Metadata files a device keeps, at most, and their largest size, bytes:
-/// a repository has four roles' files, each a few kilobytes.
-const MAX_METADATA_FILES: usize = 64;
+/// Root metadata files a device keeps, at most (one per root rotation),
+/// and the largest size of any metadata file, bytes: a repository has four
+/// roles' files, each a few kilobytes.
+const MAX_ROOTS: usize = 32;
 const MAX_METADATA_BYTES: usize = 1 << 20;
+
+/// Versions of the snapshot and targets metadata a device keeps: the
+/// newest two (the one it runs and one arriving).
+const KEEP_VERSIONS: usize = 2;
+
+/// Notices given about one topic, at most.
+const MAX_NOTICES: usize = 16;
+
+/// Partial metadata files of one device, bytes at most, all together.
+const MAX_PARTIAL_METADATA: usize = 4 * MAX_METADATA_BYTES;
 
 /// The host's update session.
 #[derive(Clone)]
@@ -47,6 +58,7 @@ struct Inner {
     client: AsyncClient,
     targets_topic: String,
     routes: Mutex<Routes>,
+    clear_command: String,
 }
 
 #[derive(Default)]
@@ -64,6 +76,12 @@ struct DeviceRoute {
     assembler: Assembler,
     files: HashMap<String, Bytes>,
     changed: watch::Sender<u64>,
+    /// What was wrong with the topic's retained messages (unparseable
+    /// files, a limit reached), each line naming the topic and the fix, not
+    /// yet reported.
+    notices: Vec<String>,
+    /// Chunk topics already reported, so a notice is given once.
+    noticed: BTreeSet<String>,
 }
 
 /// How the session is made.
@@ -78,6 +96,11 @@ pub struct ChannelConfig {
     pub targets_topic: String,
     /// Largest payload, bytes (a chunk and its header).
     pub payload_limit: usize,
+    /// The start of a command that deletes a retained message with the
+    /// host's credentials (the topic follows), for the notices.
+    pub clear_command: String,
+    /// Largest component, bytes.
+    pub max_component: usize,
 }
 
 impl Channel {
@@ -95,16 +118,34 @@ impl Channel {
             config.tls.client_config(),
         )));
         let (client, mut events) = AsyncClient::new(opts, 100_000);
+        // A component in progress, and a few chunks of others.
+        let targets = Assembler::new(
+            config.max_component,
+            config.max_component + 4 * config.payload_limit,
+        );
         let inner = Arc::new(Inner {
             client,
             targets_topic: config.targets_topic,
-            routes: Mutex::new(Routes::default()),
+            routes: Mutex::new(Routes {
+                targets,
+                ..Routes::default()
+            }),
+            clear_command: config.clear_command,
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
             let mut warned = false;
+            let mut expiry = tokio::time::interval(crate::update::chunks::PARTIAL_TTL / 4);
             loop {
-                let event = events.poll().await;
+                let event = tokio::select! {
+                    event = events.poll() => event,
+                    _ = expiry.tick() => {
+                        if let Some(inner) = weak.upgrade() {
+                            inner.expire();
+                        }
+                        continue;
+                    }
+                };
                 let Some(inner) = weak.upgrade() else { return };
                 match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -134,20 +175,27 @@ impl Channel {
     /// Follows the metadata under `update_topic`; the receiver changes when
     /// a file of it has been received whole.
     pub fn follow(&self, update_topic: &str) -> watch::Receiver<u64> {
-        let (changed, rx) = watch::channel(0);
         let topic = format!("{update_topic}/metadata/#");
-        {
+        let rx = {
             let mut routes = self.inner.routes();
+            // A fleet's topic is followed by each of its devices.
+            if let Some(route) = routes.devices.get(update_topic) {
+                return route.changed.subscribe();
+            }
+            let (changed, rx) = watch::channel(0);
             routes.devices.insert(
                 update_topic.to_string(),
                 DeviceRoute {
-                    assembler: Assembler::default(),
+                    assembler: Assembler::new(MAX_METADATA_BYTES, MAX_PARTIAL_METADATA),
                     files: HashMap::new(),
                     changed,
+                    notices: Vec::new(),
+                    noticed: BTreeSet::new(),
                 },
             );
             routes.subscriptions.insert(topic.clone());
-        }
+            rx
+        };
         let _ = self.inner.client.try_subscribe(topic, QoS::AtLeastOnce);
         rx
     }
@@ -160,6 +208,17 @@ impl Channel {
             .devices
             .get(update_topic)
             .map(|d| d.files.clone())
+            .unwrap_or_default()
+    }
+
+    /// What was wrong with the retained messages under `update_topic`
+    /// since last asked, a line each naming the topic and the fix.
+    pub fn take_notices(&self, update_topic: &str) -> Vec<String> {
+        self.inner
+            .routes()
+            .devices
+            .get_mut(update_topic)
+            .map(|d| std::mem::take(&mut d.notices))
             .unwrap_or_default()
     }
 
@@ -178,6 +237,20 @@ impl Channel {
 impl Inner {
     fn routes(&self) -> MutexGuard<'_, Routes> {
         self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops files in progress whose chunks stopped coming.
+    fn expire(&self) {
+        let mut routes = self.routes();
+        let now = std::time::Instant::now();
+        let mut freed = routes.targets.expire(now);
+        for device in routes.devices.values_mut() {
+            freed += device.assembler.expire(now);
+        }
+        if freed > 0 {
+            tracing::warn!(target: "host::update", "dropped {freed} bytes of update files whose chunks stopped coming for {} s", crate::update::chunks::PARTIAL_TTL.as_secs());
+            crate::update::chunks::release_memory();
+        }
     }
 
     fn route(&self, topic: &str, payload: &[u8]) {
@@ -217,13 +290,147 @@ impl Inner {
             if device.files.remove(name).is_some() {
                 device.changed.send_modify(|n| *n += 1);
             }
-        } else if let Ok(Some(bytes)) = device.assembler.take(name, payload) {
-            let room = device.files.len() < MAX_METADATA_FILES || device.files.contains_key(name);
-            if room && bytes.len() <= MAX_METADATA_BYTES {
-                device.files.insert(name.to_string(), bytes);
-                device.changed.send_modify(|n| *n += 1);
-            }
+            return;
         }
+        let clear = |count: usize| clear_lines(&self.clear_command, file, count);
+        let bytes = match device.assembler.take(name, payload) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return,
+            Err(e) => {
+                device.notice(file, format!("{topic}: {e}; delete it: {}", clear(1)));
+                return;
+            }
+        };
+        let count = chunk_count(payload);
+        if let Err(why) = parse_metadata(name, &bytes) {
+            device.notice(
+                file,
+                format!(
+                    "{file} holds no TUF metadata ({why}), so no update there can verify; delete it: {}",
+                    clear(count)
+                ),
+            );
+            return;
+        }
+        if let Err(why) = device.keep(name, bytes) {
+            device.notice(file, format!("{update}/metadata: {why}; delete the extra files there: {}", clear(count)));
+        }
+    }
+}
+
+impl DeviceRoute {
+    /// Notes `line` about the chunk topics of `file`, once.
+    fn notice(&mut self, file: &str, line: String) {
+        if self.noticed.len() >= MAX_NOTICES {
+            return;
+        }
+        if self.noticed.len() == MAX_NOTICES - 1 {
+            let update = file.rsplit_once("/metadata/").map_or(file, |(u, _)| u);
+            self.noticed.insert(String::new());
+            self.notices.push(format!(
+                "more files under {update}/metadata are not what they should be; no more are reported"
+            ));
+            self.changed.send_modify(|n| *n += 1);
+            return;
+        }
+        if self.noticed.insert(file.to_string()) {
+            self.notices.push(line);
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Keeps a whole metadata file: every root (up to [`MAX_ROOTS`]), the
+    /// timestamp, the newest [`KEEP_VERSIONS`] of the snapshot and the
+    /// targets; older ones are dropped (no verification needs them).
+    fn keep(&mut self, name: &str, bytes: Bytes) -> Result<(), String> {
+        if bytes.len() > MAX_METADATA_BYTES {
+            return Err(format!(
+                "{name} is over the {MAX_METADATA_BYTES} bytes a metadata file may have"
+            ));
+        }
+        match versioned(name) {
+            Some((_, "root")) => {
+                let roots = self
+                    .files
+                    .keys()
+                    .filter(|n| versioned(n).is_some_and(|(_, r)| r == "root"))
+                    .count();
+                if roots >= MAX_ROOTS && !self.files.contains_key(name) {
+                    return Err(format!(
+                        "more than {MAX_ROOTS} root metadata files; {name} was not taken"
+                    ));
+                }
+            }
+            Some((version, role)) => {
+                let mut same: Vec<(u64, String)> = self
+                    .files
+                    .keys()
+                    .filter_map(|n| {
+                        let (v, r) = versioned(n)?;
+                        (r == role && n != name).then(|| (v, n.clone()))
+                    })
+                    .collect();
+                same.push((version, name.to_string()));
+                same.sort();
+                let drop = same.len().saturating_sub(KEEP_VERSIONS);
+                for (_, old) in same.drain(..drop) {
+                    if old == name {
+                        // Older than what is kept: stale.
+                        return Ok(());
+                    }
+                    self.files.remove(&old);
+                }
+            }
+            None => {}
+        }
+        self.files.insert(name.to_string(), bytes);
+        self.changed.send_modify(|n| *n += 1);
+        Ok(())
+    }
+}
+
+/// The version and role of `metadata/N.ROLE.json`.
+fn versioned(name: &str) -> Option<(u64, &str)> {
+    let file = name.strip_prefix("metadata/")?;
+    let (n, rest) = file.split_once('.')?;
+    let role = rest.strip_suffix(".json")?;
+    Some((n.parse().ok()?, role))
+}
+
+/// Why `bytes` are not the signed metadata the name `metadata/FILE` says.
+fn parse_metadata(name: &str, bytes: &[u8]) -> Result<(), String> {
+    use tough::schema::{Root, Signed, Snapshot, Targets, Timestamp};
+    let role = match versioned(name) {
+        Some((_, role)) => role,
+        None => "timestamp",
+    };
+    let parsed = match role {
+        "root" => serde_json::from_slice::<Signed<Root>>(bytes).map(drop),
+        "snapshot" => serde_json::from_slice::<Signed<Snapshot>>(bytes).map(drop),
+        "targets" => serde_json::from_slice::<Signed<Targets>>(bytes).map(drop),
+        _ => serde_json::from_slice::<Signed<Timestamp>>(bytes).map(drop),
+    };
+    parsed.map_err(|e| format!("not {role} metadata: {e}"))
+}
+
+/// The chunk count a chunk's header claims (1 if it cannot be read).
+fn chunk_count(chunk: &[u8]) -> usize {
+    chunk
+        .get(4..8)
+        .map_or(1, |c| u32::from_be_bytes(c.try_into().expect("4 bytes")) as usize)
+        .clamp(1, crate::update::chunks::MAX_CHUNKS)
+}
+
+/// The commands that delete the `count` retained chunks of `file`
+/// (`TOPIC/metadata/NAME`), from `command` (which ends before the topic).
+fn clear_lines(command: &str, file: &str, count: usize) -> String {
+    if count == 1 {
+        format!("{command} '{file}/0'")
+    } else {
+        format!(
+            "for i in $(seq 0 {}); do {command} \"{file}/$i\"; done",
+            count - 1
+        )
     }
 }
 

@@ -20,6 +20,9 @@ pub enum ChunkError {
     /// Shorter than its header, or an index past its count.
     #[error("malformed chunk")]
     Malformed,
+    /// A file (or one chunk of it) over the largest this assembler takes.
+    #[error("over the {0} bytes a file may have here")]
+    TooLarge(usize),
     /// A limit too small to carry data.
     #[error("a payload limit of {0} bytes leaves no room for data (at least {HEADER} more)")]
     LimitTooSmall(usize),
@@ -57,6 +60,9 @@ pub const MAX_FILE: usize = 64 << 20;
 /// Files in progress at once, at most; a new one beyond evicts the oldest.
 const MAX_PARTIAL: usize = 16;
 
+/// A file in progress is dropped when no chunk of it came for this long.
+pub const PARTIAL_TTL: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Chunks of one file, at most (so the smallest payload limit that carries
 /// a [`MAX_FILE`] file is 8 KiB and its header).
 pub const MAX_CHUNKS: usize = 8192;
@@ -66,22 +72,74 @@ pub const MIN_PAYLOAD_LIMIT: usize = MAX_FILE / MAX_CHUNKS + HEADER;
 
 /// Collects chunks of several files, by name; a file is complete when all
 /// its chunks have come (a chunk of a different count starts it anew).
-/// Bounded whatever a publisher sends: files of at most [`MAX_FILE`] bytes,
-/// at most 16 in progress.
-#[derive(Debug, Default)]
+/// Bounded whatever a publisher sends: files of at most `max_file` bytes,
+/// at most `max_total` bytes and 16 files in progress (the oldest go
+/// first), each dropped [`PARTIAL_TTL`] after its last chunk.
+#[derive(Debug)]
 pub struct Assembler {
     partial: HashMap<String, Partial>,
     /// Names in progress, oldest first.
     order: Vec<String>,
+    max_file: usize,
+    max_total: usize,
+    /// Bytes of every file in progress.
+    total: usize,
+}
+
+impl Default for Assembler {
+    fn default() -> Self {
+        Self::new(MAX_FILE, MAX_FILE)
+    }
 }
 
 #[derive(Debug)]
 struct Partial {
     parts: Vec<Option<Bytes>>,
     bytes: usize,
+    last: std::time::Instant,
 }
 
 impl Assembler {
+    /// An assembler of files up to `max_file` bytes, `max_total` bytes in
+    /// progress at most.
+    pub fn new(max_file: usize, max_total: usize) -> Self {
+        Self {
+            partial: HashMap::new(),
+            order: Vec::new(),
+            max_file,
+            max_total: max_total.max(max_file),
+            total: 0,
+        }
+    }
+
+    /// Bytes of the files in progress.
+    pub fn bytes(&self) -> usize {
+        self.total
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Partial> {
+        let file = self.partial.remove(name)?;
+        self.order.retain(|n| n != name);
+        self.total -= file.bytes;
+        Some(file)
+    }
+
+    /// Drops the files whose last chunk came [`PARTIAL_TTL`] before `now`;
+    /// returns the bytes freed.
+    pub fn expire(&mut self, now: std::time::Instant) -> usize {
+        let stale: Vec<String> = self
+            .partial
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.last) >= PARTIAL_TTL)
+            .map(|(n, _)| n.clone())
+            .collect();
+        stale
+            .iter()
+            .filter_map(|n| self.remove(n))
+            .map(|p| p.bytes)
+            .sum()
+    }
+
     /// Takes one chunk of `name`; returns the file when it is complete.
     pub fn take(&mut self, name: &str, chunk: &[u8]) -> Result<Option<Bytes>, ChunkError> {
         if chunk.len() < HEADER {
@@ -92,44 +150,70 @@ impl Assembler {
         if count == 0 || index >= count || count > MAX_CHUNKS {
             return Err(ChunkError::Malformed);
         }
+        let data = &chunk[HEADER..];
+        if data.len() > self.max_file {
+            return Err(ChunkError::TooLarge(self.max_file));
+        }
         if !self.partial.contains_key(name) {
             if self.order.len() >= MAX_PARTIAL {
-                let oldest = self.order.remove(0);
-                self.partial.remove(&oldest);
+                let oldest = self.order[0].clone();
+                self.remove(&oldest);
             }
             self.order.push(name.to_string());
+            self.partial.insert(
+                name.to_string(),
+                Partial {
+                    parts: Vec::new(),
+                    bytes: 0,
+                    last: std::time::Instant::now(),
+                },
+            );
         }
-        let file = self
-            .partial
-            .entry(name.to_string())
-            .or_insert_with(|| Partial {
-                parts: Vec::new(),
-                bytes: 0,
-            });
+        let file = self.partial.get_mut(name).expect("present");
+        file.last = std::time::Instant::now();
         if file.parts.len() != count {
+            self.total -= file.bytes;
             file.parts = vec![None; count];
             file.bytes = 0;
         }
-        let data = &chunk[HEADER..];
         let replaced = file.parts[index].as_ref().map_or(0, Bytes::len);
-        file.bytes = file.bytes - replaced + data.len();
-        if file.bytes > MAX_FILE {
-            self.partial.remove(name);
-            self.order.retain(|n| n != name);
-            return Err(ChunkError::Malformed);
+        let bytes = file.bytes - replaced + data.len();
+        if bytes > self.max_file {
+            self.remove(name);
+            return Err(ChunkError::TooLarge(self.max_file));
         }
+        self.total = self.total - file.bytes + bytes;
+        file.bytes = bytes;
         file.parts[index] = Some(Bytes::copy_from_slice(data));
-        let parts = &file.parts;
+        // Over the total: the oldest other files in progress go.
+        while self.total > self.max_total {
+            let Some(oldest) = self.order.iter().find(|n| *n != name).cloned() else {
+                break;
+            };
+            self.remove(&oldest);
+        }
+        let parts = &self.partial[name].parts;
         if parts.iter().any(Option::is_none) {
             return Ok(None);
         }
-        let done = self.partial.remove(name).expect("present");
-        self.order.retain(|n| n != name);
+        let done = self.remove(name).expect("present");
         let mut file = Vec::with_capacity(done.bytes);
         for part in done.parts.into_iter().flatten() {
             file.extend_from_slice(&part);
         }
         Ok(Some(Bytes::from(file)))
+    }
+}
+
+/// Hands memory freed by dropped files back to the system (the allocator
+/// keeps freed pages otherwise, and the process would stay as large as
+/// its largest flood).
+pub fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the system.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -1,29 +1,323 @@
-//! The lowest version a device accepts: the highest version it has
-//! accepted, whoever offered it (the watched file, the broker), kept across
-//! restarts in the cache directory. Updates below it are downgrades.
+//! What a device keeps of the logic it accepted, so a restart does not undo
+//! an update: the lowest version it accepts (its floor: the highest version
+//! it has accepted, whoever offered it: the command line, the watched file,
+//! the broker) and the newest logic it accepted, with the signed repository
+//! that verifies it, in its own state. Updates below the floor are
+//! downgrades.
+//!
+//! Where: each device has a host bucket in the state database (`\0host:`
+//! and its client id: a client id cannot hold U+0000, so no logic can
+//! reach it) with its `floor` and its `accepted` record; the accepted
+//! repositories (component and metadata, as `host sign` lays them out) are
+//! directories under `STATE_DIR/logic/`, named by a hash of their
+//! timestamp and component, shared by every device that accepted the same
+//! signing. A repository is written and synced before the record that names
+//! it is committed, so a kill at any moment leaves the old record or the
+//! new one, each naming a whole repository. At start, and after
+//! acceptances, repositories no record names are removed.
 
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
-/// A device's version floor.
+use bytes::Bytes;
+use host_core::state::{Backend, Op};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::state::StateDb;
+use crate::update::trust::Trust;
+use crate::update::verify::{Refusal, Source, Verified, verify};
+use crate::update::wire::Offer;
+
+/// The prefix of a device's host bucket.
+pub const HOST_BUCKET: &str = "\u{0}host:";
+
+/// A device's accepted logic, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Its version.
+    pub version: u64,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+    /// The kept repository (a directory under `STATE_DIR/logic/`), or
+    /// `None` for the command line's file, which is not copied.
+    pub repo: Option<String>,
+}
+
+/// Where the repository of an accepted logic is.
+pub enum Repository<'a> {
+    /// Files by name (`metadata/N.root.json`...), as received over the broker.
+    Files(&'a HashMap<String, Bytes>),
+    /// A directory as `host sign` writes it (a watched file's `.tuf`).
+    Dir(&'a Path),
+}
+
+/// Every device's kept logic in one state directory.
+pub struct KeptStore {
+    state: Arc<StateDb>,
+    dir: PathBuf,
+    /// Repositories verified in this process, by name (a fleet verifies one
+    /// once).
+    verified: Mutex<HashMap<String, Verified>>,
+    /// When garbage was last collected.
+    collected: Mutex<Option<Instant>>,
+}
+
+/// Garbage is collected at most this often, and only repositories at least
+/// this old are removed (one being kept has no record naming it yet).
+const COLLECT_EVERY: Duration = Duration::from_secs(60);
+
+impl std::fmt::Debug for KeptStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeptStore({})", self.dir.display())
+    }
+}
+
+fn bucket(device: &str) -> Arc<str> {
+    Arc::from(format!("{HOST_BUCKET}{device}"))
+}
+
+impl KeptStore {
+    /// The kept logic of the devices whose state is in `state`; removes
+    /// repositories no device names.
+    pub fn open(state: Arc<StateDb>) -> Self {
+        let dir = state
+            .path()
+            .parent()
+            .map_or_else(|| PathBuf::from("logic"), |d| d.join("logic"));
+        let store = Self {
+            state,
+            dir,
+            verified: Mutex::default(),
+            collected: Mutex::default(),
+        };
+        store.collect_garbage();
+        store
+    }
+
+    /// The accepted record of `device`, if any.
+    pub fn record(&self, device: &str) -> Option<Record> {
+        let bytes = self.state.get(&bucket(device), "accepted").ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The floor `device` recorded (0 if none).
+    pub fn floor(&self, device: &str) -> u64 {
+        self.state
+            .get(&bucket(device), "floor")
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The kept logic of `record`, verified again with `trust` (without
+    /// expiry: it is the device's own copy).
+    pub async fn load(&self, record: &Record, trust: &Trust) -> Result<Verified, Refusal> {
+        let Some(name) = &record.repo else {
+            return Err(Refusal::Incomplete("the command line's file".into()));
+        };
+        if let Some(v) = self.lock().get(name) {
+            return Ok(v.clone());
+        }
+        let v = verify(
+            &Source::Dir(self.dir.join(name)),
+            &trust.without_expiry(),
+            None,
+        )
+        .await?;
+        if v.sha256 != record.sha256 {
+            return Err(Refusal::Tuf(format!(
+                "the kept repository {name} holds sha256 {}, not {}",
+                &v.sha256[..12],
+                &record.sha256[..12.min(record.sha256.len())]
+            )));
+        }
+        self.lock().insert(name.clone(), v.clone());
+        Ok(v)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Verified>> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records for `device` that it accepted `record`'s logic (`wasm`, from
+    /// `repo` when it is to be kept) and its floor `floor`: the repository
+    /// is on disk before the record names it.
+    async fn keep(
+        &self,
+        device: &str,
+        mut record: Record,
+        kept: Option<(Repository<'_>, &[u8])>,
+        floor: u64,
+    ) -> Result<Option<String>, String> {
+        if let Some((repo, wasm)) = kept {
+            record.repo = Some(self.write_repository(&repo, wasm, &record.sha256)?);
+        }
+        let json = serde_json::to_vec(&record).expect("a record serializes");
+        self.state
+            .write(
+                bucket(device),
+                vec![
+                    Op::Set("accepted".into(), json),
+                    Op::Set("floor".into(), floor.to_string().into_bytes()),
+                ],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(record.repo)
+    }
+
+    /// Writes the repository of a logic (component `wasm` with `sha256`)
+    /// under its name, synced, unless it is there already; returns the name.
+    fn write_repository(
+        &self,
+        repo: &Repository<'_>,
+        wasm: &[u8],
+        sha256: &str,
+    ) -> Result<String, String> {
+        let metadata: Vec<(String, Vec<u8>)> = match repo {
+            Repository::Files(files) => files
+                .iter()
+                .filter_map(|(n, b)| Some((n.strip_prefix("metadata/")?.to_string(), b.to_vec())))
+                .collect(),
+            Repository::Dir(dir) => std::fs::read_dir(dir.join("metadata"))
+                .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    Some((name, std::fs::read(e.path()).ok()?))
+                })
+                .collect(),
+        };
+        let mut hash = Sha256::new();
+        hash.update(sha256.as_bytes());
+        let mut sorted = metadata.clone();
+        sorted.sort();
+        for (name, bytes) in &sorted {
+            hash.update(name.as_bytes());
+            hash.update(Sha256::digest(bytes));
+        }
+        let name = hex::encode(&hash.finalize()[..16]);
+        let dest = self.dir.join(&name);
+        if dest.is_dir() {
+            return Ok(name);
+        }
+        let io = |what: &str, p: &Path, e: std::io::Error| format!("cannot {what} {}: {e}", p.display());
+        std::fs::create_dir_all(&self.dir).map_err(|e| io("create", &self.dir, e))?;
+        let staging = tempfile::Builder::new()
+            .prefix(".incoming-")
+            .tempdir_in(&self.dir)
+            .map_err(|e| io("create a directory in", &self.dir, e))?;
+        let write = |path: PathBuf, bytes: &[u8]| -> Result<(), String> {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io("create", parent, e))?;
+            }
+            let mut file = std::fs::File::create(&path).map_err(|e| io("write", &path, e))?;
+            file.write_all(bytes).map_err(|e| io("write", &path, e))?;
+            file.sync_all().map_err(|e| io("sync", &path, e))
+        };
+        for (file, bytes) in &metadata {
+            write(staging.path().join("metadata").join(file), bytes)?;
+        }
+        write(
+            staging
+                .path()
+                .join("targets")
+                .join(format!("{sha256}.{}", crate::update::repository::TARGET)),
+            wasm,
+        )?;
+        for d in ["metadata", "targets"] {
+            sync_dir(&staging.path().join(d));
+        }
+        let staged = staging.keep();
+        std::fs::rename(&staged, &dest).map_err(|e| io("rename", &staged, e))?;
+        sync_dir(&self.dir);
+        Ok(name)
+    }
+
+    /// Removes kept repositories no device's record names (and staging
+    /// left by a kill).
+    pub fn collect_garbage(&self) {
+        {
+            let mut last = self.collected.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < COLLECT_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        // Nothing is removed unless every record could be read.
+        let Some(records) = self.state.values_under(HOST_BUCKET, "accepted") else {
+            return;
+        };
+        let named: HashSet<String> = records
+            .into_iter()
+            .filter_map(|b| serde_json::from_slice::<Record>(&b).ok()?.repo)
+            .collect();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age >= COLLECT_EVERY);
+            if old && !named.contains(&name) {
+                let _ = std::fs::remove_dir_all(entry.path());
+                self.lock().remove(&name);
+            }
+        }
+    }
+}
+
+/// Makes a directory's entries durable (best effort: not every file system
+/// syncs directories).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// A device's version floor and its kept logic.
 #[derive(Debug)]
 pub struct Floor {
     version: AtomicU64,
-    file: Option<PathBuf>,
+    device: String,
+    store: Option<Arc<KeptStore>>,
+    /// The record of the logic accepted last, and of the one before (to go
+    /// back to if the last is rolled back).
+    records: Mutex<(Option<Record>, Option<Record>)>,
+}
+
+/// A logic a device accepted.
+pub struct Accepted<'a> {
+    /// Its version.
+    pub version: u64,
+    /// Its SHA-256, hex.
+    pub sha256: &'a str,
+    /// Its component and repository, when it is to be kept (from the
+    /// broker or a watched file); `None` for the command line's file.
+    pub kept: Option<(Repository<'a>, &'a [u8])>,
 }
 
 impl Floor {
-    /// The floor of a device: `start` (the version it starts with) or what
-    /// `file` remembers, whichever is higher.
-    pub fn new(start: u64, file: Option<PathBuf>) -> Self {
-        let remembered = file
-            .as_ref()
-            .and_then(|f| std::fs::read_to_string(f).ok())
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+    /// The floor of `device`, which starts on version `start`: `start` or
+    /// what `store` remembers, whichever is higher.
+    pub fn new(start: u64, device: &str, store: Option<Arc<KeptStore>>) -> Self {
+        let remembered = store.as_ref().map_or(0, |s| s.floor(device));
+        let record = store.as_ref().and_then(|s| s.record(device));
         Self {
             version: AtomicU64::new(start.max(remembered)),
-            file,
+            device: device.to_string(),
+            store,
+            records: Mutex::new((record, None)),
         }
     }
 
@@ -32,39 +326,121 @@ impl Floor {
         self.version.load(Ordering::Relaxed)
     }
 
-    /// Records that `version` was accepted.
-    pub fn raise(&self, version: u64) {
-        let before = self.version.fetch_max(version, Ordering::Relaxed);
-        if version > before
-            && let Some(file) = &self.file
-        {
-            if let Some(dir) = file.parent() {
-                let _ = std::fs::create_dir_all(dir);
+    fn records(&self) -> std::sync::MutexGuard<'_, (Option<Record>, Option<Record>)> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The logic the device accepted last, as recorded.
+    pub fn record(&self) -> Option<Record> {
+        self.records().0.clone()
+    }
+
+    /// Records that the device accepted `logic` (and, when it is to be
+    /// kept, keeps it: the device restarts on it).
+    pub async fn accept(&self, logic: Accepted<'_>) {
+        let floor = self
+            .version
+            .fetch_max(logic.version, Ordering::Relaxed)
+            .max(logic.version);
+        let Some(store) = &self.store else { return };
+        let mut record = Record {
+            version: logic.version,
+            sha256: logic.sha256.to_string(),
+            repo: None,
+        };
+        let device = &self.device;
+        match store.keep(device, record.clone(), logic.kept, floor).await {
+            Ok(repo) => {
+                record.repo = repo;
+                let mut records = self.records();
+                let before = records.0.replace(record);
+                records.1 = before;
             }
-            if let Err(e) = std::fs::write(file, version.to_string()) {
-                tracing::warn!(target: "host::update", "cannot remember version {version} in {}: {e}", file.display());
+            Err(e) => {
+                tracing::warn!(target: "host::update", "[{device}] cannot keep version {} for restarts: {e}", logic.version);
+            }
+        }
+        store.collect_garbage();
+    }
+
+    /// Records that the device went back to the logic with `sha256` it ran
+    /// before an update was rolled back (it restarts on that one); the
+    /// floor stays.
+    pub async fn fell_back(&self, sha256: &str) {
+        let Some(store) = &self.store else { return };
+        let before = {
+            let records = self.records();
+            records.1.clone().filter(|r| r.sha256 == sha256)
+        };
+        let device = &self.device;
+        // The command line's logic, never recorded: recorded now by hash.
+        let record = before.unwrap_or_else(|| Record {
+            version: 0,
+            sha256: sha256.to_string(),
+            repo: None,
+        });
+        match store.keep(device, record.clone(), None, self.get()).await {
+            Ok(_) => self.records().0 = Some(record),
+            Err(e) => {
+                tracing::warn!(target: "host::update", "[{device}] cannot record the rollback: {e}");
             }
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// Starts the device afresh on the command line's logic, `version`
+    /// with `sha256` (`--allow-downgrade`): its floor and kept logic are
+    /// that logic's.
+    pub async fn reset(&self, version: u64, sha256: &str) {
+        self.version.store(version, Ordering::Relaxed);
+        let Some(store) = &self.store else { return };
+        let record = Record {
+            version,
+            sha256: sha256.to_string(),
+            repo: None,
+        };
+        if self.records().0.as_ref() == Some(&record) && store.floor(&self.device) == version {
+            return;
+        }
+        match store.keep(&self.device, record.clone(), None, version).await {
+            Ok(_) => *self.records() = (Some(record), None),
+            Err(e) => {
+                let device = &self.device;
+                tracing::warn!(target: "host::update", "[{device}] cannot record the factory reset: {e}");
+            }
+        }
+    }
 
-    #[test]
-    fn the_floor_only_rises_and_is_remembered() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("d.floor");
-        let floor = Floor::new(2, Some(file.clone()));
-        floor.raise(5);
-        floor.raise(3);
-        assert_eq!(floor.get(), 5);
-        assert_eq!(
-            Floor::new(1, Some(file)).get(),
-            5,
-            "remembered across restarts"
-        );
-        assert_eq!(Floor::new(7, None).get(), 7);
+    /// Keeps `offer` as the device's last offer (best effort, in the
+    /// background).
+    pub fn remember_offer(&self, offer: &Offer) {
+        let (Some(store), Ok(runtime)) = (self.store.clone(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let json = serde_json::to_vec(offer).expect("an offer serializes");
+        let device = self.device.clone();
+        runtime.spawn(async move {
+            let _ = store
+                .state
+                .write(bucket(&device), vec![Op::Set("last-offer".into(), json)])
+                .await;
+        });
+    }
+
+    /// The last offer the device kept, if any.
+    pub fn last_offer(&self) -> Option<Offer> {
+        let store = self.store.as_ref()?;
+        let bytes = store.state.get(&bucket(&self.device), "last-offer").ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The kept store, if the device keeps its logic.
+    pub fn store(&self) -> Option<&Arc<KeptStore>> {
+        self.store.as_ref()
+    }
+
+    /// The device's client id.
+    pub fn device(&self) -> &str {
+        &self.device
     }
 }

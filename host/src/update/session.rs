@@ -2,13 +2,12 @@
 //! devices, the keys they trust, and for each device its update topic, its
 //! version floor and its update task.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::sandbox::build::Builder;
 use crate::sandbox::{Logic, SwapSender};
 use crate::update::channel::Channel;
-use crate::update::floor::Floor;
+use crate::update::floor::{Floor, KeptStore};
 use crate::update::trust::Trust;
 use crate::update::updater::{StatusReporter, Updater};
 use crate::update::wire;
@@ -22,8 +21,14 @@ pub struct UpdateSession {
     pub trust: Trust,
     /// The update topic given (`--update-topic`), if any.
     pub topic: Option<String>,
-    /// Where devices remember their version floor, if anywhere.
-    pub floors: Option<PathBuf>,
+    /// Where devices keep their floor and accepted logic, if anywhere.
+    pub kept: Option<Arc<KeptStore>>,
+    /// The fleet's client id prefix, when the host runs a fleet: its
+    /// devices also read the fleet's update topic.
+    pub fleet: Option<String>,
+    /// The longest an iteration may run on these devices, milliseconds (0:
+    /// no limit), as their statuses report it.
+    pub iteration_timeout_ms: u64,
 }
 
 /// One device's part of the session, before its task starts.
@@ -31,6 +36,7 @@ pub struct Follow {
     channel: Channel,
     device: String,
     topic: String,
+    fleet_topic: Option<String>,
     trust: Trust,
     /// The device's update status, also an observer of the device (to see
     /// an update take over, run, or be rolled back).
@@ -46,11 +52,7 @@ impl UpdateSession {
     /// The version floor of the device `client_id`, which starts on version
     /// `start`.
     pub fn floor(&self, client_id: &str, start: u64) -> Arc<Floor> {
-        let file = self
-            .floors
-            .as_ref()
-            .map(|d| d.join(format!("{client_id}.floor")));
-        Arc::new(Floor::new(start, file))
+        Arc::new(Floor::new(start, client_id, self.kept.clone()))
     }
 
     /// The part of the session of device `client_id` (`index` in a fleet).
@@ -59,11 +61,22 @@ impl UpdateSession {
         if index.is_none() {
             tracing::info!(target: "host", "[{client_id}] following updates on {topic}");
         }
+        let fleet_topic = self
+            .fleet
+            .as_deref()
+            .filter(|_| index.is_some())
+            .map(|prefix| wire::fleet_topic(self.topic.as_deref(), prefix));
         Follow {
-            status: StatusReporter::new(self.channel.clone(), client_id, &topic),
+            status: StatusReporter::new(
+                self.channel.clone(),
+                client_id,
+                &topic,
+                self.iteration_timeout_ms,
+            ),
             channel: self.channel.clone(),
             device: client_id.to_string(),
             topic,
+            fleet_topic,
             trust: self.trust.clone(),
         }
     }
@@ -74,11 +87,14 @@ impl Follow {
     /// and offered on `offer`; the device runs `running` now, and accepts
     /// no version below `floor`.
     pub fn start(self, builder: Builder, offer: SwapSender, running: &Logic, floor: Arc<Floor>) {
+        self.status
+            .started(running, floor.clone(), floor.last_offer());
         tokio::spawn(
             Updater {
                 channel: self.channel,
                 device: self.device,
                 update_topic: self.topic,
+                fleet_topic: self.fleet_topic,
                 trust: self.trust,
                 builder,
                 swaps: offer,

@@ -5,7 +5,7 @@
 //! topic: `accepted`, `refused` (with the reason), `running` (with the
 //! iterations completed since), `rolled-back` (with the reason).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,10 +15,11 @@ use host_core::observer::{Event, Observer};
 use crate::sandbox::SwapSender;
 use crate::sandbox::build::Builder;
 use crate::update::channel::Channel;
-use crate::update::floor::Floor;
+use crate::update::floor::{Accepted, Floor, Repository};
 use crate::update::trust::Trust;
-use crate::update::verify::{Refusal, Source, verify};
-use crate::update::wire::{Status, status_topic};
+use crate::update::verify::{Refusal, Source, claimed, verify};
+use crate::sandbox::Logic;
+use crate::update::wire::{Offer, Status, status_topic};
 
 /// Quiet time after the last file before verifying, so an update's files
 /// are all in.
@@ -35,18 +36,29 @@ pub struct StatusReporter {
 struct ReporterState {
     /// The status last published.
     status: Status,
-    /// The update offered last (its logic's label, version and hash), which
-    /// running and rollback reports are about.
-    offered: Option<(String, u64, String)>,
-    /// Iterations completed on it since it took over; `None` before.
+    /// The logic running: its label, version, hash.
+    running: Option<(String, u64, String)>,
+    /// The update offered last, until it takes over (its label, version,
+    /// hash), and the logic it replaces.
+    offered: Option<((String, u64, String), Option<(String, u64, String)>)>,
+    /// Iterations completed on the running logic since it took over;
+    /// `None` while an offer waits to take over.
     iterations: Option<u64>,
     /// Hashes of updates rolled back on this device.
     rolled_back: HashSet<String>,
+    /// Where a rollback is recorded.
+    floor: Option<Arc<Floor>>,
 }
 
 impl StatusReporter {
-    /// Reports for `device` on the status topic under `update_topic`.
-    pub fn new(channel: Channel, device: &str, update_topic: &str) -> Arc<Self> {
+    /// Reports for `device` on the status topic under `update_topic`; the
+    /// device's iterations may run `iteration_timeout_ms` at most.
+    pub fn new(
+        channel: Channel,
+        device: &str,
+        update_topic: &str,
+        iteration_timeout_ms: u64,
+    ) -> Arc<Self> {
         Arc::new(Self {
             channel,
             topic: status_topic(update_topic),
@@ -58,10 +70,14 @@ impl StatusReporter {
                     state: String::new(),
                     iterations: 0,
                     reason: String::new(),
+                    iteration_timeout_ms,
+                    last_offer: None,
                 },
+                running: None,
                 offered: None,
                 iterations: None,
                 rolled_back: HashSet::new(),
+                floor: None,
             }),
         })
     }
@@ -70,23 +86,67 @@ impl StatusReporter {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The device starts on `logic` (its floor is `floor`), whose status
+    /// goes out at once, with the last offer the device remembers.
+    pub fn started(&self, logic: &Logic, floor: Arc<Floor>, last_offer: Option<Offer>) {
+        let mut st = self.lock();
+        let version = logic.version.unwrap_or(0);
+        st.running = Some((logic.to_string(), version, logic.sha256.clone()));
+        st.iterations = Some(0);
+        st.floor = Some(floor);
+        st.status.last_offer = last_offer;
+        self.publish(&mut st, version, &logic.sha256, "running", String::new(), 0);
+    }
+
     /// An update was offered to the device.
     fn accepted(&self, version: u64, sha256: &str, label: &str) {
         let mut st = self.lock();
-        st.offered = Some((label.to_string(), version, sha256.to_string()));
+        st.offered = Some((
+            (label.to_string(), version, sha256.to_string()),
+            st.running.clone(),
+        ));
         st.iterations = None;
+        self.offer(&mut st, version, sha256, "accepted", String::new());
         self.publish(&mut st, version, sha256, "accepted", String::new(), 0);
+    }
+
+    /// The logic running was offered again as `version` (the same
+    /// component): it goes on, now known by that version.
+    fn same(&self, version: u64, sha256: &str) {
+        let mut st = self.lock();
+        if let Some(running) = st.running.as_mut() {
+            running.1 = version;
+        }
+        let n = st.iterations.unwrap_or(0);
+        self.offer(&mut st, version, sha256, "running", String::new());
+        self.publish(&mut st, version, sha256, "running", String::new(), n);
     }
 
     /// An update was refused; the one running goes on being reported.
     fn refused(&self, version: u64, sha256: &str, reason: String) {
         let mut st = self.lock();
+        self.offer(&mut st, version, sha256, "refused", reason.clone());
         self.publish(&mut st, version, sha256, "refused", reason, 0);
     }
 
     /// Whether the update with `sha256` was rolled back here before.
     fn was_rolled_back(&self, sha256: &str) -> bool {
         self.lock().rolled_back.contains(sha256)
+    }
+
+    /// The last offer, as it is kept in every later status (and in the
+    /// device's state, so it survives a restart).
+    fn offer(&self, st: &mut ReporterState, version: u64, sha256: &str, state: &str, reason: String) {
+        let offer = Offer {
+            version,
+            sha256: sha256.to_string(),
+            state: state.to_string(),
+            reason,
+        };
+        if let Some(floor) = &st.floor {
+            floor.remember_offer(&offer);
+        }
+        st.status.last_offer = Some(offer);
     }
 
     fn publish(
@@ -111,15 +171,22 @@ impl StatusReporter {
 impl Observer for StatusReporter {
     fn observe(&self, event: &Event) {
         let mut st = self.lock();
-        let Some((label, version, sha256)) = st.offered.clone() else {
-            return;
-        };
         match event {
-            Event::SwappedIn { to, .. } if *to == label => {
+            Event::SwappedIn { to, .. } => {
+                let Some((offered, before)) = st.offered.take_if(|(o, _)| o.0 == *to) else {
+                    return;
+                };
+                let (version, sha256) = (offered.1, offered.2.clone());
+                st.running = Some(offered.clone());
+                // What it replaced is kept, should it fall back.
+                st.offered = Some((offered, before));
                 st.iterations = Some(0);
                 self.publish(&mut st, version, &sha256, "running", String::new(), 0);
             }
             Event::IterationCompleted { .. } => {
+                let Some((_, version, sha256)) = st.running.clone() else {
+                    return;
+                };
                 let Some(n) = st.iterations.as_mut() else {
                     return;
                 };
@@ -131,18 +198,25 @@ impl Observer for StatusReporter {
                     self.publish(&mut st, version, &sha256, "running", String::new(), n);
                 }
             }
-            Event::FellBack { from, stop, .. } if *from == label => {
-                st.offered = None;
-                st.iterations = None;
+            Event::FellBack { from, stop, .. } => {
+                let Some((_, version, sha256)) = st.running.clone().filter(|r| r.0 == *from)
+                else {
+                    return;
+                };
+                let before = st.offered.take().and_then(|(_, before)| before);
                 st.rolled_back.insert(sha256.clone());
-                self.publish(
-                    &mut st,
-                    version,
-                    &sha256,
-                    "rolled-back",
-                    stop.to_string(),
-                    0,
-                );
+                let reason = format!("{stop} (fix the logic and publish a new version)");
+                self.offer(&mut st, version, &sha256, "rolled-back", reason.clone());
+                self.publish(&mut st, version, &sha256, "rolled-back", reason, 0);
+                st.iterations = Some(0);
+                st.running = before.clone();
+                if let (Some(floor), Some((_, _, sha)), Ok(runtime)) = (
+                    st.floor.clone(),
+                    before,
+                    tokio::runtime::Handle::try_current(),
+                ) {
+                    runtime.spawn(async move { floor.fell_back(&sha).await });
+                }
             }
             _ => {}
         }
@@ -157,6 +231,9 @@ pub struct Updater {
     pub device: String,
     /// The device's update topic.
     pub update_topic: String,
+    /// The fleet's update topic, which every device of the fleet reads
+    /// besides its own (a device that joins later gets the fleet's update).
+    pub fleet_topic: Option<String>,
     /// The keys and rules updates must satisfy.
     pub trust: Trust,
     /// Builds accepted logic.
@@ -165,8 +242,8 @@ pub struct Updater {
     pub swaps: SwapSender,
     /// Reports the status.
     pub status: Arc<StatusReporter>,
-    /// The lowest version accepted, shared with the device's other sources
-    /// of updates.
+    /// The lowest version accepted and the logic kept, shared with the
+    /// device's other sources of updates.
     pub floor: Arc<Floor>,
     /// SHA-256 of the logic running now, hex.
     pub running_sha256: String,
@@ -176,56 +253,127 @@ pub struct Updater {
 /// arrived.
 const RETRY: Duration = Duration::from_secs(5);
 
+/// One topic an updater follows.
+struct Followed {
+    topic: String,
+    changed: tokio::sync::watch::Receiver<u64>,
+    /// The timestamp answered last.
+    answered: Option<Bytes>,
+    /// Try again after [`RETRY`] (files were missing).
+    retry: bool,
+    /// The fleet's topic: an older or equal update there is no offer to
+    /// answer.
+    fleet: bool,
+}
+
 impl Updater {
-    /// Follows the device's update topic until the host ends.
+    /// Follows the device's update topics until the host ends.
     pub async fn run(mut self) {
-        let mut changed = self.channel.follow(&self.update_topic);
-        let mut answered: Option<Bytes> = None;
-        let mut retry = false;
+        let mut topics = vec![Followed {
+            changed: self.channel.follow(&self.update_topic),
+            topic: self.update_topic.clone(),
+            answered: None,
+            retry: false,
+            fleet: false,
+        }];
+        if let Some(fleet) = self.fleet_topic.clone() {
+            topics.push(Followed {
+                changed: self.channel.follow(&fleet),
+                topic: fleet,
+                answered: None,
+                retry: false,
+                fleet: true,
+            });
+        }
         loop {
+            let retry = topics.iter().any(|t| t.retry);
+            let changes = futures::future::select_all(
+                topics.iter_mut().map(|t| Box::pin(t.changed.changed())),
+            );
             tokio::select! {
-                c = changed.changed() => if c.is_err() { return },
+                (c, _, _) = changes => if c.is_err() { return },
                 () = tokio::time::sleep(RETRY), if retry => {}
             }
-            // Let the rest of an update's files come.
-            while let Ok(Ok(())) = tokio::time::timeout(SETTLE, changed.changed()).await {}
-            let files = self.channel.metadata(&self.update_topic);
-            let Some(timestamp) = files.get("metadata/timestamp.json").cloned() else {
-                continue;
-            };
-            if answered.as_ref() == Some(&timestamp) {
-                continue;
-            }
-            // Marked answered only for an answer: an update whose files have
-            // not all come is tried again.
-            retry = !self.consider(files).await;
-            if !retry {
-                answered = Some(timestamp);
+            for t in &mut topics {
+                // Let the rest of an update's files come.
+                while let Ok(Ok(())) = tokio::time::timeout(SETTLE, t.changed.changed()).await {}
+                let files = self.channel.metadata(&t.topic);
+                for notice in self.channel.take_notices(&t.topic) {
+                    let device = &self.device;
+                    tracing::error!(target: "host::update", "[{device}] {notice}");
+                    if !t.fleet {
+                        let (version, sha256) = claimed(&files).unwrap_or_default();
+                        self.status.refused(version, &sha256, notice);
+                    }
+                }
+                let Some(timestamp) = files.get("metadata/timestamp.json").cloned() else {
+                    continue;
+                };
+                if t.answered.as_ref() == Some(&timestamp) {
+                    continue;
+                }
+                // Marked answered only for an answer: an update whose files
+                // have not all come is tried again.
+                t.retry = !self.consider(&t.topic, Arc::new(files), t.fleet).await;
+                if !t.retry {
+                    t.answered = Some(timestamp);
+                }
             }
         }
     }
 
-    /// Considers an update; false when it could not be answered yet.
-    async fn consider(&mut self, files: std::collections::HashMap<String, Bytes>) -> bool {
+    /// Considers an update from `topic` (the fleet's when `fleet`); false
+    /// when it could not be answered yet.
+    async fn consider(
+        &mut self,
+        topic: &str,
+        files: Arc<HashMap<String, Bytes>>,
+        fleet: bool,
+    ) -> bool {
         let device = &self.device;
         let source = Source::Remote {
-            metadata: Arc::new(files),
+            metadata: files.clone(),
             targets: Arc::new(self.channel.clone()),
         };
         let verified = match verify(&source, &self.trust, Some(self.floor.get())).await {
             Ok(v) => v,
             Err(Refusal::Incomplete(what)) => {
-                tracing::debug!(target: "host::update", "[{device}] an update is incomplete ({what}); trying again");
+                tracing::debug!(target: "host::update", "[{device}] an update on {topic} is incomplete ({what}); trying again");
                 return false;
             }
+            Err(Refusal::Downgrade { offered, running }) if fleet => {
+                tracing::debug!(target: "host::update", "[{device}] the fleet's update on {topic} is version {offered}, not above {running}");
+                return true;
+            }
             Err(refusal) => {
-                tracing::error!(target: "host::update", "[{device}] refused an update: {refusal}; the running logic goes on");
-                self.status.refused(0, "", refusal.to_string());
+                let (version, sha256) = claimed(&files).unwrap_or_default();
+                tracing::error!(
+                    target: "host::update",
+                    "[{device}] refused update version {version} (sha256 {}) on {topic}: {refusal}; the running logic goes on",
+                    short(&sha256)
+                );
+                self.status.refused(version, &sha256, refusal.to_string());
                 return true;
             }
         };
         let (version, sha256) = (verified.version, verified.sha256.clone());
         if sha256 == self.running_sha256 {
+            let known = self
+                .floor
+                .record()
+                .is_some_and(|r| r.sha256 == sha256 && r.version >= version);
+            if fleet && known {
+                return true;
+            }
+            self.floor
+                .accept(Accepted {
+                    version,
+                    sha256: &sha256,
+                    kept: Some((Repository::Files(&files), &verified.wasm)),
+                })
+                .await;
+            tracing::info!(target: "host::update", "[{device}] update version {version} on {topic} is the logic running (sha256 {}): it goes on, as version {version}", short(&sha256));
+            self.status.same(version, &sha256);
             return true;
         }
         if self.status.was_rolled_back(&sha256) {
@@ -235,9 +383,10 @@ impl Updater {
             self.status.refused(version, &sha256, reason);
             return true;
         }
+        let wasm = verified.wasm;
         match self
             .builder
-            .build_shared(verified.wasm, Some(version))
+            .build_shared(wasm.clone(), Some(version))
             .await
         {
             Ok((logic, how)) => {
@@ -245,21 +394,38 @@ impl Updater {
                     Some((how, millis)) => format!("{how} in {millis} ms"),
                     None => "built for another device already".into(),
                 };
+                // Kept before it is announced: a kill from here on restarts
+                // the device on it.
+                self.floor
+                    .accept(Accepted {
+                        version,
+                        sha256: &sha256,
+                        kept: Some((Repository::Files(&files), &wasm)),
+                    })
+                    .await;
                 tracing::info!(
                     target: "host::update",
                     "[{device}] update {logic} accepted ({how}); it takes over at the next iteration"
                 );
                 self.status.accepted(version, &sha256, &logic.to_string());
-                self.floor.raise(version);
                 self.running_sha256 = sha256;
                 let _ = self.swaps.send(Some(logic));
             }
             Err(e) => {
-                let reason = format!("{e:#}").replace('\n', " ");
+                let reason = format!("{e:#} (fix the logic and publish a new version)").replace('\n', " ");
                 tracing::error!(target: "host::update", "[{device}] refused update version {version}: {reason}; the running logic goes on");
                 self.status.refused(version, &sha256, reason);
             }
         }
         true
+    }
+}
+
+/// The first 12 hex digits of a SHA-256 (or "unknown").
+fn short(sha256: &str) -> &str {
+    if sha256.is_empty() {
+        "unknown"
+    } else {
+        &sha256[..12.min(sha256.len())]
     }
 }

@@ -26,22 +26,31 @@ use crate::update::trust::Trust;
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     /// No repository metadata came with the logic.
-    #[error("unsigned: no signed repository with it")]
+    #[error("unsigned: no signed repository with it (sign it with host sign or host rollout)")]
     Unsigned,
     /// The repository's root is signed for by a key this device does not trust.
-    #[error("signed with a key this device does not trust")]
+    #[error(
+        "signed with a key this device does not trust (sign with the key whose .pub the device is given with --trust)"
+    )]
     UntrustedKey,
     /// tough refused the metadata or the component: bad signature, hash or
-    /// length mismatch (tampered), expired, older than seen before.
+    /// length mismatch (tampered), older than seen before.
     #[error(
-        "the signed repository does not verify: {0} (the update was tampered with, is stale, or is older than one seen before)"
+        "the signed repository does not verify: {0} (it was changed after signing or mixes files of two signings: sign it again and publish it whole)"
     )]
     Tuf(String),
+    /// The metadata's validity is over (freeze protection).
+    #[error(
+        "the {0} metadata has expired (sign it again, with --valid-days long enough, and publish it again)"
+    )]
+    Expired(String),
     /// The repository has no logic in it.
     #[error("the signed repository holds no {TARGET}")]
     NoLogic,
     /// Built for another world.
-    #[error("built for the world {got}, which this host's {want} does not run")]
+    #[error(
+        "built for the world {got}, which this host's {want} does not run (build the logic against this host's wit/)"
+    )]
     WrongWorld {
         /// The world it names.
         got: String,
@@ -49,7 +58,9 @@ pub enum Refusal {
         want: String,
     },
     /// Older than the logic running.
-    #[error("version {offered} is older than the running version {running}")]
+    #[error(
+        "version {offered} is older than the running version {running} (publish a version above {running}, or run the device with --allow-downgrade)"
+    )]
     Downgrade {
         /// The version offered.
         offered: u64,
@@ -248,13 +259,16 @@ pub async fn verify(
         }
     }
     // A refusal because a file was missing is no answer: it may come.
-    let refusal = |e: &dyn std::error::Error| match missing
+    let refusal = |e: &tough::error::Error| match missing
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take()
     {
         Some(name) => Refusal::Incomplete(name),
-        None => Refusal::Tuf(chain(e)),
+        None => match e {
+            tough::error::Error::ExpiredMetadata { role, .. } => Refusal::Expired(role.to_string()),
+            _ => Refusal::Tuf(chain(e)),
+        },
     };
     if let Some(dir) = &trust.datastore {
         loader = loader.datastore(dir.clone());
@@ -335,14 +349,41 @@ pub async fn verify_file(
     Ok(verified)
 }
 
-/// An error and its causes on one line.
+/// An error and its causes on one line, each said once (tough's errors
+/// repeat their causes' text).
 fn chain(e: &dyn std::error::Error) -> String {
     let mut line = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        line.push_str(": ");
-        line.push_str(&c.to_string());
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
         cause = c.source();
     }
     line.replace('\n', " ")
+}
+
+/// The version and SHA-256 the newest targets metadata in `files` claims
+/// for the logic, unverified: what a refusal is about when the update
+/// cannot be verified.
+pub fn claimed(files: &HashMap<String, Bytes>) -> Option<(u64, String)> {
+    let (_, bytes) = files
+        .iter()
+        .filter_map(|(name, bytes)| {
+            let n: u64 = name
+                .strip_prefix("metadata/")?
+                .strip_suffix(".targets.json")?
+                .parse()
+                .ok()?;
+            Some((n, bytes))
+        })
+        .max_by_key(|(n, _)| *n)?;
+    let json: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let target = &json["signed"]["targets"][TARGET];
+    Some((
+        target["custom"][VERSION_KEY].as_u64()?,
+        target["hashes"]["sha256"].as_str()?.to_string(),
+    ))
 }

@@ -32,6 +32,17 @@ pub fn device_topic(given: Option<&str>, client_id: &str, index: Option<usize>) 
     }
 }
 
+/// The fleet's update topic, which every device of the fleet `prefix`
+/// reads besides its own: `TOPIC/fleet` when an update topic is `given`,
+/// else `PREFIX/logic`. A rollout publishes there last, so a device that
+/// joins later gets the update the fleet runs.
+pub fn fleet_topic(given: Option<&str>, prefix: &str) -> String {
+    match given {
+        Some(topic) => format!("{topic}/fleet"),
+        None => update_topic(prefix),
+    }
+}
+
 /// The default shared targets topic.
 pub const TARGETS_TOPIC: &str = "logic/targets";
 
@@ -130,14 +141,54 @@ pub fn read(repo: &Path, targets_topic: &str, limit: usize) -> std::io::Result<R
 pub struct Status {
     /// The device's client id.
     pub device: String,
-    /// The update's version (0 when it could not be read).
+    /// The version this status is about (the one offered, or the one
+    /// running; the version a refused update's metadata claims when it
+    /// could not be verified).
     pub version: u64,
-    /// The update's SHA-256, hex (empty when it could not be read).
+    /// That logic's SHA-256, hex (as claimed, for a refusal before
+    /// verification; empty only when nothing could be read).
     pub sha256: String,
     /// `accepted`, `refused`, `running` or `rolled-back`.
     pub state: String,
-    /// Iterations completed on the update since it took over.
+    /// Iterations completed on it since it took over.
     pub iterations: u64,
-    /// Why it was refused or rolled back; empty otherwise.
+    /// Why it was refused or rolled back, with the fix; empty otherwise.
     pub reason: String,
+    /// The longest an iteration may run on the device, milliseconds: its
+    /// `--iteration-timeout-ms`, else the host's maximum (0: no limit). A
+    /// rollout waits at least this long to see a canary stop.
+    #[serde(default)]
+    pub iteration_timeout_ms: u64,
+    /// The last update offered to the device and its answer, kept in every
+    /// later status (a `running` report does not hide a refusal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_offer: Option<Offer>,
+}
+
+/// An update offered to a device and its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// Its version (as claimed when it could not be verified).
+    pub version: u64,
+    /// Its SHA-256, hex (as claimed when it could not be verified).
+    pub sha256: String,
+    /// `accepted`, `refused`, `running` (the same logic, already running)
+    /// or `rolled-back`.
+    pub state: String,
+    /// Why it was refused or rolled back, with the fix; empty otherwise.
+    pub reason: String,
+}
+
+impl Status {
+    /// What this status says about the update `version` with `sha256`: its
+    /// state and reason, from the status itself or from its last offer;
+    /// `None` when it is about another logic.
+    pub fn about(&self, version: u64, sha256: &str) -> Option<(&str, &str, u64)> {
+        if self.version == version && self.sha256 == sha256 {
+            return Some((&self.state, &self.reason, self.iterations));
+        }
+        let offer = self.last_offer.as_ref()?;
+        (offer.version == version && offer.sha256 == sha256 && offer.state != "accepted")
+            .then_some((&offer.state, &offer.reason, 0))
+    }
 }

@@ -20,6 +20,7 @@ use host::state::StateDb;
 use host::tls::Endpoint;
 use host::tls::{ClientKey, TlsClient, TlsFiles};
 use host::update::channel::{Channel, ChannelConfig};
+use host::update::floor::KeptStore;
 use host::update::session::UpdateSession;
 use host::update::trust::Trust;
 use host_core::WORLD;
@@ -178,16 +179,18 @@ async fn wiring(
     let engine = engine::engine(pool).map_err(anyhow::Error::from)?;
     let linker = engine::linker(&engine)
         .map_err(|e| anyhow::Error::from(e).context("cannot set up the world's imports"))?;
-    let state: Arc<dyn Backend> = Arc::new(
+    let db = Arc::new(
         StateDb::open(&config.state.dir, config.state.quota).map_err(anyhow::Error::from)?,
     );
+    let kept = Arc::new(KeptStore::open(db.clone()));
+    let state: Arc<dyn Backend> = db;
     let mut allowed = vec![broker.clone()];
     allowed.extend(config.allow.iter().cloned());
     let updates = config
         .updates
         .as_ref()
         .zip(trust)
-        .map(|(u, trust)| update_session(config, u, broker, &tls, trust));
+        .map(|(u, trust)| update_session(config, u, broker, &tls, trust, kept));
     let metrics = match config.metrics {
         Some(m) => {
             let metrics = Metrics::new(devices, m.device_limit);
@@ -228,6 +231,7 @@ fn update_session(
     broker: &Endpoint,
     tls: &TlsClient,
     trust: Trust,
+    kept: Arc<KeptStore>,
 ) -> UpdateSession {
     tracing::info!(target: "host", "taking signed updates over the broker (targets on {})", u.targets_topic);
     // One session per host: shards of a fleet must not take over each
@@ -248,11 +252,37 @@ fn update_session(
             client_id,
             targets_topic: u.targets_topic.clone(),
             payload_limit: u.payload_limit,
+            clear_command: clear_command(config, broker),
+            max_component: host::update::chunks::MAX_FILE,
         }),
+        fleet: matches!(config.devices, Devices::Fleet(_)).then(|| config.client_id.clone()),
+        iteration_timeout_ms: config
+            .limits
+            .iteration_timeout_ms
+            .unwrap_or(host_core::timeout::ITERATION_TIMEOUT_MAX_MS),
         trust,
         topic: u.topic.clone(),
-        floors: config.cache_dir.as_ref().map(|d| d.join("floors")),
+        kept: Some(kept),
     }
+}
+
+/// The start of a `mosquitto_pub` command that deletes a retained message
+/// on `broker` with the host's credentials (the topic follows).
+fn clear_command(config: &RunConfig, broker: &Endpoint) -> String {
+    let mut line = format!("mosquitto_pub -h {} -p {}", broker.host, broker.port);
+    if let Some(given) = &config.broker {
+        match &given.ca {
+            host::tls::Roots::File(ca) => line.push_str(&format!(" --cafile {}", ca.display())),
+            host::tls::Roots::Webpki | host::tls::Roots::Os => {
+                line.push_str(" --capath /etc/ssl/certs")
+            }
+        }
+        if let (Some(cert), Some(BrokerKey::File(key))) = (&given.cert, &given.key) {
+            line.push_str(&format!(" --cert {} --key {}", cert.display(), key.display()));
+        }
+    }
+    line.push_str(" -r -n -t");
+    line
 }
 
 /// One device, with hot swap when `--watch` is given.
@@ -264,7 +294,11 @@ async fn run_one(
     trust: Option<&Trust>,
 ) -> Result<(), Failure> {
     let log: Arc<dyn Observer> = Arc::new(LogObserver::new(settings.clone()));
-    let device = wiring.device(settings, None, log, &logic, swaps());
+    let device = wiring
+        .device(settings, None, log, (&logic, &config.component), swaps())
+        .await
+        .map_err(anyhow::Error::from)?;
+    let logic = device.logic.clone();
     let _watch = match config.watch {
         true => Some(device::watch_file(
             &device,
@@ -324,6 +358,7 @@ async fn run_fleet(
         base,
         topic_given,
         plan: config.plan,
+        component: config.component.clone(),
         watched: config.watch.then(|| Watched {
             component: config.component.clone(),
             canaries: config.canaries,
