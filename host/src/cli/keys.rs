@@ -28,7 +28,7 @@ pub struct SignArgs {
     /// The component to sign.
     pub logic: PathBuf,
     /// The private key (from host keygen).
-    #[arg(long, value_name = "KEY")]
+    #[arg(long = "signing-key", visible_alias = "key", value_name = "KEY")]
     pub key: PathBuf,
     /// The logic's version; devices refuse versions lower than the one they
     /// run (unless --allow-downgrade).
@@ -40,7 +40,7 @@ pub struct SignArgs {
     pub repo: Option<PathBuf>,
     /// Days the targets, snapshot and timestamp metadata stay valid;
     /// devices refuse it after (freeze protection).
-    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=36500))]
     pub valid_days: u64,
 }
 

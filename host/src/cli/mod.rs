@@ -45,7 +45,8 @@ pub enum Command {
     /// first; stop as soon as a canary refuses it or rolls it back.
     ///
     /// Exit codes: 0 every device runs it; 2 a canary stopped the rollout,
-    /// or devices refused it; 3 timed out; 1 a setting or file is wrong.
+    /// or devices refused it; 3 timed out; 1 a setting or file is wrong, or
+    /// the rollout could not see a canary finish (nothing was published).
     Rollout(rollout::RolloutArgs),
     /// Write a development PKI: a root CA, a broker certificate and device
     /// certificates, and print the mosquitto configuration and the host

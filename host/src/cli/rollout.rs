@@ -29,7 +29,7 @@ pub struct RolloutArgs {
     /// The new logic.
     pub logic: PathBuf,
     /// The private key to sign with (from host keygen).
-    #[arg(long, value_name = "KEY")]
+    #[arg(long = "signing-key", alias = "key", value_name = "KEY")]
     pub key: PathBuf,
     /// The logic's version (devices refuse lower ones).
     #[arg(long, value_name = "N")]
@@ -75,11 +75,14 @@ pub struct RolloutArgs {
     #[arg(long, value_name = "DIR")]
     pub repo: Option<PathBuf>,
     /// Days the update's metadata stays valid.
-    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=36500))]
     pub valid_days: u64,
-    /// Longest the whole rollout may take, seconds.
-    #[arg(long, value_name = "S", default_value_t = 600)]
-    pub timeout_secs: u64,
+    /// Longest the whole rollout may take, seconds [default: derived from
+    /// the canaries' iteration timeout, as their statuses report it, so a
+    /// canary that hangs is seen to stop]. A device offered the update must
+    /// answer within 120 s.
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_secs: Option<u64>,
 }
 
 /// Runs `host rollout`.
@@ -160,9 +163,11 @@ fn plan(args: &RolloutArgs, broker: &Endpoint) -> RolloutPlan {
     RolloutPlan {
         devices,
         topics,
+        fleet_topic: Some(wire::fleet_topic(args.update_topic.as_deref(), &args.fleet)),
+        targets_topic: args.targets_topic.clone(),
         canaries: args.canary as usize,
         promote_after: args.promote_after,
-        timeout: Duration::from_secs(args.timeout_secs),
+        timeout: args.timeout_secs.map(Duration::from_secs),
     }
 }
 
@@ -194,6 +199,7 @@ fn report(args: &RolloutArgs, what: &str, ended: Ended, secs: f64) -> Result<(),
             report,
             summary,
         } => {
+            // The device's reason carries the fix for its cause.
             let why = match report {
                 Report::Refused(r) => format!("refused it: {r}"),
                 Report::RolledBack(r) => format!("rolled it back: {r}"),
@@ -201,24 +207,48 @@ fn report(args: &RolloutArgs, what: &str, ended: Ended, secs: f64) -> Result<(),
             };
             Err(Failure::Rollout {
                 line: format!(
-                    "rollout stopped: canary {device} {why}; {} devices left on their logic (fix the logic and roll out a new version)",
+                    "rollout stopped: canary {device} {why}; {} devices left on their logic",
                     summary.left_alone
                 ),
                 code: exit::ITERATION_FAILED,
             })
         }
-        Ended::TimedOut(waiting) => Err(Failure::Rollout {
-            line: format!(
-                "rollout timed out after {secs:.0} s waiting for {} device(s): {} (check that they run with --trust and follow their update topics)",
-                waiting.len(),
-                waiting
-                    .iter()
-                    .take(5)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            code: exit::GUEST_FAILED,
+        Ended::TimedOut {
+            silent,
+            slow,
+            window,
+        } => {
+            let list = |d: &[String]| {
+                let mut l = d.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+                if d.len() > 5 {
+                    l.push_str(&format!(" and {} more", d.len() - 5));
+                }
+                l
+            };
+            let line = if !silent.is_empty() {
+                format!(
+                    "rollout timed out after {secs:.0} s: {} device(s) gave no answer within {} s of the offer: {} (check that they run, with --trust, and follow their update topics)",
+                    silent.len(),
+                    window.as_secs(),
+                    list(&silent)
+                )
+            } else {
+                format!(
+                    "rollout timed out after {secs:.0} s: {} device(s) took the update but had not completed {} iteration(s) on it within {} s: {} (give a longer --timeout-secs, or leave it out)",
+                    slow.len(),
+                    args.promote_after,
+                    window.as_secs(),
+                    list(&slow)
+                )
+            };
+            Err(Failure::Rollout {
+                line,
+                code: exit::GUEST_FAILED,
+            })
+        }
+        Ended::NotStarted(why) => Err(Failure::Rollout {
+            line: format!("rollout not started: {why}"),
+            code: exit::SETUP,
         }),
     }
 }

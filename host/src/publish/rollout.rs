@@ -2,7 +2,7 @@
 //! driven by their statuses with the canary policy of
 //! [`host_core::canary`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -41,6 +41,8 @@ pub struct Publisher {
     acked: Arc<AtomicU64>,
     progress: Arc<Notify>,
     messages: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    /// Messages taken while looking for others, returned first.
+    backlog: std::collections::VecDeque<(String, Vec<u8>)>,
 }
 
 impl Publisher {
@@ -106,6 +108,7 @@ impl Publisher {
             acked,
             progress,
             messages,
+            backlog: Default::default(),
         })
     }
 
@@ -159,25 +162,135 @@ impl Publisher {
 
     /// The next message of a subscription, or `None` after `wait`.
     pub async fn next(&mut self, wait: Duration) -> Option<(String, Vec<u8>)> {
+        if let Some(m) = self.backlog.pop_front() {
+            return Some(m);
+        }
         tokio::time::timeout(wait, self.messages.recv())
             .await
             .ok()
             .flatten()
     }
+
+    /// The retained messages under the filter `filter` now, as the broker
+    /// sends them on subscribing (taken until none came for a moment);
+    /// other messages wait for [`Publisher::next`].
+    pub async fn retained(&mut self, filter: &str) -> Result<Vec<(String, Vec<u8>)>, PublishError> {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .map_err(PublishError::Client)?;
+        let mut found = Vec::new();
+        let deadline = Instant::now() + RETAINED_WAIT;
+        let mut quiet = RETAINED_FIRST;
+        while Instant::now() < deadline {
+            let Ok(Some((topic, payload))) =
+                tokio::time::timeout(quiet, self.messages.recv()).await
+            else {
+                break;
+            };
+            if matches_filter(filter, &topic) {
+                found.push((topic, payload));
+                quiet = RETAINED_QUIET;
+            } else {
+                self.backlog.push_back((topic, payload));
+            }
+        }
+        self.client
+            .unsubscribe(filter)
+            .await
+            .map_err(PublishError::Client)?;
+        Ok(found)
+    }
+}
+
+/// How long to wait for the first retained message of a subscription, for
+/// the next one, and for all of them.
+const RETAINED_FIRST: Duration = Duration::from_millis(1500);
+const RETAINED_QUIET: Duration = Duration::from_millis(400);
+const RETAINED_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether the MQTT filter `filter` (`+`, a final `#`) matches `topic`.
+pub fn matches_filter(filter: &str, topic: &str) -> bool {
+    let (mut f, mut t) = (filter.split('/'), topic.split('/'));
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
 }
 
 /// Publishes `repo` to the devices with update topics `topics`: the
-/// components once, then each device's metadata (timestamp last).
+/// components once, then each device's metadata (timestamp last), then
+/// deletes what the new metadata supersedes under those topics (earlier
+/// versions' files, and anything else retained there), so the broker holds
+/// exactly the files a device needs. Returns the components the
+/// superseded metadata named.
 pub async fn offer(
     publisher: &mut Publisher,
     repo: &Repository,
     topics: &[String],
-) -> Result<(), PublishError> {
-    publisher.publish(&repo.targets).await?;
+) -> Result<BTreeSet<String>, PublishError> {
+    let mut before = Vec::new();
     for topic in topics {
-        publisher.publish(&repo.metadata_for(topic)).await?;
+        before.extend(publisher.retained(&format!("{topic}/metadata/#")).await?);
     }
-    publisher.flush().await
+    publisher.publish(&repo.targets).await?;
+    let mut now = BTreeSet::new();
+    for topic in topics {
+        let messages = repo.metadata_for(topic);
+        now.extend(messages.iter().map(|m| m.topic.clone()));
+        publisher.publish(&messages).await?;
+    }
+    let mut superseded = BTreeSet::new();
+    for (topic, payload) in before {
+        if now.contains(&topic) || payload.is_empty() {
+            continue;
+        }
+        if let Some(name) = named_component(&topic, &payload) {
+            superseded.insert(name);
+        }
+        publisher.clear(&topic).await?;
+    }
+    publisher.flush().await?;
+    Ok(superseded)
+}
+
+/// The component a retained targets metadata chunk names
+/// (`SHA256.logic.wasm`), when it is a whole file in one chunk.
+fn named_component(topic: &str, chunk: &[u8]) -> Option<String> {
+    topic.contains(".targets.json/").then_some(())?;
+    let json: serde_json::Value = serde_json::from_slice(chunk.get(HEADER..)?).ok()?;
+    let sha = json["signed"]["targets"][crate::update::repository::TARGET]["hashes"]["sha256"]
+        .as_str()?;
+    Some(format!("{sha}.{}", crate::update::repository::TARGET))
+}
+
+/// Deletes the retained chunks of the components `names` under
+/// `targets_topic`, except `keep` (the one just published).
+pub async fn clear_components(
+    publisher: &mut Publisher,
+    targets_topic: &str,
+    names: &BTreeSet<String>,
+    keep: &str,
+) -> Result<usize, PublishError> {
+    let mut cleared = 0;
+    for name in names.iter().filter(|n| n.as_str() != keep) {
+        for (topic, payload) in publisher
+            .retained(&format!("{targets_topic}/{name}/+"))
+            .await?
+        {
+            if !payload.is_empty() {
+                publisher.clear(&topic).await?;
+                cleared += 1;
+            }
+        }
+    }
+    publisher.flush().await?;
+    Ok(cleared)
 }
 
 /// How a rollout ended.
@@ -194,8 +307,17 @@ pub enum Ended {
         /// The outcome so far.
         summary: Summary,
     },
-    /// The time ran out; these devices had not reported an outcome.
-    TimedOut(Vec<String>),
+    /// The time ran out.
+    TimedOut {
+        /// Devices offered the update that sent no answer about it.
+        silent: Vec<String>,
+        /// Devices that accepted it but had not completed their iterations.
+        slow: Vec<String>,
+        /// The window that ran out.
+        window: Duration,
+    },
+    /// Nothing was published: the rollout could not see a canary finish.
+    NotStarted(String),
 }
 
 /// A fleet rollout: which devices, their update topics, the policy.
@@ -204,16 +326,65 @@ pub struct RolloutPlan {
     pub devices: Vec<String>,
     /// Each device's update topic, by client id.
     pub topics: HashMap<String, String>,
+    /// The fleet's update topic, published to once every device has it.
+    pub fleet_topic: Option<String>,
+    /// Where components go.
+    pub targets_topic: String,
     /// Canaries.
     pub canaries: usize,
     /// Iterations each canary must complete on the update.
     pub promote_after: u64,
-    /// Longest the whole rollout may take.
-    pub timeout: Duration,
+    /// Longest the whole rollout may take; `None`: derived from the
+    /// canaries' iteration timeout.
+    pub timeout: Option<Duration>,
+}
+
+/// Longest an offered device may take to answer (accepted or refused).
+pub const ANSWER_WAIT: Duration = Duration::from_secs(120);
+
+/// The window that lets a rollout see canaries whose iterations may take
+/// `iteration_timeout` finish `promote_after` of them (or be stopped), for
+/// the canaries and then the rest.
+pub fn derived_window(iteration_timeout: Duration, promote_after: u64) -> Duration {
+    let stage = iteration_timeout.saturating_mul(u32::try_from(promote_after + 1).unwrap_or(u32::MAX))
+        + Duration::from_secs(60);
+    stage.saturating_mul(2)
+}
+
+/// The rollout's window: the one given, or derived from the canaries'
+/// statuses; why the rollout cannot start otherwise.
+fn window(plan: &RolloutPlan, statuses: &HashMap<String, Status>, canaries: &[String]) -> Result<Duration, String> {
+    let mut longest = Duration::ZERO;
+    for canary in canaries {
+        let topic = status_topic(&plan.topics[canary]);
+        let Some(status) = statuses.get(canary) else {
+            return Err(format!(
+                "no status from canary {canary} on {topic}: check that it runs (host run with --trust) and follows this fleet's update topics (--fleet, --update-topic); nothing was published"
+            ));
+        };
+        if status.iteration_timeout_ms == 0 && plan.timeout.is_none() {
+            return Err(format!(
+                "canary {canary} runs with no iteration timeout (--iteration-timeout-ms 0), so a hanging update would never be seen to stop: give --timeout-secs; nothing was published"
+            ));
+        }
+        longest = longest.max(Duration::from_millis(status.iteration_timeout_ms));
+    }
+    match plan.timeout {
+        None => Ok(derived_window(longest, plan.promote_after)),
+        Some(given) if given >= longest + Duration::from_secs(30) => Ok(given),
+        Some(given) => Err(format!(
+            "--timeout-secs {} is shorter than the canaries' iteration timeout ({} s) and 30 s more, so a canary that hangs would not be seen to stop: leave --timeout-secs out (then {} s) or give at least {}; nothing was published",
+            given.as_secs(),
+            longest.as_secs(),
+            derived_window(longest, plan.promote_after).as_secs(),
+            longest.as_secs() + 30
+        )),
+    }
 }
 
 /// Rolls `repo` (whose component has SHA-256 `sha256` and is `version`)
-/// out per `plan`.
+/// out per `plan`. Statuses already on the broker are read, never cleared:
+/// only what a device says about this update counts.
 pub async fn roll_out(
     publisher: &mut Publisher,
     repo: &Repository,
@@ -221,29 +392,69 @@ pub async fn roll_out(
     plan: &RolloutPlan,
 ) -> Result<Ended, PublishError> {
     let mut rollout = CanaryPolicy::new(plan.devices.clone(), plan.canaries, plan.promote_after);
-    let mut device_of = HashMap::new();
-    // Old statuses would read as reports about this update: clear them.
-    for device in &plan.devices {
-        let status = status_topic(&plan.topics[device]);
-        publisher.clear(&status).await?;
-        device_of.insert(status.clone(), device.clone());
-    }
-    publisher.flush().await?;
+    let device_of: HashMap<String, String> = plan
+        .devices
+        .iter()
+        .map(|d| (status_topic(&plan.topics[d]), d.clone()))
+        .collect();
     for status in device_of.keys() {
         publisher.subscribe(status).await?;
     }
-    let canaries: Vec<String> = rollout
-        .canaries()
-        .iter()
-        .map(|d| plan.topics[d].clone())
-        .collect();
-    tracing::info!(target: "host::rollout", "offering sha256 {} to {} canar{}", &sha256[..12], canaries.len(), if canaries.len() == 1 { "y" } else { "ies" });
-    offer(publisher, repo, &canaries).await?;
-    let deadline = Instant::now() + plan.timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+    let canaries: Vec<String> = rollout.canaries().to_vec();
+    // The statuses the broker keeps: the canaries' iteration timeouts.
+    let mut latest: HashMap<String, Status> = HashMap::new();
+    // Each device's last status message, to read again once it is offered
+    // the update (a re-run finds devices that run it already).
+    let mut raw: HashMap<String, (String, Vec<u8>)> = HashMap::new();
+    let waited = Instant::now() + Duration::from_secs(3);
+    while !canaries.iter().all(|c| latest.contains_key(c)) {
+        let left = waited.saturating_duration_since(Instant::now());
         let Some((topic, payload)) = publisher.next(left).await else {
-            return Ok(Ended::TimedOut(rollout.waiting_for()));
+            break;
+        };
+        if let (Some(device), Ok(status)) = (device_of.get(&topic), serde_json::from_slice::<Status>(&payload)) {
+            latest.insert(device.clone(), status);
+            raw.insert(device.clone(), (topic, payload));
+        }
+    }
+    let window = match window(plan, &latest, &canaries) {
+        Ok(w) => w,
+        Err(why) => return Ok(Ended::NotStarted(why)),
+    };
+    tracing::info!(target: "host::rollout", "offering sha256 {} to {} canar{} (window {} s)", &sha256[..12], canaries.len(), if canaries.len() == 1 { "y" } else { "ies" }, window.as_secs());
+    let topics = |devices: &[String]| -> Vec<String> {
+        devices.iter().map(|d| plan.topics[d].clone()).collect()
+    };
+    let mut superseded = offer(publisher, repo, &topics(&canaries)).await?;
+    let mut offered_at: HashMap<String, Instant> =
+        canaries.iter().map(|c| (c.clone(), Instant::now())).collect();
+    let mut answered: std::collections::HashSet<String> = Default::default();
+    let deadline = Instant::now() + window;
+    let mut pending: std::collections::VecDeque<(String, Vec<u8>)> = canaries
+        .iter()
+        .filter_map(|c| raw.get(c).cloned())
+        .collect();
+    loop {
+        // Devices offered the update that have not answered in time.
+        let answer_by = offered_at
+            .iter()
+            .filter(|(d, _)| !answered.contains(*d))
+            .map(|(_, t)| *t + ANSWER_WAIT)
+            .min();
+        let until = answer_by.map_or(deadline, |a| a.min(deadline));
+        let left = until.saturating_duration_since(Instant::now());
+        let next = match pending.pop_front() {
+            Some(m) => Some(m),
+            None => publisher.next(left).await,
+        };
+        let Some((topic, payload)) = next else {
+            let waiting = rollout.waiting_for();
+            let (slow, silent) = waiting.into_iter().partition(|d| answered.contains(d));
+            return Ok(Ended::TimedOut {
+                silent,
+                slow,
+                window: if Instant::now() >= deadline { window } else { ANSWER_WAIT },
+            });
         };
         let (Some(device), Ok(status)) = (
             device_of.get(&topic),
@@ -251,17 +462,16 @@ pub async fn roll_out(
         ) else {
             continue;
         };
-        // A status of another update (but a refusal may not know which).
-        let ours = status.sha256 == sha256 && status.version == version;
-        let unknown_refusal = status.state == "refused" && status.sha256.is_empty();
-        if !(ours || unknown_refusal) {
+        raw.insert(device.clone(), (topic, payload));
+        let Some((state, reason, iterations)) = status.about(version, sha256) else {
             continue;
-        }
-        let report = match status.state.as_str() {
+        };
+        answered.insert(device.clone());
+        let report = match state {
             "accepted" => Report::Accepted,
-            "running" => Report::Running(status.iterations),
-            "refused" => Report::Refused(status.reason),
-            "rolled-back" => Report::RolledBack(status.reason),
+            "running" => Report::Running(iterations),
+            "refused" => Report::Refused(reason.to_string()),
+            "rolled-back" => Report::RolledBack(reason.to_string()),
             _ => continue,
         };
         match &report {
@@ -269,7 +479,7 @@ pub async fn roll_out(
                 tracing::info!(target: "host::rollout", "{device}: running, {n} iteration(s)")
             }
             Report::Refused(why) | Report::RolledBack(why) => {
-                tracing::warn!(target: "host::rollout", "{device}: {}: {why}", status.state)
+                tracing::warn!(target: "host::rollout", "{device}: {state}: {why}")
             }
             Report::Accepted => tracing::info!(target: "host::rollout", "{device}: accepted"),
         }
@@ -277,10 +487,20 @@ pub async fn roll_out(
             Step::Wait => {}
             Step::Promote(rest) => {
                 tracing::info!(target: "host::rollout", "canaries passed: offering to the {} other devices", rest.len());
-                let topics: Vec<String> = rest.iter().map(|d| plan.topics[d].clone()).collect();
-                offer(publisher, repo, &topics).await?;
+                superseded.extend(offer(publisher, repo, &topics(&rest)).await?);
+                for d in &rest {
+                    offered_at.insert(d.clone(), Instant::now());
+                }
+                // Their statuses so far are read again now that they are
+                // offered it.
+                pending.extend(rest.iter().filter_map(|d| raw.get(d).cloned()));
             }
-            Step::Done(summary) => return Ok(Ended::Done(summary)),
+            Step::Done(summary) => {
+                if summary.failed == 0 {
+                    finish(publisher, repo, plan, sha256, &superseded).await?;
+                }
+                return Ok(Ended::Done(summary));
+            }
             Step::Stop {
                 device,
                 report,
@@ -294,4 +514,26 @@ pub async fn roll_out(
             }
         }
     }
+}
+
+/// Once every device runs the update: the fleet's topic gets it (for
+/// devices that join later) and the components it supersedes are deleted.
+async fn finish(
+    publisher: &mut Publisher,
+    repo: &Repository,
+    plan: &RolloutPlan,
+    sha256: &str,
+    superseded: &BTreeSet<String>,
+) -> Result<(), PublishError> {
+    let mut superseded = superseded.clone();
+    if let Some(fleet) = &plan.fleet_topic {
+        superseded.extend(offer(publisher, repo, std::slice::from_ref(fleet)).await?);
+        tracing::info!(target: "host::rollout", "published to the fleet's topic {fleet}: devices that join later get it");
+    }
+    let keep = format!("{sha256}.{}", crate::update::repository::TARGET);
+    let cleared = clear_components(publisher, &plan.targets_topic, &superseded, &keep).await?;
+    if cleared > 0 {
+        tracing::info!(target: "host::rollout", "deleted {cleared} retained chunk(s) of {} superseded component(s)", superseded.len().saturating_sub(usize::from(superseded.contains(&keep))));
+    }
+    Ok(())
 }
