@@ -174,31 +174,44 @@ impl Publisher {
     /// The retained messages under the filter `filter` now, as the broker
     /// sends them on subscribing (taken until none came for a moment);
     /// other messages wait for [`Publisher::next`].
-    pub async fn retained(&mut self, filter: &str) -> Result<Vec<(String, Vec<u8>)>, PublishError> {
-        self.client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .map_err(PublishError::Client)?;
+    pub async fn retained(&mut self, filters: &[String]) -> Result<Vec<(String, Vec<u8>)>, PublishError> {
+        if filters.is_empty() {
+            return Ok(Vec::new());
+        }
+        for batch in filters.chunks(100) {
+            self.client
+                .subscribe_many(
+                    batch
+                        .iter()
+                        .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)),
+                )
+                .await
+                .map_err(PublishError::Client)?;
+        }
         let mut found = Vec::new();
-        let deadline = Instant::now() + RETAINED_WAIT;
-        let mut quiet = RETAINED_FIRST;
-        while Instant::now() < deadline {
+        let started = Instant::now();
+        // Until none came for a moment (other messages do not count).
+        let mut until = started + RETAINED_FIRST;
+        loop {
+            let left = until.min(started + RETAINED_WAIT);
             let Ok(Some((topic, payload))) =
-                tokio::time::timeout(quiet, self.messages.recv()).await
+                tokio::time::timeout_at(left.into(), self.messages.recv()).await
             else {
                 break;
             };
-            if matches_filter(filter, &topic) {
+            if filters.iter().any(|f| matches_filter(f, &topic)) {
                 found.push((topic, payload));
-                quiet = RETAINED_QUIET;
+                until = Instant::now() + RETAINED_QUIET;
             } else {
                 self.backlog.push_back((topic, payload));
             }
         }
-        self.client
-            .unsubscribe(filter)
-            .await
-            .map_err(PublishError::Client)?;
+        for filter in filters {
+            self.client
+                .unsubscribe(filter)
+                .await
+                .map_err(PublishError::Client)?;
+        }
         Ok(found)
     }
 }
@@ -234,10 +247,8 @@ pub async fn offer(
     repo: &Repository,
     topics: &[String],
 ) -> Result<BTreeSet<String>, PublishError> {
-    let mut before = Vec::new();
-    for topic in topics {
-        before.extend(publisher.retained(&format!("{topic}/metadata/#")).await?);
-    }
+    let filters: Vec<String> = topics.iter().map(|t| format!("{t}/metadata/#")).collect();
+    let before = publisher.retained(&filters).await?;
     publisher.publish(&repo.targets).await?;
     let mut now = BTreeSet::new();
     for topic in topics {
@@ -278,15 +289,15 @@ pub async fn clear_components(
     keep: &str,
 ) -> Result<usize, PublishError> {
     let mut cleared = 0;
-    for name in names.iter().filter(|n| n.as_str() != keep) {
-        for (topic, payload) in publisher
-            .retained(&format!("{targets_topic}/{name}/+"))
-            .await?
-        {
-            if !payload.is_empty() {
-                publisher.clear(&topic).await?;
-                cleared += 1;
-            }
+    let filters: Vec<String> = names
+        .iter()
+        .filter(|n| n.as_str() != keep)
+        .map(|name| format!("{targets_topic}/{name}/+"))
+        .collect();
+    for (topic, payload) in publisher.retained(&filters).await? {
+        if !payload.is_empty() {
+            publisher.clear(&topic).await?;
+            cleared += 1;
         }
     }
     publisher.flush().await?;

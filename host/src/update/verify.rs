@@ -349,20 +349,23 @@ pub async fn verify_file(
     Ok(verified)
 }
 
-/// An error and its causes on one line, each said once (tough's errors
-/// repeat their causes' text).
+/// An error on one line: what failed and its root cause (tough's errors
+/// repeat their causes' text at every level), files named as in the
+/// repository.
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        cause = c.source();
+    let mut root = e;
+    while let Some(c) = root.source() {
+        root = c;
     }
-    line.replace('\n', " ")
+    let top = e.to_string();
+    let head = top.split(": ").next().unwrap_or_default();
+    let root = root.to_string();
+    let line = if root.contains(head) {
+        root
+    } else {
+        format!("{head}: {root}")
+    };
+    line.replace("mqtt://repository/", "").replace('\n', " ")
 }
 
 /// The version and SHA-256 the newest targets metadata in `files` claims
