@@ -269,6 +269,11 @@ pub struct RunArgs {
     /// limit by default); components come in chunks of it.
     #[arg(long, value_name = "BYTES", default_value_t = chunks::PAYLOAD_LIMIT, value_parser = payload_limit)]
     pub update_payload_limit: usize,
+    /// With --trust, drop an update file in progress when no chunk of it
+    /// came for this long, seconds (so chunks that never complete do not
+    /// hold memory).
+    #[arg(long, value_name = "S", default_value_t = chunks::PARTIAL_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub update_partial_ttl_secs: u64,
 
     /// On SIGTERM or Ctrl-C: how long the iteration in flight may take to
     /// end (its sleeps cut short, so it sends its DISCONNECT) before it is

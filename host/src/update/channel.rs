@@ -59,6 +59,7 @@ struct Inner {
     targets_topic: String,
     routes: Mutex<Routes>,
     clear_command: String,
+    partial_ttl: Duration,
 }
 
 #[derive(Default)]
@@ -101,6 +102,8 @@ pub struct ChannelConfig {
     pub clear_command: String,
     /// Largest component, bytes.
     pub max_component: usize,
+    /// How long a file in progress waits for its next chunk.
+    pub partial_ttl: Duration,
 }
 
 impl Channel {
@@ -122,7 +125,8 @@ impl Channel {
         let targets = Assembler::new(
             config.max_component,
             config.max_component + 4 * config.payload_limit,
-        );
+        )
+        .with_ttl(config.partial_ttl);
         let inner = Arc::new(Inner {
             client,
             targets_topic: config.targets_topic,
@@ -131,11 +135,12 @@ impl Channel {
                 ..Routes::default()
             }),
             clear_command: config.clear_command,
+            partial_ttl: config.partial_ttl,
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
             let mut warned = false;
-            let mut expiry = tokio::time::interval(crate::update::chunks::PARTIAL_TTL / 4);
+            let mut expiry = tokio::time::interval(config.partial_ttl / 4);
             loop {
                 let event = tokio::select! {
                     event = events.poll() => event,
@@ -186,7 +191,8 @@ impl Channel {
             routes.devices.insert(
                 update_topic.to_string(),
                 DeviceRoute {
-                    assembler: Assembler::new(MAX_METADATA_BYTES, MAX_PARTIAL_METADATA),
+                    assembler: Assembler::new(MAX_METADATA_BYTES, MAX_PARTIAL_METADATA)
+                        .with_ttl(self.inner.partial_ttl),
                     files: HashMap::new(),
                     changed,
                     notices: Vec::new(),
@@ -248,7 +254,7 @@ impl Inner {
             freed += device.assembler.expire(now);
         }
         if freed > 0 {
-            tracing::warn!(target: "host::update", "dropped {freed} bytes of update files whose chunks stopped coming for {} s", crate::update::chunks::PARTIAL_TTL.as_secs());
+            tracing::warn!(target: "host::update", "dropped {freed} bytes of update files whose chunks stopped coming for {} s (--update-partial-ttl-secs)", self.partial_ttl.as_secs());
             crate::update::chunks::release_memory();
         }
     }

@@ -84,6 +84,8 @@ pub struct Assembler {
     max_total: usize,
     /// Bytes of every file in progress.
     total: usize,
+    /// How long a file in progress waits for its next chunk.
+    ttl: std::time::Duration,
 }
 
 impl Default for Assembler {
@@ -109,7 +111,13 @@ impl Assembler {
             max_file,
             max_total: max_total.max(max_file),
             total: 0,
+            ttl: PARTIAL_TTL,
         }
+    }
+
+    /// This assembler, waiting `ttl` for a file's next chunk.
+    pub fn with_ttl(self, ttl: std::time::Duration) -> Self {
+        Self { ttl, ..self }
     }
 
     /// Bytes of the files in progress.
@@ -124,13 +132,13 @@ impl Assembler {
         Some(file)
     }
 
-    /// Drops the files whose last chunk came [`PARTIAL_TTL`] before `now`;
-    /// returns the bytes freed.
+    /// Drops the files whose last chunk came its time to live (by default
+    /// [`PARTIAL_TTL`]) before `now`; returns the bytes freed.
     pub fn expire(&mut self, now: std::time::Instant) -> usize {
         let stale: Vec<String> = self
             .partial
             .iter()
-            .filter(|(_, p)| now.saturating_duration_since(p.last) >= PARTIAL_TTL)
+            .filter(|(_, p)| now.saturating_duration_since(p.last) >= self.ttl)
             .map(|(n, _)| n.clone())
             .collect();
         stale

@@ -405,7 +405,8 @@ impl Updater {
                     .await;
                 tracing::info!(
                     target: "host::update",
-                    "[{device}] update {logic} accepted ({how}); it takes over at the next iteration"
+                    "[{device}] update {logic} accepted ({how}; {} metadata files held for {topic}); it takes over at the next iteration",
+                    files.len()
                 );
                 self.status.accepted(version, &sha256, &logic.to_string());
                 self.running_sha256 = sha256;

@@ -158,6 +158,8 @@ pub struct UpdateConfig {
     pub targets_topic: String,
     /// Largest MQTT payload of the update channel, bytes.
     pub payload_limit: usize,
+    /// How long an update file in progress waits for its next chunk.
+    pub partial_ttl: std::time::Duration,
 }
 
 /// `--metrics-listen`.

@@ -254,6 +254,7 @@ fn update_session(
             payload_limit: u.payload_limit,
             clear_command: clear_command(config, broker),
             max_component: host::update::chunks::MAX_FILE,
+            partial_ttl: u.partial_ttl,
         }),
         fleet: matches!(config.devices, Devices::Fleet(_)).then(|| config.client_id.clone()),
         iteration_timeout_ms: config

@@ -255,6 +255,7 @@ fn updates(args: &RunArgs) -> Result<Option<UpdateConfig>, ConfigError> {
         topic: args.update_topic.clone(),
         targets_topic: args.update_targets_topic.clone(),
         payload_limit: args.update_payload_limit,
+        partial_ttl: std::time::Duration::from_secs(args.update_partial_ttl_secs),
     }))
 }
 
