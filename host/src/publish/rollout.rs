@@ -25,6 +25,9 @@ pub enum PublishError {
     /// The broker did not acknowledge in time.
     #[error("the broker did not acknowledge the update's messages within 60 s")]
     Unacknowledged,
+    /// The broker did not answer a subscription in time.
+    #[error("the broker did not acknowledge a subscription within 30 s")]
+    Unsubscribed,
     /// The client failed.
     #[error("the MQTT client failed")]
     Client(#[source] rumqttc::ClientError),
@@ -43,6 +46,8 @@ pub struct Publisher {
     messages: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
     /// Messages taken while looking for others, returned first.
     backlog: std::collections::VecDeque<(String, Vec<u8>)>,
+    /// SUBACKs received.
+    subacked: Arc<AtomicU64>,
 }
 
 impl Publisher {
@@ -68,6 +73,8 @@ impl Publisher {
         let (tx, messages) = mpsc::unbounded_channel();
         let (connected_tx, connected) = tokio::sync::oneshot::channel();
         let (a, p) = (acked.clone(), progress.clone());
+        let subacked = Arc::new(AtomicU64::new(0));
+        let sa = subacked.clone();
         let subscriptions: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
         let (subs, renew) = (subscriptions.clone(), client.clone());
         tokio::spawn(async move {
@@ -82,6 +89,10 @@ impl Publisher {
                         for topic in topics {
                             let _ = renew.try_subscribe(topic, QoS::AtLeastOnce);
                         }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        sa.fetch_add(1, Ordering::Relaxed);
+                        p.notify_waiters();
                     }
                     Ok(Event::Incoming(Packet::PubAck(_))) => {
                         a.fetch_add(1, Ordering::Relaxed);
@@ -109,6 +120,7 @@ impl Publisher {
             progress,
             messages,
             backlog: Default::default(),
+            subacked,
         })
     }
 
@@ -178,6 +190,8 @@ impl Publisher {
         if filters.is_empty() {
             return Ok(Vec::new());
         }
+        let batches = filters.len().div_ceil(100) as u64;
+        let subacked = self.subacked.load(Ordering::Relaxed) + batches;
         for batch in filters.chunks(100) {
             self.client
                 .subscribe_many(
@@ -188,10 +202,21 @@ impl Publisher {
                 .await
                 .map_err(PublishError::Client)?;
         }
+        // The broker sends the retained messages right after its SUBACK.
+        let acked = tokio::time::Instant::now() + RETAINED_WAIT;
+        while self.subacked.load(Ordering::Relaxed) < subacked {
+            let wait = self.progress.notified();
+            if self.subacked.load(Ordering::Relaxed) >= subacked {
+                break;
+            }
+            if tokio::time::timeout_at(acked, wait).await.is_err() {
+                return Err(PublishError::Unsubscribed);
+            }
+        }
         let mut found = Vec::new();
         let started = Instant::now();
         // Until none came for a moment (other messages do not count).
-        let mut until = started + RETAINED_FIRST;
+        let mut until = started + RETAINED_QUIET;
         loop {
             let left = until.min(started + RETAINED_WAIT);
             let Ok(Some((topic, payload))) =
@@ -216,10 +241,9 @@ impl Publisher {
     }
 }
 
-/// How long to wait for the first retained message of a subscription, for
-/// the next one, and for all of them.
-const RETAINED_FIRST: Duration = Duration::from_millis(1500);
-const RETAINED_QUIET: Duration = Duration::from_millis(400);
+/// How long to wait, after the SUBACK, for the next retained message of a
+/// subscription, and for all of them.
+const RETAINED_QUIET: Duration = Duration::from_millis(300);
 const RETAINED_WAIT: Duration = Duration::from_secs(30);
 
 /// Whether the MQTT filter `filter` (`+`, a final `#`) matches `topic`.
