@@ -14,6 +14,7 @@ use std::time::Duration;
 use device_tests::{Running, Subscriber, TestPki, counter_wasm, demo_wasm, output_within, text};
 use host::publish::keys::{SigningKey, generate};
 use host::publish::rollout::{Publisher, offer};
+use host::update::wire::Message;
 use host::publish::signing;
 use host::tls::Endpoint;
 use host::tls::{ClientKey, Handshake, Roots, TlsClient, TlsFiles};
@@ -556,4 +557,393 @@ fn allow_downgrade_lets_an_older_signed_version_start_watching_over() {
     let line = host.wait_for("swapped device.wasm", LIMIT);
     assert!(line.contains("version 0"), "{line}");
     let _ = host.child.kill();
+}
+
+/// SIGTERM, as an operator or systemd stops the host, and its output.
+fn terminate(running: Running) -> String {
+    let ok = Command::new("kill")
+        .args(["-TERM", &running.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM");
+    let (_, stdout, stderr) = running.finish(LIMIT);
+    format!("{stdout}{stderr}")
+}
+
+/// The retained messages under `filters` on the broker now, and their bytes.
+async fn retained(p: &mut Publisher, filters: &[&str]) -> (usize, usize) {
+    let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
+    let got = p.retained(&filters).await.unwrap();
+    (got.len(), got.iter().map(|(t, m)| t.len() + m.len()).sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_runs_the_update_it_accepted_and_the_floor_holds() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let s = signed();
+    let state = tempfile::tempdir().unwrap();
+    let fleet = |extra: &[&str]| {
+        let mut cmd = device_run(&pki, broker.port, &s, "keep");
+        cmd.args(["--devices", "2", "--state-dir"])
+            .arg(state.path())
+            .args(extra);
+        cmd
+    };
+    let mut running = Running::spawn(&mut fleet(&[]));
+    running.wait_for("[keep-0002] iteration 1 completed", LIMIT);
+    let out = output_within(
+        &mut rollout(&pki, broker.port, &s, &counter_wasm(), 2, "keep", 2),
+        LIMIT,
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    // An older version is refused, with the fix for that cause.
+    let out = output_within(
+        &mut rollout(&pki, broker.port, &s, &demo_wasm(), 1, "keep", 2),
+        LIMIT,
+    );
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("rollout stopped: canary keep-0001 refused it: version 1 is older than the running version 2 (publish a version above 2, or run the device with --allow-downgrade)"),
+        "{stderr}"
+    );
+    terminate(running);
+
+    // Restarted on the same command line (the factory file, version 1): it
+    // runs the version 2 it accepted, says so, and its status says so.
+    let mut sub = Subscriber::start(broker.port, &pki, "keep-0001/example/topic");
+    let mut running = Running::spawn(&mut fleet(&[]));
+    let line = running.wait_for("[keep-0001] starts on", LIMIT);
+    assert!(
+        line.contains("version 2") && line.contains("version 1") && line.contains("--allow-downgrade"),
+        "{line}"
+    );
+    running.wait_for("Counter logic", LIMIT);
+    let counted = sub
+        .messages(4, Duration::from_secs(20))
+        .iter()
+        .any(|(_, m)| m.contains(r#""logic":"counter""#));
+    assert!(counted, "the counter runs after the restart");
+    let mut p = publisher(&pki, broker.port, wire_limit()).await;
+    let got = statuses(&mut p, &fleet_ids("keep", 2), &["running"]).await;
+    for status in &got {
+        assert_eq!(status.version, 2, "{status:?}");
+        let offer = status.last_offer.as_ref().expect("the last offer is kept");
+        assert_eq!((offer.version, offer.state.as_str()), (1, "refused"), "{status:?}");
+    }
+    terminate(running);
+
+    // --allow-downgrade: a factory reset onto the file.
+    let mut running = Running::spawn(&mut fleet(&["--allow-downgrade"]));
+    let line = running.wait_for("[keep-0001] --allow-downgrade", LIMIT);
+    assert!(line.contains("below version 2"), "{line}");
+    running.wait_for("[keep-0001] iteration 1 completed", LIMIT);
+    let log = terminate(running);
+    assert!(!log.contains("Counter logic"), "the demo runs again: {log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_below_the_floor_with_nothing_kept_is_refused_at_start_in_one_line() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let s = signed();
+    let state = tempfile::tempdir().unwrap();
+    let device = || {
+        let mut cmd = device_run(&pki, broker.port, &s, "solo");
+        cmd.arg("--state-dir").arg(state.path());
+        cmd
+    };
+    let mut running = Running::spawn(&mut device());
+    running.wait_for("iteration 1 completed", LIMIT);
+    let repo = sign(s.dir.path(), &counter_wasm(), &s.key, 2, WORLD).await;
+    let mut p = publisher(&pki, broker.port, wire_limit()).await;
+    offer(
+        &mut p,
+        &wire::read(&repo, wire::TARGETS_TOPIC, wire_limit()).unwrap(),
+        &[wire::update_topic("solo")],
+    )
+    .await
+    .unwrap();
+    running.wait_for("[solo] update version 2", LIMIT);
+    let _ = running.kill();
+    // The kept copy is lost (a disk replaced, a directory wiped).
+    std::fs::remove_dir_all(state.path().join("logic")).unwrap();
+    let out = output_within(&mut device(), LIMIT);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let line = stderr.trim_end().lines().last().unwrap();
+    assert!(
+        line.contains("version 1 is below version 2") && line.contains("--allow-downgrade"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_component_under_a_higher_version_is_answered_and_joiners_get_the_fleets_update()
+{
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let s = signed();
+    let mut running = Running::spawn(device_run(&pki, broker.port, &s, "same").args([
+        "--devices",
+        "3",
+        "--iteration-delay-ms",
+        "100",
+    ]));
+    running.wait_for("[same-0003] iteration 1 completed", LIMIT);
+    // Devices 1 and 2 are rolled out to; device 3 is outside the range.
+    for version in [2, 3] {
+        let started = std::time::Instant::now();
+        let out = output_within(
+            rollout(&pki, broker.port, &s, &counter_wasm(), version, "same", 2)
+                .args(["--promote-after", "1"]),
+            LIMIT,
+        );
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "version {version}: {stderr}");
+        assert!(stdout.contains("runs on 2/2 devices"), "{stdout}");
+        println!(
+            "version {version} of the counter: rolled out in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let line = running.wait_for("[same-0001] update version 3", LIMIT);
+    assert!(line.contains("is the logic running"), "{line}");
+    let mut p = publisher(&pki, broker.port, wire_limit()).await;
+    let got = statuses(&mut p, &fleet_ids("same", 2), &["running"]).await;
+    assert!(got.iter().all(|st| st.version == 3), "{got:?}");
+    // Device 3 reads the fleet's topic: it took the fleet's update.
+    let line = running.wait_for("[same-0003] update version", LIMIT);
+    assert!(line.contains("accepted") && line.contains("same/logic"), "{line}");
+    let _ = running.child.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_rollouts_in_a_row_reach_every_device_and_leave_bounded_files() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let s = signed();
+    let state = tempfile::tempdir().unwrap();
+    let mut running = Running::spawn(
+        device_run(&pki, broker.port, &s, "many")
+            .args(["--devices", "5", "--iteration-delay-ms", "50", "--state-dir"])
+            .arg(state.path()),
+    );
+    running.wait_for("[many-0005] iteration 1 completed", LIMIT);
+    let counter = counter_wasm();
+    let rollouts = 100u64;
+    let started = std::time::Instant::now();
+    for version in 2..2 + rollouts {
+        // Two components in turn, each rollout a new version.
+        let logic = if version % 2 == 0 { &counter } else { &s.device };
+        let out = output_within(
+            rollout(&pki, broker.port, &s, logic, version, "many", 5)
+                .args(["--promote-after", "1"]),
+            LIMIT,
+        );
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "rollout of version {version}: {stderr}");
+        assert!(
+            stdout.contains("runs on 5/5 devices"),
+            "version {version}: {stdout}"
+        );
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let mut p = publisher(&pki, broker.port, wire_limit()).await;
+    let (metadata, metadata_bytes) = retained(&mut p, &["+/logic/metadata/#"]).await;
+    let (components, component_bytes) = retained(&mut p, &["logic/targets/#"]).await;
+    let log = running.kill();
+    let held: Vec<usize> = log
+        .iter()
+        .filter_map(|l| {
+            let at = l.find(" metadata files held")?;
+            l[..at].rsplit(' ').next()?.parse().ok()
+        })
+        .collect();
+    let kept = std::fs::read_dir(state.path().join("logic")).unwrap().count();
+    println!(
+        "{rollouts} rollouts to 5 devices in {secs:.0} s ({:.1} s each); on the broker: {metadata} retained metadata chunks ({metadata_bytes} bytes), {components} component chunks ({component_bytes} bytes); a device held at most {} metadata files; {kept} kept repositories on disk",
+        secs / rollouts as f64,
+        held.iter().max().unwrap_or(&0)
+    );
+    // Each device topic and the fleet's: a root, targets, snapshot, timestamp.
+    assert!(metadata <= 6 * 4, "{metadata} retained metadata chunks");
+    assert!(components <= 2, "{components} component chunks");
+    assert!(held.iter().all(|n| *n <= 6), "{held:?}");
+    assert!(kept <= 40, "{kept} kept repositories");
+}
+
+/// Resident memory of `pid`, kB.
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_that_never_complete_expire_and_their_memory_is_returned() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let s = signed();
+    let mut running = Running::spawn(device_run(&pki, broker.port, &s, "flood").args([
+        "--update-partial-ttl-secs",
+        "4",
+        "--iteration-delay-ms",
+        "500",
+    ]));
+    running.wait_for("iteration 2 completed", LIMIT);
+    let pid = running.child.id();
+    let before = rss_kb(pid);
+    // 128 MiB: 256 files of two 512 KiB chunks, of which only the first comes.
+    let chunk = 512 * 1024;
+    let mut p = publisher(&pki, broker.port, chunk + 64).await;
+    let mut peak = before;
+    for batch in 0..16u32 {
+        let messages: Vec<Message> = (0..16u32)
+            .map(|i| {
+                let mut payload = vec![0u8; chunk];
+                payload[4..8].copy_from_slice(&2u32.to_be_bytes());
+                Message {
+                    topic: format!("flood/logic/metadata/{}.targets.json/0", batch * 16 + i + 1),
+                    payload,
+                }
+            })
+            .collect();
+        p.publish(&messages).await.unwrap();
+        p.flush().await.unwrap();
+        peak = peak.max(rss_kb(pid));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    peak = peak.max(rss_kb(pid));
+    running.wait_for("whose chunks stopped coming", LIMIT);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kb(pid);
+    println!(
+        "128 MiB of chunks that never complete: host RSS {before} kB before, {peak} kB at most during, {after} kB after the expiry ({:.2}x)",
+        after as f64 / before as f64
+    );
+    running.wait_for("iteration", LIMIT);
+    let _ = running.child.kill();
+    assert!(
+        after as f64 <= before as f64 * 1.10,
+        "RSS {before} kB before, {after} kB after"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_retained_on_the_update_topic_is_named_with_the_command_that_deletes_it() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let s = signed();
+    let mut p = publisher(&pki, broker.port, wire_limit()).await;
+    // A malformed root, a thousand junk names, before the device starts.
+    let junk_root = "junk/logic/metadata/2.root.json/0";
+    let mut junk = vec![Message {
+        topic: junk_root.into(),
+        payload: [&[0, 0, 0, 0, 0, 0, 0, 1][..], b"not metadata"].concat(),
+    }];
+    junk.extend((0..1000).map(|i| Message {
+        topic: format!("junk/logic/metadata/junk-{i}.json/0"),
+        payload: [&[0, 0, 0, 0, 0, 0, 0, 1][..], b"{}"].concat(),
+    }));
+    p.publish(&junk).await.unwrap();
+    p.flush().await.unwrap();
+    let mut running = Running::spawn(&mut device_run(&pki, broker.port, &s, "junk"));
+    let line = running.wait_for("holds no TUF metadata", LIMIT);
+    assert!(line.contains("junk/logic/metadata/2.root.json"), "{line}");
+    // Updates still get through, the junk notwithstanding.
+    let repo = sign(s.dir.path(), &counter_wasm(), &s.key, 2, WORLD).await;
+    let update = wire::read(&repo, wire::TARGETS_TOPIC, wire_limit()).unwrap();
+    p.publish(&update.targets).await.unwrap();
+    p.publish(&update.metadata_for("junk/logic")).await.unwrap();
+    p.flush().await.unwrap();
+    running.wait_for("[junk] update version 2", LIMIT);
+    // The command printed deletes it, as printed.
+    let command = line.split("delete it: ").nth(1).expect("a command");
+    let out = output_within(Command::new("sh").args(["-c", command]), LIMIT);
+    assert!(out.status.success(), "{command}: {:?}", text(&out));
+    let (left, _) = retained(&mut p, &[junk_root]).await;
+    assert_eq!(left, 0, "{command} deleted {junk_root}");
+    let _ = running.child.kill();
+}
+
+#[test]
+fn a_hanging_canary_with_the_default_settings_stops_the_rollout() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let s = signed();
+    // Device 0002 runs a logic that declares 1.5 s and hangs; no timeout
+    // flag anywhere.
+    let prefix = "one-hang-declared";
+    let mut fleet = Running::spawn(device_run(&pki, broker.port, &s, prefix).args(["--devices", "3"]));
+    fleet.wait_for(&format!("[{prefix}-0003] iteration 1 completed"), LIMIT);
+    let out = output_within(
+        rollout(&pki, broker.port, &s, &device_tests::adversary_wasm(), 2, prefix, 3)
+            .args(["--canary", "2"]),
+        LIMIT,
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}\n{stdout}");
+    assert!(
+        stderr.contains(&format!("rollout stopped: canary {prefix}-0002 rolled it back"))
+            && stderr.contains("fix the logic and publish a new version"),
+        "{stderr}"
+    );
+    let log = terminate(fleet);
+    assert!(
+        log.contains(&format!("[{prefix}-0002] swapped-in")),
+        "the rollback line names the device: {log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_that_could_not_see_a_canary_finish_does_not_start() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let s = signed();
+    let mut fleet = Running::spawn(device_run(&pki, broker.port, &s, "window").args([
+        "--devices",
+        "1",
+        "--iteration-timeout-ms",
+        "20000",
+    ]));
+    fleet.wait_for("[window-0001] iteration 1 completed", LIMIT);
+    for (fleet_name, timeout, expected) in [
+        ("window", "10", "--timeout-secs 10 is shorter than the canaries' iteration timeout (20 s)"),
+        ("ghost", "600", "no status from canary ghost-0001 on ghost-0001/logic/status"),
+    ] {
+        let out = output_within(
+            rollout(&pki, broker.port, &s, &counter_wasm(), 2, fleet_name, 1)
+                .args(["--timeout-secs", timeout]),
+            LIMIT,
+        );
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("rollout not started") && stderr.contains(expected), "{stderr}");
+    }
+    let mut p = publisher(&pki, broker.port, wire_limit()).await;
+    let (published, _) = retained(&mut p, &["window-0001/logic/metadata/#"]).await;
+    assert_eq!(published, 0, "nothing was published");
+    let _ = fleet.child.kill();
+}
+
+#[test]
+fn metadata_that_is_already_expired_is_not_signed() {
+    let s = signed();
+    let out = device_tests::host()
+        .arg("sign")
+        .arg(&s.device)
+        .arg("--signing-key")
+        .arg(&s.key)
+        .args(["--version", "2", "--valid-days", "0"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--valid-days"), "{stderr}");
 }
