@@ -716,6 +716,32 @@ async fn the_same_component_under_a_higher_version_is_answered_and_joiners_get_t
     // Device 3 reads the fleet's topic: it took the fleet's update.
     let line = running.wait_for("[same-0003] update version", LIMIT);
     assert!(line.contains("accepted") && line.contains("same/logic"), "{line}");
+    // The manual's status subscription works as printed (with this test's
+    // broker and files for its placeholders).
+    for page in ["README.md", "docs/updates.md"] {
+        let manual = std::fs::read_to_string(device_tests::root().join(page)).unwrap();
+        let printed = manual
+            .lines()
+            .find(|l| l.starts_with("mosquitto_sub") && l.contains("+/logic/status"))
+            .unwrap_or_else(|| panic!("{page} shows a status subscription"));
+        let command = printed
+            .replace("HOST", "localhost")
+            .replace("8883", &broker.port.to_string())
+            .replace("ROOT.pem", &pki.ca.display().to_string())
+            .replace("TOOL.pem", &pki.subscriber.cert.display().to_string())
+            .replace("TOOL.key", &pki.subscriber.key.display().to_string());
+        let out = output_within(
+            Command::new("sh").args(["-c", &format!("{command} -C 3 -W 20")]),
+            LIMIT,
+        );
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{page}: {command}: {stderr}");
+        assert!(
+            stdout.lines().count() == 3
+                && stdout.lines().all(|l| l.starts_with("same-000") && l.contains("/logic/status {")),
+            "{page}: {stdout}"
+        );
+    }
     let _ = running.child.kill();
 }
 
@@ -732,11 +758,17 @@ async fn a_hundred_rollouts_in_a_row_reach_every_device_and_leave_bounded_files(
     );
     running.wait_for("[many-0005] iteration 1 completed", LIMIT);
     let counter = counter_wasm();
+    let other = s.dir.path().join("counter-b.wasm");
+    std::fs::write(
+        &other,
+        device_tests::renamed(&std::fs::read(&counter).unwrap(), "counter-b"),
+    )
+    .unwrap();
     let rollouts = 100u64;
     let started = std::time::Instant::now();
     for version in 2..2 + rollouts {
         // Two components in turn, each rollout a new version.
-        let logic = if version % 2 == 0 { &counter } else { &s.device };
+        let logic = if version % 2 == 0 { &counter } else { &other };
         let out = output_within(
             rollout(&pki, broker.port, &s, logic, version, "many", 5)
                 .args(["--promote-after", "1"]),
