@@ -14,10 +14,10 @@ use std::time::Duration;
 use device_tests::{Running, Subscriber, TestPki, counter_wasm, demo_wasm, output_within, text};
 use host::publish::keys::{SigningKey, generate};
 use host::publish::rollout::{Publisher, offer};
-use host::update::wire::Message;
 use host::publish::signing;
 use host::tls::Endpoint;
 use host::tls::{ClientKey, Handshake, Roots, TlsClient, TlsFiles};
+use host::update::wire::Message;
 use host::update::wire::{self, Status};
 use host_core::WORLD;
 
@@ -325,7 +325,12 @@ async fn tampered_unsigned_wrong_key_older_and_wrong_world_updates_are_refused_b
         ("tampered chunk", tampered, "Hash mismatch", 2),
         ("unsigned", unsigned, "unsigned", 3),
         ("wrong key", wrong_key, "does not trust", 4),
-        ("older version", older, "older than the running version 1", 0),
+        (
+            "older version",
+            older,
+            "older than the running version 1",
+            0,
+        ),
         ("wrong world", wrong_world, "built for the world", 5),
     ] {
         if what == "unsigned" {
@@ -617,7 +622,9 @@ async fn a_restart_runs_the_update_it_accepted_and_the_floor_holds() {
     let mut running = Running::spawn(&mut fleet(&[]));
     let line = running.wait_for("[keep-0001] starts on", LIMIT);
     assert!(
-        line.contains("version 2") && line.contains("version 1") && line.contains("--allow-downgrade"),
+        line.contains("version 2")
+            && line.contains("version 1")
+            && line.contains("--allow-downgrade"),
         "{line}"
     );
     running.wait_for("Counter logic", LIMIT);
@@ -631,7 +638,11 @@ async fn a_restart_runs_the_update_it_accepted_and_the_floor_holds() {
     assert!(got.iter().all(|st| st.version == 2), "{got:?}");
     // The canary's refusal of version 1 stays visible after the restart.
     let offer = got[0].last_offer.as_ref().expect("the last offer is kept");
-    assert_eq!((offer.version, offer.state.as_str()), (1, "refused"), "{got:?}");
+    assert_eq!(
+        (offer.version, offer.state.as_str()),
+        (1, "refused"),
+        "{got:?}"
+    );
     terminate(running);
 
     // --allow-downgrade: a factory reset onto the file.
@@ -680,8 +691,7 @@ async fn a_file_below_the_floor_with_nothing_kept_is_refused_at_start_in_one_lin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_component_under_a_higher_version_is_answered_and_joiners_get_the_fleets_update()
-{
+async fn the_same_component_under_a_higher_version_is_answered_and_joiners_get_the_fleets_update() {
     let pki = TestPki::new();
     let broker = pki.broker();
     let s = signed();
@@ -715,7 +725,10 @@ async fn the_same_component_under_a_higher_version_is_answered_and_joiners_get_t
     assert!(got.iter().all(|st| st.version == 3), "{got:?}");
     // Device 3 reads the fleet's topic: it took the fleet's update.
     let line = running.wait_for("[same-0003] update version", LIMIT);
-    assert!(line.contains("accepted") && line.contains("same/logic"), "{line}");
+    assert!(
+        line.contains("accepted") && line.contains("same/logic"),
+        "{line}"
+    );
     // The manual's status subscription works as printed (with this test's
     // broker and files for its placeholders).
     for page in ["README.md", "docs/updates.md"] {
@@ -738,7 +751,9 @@ async fn the_same_component_under_a_higher_version_is_answered_and_joiners_get_t
         assert!(out.status.success(), "{page}: {command}: {stderr}");
         assert!(
             stdout.lines().count() == 3
-                && stdout.lines().all(|l| l.starts_with("same-000") && l.contains("/logic/status {")),
+                && stdout
+                    .lines()
+                    .all(|l| l.starts_with("same-000") && l.contains("/logic/status {")),
             "{page}: {stdout}"
         );
     }
@@ -753,7 +768,13 @@ async fn a_hundred_rollouts_in_a_row_reach_every_device_and_leave_bounded_files(
     let state = tempfile::tempdir().unwrap();
     let mut running = Running::spawn(
         device_run(&pki, broker.port, &s, "many")
-            .args(["--devices", "5", "--iteration-delay-ms", "50", "--state-dir"])
+            .args([
+                "--devices",
+                "5",
+                "--iteration-delay-ms",
+                "50",
+                "--state-dir",
+            ])
             .arg(state.path()),
     );
     running.wait_for("[many-0005] iteration 1 completed", LIMIT);
@@ -775,7 +796,10 @@ async fn a_hundred_rollouts_in_a_row_reach_every_device_and_leave_bounded_files(
             LIMIT,
         );
         let (stdout, stderr) = text(&out);
-        assert!(out.status.success(), "rollout of version {version}: {stderr}");
+        assert!(
+            out.status.success(),
+            "rollout of version {version}: {stderr}"
+        );
         assert!(
             stdout.contains("runs on 5/5 devices"),
             "version {version}: {stdout}"
@@ -793,7 +817,9 @@ async fn a_hundred_rollouts_in_a_row_reach_every_device_and_leave_bounded_files(
             l[..at].rsplit(' ').next()?.parse().ok()
         })
         .collect();
-    let kept = std::fs::read_dir(state.path().join("logic")).unwrap().count();
+    let kept = std::fs::read_dir(state.path().join("logic"))
+        .unwrap()
+        .count();
     println!(
         "{rollouts} rollouts to 5 devices in {secs:.0} s ({:.1} s each); on the broker: {metadata} retained metadata chunks ({metadata_bytes} bytes), {components} component chunks ({component_bytes} bytes); a device held at most {} metadata files; {kept} kept repositories on disk",
         secs / rollouts as f64,
@@ -911,18 +937,28 @@ fn a_hanging_canary_with_the_default_settings_stops_the_rollout() {
     // Device 0002 runs a logic that declares 1.5 s and hangs; no timeout
     // flag anywhere.
     let prefix = "one-hang-declared";
-    let mut fleet = Running::spawn(device_run(&pki, broker.port, &s, prefix).args(["--devices", "3"]));
+    let mut fleet =
+        Running::spawn(device_run(&pki, broker.port, &s, prefix).args(["--devices", "3"]));
     fleet.wait_for(&format!("[{prefix}-0003] iteration 1 completed"), LIMIT);
     let out = output_within(
-        rollout(&pki, broker.port, &s, &device_tests::adversary_wasm(), 2, prefix, 3)
-            .args(["--canary", "2"]),
+        rollout(
+            &pki,
+            broker.port,
+            &s,
+            &device_tests::adversary_wasm(),
+            2,
+            prefix,
+            3,
+        )
+        .args(["--canary", "2"]),
         LIMIT,
     );
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}\n{stdout}");
     assert!(
-        stderr.contains(&format!("rollout stopped: canary {prefix}-0002 rolled it back"))
-            && stderr.contains("fix the logic and publish a new version"),
+        stderr.contains(&format!(
+            "rollout stopped: canary {prefix}-0002 rolled it back"
+        )) && stderr.contains("fix the logic and publish a new version"),
         "{stderr}"
     );
     let log = terminate(fleet);
@@ -945,8 +981,16 @@ async fn a_rollout_that_could_not_see_a_canary_finish_does_not_start() {
     ]));
     fleet.wait_for("[window-0001] iteration 1 completed", LIMIT);
     for (fleet_name, timeout, expected) in [
-        ("window", "10", "--timeout-secs 10 is shorter than the canaries' iteration timeout (20 s)"),
-        ("ghost", "600", "no status from canary ghost-0001 on ghost-0001/logic/status"),
+        (
+            "window",
+            "10",
+            "--timeout-secs 10 is shorter than the canaries' iteration timeout (20 s)",
+        ),
+        (
+            "ghost",
+            "600",
+            "no status from canary ghost-0001 on ghost-0001/logic/status",
+        ),
     ] {
         let out = output_within(
             rollout(&pki, broker.port, &s, &counter_wasm(), 2, fleet_name, 1)
@@ -955,7 +999,10 @@ async fn a_rollout_that_could_not_see_a_canary_finish_does_not_start() {
         );
         let (_, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
-        assert!(stderr.contains("rollout not started") && stderr.contains(expected), "{stderr}");
+        assert!(
+            stderr.contains("rollout not started") && stderr.contains(expected),
+            "{stderr}"
+        );
     }
     let mut p = publisher(&pki, broker.port, wire_limit()).await;
     let (published, _) = retained(&mut p, &["window-0001/logic/metadata/#"]).await;
@@ -976,5 +1023,8 @@ fn metadata_that_is_already_expired_is_not_signed() {
         .unwrap();
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("'--valid-days <DAYS>': 0 is not in 1..=36500"), "{stderr}");
+    assert!(
+        stderr.contains("'--valid-days <DAYS>': 0 is not in 1..=36500"),
+        "{stderr}"
+    );
 }

@@ -135,7 +135,13 @@ pub async fn run(
             let (wiring, logic, component) = (wiring.clone(), logic.clone(), component.clone());
             Box::pin(async move {
                 wiring
-                    .device(settings, Some(index), observer, (&logic, &component), channel)
+                    .device(
+                        settings,
+                        Some(index),
+                        observer,
+                        (&logic, &component),
+                        channel,
+                    )
                     .await
             }) as Starting
         }
@@ -155,7 +161,11 @@ fn watch_for_rollout(
 ) -> anyhow::Result<SwapWatch> {
     let (tx, rx) = swaps();
     let trial = Sandbox::new("rollout-trial".into(), &wiring.reach, Arc::new(Ignore));
-    let floor = Arc::new(Floor::new(logic.version.unwrap_or(0), "rollout-trial", None));
+    let floor = Arc::new(Floor::new(
+        logic.version.unwrap_or(0),
+        "rollout-trial",
+        None,
+    ));
     let w = watch::watch(
         SwapSource {
             path: watched.component.clone(),

@@ -186,7 +186,10 @@ impl Publisher {
     /// The retained messages under the filter `filter` now, as the broker
     /// sends them on subscribing (taken until none came for a moment);
     /// other messages wait for [`Publisher::next`].
-    pub async fn retained(&mut self, filters: &[String]) -> Result<Vec<(String, Vec<u8>)>, PublishError> {
+    pub async fn retained(
+        &mut self,
+        filters: &[String],
+    ) -> Result<Vec<(String, Vec<u8>)>, PublishError> {
         if filters.is_empty() {
             return Ok(Vec::new());
         }
@@ -381,14 +384,19 @@ pub const ANSWER_WAIT: Duration = Duration::from_secs(120);
 /// `iteration_timeout` finish `promote_after` of them (or be stopped), for
 /// the canaries and then the rest.
 pub fn derived_window(iteration_timeout: Duration, promote_after: u64) -> Duration {
-    let stage = iteration_timeout.saturating_mul(u32::try_from(promote_after + 1).unwrap_or(u32::MAX))
+    let stage = iteration_timeout
+        .saturating_mul(u32::try_from(promote_after + 1).unwrap_or(u32::MAX))
         + Duration::from_secs(60);
     stage.saturating_mul(2)
 }
 
 /// The rollout's window: the one given, or derived from the canaries'
 /// statuses; why the rollout cannot start otherwise.
-fn window(plan: &RolloutPlan, statuses: &HashMap<String, Status>, canaries: &[String]) -> Result<Duration, String> {
+fn window(
+    plan: &RolloutPlan,
+    statuses: &HashMap<String, Status>,
+    canaries: &[String],
+) -> Result<Duration, String> {
     let mut longest = Duration::ZERO;
     for canary in canaries {
         let topic = status_topic(&plan.topics[canary]);
@@ -447,7 +455,10 @@ pub async fn roll_out(
         let Some((topic, payload)) = publisher.next(left).await else {
             break;
         };
-        if let (Some(device), Ok(status)) = (device_of.get(&topic), serde_json::from_slice::<Status>(&payload)) {
+        if let (Some(device), Ok(status)) = (
+            device_of.get(&topic),
+            serde_json::from_slice::<Status>(&payload),
+        ) {
             latest.insert(device.clone(), status);
             raw.insert(device.clone(), (topic, payload));
         }
@@ -461,8 +472,10 @@ pub async fn roll_out(
         devices.iter().map(|d| plan.topics[d].clone()).collect()
     };
     let mut superseded = offer(publisher, repo, &topics(&canaries)).await?;
-    let mut offered_at: HashMap<String, Instant> =
-        canaries.iter().map(|c| (c.clone(), Instant::now())).collect();
+    let mut offered_at: HashMap<String, Instant> = canaries
+        .iter()
+        .map(|c| (c.clone(), Instant::now()))
+        .collect();
     let mut answered: std::collections::HashSet<String> = Default::default();
     let deadline = Instant::now() + window;
     let mut pending: std::collections::VecDeque<(String, Vec<u8>)> = canaries
@@ -488,7 +501,11 @@ pub async fn roll_out(
             return Ok(Ended::TimedOut {
                 silent,
                 slow,
-                window: if Instant::now() >= deadline { window } else { ANSWER_WAIT },
+                window: if Instant::now() >= deadline {
+                    window
+                } else {
+                    ANSWER_WAIT
+                },
             });
         };
         let (Some(device), Ok(status)) = (

@@ -319,7 +319,13 @@ impl Inner {
             return;
         }
         if let Err(why) = device.keep(name, bytes) {
-            device.notice(file, format!("{update}/metadata: {why}; delete the extra files there: {}", clear(count)));
+            device.notice(
+                file,
+                format!(
+                    "{update}/metadata: {why}; delete the extra files there: {}",
+                    clear(count)
+                ),
+            );
         }
     }
 }
@@ -423,7 +429,9 @@ fn parse_metadata(name: &str, bytes: &[u8]) -> Result<(), String> {
 fn chunk_count(chunk: &[u8]) -> usize {
     chunk
         .get(4..8)
-        .map_or(1, |c| u32::from_be_bytes(c.try_into().expect("4 bytes")) as usize)
+        .map_or(1, |c| {
+            u32::from_be_bytes(c.try_into().expect("4 bytes")) as usize
+        })
         .clamp(1, crate::update::chunks::MAX_CHUNKS)
 }
 
@@ -517,6 +525,67 @@ mod tests {
         ] {
             assert!(!is_metadata_name(bad), "{bad}");
         }
+    }
+
+    fn route() -> DeviceRoute {
+        DeviceRoute {
+            assembler: Assembler::default(),
+            files: HashMap::new(),
+            changed: watch::channel(0).0,
+            notices: Vec::new(),
+            noticed: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn a_device_keeps_the_newest_two_of_a_role_and_every_root_up_to_the_limit() {
+        let mut d = route();
+        for v in [5, 3, 9, 7, 1] {
+            d.keep(
+                &format!("metadata/{v}.targets.json"),
+                Bytes::from_static(b"{}"),
+            )
+            .unwrap();
+        }
+        let mut kept: Vec<&String> = d.files.keys().collect();
+        kept.sort();
+        assert_eq!(kept, ["metadata/7.targets.json", "metadata/9.targets.json"]);
+        for v in 1..=MAX_ROOTS {
+            d.keep(
+                &format!("metadata/{v}.root.json"),
+                Bytes::from_static(b"{}"),
+            )
+            .unwrap();
+        }
+        let over = d.keep("metadata/999.root.json", Bytes::from_static(b"{}"));
+        assert!(over.unwrap_err().contains("more than 32 root"));
+        assert!(
+            d.keep(
+                "metadata/timestamp.json",
+                Bytes::from(vec![b' '; MAX_METADATA_BYTES + 1])
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn junk_is_named_once_with_the_command_that_deletes_it() {
+        assert!(parse_metadata("metadata/2.root.json", b"not json").is_err());
+        assert!(parse_metadata("metadata/timestamp.json", b"{}").is_err());
+        assert_eq!(
+            clear_lines("mosquitto_pub -r -n -t", "d/logic/metadata/2.root.json", 1),
+            "mosquitto_pub -r -n -t 'd/logic/metadata/2.root.json/0'"
+        );
+        assert!(
+            clear_lines("pub -t", "f", 3).starts_with("for i in $(seq 0 2); do pub -t \"f/$i\"")
+        );
+        let mut d = route();
+        for i in 0..100 {
+            d.notice(&format!("t/metadata/{i}.root.json"), format!("junk {i}"));
+        }
+        d.notice("t/metadata/0.root.json", "again".into());
+        assert_eq!(d.notices.len(), MAX_NOTICES);
+        assert!(d.notices.last().unwrap().contains("no more are reported"));
     }
 
     #[test]

@@ -277,6 +277,25 @@ mod tests {
     }
 
     #[test]
+    fn files_in_progress_are_bounded_in_bytes_and_expire() {
+        let mut a = Assembler::new(100, 250).with_ttl(std::time::Duration::from_secs(60));
+        // Three files of two 80-byte chunks, only the first chunk each.
+        let chunks = split(&[7u8; 160], 88).unwrap();
+        for name in ["a", "b", "c", "d"] {
+            assert_eq!(a.take(name, &chunks[0]).unwrap(), None);
+        }
+        assert!(a.bytes() <= 250, "{}", a.bytes());
+        assert!(!a.partial.contains_key("a"), "the oldest went first");
+        // Over the largest file: refused.
+        let big = split(&[1u8; 200], 208).unwrap();
+        assert_eq!(a.take("big", &big[0]), Err(ChunkError::TooLarge(100)));
+        let later = std::time::Instant::now() + std::time::Duration::from_secs(61);
+        let held = a.bytes();
+        assert_eq!(a.expire(later), held);
+        assert_eq!((a.bytes(), a.partial.len()), (0, 0));
+    }
+
+    #[test]
     fn malformed_chunks_are_refused_and_a_new_count_restarts_the_file() {
         let mut a = Assembler::default();
         assert_eq!(a.take("f", b"short"), Err(ChunkError::Malformed));

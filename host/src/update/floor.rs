@@ -207,7 +207,8 @@ impl KeptStore {
         if dest.is_dir() {
             return Ok(name);
         }
-        let io = |what: &str, p: &Path, e: std::io::Error| format!("cannot {what} {}: {e}", p.display());
+        let io =
+            |what: &str, p: &Path, e: std::io::Error| format!("cannot {what} {}: {e}", p.display());
         std::fs::create_dir_all(&self.dir).map_err(|e| io("create", &self.dir, e))?;
         let staging = tempfile::Builder::new()
             .prefix(".incoming-")
@@ -401,7 +402,10 @@ impl Floor {
         if self.records().0.as_ref() == Some(&record) && store.floor(&self.device) == version {
             return;
         }
-        match store.keep(&self.device, record.clone(), None, version).await {
+        match store
+            .keep(&self.device, record.clone(), None, version)
+            .await
+        {
             Ok(_) => *self.records() = (Some(record), None),
             Err(e) => {
                 let device = &self.device;
@@ -413,7 +417,8 @@ impl Floor {
     /// Keeps `offer` as the device's last offer (best effort, in the
     /// background).
     pub fn remember_offer(&self, offer: &Offer) {
-        let (Some(store), Ok(runtime)) = (self.store.clone(), tokio::runtime::Handle::try_current())
+        let (Some(store), Ok(runtime)) =
+            (self.store.clone(), tokio::runtime::Handle::try_current())
         else {
             return;
         };
@@ -430,7 +435,10 @@ impl Floor {
     /// The last offer the device kept, if any.
     pub fn last_offer(&self) -> Option<Offer> {
         let store = self.store.as_ref()?;
-        let bytes = store.state.get(&bucket(&self.device), "last-offer").ok()??;
+        let bytes = store
+            .state
+            .get(&bucket(&self.device), "last-offer")
+            .ok()??;
         serde_json::from_slice(&bytes).ok()
     }
 
@@ -442,5 +450,53 @@ impl Floor {
     /// The device's client id.
     pub fn device(&self) -> &str {
         &self.device
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_floor_and_the_kept_record_outlive_the_process_and_a_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = StateDb::open(dir.path(), host_core::state::Quota::default()).unwrap();
+        let store = Arc::new(KeptStore::open(Arc::new(db)));
+        let files: HashMap<String, Bytes> = [(
+            "metadata/1.root.json".to_string(),
+            Bytes::from_static(b"{}"),
+        )]
+        .into();
+        {
+            let floor = Floor::new(1, "d", Some(store.clone()));
+            floor
+                .accept(Accepted {
+                    version: 3,
+                    sha256: "aa",
+                    kept: Some((Repository::Files(&files), b"wasm")),
+                })
+                .await;
+            floor
+                .accept(Accepted {
+                    version: 5,
+                    sha256: "bb",
+                    kept: Some((Repository::Files(&files), b"other")),
+                })
+                .await;
+            floor.fell_back("aa").await;
+        }
+        // What a restart reads.
+        let floor = Floor::new(1, "d", Some(store.clone()));
+        assert_eq!(floor.get(), 5, "the floor stays after a rollback");
+        let record = floor.record().unwrap();
+        assert_eq!((record.version, record.sha256.as_str()), (3, "aa"));
+        let repo = dir.path().join("logic").join(record.repo.unwrap());
+        assert_eq!(
+            std::fs::read(repo.join("targets").join("aa.logic.wasm")).unwrap(),
+            b"wasm"
+        );
+        assert!(repo.join("metadata").join("1.root.json").is_file());
+        assert_eq!(Floor::new(7, "d", Some(store)).get(), 7);
+        assert_eq!(Floor::new(2, "other", None).get(), 2);
     }
 }

@@ -12,13 +12,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use host_core::observer::{Event, Observer};
 
+use crate::sandbox::Logic;
 use crate::sandbox::SwapSender;
 use crate::sandbox::build::Builder;
 use crate::update::channel::Channel;
 use crate::update::floor::{Accepted, Floor, Repository};
 use crate::update::trust::Trust;
 use crate::update::verify::{Refusal, Source, claimed, verify};
-use crate::sandbox::Logic;
 use crate::update::wire::{Offer, Status, status_topic};
 
 /// Quiet time after the last file before verifying, so an update's files
@@ -33,14 +33,17 @@ pub struct StatusReporter {
     state: Mutex<ReporterState>,
 }
 
+/// A logic as statuses name it: its label, version and hash.
+type Named = (String, u64, String);
+
 struct ReporterState {
     /// The status last published.
     status: Status,
-    /// The logic running: its label, version, hash.
-    running: Option<(String, u64, String)>,
-    /// The update offered last, until it takes over (its label, version,
-    /// hash), and the logic it replaces.
-    offered: Option<((String, u64, String), Option<(String, u64, String)>)>,
+    /// The logic running.
+    running: Option<Named>,
+    /// The update offered last, until it has passed its first iterations,
+    /// and the logic it replaces.
+    offered: Option<(Named, Option<Named>)>,
     /// Iterations completed on the running logic since it took over;
     /// `None` while an offer waits to take over.
     iterations: Option<u64>,
@@ -136,7 +139,14 @@ impl StatusReporter {
 
     /// The last offer, as it is kept in every later status (and in the
     /// device's state, so it survives a restart).
-    fn offer(&self, st: &mut ReporterState, version: u64, sha256: &str, state: &str, reason: String) {
+    fn offer(
+        &self,
+        st: &mut ReporterState,
+        version: u64,
+        sha256: &str,
+        state: &str,
+        reason: String,
+    ) {
         let offer = Offer {
             version,
             sha256: sha256.to_string(),
@@ -199,8 +209,7 @@ impl Observer for StatusReporter {
                 }
             }
             Event::FellBack { from, stop, .. } => {
-                let Some((_, version, sha256)) = st.running.clone().filter(|r| r.0 == *from)
-                else {
+                let Some((_, version, sha256)) = st.running.clone().filter(|r| r.0 == *from) else {
                     return;
                 };
                 let before = st.offered.take().and_then(|(_, before)| before);
@@ -384,11 +393,7 @@ impl Updater {
             return true;
         }
         let wasm = verified.wasm;
-        match self
-            .builder
-            .build_shared(wasm.clone(), Some(version))
-            .await
-        {
+        match self.builder.build_shared(wasm.clone(), Some(version)).await {
             Ok((logic, how)) => {
                 let how = match how {
                     Some((how, millis)) => format!("{how} in {millis} ms"),
@@ -413,7 +418,8 @@ impl Updater {
                 let _ = self.swaps.send(Some(logic));
             }
             Err(e) => {
-                let reason = format!("{e:#} (fix the logic and publish a new version)").replace('\n', " ");
+                let reason =
+                    format!("{e:#} (fix the logic and publish a new version)").replace('\n', " ");
                 tracing::error!(target: "host::update", "[{device}] refused update version {version}: {reason}; the running logic goes on");
                 self.status.refused(version, &sha256, reason);
             }

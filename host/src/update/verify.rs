@@ -259,17 +259,16 @@ pub async fn verify(
         }
     }
     // A refusal because a file was missing is no answer: it may come.
-    let refusal = |e: &tough::error::Error| match missing
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-    {
-        Some(name) => Refusal::Incomplete(name),
-        None => match e {
-            tough::error::Error::ExpiredMetadata { role, .. } => Refusal::Expired(role.to_string()),
-            _ => Refusal::Tuf(chain(e)),
-        },
-    };
+    let refusal =
+        |e: &tough::error::Error| match missing.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(name) => Refusal::Incomplete(name),
+            None => match e {
+                tough::error::Error::ExpiredMetadata { role, .. } => {
+                    Refusal::Expired(role.to_string())
+                }
+                _ => Refusal::Tuf(chain(e)),
+            },
+        };
     if let Some(dir) = &trust.datastore {
         loader = loader.datastore(dir.clone());
     }

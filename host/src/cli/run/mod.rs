@@ -279,7 +279,11 @@ fn clear_command(config: &RunConfig, broker: &Endpoint) -> String {
             }
         }
         if let (Some(cert), Some(BrokerKey::File(key))) = (&given.cert, &given.key) {
-            line.push_str(&format!(" --cert {} --key {}", cert.display(), key.display()));
+            line.push_str(&format!(
+                " --cert {} --key {}",
+                cert.display(),
+                key.display()
+            ));
         }
     }
     line.push_str(" -r -n -t");
