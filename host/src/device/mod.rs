@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::sandbox::build::{Builder, Built};
 use crate::sandbox::{DeviceState, Logic, Reach, Sandbox, SwapSender, Swaps};
 use crate::swap::watch::{self, SignedSource, SwapSource, SwapWatch};
-use crate::update::floor::Floor;
+use crate::update::floor::{Accepted, Floor};
 use crate::update::repository::repository_of;
 use crate::update::session::UpdateSession;
 use crate::update::trust::Trust;
@@ -132,7 +132,7 @@ pub enum StartRefused {
     /// The command line's file is below the device's floor and the logic it
     /// accepted was not kept.
     #[error(
-        "[{device}] refused {}: version {given} is below version {floor}, which this device accepted before, and that logic is not kept here; start it with --allow-downgrade to run {} anyway (a factory reset: the device forgets what it accepted)",
+        "[{device}] refused {}: version {given} is below version {floor}, which this device accepted before, and that logic is not kept here or does not verify; start with --allow-downgrade to run {} anyway (a factory reset: the device forgets what it accepted)",
         file.display(),
         file.display()
     )]
@@ -202,6 +202,17 @@ pub async fn starting_logic(
             given: version,
             floor: floor.get(),
         });
+    }
+    // A newer file than anything recorded raises the recorded floor, so a
+    // later start on an older file is refused.
+    if !same && version > record.as_ref().map_or(0, |r| r.version) {
+        floor
+            .accept(Accepted {
+                version,
+                sha256: &given.sha256,
+                kept: None,
+            })
+            .await;
     }
     Ok(given.clone())
 }

@@ -48,6 +48,8 @@ pub struct Publisher {
     backlog: std::collections::VecDeque<(String, Vec<u8>)>,
     /// SUBACKs received.
     subacked: Arc<AtomicU64>,
+    /// SUBSCRIBEs sent.
+    subscribed: u64,
 }
 
 impl Publisher {
@@ -121,6 +123,7 @@ impl Publisher {
             messages,
             backlog: Default::default(),
             subacked,
+            subscribed: 0,
         })
     }
 
@@ -161,11 +164,12 @@ impl Publisher {
     }
 
     /// Subscribes to `topic` at QoS 1.
-    pub async fn subscribe(&self, topic: &str) -> Result<(), PublishError> {
+    pub async fn subscribe(&mut self, topic: &str) -> Result<(), PublishError> {
         self.subscriptions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(topic.to_string());
+        self.subscribed += 1;
         self.client
             .subscribe(topic, QoS::AtLeastOnce)
             .await
@@ -193,8 +197,9 @@ impl Publisher {
         if filters.is_empty() {
             return Ok(Vec::new());
         }
-        let batches = filters.len().div_ceil(100) as u64;
-        let subacked = self.subacked.load(Ordering::Relaxed) + batches;
+        // Every subscription sent so far answered, these last.
+        self.subscribed += filters.len().div_ceil(100) as u64;
+        let subacked = self.subscribed;
         for batch in filters.chunks(100) {
             self.client
                 .subscribe_many(
@@ -410,13 +415,15 @@ fn window(
                 "canary {canary} runs with no iteration timeout (--iteration-timeout-ms 0), so a hanging update would never be seen to stop: give --timeout-secs; nothing was published"
             ));
         }
-        longest = longest.max(Duration::from_millis(status.iteration_timeout_ms));
+        longest = longest.max(Duration::from_millis(
+            status.iteration_timeout_ms + status.iteration_delay_ms,
+        ));
     }
     match plan.timeout {
         None => Ok(derived_window(longest, plan.promote_after)),
         Some(given) if given >= longest + Duration::from_secs(30) => Ok(given),
         Some(given) => Err(format!(
-            "--timeout-secs {} is shorter than the canaries' iteration timeout ({} s) and 30 s more, so a canary that hangs would not be seen to stop: leave --timeout-secs out (then {} s) or give at least {}; nothing was published",
+            "--timeout-secs {} is shorter than the canaries' iteration timeout and delay ({} s) and 30 s more, so a canary that hangs would not be seen to stop: leave --timeout-secs out (then {} s) or give at least {}; nothing was published",
             given.as_secs(),
             longest.as_secs(),
             derived_window(longest, plan.promote_after).as_secs(),
@@ -515,7 +522,8 @@ pub async fn roll_out(
             continue;
         };
         raw.insert(device.clone(), (topic, payload));
-        let Some((state, reason, iterations)) = status.about(version, sha256) else {
+        let Some((state, reason, iterations)) = status.about(&repo.offer_id, version, sha256)
+        else {
             continue;
         };
         answered.insert(device.clone());

@@ -137,20 +137,23 @@ impl Channel {
             clear_command: config.clear_command,
             partial_ttl: config.partial_ttl,
         });
+        // Expiry on its own: the event loop's poll must not be interrupted.
+        let expiring = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(config.partial_ttl / 4);
+            loop {
+                tick.tick().await;
+                let Some(inner) = expiring.upgrade() else {
+                    return;
+                };
+                inner.expire();
+            }
+        });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
             let mut warned = false;
-            let mut expiry = tokio::time::interval(config.partial_ttl / 4);
             loop {
-                let event = tokio::select! {
-                    event = events.poll() => event,
-                    _ = expiry.tick() => {
-                        if let Some(inner) = weak.upgrade() {
-                            inner.expire();
-                        }
-                        continue;
-                    }
-                };
+                let event = events.poll().await;
                 let Some(inner) = weak.upgrade() else { return };
                 match event {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -292,7 +295,9 @@ impl Inner {
             return;
         }
         if payload.is_empty() {
-            // A retained file deleted by its publisher.
+            // A retained file deleted by its publisher (a notice about it may
+            // be given again).
+            device.noticed.remove(file);
             if device.files.remove(name).is_some() {
                 device.changed.send_modify(|n| *n += 1);
             }
@@ -303,7 +308,10 @@ impl Inner {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return,
             Err(e) => {
-                device.notice(file, format!("{topic}: {e}; delete it: {}", clear(1)));
+                device.notice(
+                    file,
+                    format!("{topic}: {e}; delete it: {} '{topic}'", self.clear_command),
+                );
                 return;
             }
         };

@@ -65,6 +65,12 @@ pub struct KeptStore {
     verified: Mutex<HashMap<String, Verified>>,
     /// When garbage was last collected.
     collected: Mutex<Option<Instant>>,
+    /// Held (shared) while a repository is written until its record is
+    /// committed; garbage is collected only when none is.
+    keeping: tokio::sync::RwLock<()>,
+    /// Where an earlier release kept floors (`CACHE_DIR/floors/ID.floor`),
+    /// read when the state has none.
+    legacy_floors: Option<PathBuf>,
 }
 
 /// Garbage is collected at most this often, and only repositories at least
@@ -84,7 +90,7 @@ fn bucket(device: &str) -> Arc<str> {
 impl KeptStore {
     /// The kept logic of the devices whose state is in `state`; removes
     /// repositories no device names.
-    pub fn open(state: Arc<StateDb>) -> Self {
+    pub fn open(state: Arc<StateDb>, legacy_floors: Option<PathBuf>) -> Self {
         let dir = state
             .path()
             .parent()
@@ -94,8 +100,11 @@ impl KeptStore {
             dir,
             verified: Mutex::default(),
             collected: Mutex::default(),
+            keeping: tokio::sync::RwLock::new(()),
+            legacy_floors,
         };
-        store.collect_garbage();
+        // Nothing is being kept yet: whatever no record names goes.
+        store.collect(Duration::ZERO);
         store
     }
 
@@ -105,14 +114,30 @@ impl KeptStore {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// The floor `device` recorded (0 if none).
+    /// The floor `device` recorded (0 if none), or what an earlier release
+    /// remembered in the cache directory.
     pub fn floor(&self, device: &str) -> u64 {
+        let parse = |b: Vec<u8>| String::from_utf8(b).ok()?.trim().parse().ok();
         self.state
             .get(&bucket(device), "floor")
             .ok()
             .flatten()
-            .and_then(|b| String::from_utf8(b).ok()?.parse().ok())
+            .and_then(parse)
+            .or_else(|| {
+                let file = self.legacy_floors.as_ref()?.join(format!("{device}.floor"));
+                parse(std::fs::read(file).ok()?)
+            })
             .unwrap_or(0)
+    }
+
+    /// The hashes of updates rolled back on `device`.
+    pub fn rolled_back(&self, device: &str) -> Vec<String> {
+        self.state
+            .get(&bucket(device), "rolled-back")
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
     }
 
     /// The kept logic of `record`, verified again with `trust` (without
@@ -153,17 +178,33 @@ impl KeptStore {
         device: &str,
         mut record: Record,
         kept: Option<(Repository<'_>, &[u8])>,
-        floor: u64,
+        (floor, previous): (u64, Option<&Record>),
     ) -> Result<Option<String>, String> {
+        let _keeping = self.keeping.read().await;
         if let Some((repo, wasm)) = kept {
-            record.repo = Some(self.write_repository(&repo, wasm, &record.sha256)?);
+            let files = repository_files(&repo)?;
+            let (dir, wasm, sha256) = (self.dir.clone(), wasm.to_vec(), record.sha256.clone());
+            let name =
+                tokio::task::spawn_blocking(move || write_repository(&dir, &files, &wasm, &sha256))
+                    .await
+                    .map_err(|e| e.to_string())??;
+            record.repo = Some(name);
         }
         let json = serde_json::to_vec(&record).expect("a record serializes");
+        // The logic it ran before stays kept too: a rollback goes back to it.
+        let previous = match previous {
+            Some(p) => Op::Set(
+                "previous".into(),
+                serde_json::to_vec(p).expect("a record serializes"),
+            ),
+            None => Op::Delete("previous".into()),
+        };
         self.state
             .write(
                 bucket(device),
                 vec![
                     Op::Set("accepted".into(), json),
+                    previous,
                     Op::Set("floor".into(), floor.to_string().into_bytes()),
                 ],
             )
@@ -172,73 +213,18 @@ impl KeptStore {
         Ok(record.repo)
     }
 
-    /// Writes the repository of a logic (component `wasm` with `sha256`)
-    /// under its name, synced, unless it is there already; returns the name.
-    fn write_repository(
-        &self,
-        repo: &Repository<'_>,
-        wasm: &[u8],
-        sha256: &str,
-    ) -> Result<String, String> {
-        let metadata: Vec<(String, Vec<u8>)> = match repo {
-            Repository::Files(files) => files
-                .iter()
-                .filter_map(|(n, b)| Some((n.strip_prefix("metadata/")?.to_string(), b.to_vec())))
-                .collect(),
-            Repository::Dir(dir) => std::fs::read_dir(dir.join("metadata"))
-                .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-                .flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().into_string().ok()?;
-                    Some((name, std::fs::read(e.path()).ok()?))
-                })
-                .collect(),
-        };
-        let mut hash = Sha256::new();
-        hash.update(sha256.as_bytes());
-        let mut sorted = metadata.clone();
-        sorted.sort();
-        for (name, bytes) in &sorted {
-            hash.update(name.as_bytes());
-            hash.update(Sha256::digest(bytes));
-        }
-        let name = hex::encode(&hash.finalize()[..16]);
-        let dest = self.dir.join(&name);
-        if dest.is_dir() {
-            return Ok(name);
-        }
-        let io =
-            |what: &str, p: &Path, e: std::io::Error| format!("cannot {what} {}: {e}", p.display());
-        std::fs::create_dir_all(&self.dir).map_err(|e| io("create", &self.dir, e))?;
-        let staging = tempfile::Builder::new()
-            .prefix(".incoming-")
-            .tempdir_in(&self.dir)
-            .map_err(|e| io("create a directory in", &self.dir, e))?;
-        let write = |path: PathBuf, bytes: &[u8]| -> Result<(), String> {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| io("create", parent, e))?;
-            }
-            let mut file = std::fs::File::create(&path).map_err(|e| io("write", &path, e))?;
-            file.write_all(bytes).map_err(|e| io("write", &path, e))?;
-            file.sync_all().map_err(|e| io("sync", &path, e))
-        };
-        for (file, bytes) in &metadata {
-            write(staging.path().join("metadata").join(file), bytes)?;
-        }
-        write(
-            staging
-                .path()
-                .join("targets")
-                .join(format!("{sha256}.{}", crate::update::repository::TARGET)),
-            wasm,
-        )?;
-        for d in ["metadata", "targets"] {
-            sync_dir(&staging.path().join(d));
-        }
-        let staged = staging.keep();
-        std::fs::rename(&staged, &dest).map_err(|e| io("rename", &staged, e))?;
-        sync_dir(&self.dir);
-        Ok(name)
+    /// Records that `sha256` was rolled back on `device` (the last 16 are
+    /// kept).
+    async fn remember_rollback(&self, device: &str, sha256: &str) {
+        let mut hashes = self.rolled_back(device);
+        hashes.retain(|h| h != sha256);
+        hashes.push(sha256.to_string());
+        let from = hashes.len().saturating_sub(16);
+        let json = serde_json::to_vec(&hashes[from..]).expect("hashes serialize");
+        let _ = self
+            .state
+            .write(bucket(device), vec![Op::Set("rolled-back".into(), json)])
+            .await;
     }
 
     /// Removes kept repositories no device's record names (and staging
@@ -251,15 +237,28 @@ impl KeptStore {
             }
             *last = Some(Instant::now());
         }
+        self.collect(COLLECT_EVERY);
+    }
+
+    /// Removes the repositories at least `min_age` old that no record
+    /// names, unless one is being kept now.
+    fn collect(&self, min_age: Duration) {
+        let Ok(_nothing_kept_now) = self.keeping.try_write() else {
+            return;
+        };
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
         // Nothing is removed unless every record could be read.
-        let Some(records) = self.state.values_under(HOST_BUCKET, "accepted") else {
+        let (Some(accepted), Some(previous)) = (
+            self.state.values_under(HOST_BUCKET, "accepted"),
+            self.state.values_under(HOST_BUCKET, "previous"),
+        ) else {
             return;
         };
-        let named: HashSet<String> = records
+        let named: HashSet<String> = accepted
             .into_iter()
+            .chain(previous)
             .filter_map(|b| serde_json::from_slice::<Record>(&b).ok()?.repo)
             .collect();
         for entry in entries.flatten() {
@@ -269,13 +268,87 @@ impl KeptStore {
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .is_some_and(|age| age >= COLLECT_EVERY);
+                .is_some_and(|age| age >= min_age);
             if old && !named.contains(&name) {
                 let _ = std::fs::remove_dir_all(entry.path());
                 self.lock().remove(&name);
             }
         }
     }
+}
+
+/// The metadata files of `repo`, by file name.
+fn repository_files(repo: &Repository<'_>) -> Result<Vec<(String, Vec<u8>)>, String> {
+    Ok(match repo {
+        Repository::Files(files) => files
+            .iter()
+            .filter_map(|(n, b)| Some((n.strip_prefix("metadata/")?.to_string(), b.to_vec())))
+            .collect(),
+        Repository::Dir(dir) => std::fs::read_dir(dir.join("metadata"))
+            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                Some((name, std::fs::read(e.path()).ok()?))
+            })
+            .collect(),
+    })
+}
+
+/// Writes the repository of a logic (component `wasm` with `sha256`,
+/// `metadata`) under `dir`, synced, unless it is there already; returns its
+/// name.
+fn write_repository(
+    dir: &Path,
+    metadata: &[(String, Vec<u8>)],
+    wasm: &[u8],
+    sha256: &str,
+) -> Result<String, String> {
+    let mut hash = Sha256::new();
+    hash.update(sha256.as_bytes());
+    let mut sorted = metadata.to_vec();
+    sorted.sort();
+    for (name, bytes) in &sorted {
+        hash.update(name.as_bytes());
+        hash.update(Sha256::digest(bytes));
+    }
+    let name = hex::encode(&hash.finalize()[..16]);
+    let dest = dir.join(&name);
+    if dest.is_dir() {
+        return Ok(name);
+    }
+    let io =
+        |what: &str, p: &Path, e: std::io::Error| format!("cannot {what} {}: {e}", p.display());
+    std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".incoming-")
+        .tempdir_in(dir)
+        .map_err(|e| io("create a directory in", dir, e))?;
+    let write = |path: PathBuf, bytes: &[u8]| -> Result<(), String> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io("create", parent, e))?;
+        }
+        let mut file = std::fs::File::create(&path).map_err(|e| io("write", &path, e))?;
+        file.write_all(bytes).map_err(|e| io("write", &path, e))?;
+        file.sync_all().map_err(|e| io("sync", &path, e))
+    };
+    for (file, bytes) in metadata {
+        write(staging.path().join("metadata").join(file), bytes)?;
+    }
+    write(
+        staging
+            .path()
+            .join("targets")
+            .join(format!("{sha256}.{}", crate::update::repository::TARGET)),
+        wasm,
+    )?;
+    for d in ["metadata", "targets"] {
+        sync_dir(&staging.path().join(d));
+    }
+    let staged = staging.keep();
+    std::fs::rename(&staged, &dest).map_err(|e| io("rename", &staged, e))?;
+    sync_dir(dir);
+    Ok(name)
 }
 
 /// Makes a directory's entries durable (best effort: not every file system
@@ -350,12 +423,14 @@ impl Floor {
             repo: None,
         };
         let device = &self.device;
-        match store.keep(device, record.clone(), logic.kept, floor).await {
+        let before = self.record();
+        match store
+            .keep(device, record.clone(), logic.kept, (floor, before.as_ref()))
+            .await
+        {
             Ok(repo) => {
                 record.repo = repo;
-                let mut records = self.records();
-                let before = records.0.replace(record);
-                records.1 = before;
+                *self.records() = (Some(record), before);
             }
             Err(e) => {
                 tracing::warn!(target: "host::update", "[{device}] cannot keep version {} for restarts: {e}", logic.version);
@@ -380,8 +455,13 @@ impl Floor {
             sha256: sha256.to_string(),
             repo: None,
         });
-        match store.keep(device, record.clone(), None, self.get()).await {
-            Ok(_) => self.records().0 = Some(record),
+        let rolled_back = self.record().map(|r| r.sha256).unwrap_or_default();
+        store.remember_rollback(device, &rolled_back).await;
+        match store
+            .keep(device, record.clone(), None, (self.get(), None))
+            .await
+        {
+            Ok(_) => *self.records() = (Some(record), None),
             Err(e) => {
                 tracing::warn!(target: "host::update", "[{device}] cannot record the rollback: {e}");
             }
@@ -403,7 +483,7 @@ impl Floor {
             return;
         }
         match store
-            .keep(&self.device, record.clone(), None, version)
+            .keep(&self.device, record.clone(), None, (version, None))
             .await
         {
             Ok(_) => *self.records() = (Some(record), None),
@@ -412,6 +492,15 @@ impl Floor {
                 tracing::warn!(target: "host::update", "[{device}] cannot record the factory reset: {e}");
             }
         }
+    }
+
+    /// The hashes of updates rolled back on the device, kept across
+    /// restarts (such an update is refused when offered again).
+    pub fn rolled_back(&self) -> Vec<String> {
+        self.store
+            .as_ref()
+            .map(|s| s.rolled_back(&self.device))
+            .unwrap_or_default()
     }
 
     /// Keeps `offer` as the device's last offer (best effort, in the
@@ -461,7 +550,7 @@ mod tests {
     async fn the_floor_and_the_kept_record_outlive_the_process_and_a_rollback() {
         let dir = tempfile::tempdir().unwrap();
         let db = StateDb::open(dir.path(), host_core::state::Quota::default()).unwrap();
-        let store = Arc::new(KeptStore::open(Arc::new(db)));
+        let store = Arc::new(KeptStore::open(Arc::new(db), None));
         let files: HashMap<String, Bytes> = [(
             "metadata/1.root.json".to_string(),
             Bytes::from_static(b"{}"),

@@ -29,6 +29,8 @@ pub struct UpdateSession {
     /// The longest an iteration may run on these devices, milliseconds (0:
     /// no limit), as their statuses report it.
     pub iteration_timeout_ms: u64,
+    /// The delay between their iterations, milliseconds.
+    pub iteration_delay_ms: u64,
 }
 
 /// One device's part of the session, before its task starts.
@@ -71,7 +73,7 @@ impl UpdateSession {
                 self.channel.clone(),
                 client_id,
                 &topic,
-                self.iteration_timeout_ms,
+                (self.iteration_timeout_ms, self.iteration_delay_ms),
             ),
             channel: self.channel.clone(),
             device: client_id.to_string(),
@@ -100,7 +102,6 @@ impl Follow {
                 swaps: offer,
                 status: self.status,
                 floor,
-                running_sha256: running.sha256.clone(),
             }
             .run(),
         );

@@ -19,7 +19,7 @@ use crate::update::channel::Channel;
 use crate::update::floor::{Accepted, Floor, Repository};
 use crate::update::trust::Trust;
 use crate::update::verify::{Refusal, Source, claimed, verify};
-use crate::update::wire::{Offer, Status, status_topic};
+use crate::update::wire::{self, Offer, Status, status_topic};
 
 /// Quiet time after the last file before verifying, so an update's files
 /// are all in.
@@ -55,12 +55,13 @@ struct ReporterState {
 
 impl StatusReporter {
     /// Reports for `device` on the status topic under `update_topic`; the
-    /// device's iterations may run `iteration_timeout_ms` at most.
+    /// device's iterations may run `iteration_timeout_ms` at most, with
+    /// `iteration_delay_ms` between them.
     pub fn new(
         channel: Channel,
         device: &str,
         update_topic: &str,
-        iteration_timeout_ms: u64,
+        (iteration_timeout_ms, iteration_delay_ms): (u64, u64),
     ) -> Arc<Self> {
         Arc::new(Self {
             channel,
@@ -74,6 +75,8 @@ impl StatusReporter {
                     iterations: 0,
                     reason: String::new(),
                     iteration_timeout_ms,
+                    iteration_delay_ms,
+                    offer: String::new(),
                     last_offer: None,
                 },
                 running: None,
@@ -96,6 +99,7 @@ impl StatusReporter {
         let version = logic.version.unwrap_or(0);
         st.running = Some((logic.to_string(), version, logic.sha256.clone()));
         st.iterations = Some(0);
+        st.rolled_back.extend(floor.rolled_back());
         st.floor = Some(floor);
         st.status.last_offer = last_offer;
         self.publish(&mut st, version, &logic.sha256, "running", String::new(), 0);
@@ -137,6 +141,21 @@ impl StatusReporter {
         self.lock().rolled_back.contains(sha256)
     }
 
+    /// SHA-256 of the logic the device runs now (or is about to, once an
+    /// accepted update takes over), hex.
+    fn running_sha256(&self) -> String {
+        let st = self.lock();
+        match &st.offered {
+            Some((offered, _)) => offered.2.clone(),
+            None => st.running.as_ref().map(|r| r.2.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// The offer now considered: later statuses name it.
+    fn considering(&self, offer: &str) {
+        self.lock().status.offer = offer.to_string();
+    }
+
     /// The last offer, as it is kept in every later status (and in the
     /// device's state, so it survives a restart).
     fn offer(
@@ -152,6 +171,7 @@ impl StatusReporter {
             sha256: sha256.to_string(),
             state: state.to_string(),
             reason,
+            offer: st.status.offer.clone(),
         };
         if let Some(floor) = &st.floor {
             floor.remember_offer(&offer);
@@ -254,8 +274,6 @@ pub struct Updater {
     /// The lowest version accepted and the logic kept, shared with the
     /// device's other sources of updates.
     pub floor: Arc<Floor>,
-    /// SHA-256 of the logic running now, hex.
-    pub running_sha256: String,
 }
 
 /// How long to wait before trying again an update whose files had not all
@@ -273,7 +291,13 @@ struct Followed {
     /// The fleet's topic: an older or equal update there is no offer to
     /// answer.
     fleet: bool,
+    /// Tries of the current update whose files had not all come.
+    misses: u32,
 }
+
+/// Tries after which an update whose files do not all come is reported
+/// (with [`RETRY`], about a minute and a half, besides the fetch's wait).
+const MISSES_REPORTED: u32 = 3;
 
 impl Updater {
     /// Follows the device's update topics until the host ends.
@@ -284,6 +308,7 @@ impl Updater {
             answered: None,
             retry: false,
             fleet: false,
+            misses: 0,
         }];
         if let Some(fleet) = self.fleet_topic.clone() {
             topics.push(Followed {
@@ -292,6 +317,7 @@ impl Updater {
                 answered: None,
                 retry: false,
                 fleet: true,
+                misses: 0,
             });
         }
         loop {
@@ -311,8 +337,9 @@ impl Updater {
                     let device = &self.device;
                     tracing::error!(target: "host::update", "[{device}] {notice}");
                     if !t.fleet {
-                        let (version, sha256) = claimed(&files).unwrap_or_default();
-                        self.status.refused(version, &sha256, notice);
+                        // About the topic, not about an update.
+                        self.status.considering("");
+                        self.status.refused(0, "", notice);
                     }
                 }
                 let Some(timestamp) = files.get("metadata/timestamp.json").cloned() else {
@@ -322,13 +349,33 @@ impl Updater {
                     continue;
                 }
                 // Marked answered only for an answer: an update whose files
-                // have not all come is tried again.
+                // have not all come is tried again, and after a while said
+                // to be missing (once).
                 t.retry = !self.consider(&t.topic, Arc::new(files), t.fleet).await;
-                if !t.retry {
+                if t.retry {
+                    t.misses += 1;
+                    if t.misses == MISSES_REPORTED && !t.fleet {
+                        self.missing(&t.topic);
+                    }
+                } else {
                     t.answered = Some(timestamp);
+                    t.misses = 0;
                 }
             }
         }
+    }
+
+    /// An update on `topic` whose files keep missing: said once, as a
+    /// refusal the rollout sees.
+    fn missing(&self, topic: &str) {
+        let device = &self.device;
+        let files = self.channel.metadata(topic);
+        let (version, sha256) = claimed(&files).unwrap_or_default();
+        let reason = format!(
+            "a file of update version {version} never arrived (its component is not on the targets topic, deleted by a later rollout or never published): publish it again"
+        );
+        tracing::warn!(target: "host::update", "[{device}] {reason}");
+        self.status.refused(version, &sha256, reason);
     }
 
     /// Considers an update from `topic` (the fleet's when `fleet`); false
@@ -340,6 +387,10 @@ impl Updater {
         fleet: bool,
     ) -> bool {
         let device = &self.device;
+        // Statuses about this offer name it by its timestamp's hash.
+        if let Some(timestamp) = files.get("metadata/timestamp.json") {
+            self.status.considering(&wire::offer_id(timestamp));
+        }
         let source = Source::Remote {
             metadata: files.clone(),
             targets: Arc::new(self.channel.clone()),
@@ -366,7 +417,22 @@ impl Updater {
             }
         };
         let (version, sha256) = (verified.version, verified.sha256.clone());
-        if sha256 == self.running_sha256 {
+        // The fleet's update only ever moves a device forward.
+        if fleet && version < self.floor.get() {
+            return true;
+        }
+        if self.status.was_rolled_back(&sha256) {
+            let reason = format!(
+                "version {version} (sha256 {}) was rolled back on this device (fix the logic and publish a new version)",
+                short(&sha256)
+            );
+            if !fleet {
+                tracing::error!(target: "host::update", "[{device}] refused an update: {reason}");
+                self.status.refused(version, &sha256, reason);
+            }
+            return true;
+        }
+        if sha256 == self.status.running_sha256() {
             let known = self
                 .floor
                 .record()
@@ -383,13 +449,6 @@ impl Updater {
                 .await;
             tracing::info!(target: "host::update", "[{device}] update version {version} on {topic} is the logic running (sha256 {}): it goes on, as version {version}", short(&sha256));
             self.status.same(version, &sha256);
-            return true;
-        }
-        if self.status.was_rolled_back(&sha256) {
-            let reason =
-                format!("version {version} was rolled back on this device (publish a new version)");
-            tracing::error!(target: "host::update", "[{device}] refused an update: {reason}");
-            self.status.refused(version, &sha256, reason);
             return true;
         }
         let wasm = verified.wasm;
@@ -414,7 +473,6 @@ impl Updater {
                     files.len()
                 );
                 self.status.accepted(version, &sha256, &logic.to_string());
-                self.running_sha256 = sha256;
                 let _ = self.swaps.send(Some(logic));
             }
             Err(e) => {

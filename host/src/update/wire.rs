@@ -70,6 +70,8 @@ pub struct Repository {
     pub metadata: Vec<(String, Vec<u8>)>,
     /// Bytes of the component.
     pub component_bytes: usize,
+    /// Its offer's name in statuses ([`offer_id`] of its timestamp).
+    pub offer_id: String,
 }
 
 impl Repository {
@@ -124,6 +126,9 @@ pub fn read(repo: &Path, targets_topic: &str, limit: usize) -> std::io::Result<R
         .collect::<std::io::Result<_>>()?;
     // The timestamp last: it is what tells a device a whole update is there.
     files.sort_by_key(|(name, _)| (name == "timestamp.json", name.clone()));
+    if let Some((_, timestamp)) = files.iter().find(|(n, _)| n == "timestamp.json") {
+        out.offer_id = offer_id(timestamp);
+    }
     for (name, bytes) in files {
         for (i, chunk) in chunks::split(&bytes, limit)
             .map_err(invalid)?
@@ -159,6 +164,12 @@ pub struct Status {
     /// rollout waits at least this long to see a canary stop.
     #[serde(default)]
     pub iteration_timeout_ms: u64,
+    /// The delay between the device's iterations, milliseconds.
+    #[serde(default)]
+    pub iteration_delay_ms: u64,
+    /// The offer this status answers ([`offer_id`]; empty for none).
+    #[serde(default)]
+    pub offer: String,
     /// The last update offered to the device and its answer, kept in every
     /// later status (a `running` report does not hide a refusal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,18 +188,35 @@ pub struct Offer {
     pub state: String,
     /// Why it was refused or rolled back, with the fix; empty otherwise.
     pub reason: String,
+    /// Which offer ([`offer_id`]).
+    #[serde(default)]
+    pub offer: String,
+}
+
+/// An offer's name in statuses: the first 16 hex digits of the SHA-256 of
+/// its `timestamp.json` (a new signing of the same logic and version is a
+/// new offer).
+pub fn offer_id(timestamp: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(timestamp)[..8])
 }
 
 impl Status {
-    /// What this status says about the update `version` with `sha256`: its
-    /// state and reason, from the status itself or from its last offer;
-    /// `None` when it is about another logic.
-    pub fn about(&self, version: u64, sha256: &str) -> Option<(&str, &str, u64)> {
-        if self.version == version && self.sha256 == sha256 {
+    /// What this status says about the offer `offer` ([`offer_id`]) of
+    /// `version` with `sha256`: its state and reason, from the status itself
+    /// or from its last offer; `None` when it is about another logic or
+    /// another offer. A device running that logic answers any offer of it;
+    /// an acceptance, refusal or rollback counts for this offer only.
+    pub fn about(&self, offer: &str, version: u64, sha256: &str) -> Option<(&str, &str, u64)> {
+        let same = self.version == version && self.sha256 == sha256;
+        if same && (self.state == "running" || self.offer == offer) {
             return Some((&self.state, &self.reason, self.iterations));
         }
-        let offer = self.last_offer.as_ref()?;
-        (offer.version == version && offer.sha256 == sha256 && offer.state != "accepted")
-            .then_some((&offer.state, &offer.reason, 0))
+        let last = self.last_offer.as_ref()?;
+        (last.version == version
+            && last.sha256 == sha256
+            && last.offer == offer
+            && last.state != "accepted")
+            .then_some((&last.state, &last.reason, 0))
     }
 }

@@ -182,7 +182,10 @@ async fn wiring(
     let db = Arc::new(
         StateDb::open(&config.state.dir, config.state.quota).map_err(anyhow::Error::from)?,
     );
-    let kept = Arc::new(KeptStore::open(db.clone()));
+    let kept = Arc::new(KeptStore::open(
+        db.clone(),
+        config.cache_dir.as_ref().map(|d| d.join("floors")),
+    ));
     let state: Arc<dyn Backend> = db;
     let mut allowed = vec![broker.clone()];
     allowed.extend(config.allow.iter().cloned());
@@ -261,6 +264,7 @@ fn update_session(
             .limits
             .iteration_timeout_ms
             .unwrap_or(host_core::timeout::ITERATION_TIMEOUT_MAX_MS),
+        iteration_delay_ms: u64::from(config.plan.iteration_delay_ms),
         trust,
         topic: u.topic.clone(),
         kept: Some(kept),
