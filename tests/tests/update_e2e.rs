@@ -1023,7 +1023,7 @@ async fn a_rollout_that_could_not_see_a_canary_finish_does_not_start() {
         (
             "window",
             "10",
-            "--timeout-secs 10 is shorter than the canaries' iteration timeout (20 s)",
+            "--timeout-secs 10 is shorter than the canaries' iteration timeout and delay (20 s)",
         ),
         (
             "ghost",
