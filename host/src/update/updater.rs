@@ -407,12 +407,18 @@ impl Updater {
             }
             Err(refusal) => {
                 let (version, sha256) = claimed(&files).unwrap_or_default();
+                let refusal = match refusal {
+                    Refusal::Downgrade { running, .. } => {
+                        format!("{refusal} (publish a version above {running})")
+                    }
+                    other => other.to_string(),
+                };
                 tracing::error!(
                     target: "host::update",
                     "[{device}] refused update version {version} (sha256 {}) on {topic}: {refusal}; the running logic goes on",
                     short(&sha256)
                 );
-                self.status.refused(version, &sha256, refusal.to_string());
+                self.status.refused(version, &sha256, refusal);
                 return true;
             }
         };

@@ -59,7 +59,7 @@ pub enum Refusal {
     },
     /// Older than the logic running.
     #[error(
-        "version {offered} is older than the running version {running} (publish a version above {running})"
+        "version {offered} is older than the running version {running}"
     )]
     Downgrade {
         /// The version offered.
