@@ -58,9 +58,7 @@ pub enum Refusal {
         want: String,
     },
     /// Older than the logic running.
-    #[error(
-        "version {offered} is older than the running version {running}"
-    )]
+    #[error("version {offered} is older than the running version {running}")]
     Downgrade {
         /// The version offered.
         offered: u64,
