@@ -617,20 +617,9 @@ pub fn text(out: &Output) -> (String, String) {
     )
 }
 
-/// Whether `topic` matches the MQTT filter `filter` (`+` and a final `#`).
-pub fn topic_matches(filter: &str, topic: &str) -> bool {
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
-}
+/// Whether `topic` matches the MQTT filter `filter` (`+` and a final `#`):
+/// the host's own matcher.
+pub use host::publish::rollout::matches_filter as topic_matches;
 
 /// `--cafile CA --cert CERT --key KEY` for `mosquitto_sub` and `mosquitto_pub`.
 pub fn mosquitto_tls_args(ca: &Path, client: &ClientFiles) -> [std::ffi::OsString; 6] {

@@ -113,8 +113,7 @@ impl StatusReporter {
             st.running.clone(),
         ));
         st.iterations = None;
-        self.offer(&mut st, version, sha256, "accepted", String::new());
-        self.publish(&mut st, version, sha256, "accepted", String::new(), 0);
+        self.answer(&mut st, version, sha256, "accepted", String::new(), 0);
     }
 
     /// The logic running was offered again as `version` (the same
@@ -125,15 +124,13 @@ impl StatusReporter {
             running.1 = version;
         }
         let n = st.iterations.unwrap_or(0);
-        self.offer(&mut st, version, sha256, "running", String::new());
-        self.publish(&mut st, version, sha256, "running", String::new(), n);
+        self.answer(&mut st, version, sha256, "running", String::new(), n);
     }
 
     /// An update was refused; the one running goes on being reported.
     fn refused(&self, version: u64, sha256: &str, reason: String) {
         let mut st = self.lock();
-        self.offer(&mut st, version, sha256, "refused", reason.clone());
-        self.publish(&mut st, version, sha256, "refused", reason, 0);
+        self.answer(&mut st, version, sha256, "refused", reason, 0);
     }
 
     /// Whether the update with `sha256` was rolled back here before.
@@ -156,27 +153,30 @@ impl StatusReporter {
         self.lock().status.offer = offer.to_string();
     }
 
-    /// The last offer, as it is kept in every later status (and in the
-    /// device's state, so it survives a restart).
-    fn offer(
+    /// The answer to an offer: kept as the last offer in every later
+    /// status (and in the device's state, so it survives a restart), and
+    /// published.
+    fn answer(
         &self,
         st: &mut ReporterState,
         version: u64,
         sha256: &str,
         state: &str,
         reason: String,
+        iterations: u64,
     ) {
         let offer = Offer {
             version,
             sha256: sha256.to_string(),
             state: state.to_string(),
-            reason,
+            reason: reason.clone(),
             offer: st.status.offer.clone(),
         };
         if let Some(floor) = &st.floor {
             floor.remember_offer(&offer);
         }
         st.status.last_offer = Some(offer);
+        self.publish(st, version, sha256, state, reason, iterations);
     }
 
     fn publish(
@@ -235,8 +235,7 @@ impl Observer for StatusReporter {
                 let before = st.offered.take().and_then(|(_, before)| before);
                 st.rolled_back.insert(sha256.clone());
                 let reason = format!("{stop} (fix the logic and publish a new version)");
-                self.offer(&mut st, version, &sha256, "rolled-back", reason.clone());
-                self.publish(&mut st, version, &sha256, "rolled-back", reason, 0);
+                self.answer(&mut st, version, &sha256, "rolled-back", reason, 0);
                 st.iterations = Some(0);
                 st.running = before.clone();
                 if let (Some(floor), Some((_, _, sha)), Ok(runtime)) = (
