@@ -15,6 +15,7 @@ pub mod canary;
 pub mod drive;
 pub mod epoch;
 pub mod limiter;
+pub mod limits;
 pub mod observer;
 pub mod outcome;
 pub mod settings;

@@ -4,12 +4,22 @@
 //! logic's settings are the real host's, on the scenario's store and
 //! settings: see the crate's `MockRuntime`). Every call is
 //! recorded. The broker, the clock and the record outlive an instance, so
-//! a restarted guest meets the same broker.
+//! a restarted guest meets the same broker. The sandbox's limits are
+//! host-core's, as under `host run`: the connect gate and rate, the output
+//! meter and the state's write rate count on virtual time; what they cost
+//! the guest (a refusal's wait, a dropped line's) passes on it too.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-use host_core::state::ctx::StateCtx;
+use host_core::limits::Limits;
+use host_core::limits::connects::{ConnectGate, REFUSAL_WAIT, Refusal};
+use host_core::limits::cpu::CpuMeter;
+use host_core::limits::output::{OVER_LIMIT_WAIT, OutputMeter, shown};
+use host_core::limits::rate::TokenBucket;
+use host_core::outcome::LimitHit;
+use host_core::state::ctx::{Permit, StateCtx};
 use host_core::wit::mtls_socket::{Connection, ErrorCode, Host as SocketHost, HostConnection};
 use host_core::wit::{clock, entropy, iteration, log, types};
 use host_core::{Level, TransportError};
@@ -68,6 +78,9 @@ pub enum Call {
 pub struct MockConnection {
     /// Which connection this is, counting from 0.
     pub index: usize,
+    /// Whether the guest has not closed it yet (it counts against
+    /// `max-connections` until it closes or drops it).
+    open: bool,
 }
 
 /// Store data of a mock instance: its own WASI and resources, and the
@@ -77,6 +90,8 @@ pub struct MockState {
     table: ResourceTable,
     broker: Arc<Mutex<Broker>>,
     pub(crate) limits: host_core::limiter::GrowthLimiter,
+    /// The guest's computation, against the CPU limit and budget.
+    pub(crate) cpu: CpuMeter,
     /// `wasi:keyvalue`: the scenario's store.
     pub(crate) state: StateCtx,
     /// `wasi:config`: the scenario's logic settings.
@@ -90,16 +105,14 @@ impl MockState {
         broker: Arc<Mutex<Broker>>,
         seed: u64,
         instance: u64,
-        limits: &crate::MockLimits,
+        limits: &Limits,
     ) -> Self {
         Self {
             wasi: crate::wasi::context(&broker, seed, instance),
             table: ResourceTable::new(),
             broker,
-            limits: host_core::limiter::GrowthLimiter {
-                max_memory_bytes: limits.max_memory_bytes,
-                max_table_elements: limits.max_table_elements,
-            },
+            limits: limits.limiter(),
+            cpu: CpuMeter::default(),
             state: StateCtx::new(
                 "mock-device".into(),
                 host_core::state::memory::MemoryBackend::new(Default::default()),
@@ -114,6 +127,81 @@ impl MockState {
         // A panic while the lock is held fails the test anyway.
         self.broker.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// An import call: counted for the CPU limit (as the host's linker
+    /// counts it), then the broker's checks.
+    fn call(&mut self) -> wasmtime::Result<MutexGuard<'_, Broker>> {
+        self.cpu.host_calls = self.cpu.host_calls.wrapping_add(1);
+        let mut b = self.broker();
+        b.enter()?;
+        Ok(b)
+    }
+
+    /// Counts a call of an import the real host implements (state,
+    /// settings, WASI) for the CPU limit.
+    pub(crate) fn counted(&mut self) -> &mut Self {
+        self.cpu.host_calls = self.cpu.host_calls.wrapping_add(1);
+        self
+    }
+}
+
+/// The state's write rate on the broker's virtual time.
+pub(crate) fn state_write_permit(broker: &Arc<Mutex<Broker>>) -> Permit {
+    let broker = broker.clone();
+    Box::new(move |n| {
+        let mut b = broker.lock().unwrap_or_else(|p| p.into_inner());
+        let now = b.virtual_now();
+        b.state_writes.try_take_n(n, now)
+    })
+}
+
+/// Bytes on their way to the guest, in order, each chunk there from its
+/// virtual time on (never before the chunk ahead of it: one stream).
+#[derive(Debug, Default)]
+struct Inbound {
+    chunks: VecDeque<(u64, Vec<u8>)>,
+}
+
+impl Inbound {
+    /// Queues `bytes`, there at `at_ms` or when the chunk ahead is.
+    fn push(&mut self, at_ms: u64, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        let at = self
+            .chunks
+            .back()
+            .map_or(at_ms, |(ahead, _)| at_ms.max(*ahead));
+        self.chunks.push_back((at, bytes));
+    }
+
+    /// When the next bytes are there, if any are on their way.
+    fn next_at(&self) -> Option<u64> {
+        self.chunks.front().map(|(at, _)| *at)
+    }
+
+    /// Up to `max` bytes of those there at `now_ms`.
+    fn take(&mut self, now_ms: u64, max: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some((at, chunk)) = self.chunks.front_mut() else {
+                break;
+            };
+            if *at > now_ms {
+                break;
+            }
+            let n = (max - out.len()).min(chunk.len());
+            out.extend(chunk.drain(..n));
+            if chunk.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
+        out
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+    }
 }
 
 /// The scripted broker, the virtual clock and the record of a run.
@@ -123,75 +211,145 @@ pub struct Broker {
     /// Virtual time, milliseconds.
     pub(crate) now_ms: u64,
     pub(crate) calls: Vec<Call>,
-    /// Bytes queued for the guest on the current connection.
-    inbound: VecDeque<u8>,
+    /// Bytes on their way to the guest on the current connection.
+    inbound: Inbound,
     decoder: Decoder,
     /// Index of the open connection, if one is open and not closed by the broker.
     current: Option<usize>,
     connections: usize,
     /// First scripting failure; ends the run with a trap carrying it.
     pub(crate) failure: Option<String>,
-    /// Import calls so far (a guard against a looping guest).
-    pub(crate) import_calls: u64,
-    /// Bytes of log lines and sent data recorded so far (a guard against a
-    /// flooding guest).
+    /// Bytes of the record so far.
     recorded_bytes: usize,
+    /// Calls left out of the record once it was full.
+    pub(crate) calls_cut: u64,
     /// Instances made so far.
     pub(crate) instances: u64,
     /// When the iteration in flight started, virtual milliseconds.
-    pub(crate) iteration_started_ms: u64,
+    iteration_started_ms: u64,
     /// The bound the logic declared for it, if any.
-    pub(crate) declared_ms: Option<u64>,
-    /// The scenario's iteration timeout (`--iteration-timeout-ms`), if set.
-    pub(crate) timeout_ms: Option<u64>,
+    declared_ms: Option<u64>,
+    /// The sandbox's limits.
+    limits: Limits,
+    /// The endpoint the logic may connect to: the settings' broker.
+    endpoint: (String, u16),
+    /// The connect policy and its refusals in the iteration.
+    gate: ConnectGate,
+    /// The connect rate, kept across restarts as the host keeps it.
+    connect_rate: TokenBucket,
+    /// Connections the guest holds (opened, not closed or dropped).
+    open: usize,
+    /// The output limit, shared by the log import and WASI stdio.
+    pub(crate) output: OutputMeter,
+    /// Output lines dropped over it, in all.
+    pub(crate) dropped_lines: u64,
+    /// The state's write rate.
+    state_writes: TokenBucket,
+    /// The instant virtual time 0 stands for, for host-core's meters.
+    origin: Instant,
+    /// The delay of the broker's next reply (an `after-ms` step), ms.
+    reply_delay_ms: u64,
+    /// Script steps done so far (the index of the step at the head).
+    steps_taken: usize,
 }
 
-/// Import calls after which the mock stops a guest as looping.
-pub const MAX_IMPORT_CALLS: u64 = 1_000_000;
-
-/// Bytes of log lines and sent data a run may record before the mock stops
-/// the guest as flooding.
+/// Bytes the record of calls may hold (each call's size with the text and
+/// data it carries); the calls past it are counted, not kept, so a logic
+/// that calls without end costs the mock host bounded memory until a limit
+/// stops it.
 pub const MAX_RECORDED_BYTES: usize = 64 << 20;
 
 impl Broker {
-    pub(crate) fn new(script: Script, rng: ChaCha20Rng) -> Self {
+    /// A broker for `script`, its limits `limits`, the logic allowed to
+    /// connect to `endpoint`.
+    pub(crate) fn new(
+        script: Script,
+        rng: ChaCha20Rng,
+        limits: Limits,
+        endpoint: (&str, u16),
+    ) -> Self {
+        let origin = Instant::now();
         Self {
             script,
             rng,
             now_ms: 0,
             calls: Vec::new(),
-            inbound: VecDeque::new(),
+            inbound: Inbound::default(),
             decoder: Decoder::default(),
             current: None,
             connections: 0,
             failure: None,
-            import_calls: 0,
             iteration_started_ms: 0,
             declared_ms: None,
-            timeout_ms: None,
             recorded_bytes: 0,
+            calls_cut: 0,
             instances: 0,
+            limits,
+            endpoint: (endpoint.0.to_string(), endpoint.1),
+            gate: ConnectGate::new(limits.sockets()),
+            connect_rate: limits.connect_bucket(origin),
+            open: 0,
+            output: OutputMeter::new(limits.output, origin),
+            dropped_lines: 0,
+            state_writes: limits.state_write_bucket(origin),
+            origin,
+            reply_delay_ms: 0,
+            steps_taken: 0,
         }
+    }
+
+    /// The step at the head of the script: its label from the file, or
+    /// its number.
+    fn step_label(&self) -> String {
+        self.script
+            .labels
+            .get(self.steps_taken)
+            .cloned()
+            .unwrap_or_else(|| format!("step {}", self.steps_taken + 1))
+    }
+
+    /// Takes the step at the head of the script.
+    fn take_step(&mut self) -> Option<Step> {
+        let step = self.script.steps.pop_front();
+        if step.is_some() {
+            self.steps_taken += 1;
+        }
+        step
+    }
+
+    /// Virtual time as an instant, for host-core's meters.
+    fn virtual_now(&self) -> Instant {
+        self.origin + Duration::from_millis(self.now_ms)
+    }
+
+    /// Starts iteration `iteration`: its timeout, refusals and dropped
+    /// lines count from now.
+    pub(crate) fn new_iteration(&mut self, iteration: u32) {
+        self.iteration_started_ms = self.now_ms;
+        self.declared_ms = None;
+        self.gate.new_iteration();
+        self.output.new_iteration(iteration);
+    }
+
+    /// Records `call`, while the record has room.
+    pub(crate) fn push(&mut self, call: Call) {
+        let size = std::mem::size_of::<Call>() + heap_bytes(&call);
+        if self.recorded_bytes.saturating_add(size) > MAX_RECORDED_BYTES {
+            self.calls_cut += 1;
+            return;
+        }
+        self.recorded_bytes += size;
+        self.calls.push(call);
     }
 
     /// A new instance starts with no connection open.
     pub(crate) fn instantiated(&mut self) {
         self.current = None;
         self.inbound.clear();
+        // The store that held its connections is gone.
+        self.open = 0;
         self.instances += 1;
-        self.calls.push(Call::Instantiate);
-    }
-
-    /// Counts `bytes` more recorded; past [`MAX_RECORDED_BYTES`] the run fails.
-    fn record(&mut self, bytes: usize) -> wasmtime::Result<()> {
-        self.recorded_bytes = self.recorded_bytes.saturating_add(bytes);
-        if self.recorded_bytes > MAX_RECORDED_BYTES {
-            return Err(self.fail(format!(
-                "mock host: the guest logged and sent over {} MiB; it is flooding",
-                MAX_RECORDED_BYTES >> 20
-            )));
-        }
-        Ok(())
+        self.push(Call::Instantiate);
     }
 
     /// Runs the steps that act by themselves (Send, Close, Trap) at the head.
@@ -199,17 +357,28 @@ impl Broker {
         loop {
             match self.script.steps.front() {
                 Some(Step::Send(_)) => {
-                    if let Some(Step::Send(bytes)) = self.script.steps.pop_front() {
-                        self.inbound.extend(bytes);
+                    if let Some(Step::Send(bytes)) = self.take_step() {
+                        let at = self.now_ms + std::mem::take(&mut self.reply_delay_ms);
+                        self.inbound.push(at, bytes);
+                    }
+                }
+                Some(Step::After(_)) => {
+                    // It delays what comes next: bytes to send now, or the
+                    // reply to the next packet.
+                    if let Some(Step::After(ms)) = self.take_step() {
+                        self.reply_delay_ms = ms;
+                    }
+                    if !matches!(self.script.steps.front(), Some(Step::Send(_))) {
+                        return Ok(());
                     }
                 }
                 Some(Step::Close) => {
-                    self.script.steps.pop_front();
+                    self.take_step();
                     self.current = None;
                     self.inbound.clear();
                 }
                 Some(Step::Trap(_)) => {
-                    if let Some(Step::Trap(message)) = self.script.steps.pop_front() {
+                    if let Some(Step::Trap(message)) = self.take_step() {
                         return Err(wasmtime::Error::msg(message));
                     }
                 }
@@ -218,12 +387,48 @@ impl Broker {
         }
     }
 
+    /// Waits `ms` of virtual time that the policy costs the guest.
+    fn cost(&mut self, wait: Duration) -> wasmtime::Result<()> {
+        self.wait(wait.as_millis() as u64)
+    }
+
+    /// A guest output line at `level`, through the output limit: recorded
+    /// as the host would write it, or dropped and counted (the write then
+    /// costs [`OVER_LIMIT_WAIT`]).
+    pub(crate) fn output_line(&mut self, level: Level, line: &str) {
+        let (allowed, _) = self.output.permit(1, self.virtual_now());
+        if allowed == 1 {
+            self.push(Call::Log(level, shown(line).into_owned()));
+        } else {
+            self.dropped_lines += 1;
+            self.now_ms += OVER_LIMIT_WAIT.as_millis() as u64;
+        }
+    }
+
+    /// Answers a call the policy refused: its line in the output, the
+    /// refusal's wait; a storm stops the guest.
+    fn refuse(
+        &mut self,
+        verdict: Result<Result<(), Refusal>, LimitHit>,
+    ) -> wasmtime::Result<Option<TransportError>> {
+        match verdict? {
+            Ok(()) => Ok(None),
+            Err(refusal) => {
+                self.output_line(Level::Warn, &format!("host: {}", refusal.line));
+                self.cost(REFUSAL_WAIT)?;
+                Ok(Some(refusal.code))
+            }
+        }
+    }
+
     /// Lets `ms` of virtual time pass, unless the iteration's timeout comes
     /// first: then time stops there and the guest is stopped with the limit
     /// `host run` would stop it with.
     pub(crate) fn wait(&mut self, ms: u64) -> wasmtime::Result<()> {
-        let (limit, set_by) =
-            host_core::timeout::iteration_timeout(self.timeout_ms, self.declared_ms);
+        let (limit, set_by) = host_core::timeout::iteration_timeout(
+            self.limits.iteration_timeout_ms,
+            self.declared_ms,
+        );
         let deadline = self.iteration_started_ms.saturating_add(limit);
         if limit > 0 && self.now_ms.saturating_add(ms) > deadline {
             self.now_ms = self.now_ms.max(deadline);
@@ -238,18 +443,13 @@ impl Broker {
         Ok(())
     }
 
-    /// Every import call passes here: counts calls, fails scripted faults.
+    /// Every import call passes here: a flood over the output limit
+    /// stops the guest, a scripted fault fails it.
     fn enter(&mut self) -> wasmtime::Result<()> {
-        self.import_calls += 1;
-        if self.import_calls > MAX_IMPORT_CALLS {
-            // Ends the run: a restart would loop the same way.
-            return Err(self.fail(format!(
-                "mock host: the guest made over {MAX_IMPORT_CALLS} import calls; it is looping"
-            )));
-        }
         if let Some(f) = &self.failure {
             return Err(wasmtime::Error::msg(f.clone()));
         }
+        self.output.flood()?;
         self.advance()
     }
 
@@ -261,24 +461,37 @@ impl Broker {
 
     /// The broker's handling of one guest packet.
     fn on_packet(&mut self, packet: Packet) -> wasmtime::Result<()> {
-        self.calls.push(Call::Sent {
+        self.push(Call::Sent {
             packet: packet.clone(),
             at_ms: self.now_ms,
         });
+        // An `after-ms` step ahead of the expectation delays its reply.
+        if let Some(Step::After(ms)) = self.script.steps.front() {
+            self.reply_delay_ms = *ms;
+            self.take_step();
+        }
+        let at = self.now_ms + std::mem::take(&mut self.reply_delay_ms);
+        let label = self.step_label();
         let replies = match self.script.steps.pop_front() {
             Some(Step::Expect(kind, reply)) => {
+                self.steps_taken += 1;
                 if packet_name(&packet) != kind {
-                    return Err(self.fail(format!("mock broker expected {kind}, got {packet:?}")));
+                    return Err(self.fail(format!(
+                        "mock broker, {label}: expected {kind}, got {packet:?}"
+                    )));
                 }
                 reply(&packet)
             }
             Some(Step::ExpectWhere(kind, check, reply)) => {
+                self.steps_taken += 1;
                 if packet_name(&packet) != kind {
-                    return Err(self.fail(format!("mock broker expected {kind}, got {packet:?}")));
+                    return Err(self.fail(format!(
+                        "mock broker, {label}: expected {kind}, got {packet:?}"
+                    )));
                 }
                 if let Err(why) = check(&packet) {
                     return Err(self.fail(format!(
-                        "mock broker: {kind} not as expected: {why}; got {packet:?}"
+                        "mock broker, {label}: {kind} not as expected: {why}; got {packet:?}"
                     )));
                 }
                 reply(&packet)
@@ -286,20 +499,28 @@ impl Broker {
             Some(Step::Auto(n)) => {
                 if n > 1 {
                     self.script.steps.push_front(Step::Auto(n - 1));
+                } else {
+                    self.steps_taken += 1;
                 }
                 auto_reply(&packet)
             }
             Some(other) => {
                 let expected = format!("{other:?}");
                 self.script.steps.push_front(other);
-                return Err(self.fail(format!("mock broker expected {expected}, got {packet:?}")));
+                return Err(self.fail(format!(
+                    "mock broker, {label}: expected {expected}, got {packet:?}"
+                )));
             }
             None if self.script.after == AfterScript::Auto => auto_reply(&packet),
-            None => return Err(self.fail(format!("mock broker: script ended, got {packet:?}"))),
+            None => {
+                return Err(self.fail(format!(
+                    "mock broker: the script ended (after = \"strict\"), got {packet:?}"
+                )));
+            }
         };
         for reply in replies {
             let bytes = encode(&reply).map_err(|e| self.fail(format!("mock broker: {e}")))?;
-            self.inbound.extend(bytes);
+            self.inbound.push(at, bytes);
         }
         self.advance()
     }
@@ -307,6 +528,7 @@ impl Broker {
 
 impl WasiView for MockState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.cpu.host_calls = self.cpu.host_calls.wrapping_add(1);
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
@@ -328,31 +550,46 @@ impl SocketHost for MockState {
         _timeout_ms: u32,
     ) -> wasmtime::Result<Result<Resource<Connection>, ErrorCode>> {
         let index = {
-            let mut b = self.broker();
-            b.enter()?;
-            if let Some(Step::RefuseConnect(code)) = b.script.steps.front() {
-                let code = *code;
-                b.script.steps.pop_front();
-                b.calls.push(Call::Connect {
+            let mut b = self.call()?;
+            let permitted = b.endpoint.1 == port && b.endpoint.0.eq_ignore_ascii_case(&host);
+            let now = b.virtual_now();
+            let open = b.open;
+            let Broker {
+                gate, connect_rate, ..
+            } = &mut *b;
+            let verdict = gate.admit((&host, port), permitted, open, connect_rate, now);
+            if let Some(code) = b.refuse(verdict)? {
+                b.push(Call::Connect {
                     host,
                     port,
                     refused: Some(code),
                 });
                 return Ok(Err(code.into()));
             }
-            b.calls.push(Call::Connect {
+            if let Some(Step::RefuseConnect(code)) = b.script.steps.front() {
+                let code = *code;
+                b.take_step();
+                b.push(Call::Connect {
+                    host,
+                    port,
+                    refused: Some(code),
+                });
+                return Ok(Err(code.into()));
+            }
+            b.push(Call::Connect {
                 host,
                 port,
                 refused: None,
             });
             let index = b.connections;
             b.connections += 1;
+            b.open += 1;
             b.current = Some(index);
             b.inbound.clear();
             b.decoder.clear();
             index
         };
-        let handle = self.table.push(MockConnection { index })?;
+        let handle = self.table.push(MockConnection { index, open: true })?;
         Ok(Ok(Resource::new_own(handle.rep())))
     }
 }
@@ -365,9 +602,11 @@ impl HostConnection for MockState {
         _timeout_ms: u32,
     ) -> wasmtime::Result<Result<(), ErrorCode>> {
         let index = self.table.get(&connection(&conn))?.index;
-        let mut b = self.broker();
-        b.enter()?;
-        b.record(data.len())?;
+        let mut b = self.call()?;
+        let verdict = b.gate.send(data.len());
+        if let Some(code) = b.refuse(verdict)? {
+            return Ok(Err(code.into()));
+        }
         if b.current != Some(index) {
             return Ok(Err(ErrorCode::ConnectionClosed));
         }
@@ -394,48 +633,68 @@ impl HostConnection for MockState {
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, ErrorCode>> {
         let index = self.table.get(&connection(&conn))?.index;
-        let mut b = self.broker();
-        b.enter()?;
+        let mut b = self.call()?;
+        let verdict = b.gate.receive(max_len);
+        if let Some(code) = b.refuse(verdict)? {
+            return Ok(Err(code.into()));
+        }
         if b.current != Some(index) {
             return Ok(Err(ErrorCode::ConnectionClosed));
         }
-        if b.inbound.is_empty() {
-            b.calls.push(Call::WaitedOut(timeout_ms));
-            b.wait(u64::from(timeout_ms))?;
-            return Ok(Ok(Vec::new()));
+        // Bytes on their way within the timeout arrive then; with none,
+        // the whole timeout passes.
+        let within = b.now_ms.saturating_add(u64::from(timeout_ms));
+        match b.inbound.next_at() {
+            Some(at) if at <= within => {
+                let wait = at.saturating_sub(b.now_ms);
+                b.wait(wait)?;
+            }
+            _ => {
+                b.push(Call::WaitedOut(timeout_ms));
+                b.wait(u64::from(timeout_ms))?;
+                return Ok(Ok(Vec::new()));
+            }
         }
         let limit = match b.script.delivery {
             Delivery::Coalesced => max_len as usize,
             Delivery::OneByte => 1,
         };
-        let n = limit.min(b.inbound.len());
-        let bytes: Vec<u8> = b.inbound.drain(..n).collect();
-        b.calls.push(Call::Received(bytes.clone()));
+        let now = b.now_ms;
+        let bytes = b.inbound.take(now, limit);
+        b.push(Call::Received(bytes.clone()));
         Ok(Ok(bytes))
     }
 
     async fn close(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
-        let index = self.table.get(&connection(&conn))?.index;
+        let c = self.table.get_mut(&connection(&conn))?;
+        let (index, was_open) = (c.index, std::mem::replace(&mut c.open, false));
         let mut b = self.broker();
+        if was_open {
+            b.open = b.open.saturating_sub(1);
+        }
         if b.current == Some(index) {
             b.current = None;
         }
-        b.calls.push(Call::Close);
+        b.push(Call::Close);
         Ok(())
     }
 
     async fn drop(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
-        self.table
+        let c = self
+            .table
             .delete(Resource::<MockConnection>::new_own(conn.rep()))?;
+        if c.open {
+            let mut b = self.broker();
+            b.open = b.open.saturating_sub(1);
+        }
         Ok(())
     }
 }
 
 impl entropy::Host for MockState {
     async fn get_random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
-        let mut b = self.broker();
-        b.enter()?;
-        b.calls.push(Call::Entropy(len));
+        let mut b = self.call()?;
+        b.push(Call::Entropy(len));
         let mut bytes = vec![0u8; len.min(4096) as usize];
         b.rng.fill_bytes(&mut bytes);
         Ok(bytes)
@@ -444,21 +703,16 @@ impl entropy::Host for MockState {
 
 impl clock::Host for MockState {
     fn now_ms(&mut self) -> wasmtime::Result<u64> {
-        let mut b = self.broker();
-        b.enter()?;
-        Ok(b.now_ms)
+        Ok(self.call()?.now_ms)
     }
 
     fn now_us(&mut self) -> wasmtime::Result<u64> {
-        let mut b = self.broker();
-        b.enter()?;
-        Ok(b.now_ms * 1000)
+        Ok(self.call()?.now_ms * 1000)
     }
 
     async fn sleep_ms(&mut self, duration_ms: u32) -> wasmtime::Result<()> {
-        let mut b = self.broker();
-        b.enter()?;
-        b.calls.push(Call::Sleep(duration_ms));
+        let mut b = self.call()?;
+        b.push(Call::Sleep(duration_ms));
         b.wait(u64::from(duration_ms))?;
         Ok(())
     }
@@ -466,9 +720,8 @@ impl clock::Host for MockState {
 
 impl iteration::Host for MockState {
     fn declare_bound(&mut self, ms: u64) -> wasmtime::Result<()> {
-        let mut b = self.broker();
-        b.enter()?;
-        b.calls.push(Call::DeclaredBound(ms));
+        let mut b = self.call()?;
+        b.push(Call::DeclaredBound(ms));
         b.declared_ms = Some(ms);
         Ok(())
     }
@@ -480,10 +733,27 @@ impl log::Host for MockState {
         level: host_core::wit::log::WitLevel,
         message: String,
     ) -> wasmtime::Result<()> {
-        let mut b = self.broker();
-        b.enter()?;
-        b.record(message.len())?;
-        b.calls.push(Call::Log(level.into(), message));
+        let mut b = self.call()?;
+        b.output_line(level.into(), &message);
+        b.output.flood()?;
         Ok(())
+    }
+}
+
+/// The text and data a call carries, bytes (what the record holds apart
+/// from the call itself).
+fn heap_bytes(call: &Call) -> usize {
+    match call {
+        Call::Connect { host, .. } => host.len(),
+        Call::Sent { packet, .. } => match packet {
+            Packet::Publish(p) => p.topic.len() + p.payload.len(),
+            Packet::Connect(c) => c.client_id.len(),
+            Packet::Subscribe(s) => s.filters.iter().map(|f| f.path.len() + 24).sum(),
+            Packet::Unsubscribe(u) => u.topics.iter().map(|t| t.len() + 24).sum(),
+            _ => 0,
+        },
+        Call::Received(bytes) => bytes.len(),
+        Call::Log(_, line) => line.len(),
+        _ => 0,
     }
 }

@@ -4,7 +4,12 @@
 //! of every call, so guest logic is tested fast and deterministically. Runs
 //! go through the real host's supervisor (`host_core::drive`): iterations,
 //! their delay, and restarts of a stopped guest on a fresh instance behave
-//! as in `host run`, on virtual time.
+//! as in `host run`, on virtual time. So do the sandbox's limits
+//! (`host_core::limits`, the same code and defaults as `host run`'s): the
+//! iteration timeout and the connect and output rates on virtual time,
+//! the CPU limit and budget on the guest's real computation, memory and
+//! tables; a logic is stopped by the limit that would stop it under
+//! `host run`.
 //!
 //! ```no_run
 //! use mock_host::{MockHost, Scenario, Script, Step, TransportError};
@@ -40,14 +45,13 @@ use mqttbytes::v4::Packet;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, UpdateDeadline};
+use wasmtime::{CallHook, Config, Engine, Store, UpdateDeadline};
 use wasmtime_wasi_config::WasiConfigVariables;
 
-pub use crate::imports::{
-    Broker, Call, MAX_IMPORT_CALLS, MAX_RECORDED_BYTES, MockConnection, MockState,
-};
+pub use crate::imports::{Broker, Call, MAX_RECORDED_BYTES, MockConnection, MockState};
 pub use crate::script::{AfterScript, Delivery, Reply, Script, Step, auto_reply, echo_of};
 pub use crate::wasi::WALL_CLOCK_START_SECS;
+pub use host_core::limits::Limits;
 pub use host_core::outcome::{ConnackRefusal, IterationFailure, IterationReport, Stop};
 pub use host_core::settings::DeviceSettings;
 pub use host_core::supervisor::RestartPolicy;
@@ -81,10 +85,10 @@ pub struct Scenario {
     pub store: Arc<MemoryBackend>,
     /// The logic's own settings (`wasi:config`).
     pub logic_config: Vec<(String, String)>,
-    /// The iteration timeout, milliseconds, as `--iteration-timeout-ms`
-    /// sets it (0 = none); by default what the logic declares, at most an
-    /// hour, on virtual time.
-    pub iteration_timeout_ms: Option<u64>,
+    /// The sandbox's limits, as `host run`'s flags set them; `None`: the
+    /// mock host's ([`MockLimits::sandbox`], `host run`'s defaults unless
+    /// set otherwise).
+    pub limits: Option<Limits>,
 }
 
 impl Scenario {
@@ -100,7 +104,7 @@ impl Scenario {
             },
             store: MemoryBackend::new(Quota::default()),
             logic_config: Vec::new(),
-            iteration_timeout_ms: None,
+            limits: None,
         }
     }
 }
@@ -127,6 +131,11 @@ pub struct Record {
     pub steps_left: usize,
     /// The device's state after the run.
     pub store: std::collections::BTreeMap<String, Vec<u8>>,
+    /// Output lines dropped over the output limit.
+    pub dropped_lines: u64,
+    /// Calls left out of [`Record::calls`] once it held
+    /// [`MAX_RECORDED_BYTES`].
+    pub calls_cut: u64,
 }
 
 impl Record {
@@ -220,24 +229,26 @@ pub struct MockHost {
     limits: MockLimits,
 }
 
-/// What contains a logic under the mock host, so that a looping, hanging or
-/// greedy logic fails its scenario instead of stopping the test run.
+/// What contains a logic under the mock host: `host run`'s limits, and a
+/// real-time limit of its own, so that a looping, hanging or greedy logic
+/// fails its scenario instead of stopping the test run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MockLimits {
-    /// Linear memory per instance, bytes (the real host's default).
-    pub max_memory_bytes: usize,
-    /// Elements per table (the real host's default).
-    pub max_table_elements: usize,
+    /// The sandbox's limits for scenarios that set none (`host run`'s
+    /// defaults, or `host test`'s flags); a scenario's `[limits]` are
+    /// applied over them.
+    pub sandbox: Limits,
     /// Real time a scenario may take; the guest is stopped wherever it
-    /// computes once it is over, and the scenario fails.
+    /// computes once it is over, and the scenario fails. Not a limit of
+    /// `host run`: a backstop for a logic that no other limit stops in
+    /// time (its CPU budget is per iteration).
     pub real_time: Duration,
 }
 
 impl Default for MockLimits {
     fn default() -> Self {
         Self {
-            max_memory_bytes: host_core::limiter::MAX_MEMORY_MIB << 20,
-            max_table_elements: host_core::limiter::MAX_TABLE_ELEMENTS,
+            sandbox: Limits::default(),
             real_time: Duration::from_secs(30),
         }
     }
@@ -274,9 +285,9 @@ fn add_imports(linker: &mut Linker<MockState>) -> wasmtime::Result<()> {
     wit::log::add_to_linker::<_, HasSelf<MockState>>(linker, |s| s)?;
     wit::iteration::add_to_linker::<_, HasSelf<MockState>>(linker, |s| s)?;
     wit::types::add_to_linker::<_, HasSelf<MockState>>(linker, |s| s)?;
-    wit::keyvalue::add_to_linker(linker, |s| &mut s.state)?;
+    wit::keyvalue::add_to_linker(linker, |s| &mut s.counted().state)?;
     wasmtime_wasi_config::add_to_linker(linker, |s| {
-        wasmtime_wasi_config::WasiConfig::new(&s.config)
+        wasmtime_wasi_config::WasiConfig::new(&s.counted().config)
     })?;
     Ok(())
 }
@@ -312,12 +323,24 @@ impl MockHost {
         self
     }
 
+    /// The limits scenarios run with.
+    pub fn limits(&self) -> MockLimits {
+        self.limits
+    }
+
     /// Runs a scenario under the host's supervisor, on virtual time.
     pub fn run(&self, scenario: Scenario) -> Record {
         let rng = ChaCha20Rng::seed_from_u64(scenario.seed);
-        let mut broker = Broker::new(scenario.script, rng);
-        broker.timeout_ms = scenario.iteration_timeout_ms;
-        let broker = Arc::new(Mutex::new(broker));
+        let sandbox = scenario.limits.unwrap_or(self.limits.sandbox);
+        let broker = Arc::new(Mutex::new(Broker::new(
+            scenario.script,
+            rng,
+            sandbox,
+            (
+                &scenario.settings.broker_host,
+                scenario.settings.broker_port,
+            ),
+        )));
         let events = Arc::new(Recorder::default());
         let mut supervisor = Supervisor::new(scenario.plan, self.logic.clone(), events.clone());
         let mut runtime = MockRuntime {
@@ -329,7 +352,8 @@ impl MockHost {
             // Apart from the guest's entropy, so its draws stay the seed's.
             jitter: ChaCha20Rng::seed_from_u64(scenario.seed ^ 0x5eed_5eed),
             seed: scenario.seed,
-            limits: self.limits,
+            limits: sandbox,
+            real_time: self.limits.real_time,
             // A limit too far to represent is no limit.
             deadline: Instant::now()
                 .checked_add(self.limits.real_time)
@@ -375,6 +399,8 @@ impl MockHost {
             now_ms: broker.now_ms,
             steps_left: broker.script.steps.len(),
             store: scenario.store.bucket(&scenario.settings.client_id),
+            dropped_lines: broker.dropped_lines,
+            calls_cut: broker.calls_cut,
             calls: broker.calls,
         }
     }
@@ -403,7 +429,10 @@ struct MockRuntime {
     settings: Settings,
     jitter: ChaCha20Rng,
     seed: u64,
-    limits: MockLimits,
+    /// The scenario's sandbox limits.
+    limits: Limits,
+    /// The real time a scenario may take.
+    real_time: Duration,
     /// When the scenario's real time is up.
     deadline: Instant,
 }
@@ -429,24 +458,40 @@ impl Runtime<MockLogic> for MockRuntime {
         state.state = StateCtx::new(
             self.device.clone(),
             self.store.clone(),
-            Box::new(|_| true),
-            0,
+            imports::state_write_permit(&self.broker),
+            self.limits.state_writes_per_sec,
         );
         state.config = self.config.clone();
         let mut store = Store::new(logic.0.engine(), state);
         store.limiter(|s| &mut s.limits);
-        // Checked at every epoch tick while wasm runs: past the scenario's
-        // real time the guest stops where it is and the run fails.
+        // Guest computation is timed as under `host run`: every stretch of
+        // wasm between host calls (host-core's CPU meter).
+        store.call_hook(|mut ctx, hook| {
+            let now = Instant::now();
+            let cpu = &mut ctx.data_mut().cpu;
+            match hook {
+                CallHook::ReturningFromHost | CallHook::CallingWasm => cpu.enter(now),
+                CallHook::CallingHost | CallHook::ReturningFromWasm => cpu.leave(now),
+            }
+            Ok(())
+        });
+        // Checked at every epoch tick while wasm runs: the CPU limits and
+        // the output flood stop the guest as under `host run`; past the
+        // scenario's real time the guest stops where it is and the run fails.
         let deadline = self.deadline;
-        let real_time = self.limits.real_time;
+        let real_time = self.real_time;
+        let limits = self.limits;
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |ctx| {
+        store.epoch_deadline_callback(move |mut ctx| {
+            let state = ctx.data_mut();
+            state.cpu.check(&limits, Instant::now())?;
+            state.broker().output.flood()?;
             if Instant::now() < deadline {
                 return Ok(UpdateDeadline::Continue(1));
             }
-            let mut b = ctx.data().broker();
+            let mut b = state.broker();
             Err(b.fail(format!(
-                "mock host: the scenario ran for over {} s of real time; the logic computes without end",
+                "mock host: the scenario ran for over {} s of real time; the logic computes without end (host test --timeout-secs)",
                 real_time.as_secs_f64()
             )))
         });
@@ -461,11 +506,8 @@ impl Runtime<MockLogic> for MockRuntime {
         (store, device): &mut Self::Instance,
         iteration: u32,
     ) -> Result<Outcome, String> {
-        {
-            let mut b = self.broker();
-            b.iteration_started_ms = b.now_ms;
-            b.declared_ms = None;
-        }
+        self.broker().new_iteration(iteration);
+        store.data_mut().cpu.new_iteration();
         let result = device
             .call_run_iteration(&mut *store, &self.settings, iteration)
             .await;

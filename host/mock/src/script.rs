@@ -34,6 +34,11 @@ pub enum Step {
     Close,
     /// Makes the guest's next import call trap with this message.
     Trap(String),
+    /// Delays what comes next by this many milliseconds of virtual time:
+    /// the bytes of a `Send` step right after it, or the reply to the next
+    /// packet (an `Expect` or `Auto` step). Later bytes queue behind them,
+    /// as on one stream.
+    After(u64),
 }
 
 impl fmt::Debug for Step {
@@ -45,6 +50,7 @@ impl fmt::Debug for Step {
             Step::Send(b) => write!(f, "Send({b:02x?})"),
             Step::Close => f.write_str("Close"),
             Step::Trap(m) => write!(f, "Trap({m:?})"),
+            Step::After(ms) => write!(f, "After({ms} ms)"),
         }
     }
 }
@@ -93,6 +99,9 @@ pub struct Script {
     pub delivery: Delivery,
     /// Behaviour after the last step.
     pub after: AfterScript,
+    /// What failures call each step, in order ("step 3 (line 41)");
+    /// a step without one is called by its number.
+    pub labels: Vec<String>,
 }
 
 impl Script {

@@ -1,5 +1,7 @@
 //! The WASI a mock instance sees: no files and no network (as in the real
-//! host); stdout and stderr discarded (the real host logs them); and,
+//! host); stdout and stderr recorded as log lines ("stdout: ...", as the
+//! real host logs them) through the same output limit as the log import;
+//! and,
 //! unlike the real host, WASI's random numbers drawn from
 //! the scenario's seed and WASI's clocks on the run's virtual time. A logic
 //! that reads `wasi:random` or `wasi:clocks` (languages' standard libraries
@@ -8,8 +10,16 @@
 //! are not virtual: a logic waits with the world's `clock.sleep-ms`.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use host_core::Level;
+use host_core::limits::output::{LineSplitter, line_ends};
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -35,6 +45,16 @@ pub(crate) fn context(broker: &Arc<Mutex<Broker>>, seed: u64, instance: u64) -> 
         .insecure_random_seed(insecure_seed)
         .wall_clock(VirtualClock(broker.clone()))
         .monotonic_clock(VirtualClock(broker.clone()))
+        .stdout(Stdio {
+            broker: Arc::downgrade(broker),
+            level: Level::Info,
+            source: "stdout: ",
+        })
+        .stderr(Stdio {
+            broker: Arc::downgrade(broker),
+            level: Level::Warn,
+            source: "stderr: ",
+        })
         .allow_tcp(false)
         .allow_udp(false)
         .allow_ip_name_lookup(false)
@@ -87,5 +107,119 @@ impl HostMonotonicClock for VirtualClock {
 
     fn now(&self) -> u64 {
         self.now_ms().saturating_mul(1_000_000)
+    }
+}
+
+/// WASI stdout or stderr of a mock instance: lines into the record as the
+/// host logs them, through the device's output limit. WASI may keep a
+/// stream past the run; it does not keep the broker.
+#[derive(Clone)]
+struct Stdio {
+    broker: std::sync::Weak<Mutex<Broker>>,
+    level: Level,
+    source: &'static str,
+}
+
+impl IsTerminal for Stdio {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for Stdio {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.writer())
+    }
+
+    /// Written at once, with no task behind it: the mock host runs on
+    /// virtual time, without an async runtime to drive one.
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.writer())
+    }
+}
+
+impl Stdio {
+    fn writer(&self) -> LineWriter {
+        LineWriter {
+            out: self.clone(),
+            lines: LineSplitter::default(),
+        }
+    }
+}
+
+/// Splits what the guest writes into lines, as the host's writer does.
+struct LineWriter {
+    out: Stdio,
+    lines: LineSplitter,
+}
+
+impl LineWriter {
+    /// Records the lines `buf` ends; each passes the output limit as the
+    /// log import's do (a dropped one costs its wait on virtual time).
+    fn write_lines(&mut self, buf: &[u8]) {
+        let Some(broker) = self.out.broker.upgrade() else {
+            return;
+        };
+        let mut b = broker.lock().unwrap_or_else(|p| p.into_inner());
+        for line in self.lines.split(buf, line_ends(buf)) {
+            b.output_line(self.out.level, &format!("{}{line}", self.out.source));
+        }
+    }
+
+    /// Records the unfinished line, if any.
+    fn finish(&mut self) {
+        if let Some(line) = self.lines.finish()
+            && let Some(broker) = self.out.broker.upgrade()
+        {
+            let mut b = broker.lock().unwrap_or_else(|p| p.into_inner());
+            b.output_line(self.out.level, &format!("{}{line}", self.out.source));
+        }
+    }
+}
+
+impl AsyncWrite for LineWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.write_lines(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.finish();
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for LineWriter {
+    async fn ready(&mut self) {}
+}
+
+#[async_trait::async_trait]
+impl OutputStream for LineWriter {
+    fn write(&mut self, buf: bytes::Bytes) -> StreamResult<()> {
+        self.write_lines(&buf);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(64 << 10)
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        self.finish();
     }
 }

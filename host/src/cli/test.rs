@@ -109,8 +109,10 @@ fn load(args: &TestArgs) -> Result<MockHost, Failure> {
         loaded.millis
     );
     Ok(host.with_limits(MockLimits {
-        max_memory_bytes: (args.max_memory_mib as usize) << 20,
-        max_table_elements: Limits::MAX_TABLE_ELEMENTS,
+        sandbox: Limits {
+            max_memory_bytes: (args.max_memory_mib as usize) << 20,
+            ..Limits::default()
+        },
         real_time: Duration::from_secs(args.timeout_secs),
     }))
 }

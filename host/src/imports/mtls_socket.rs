@@ -14,19 +14,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmtime::component::{Resource, ResourceTable};
 
 use crate::limits::SocketLimits;
+use crate::limits::connects::{ConnectGate, REFUSAL_WAIT, Refusal};
 use crate::limits::output::GuestOutput;
 use crate::limits::rate::TokenBucket;
 use crate::tls::{Endpoint, TlsClient, TlsConnection, Turn, classify_io};
 
 /// Most bytes one `receive` returns (a TLS record's plaintext is at most 16 KiB).
 const RECEIVE_CHUNK: u32 = 64 * 1024;
-
-/// What a call the policy refuses (a connect not permitted, one too many or
-/// too soon, a send or receive over the size limit) costs the guest: the
-/// answer comes after this wait, still fast next to a TLS handshake. A guest
-/// retrying without pause makes about a thousand calls a second, and is
-/// stopped as a storm once it passes its allowance of refusals.
-const REFUSAL_WAIT: Duration = Duration::from_millis(1);
 
 /// One guest connection: the TLS stream, or nothing once closed.
 struct Stream(Option<TlsConnection>);
@@ -35,12 +29,12 @@ struct Stream(Option<TlsConnection>);
 pub struct SocketCtx {
     tls: TlsClient,
     allowed: Vec<Endpoint>,
-    limits: SocketLimits,
+    /// The connect policy and its count of refusals (host-core's, as the
+    /// mock host's).
+    gate: ConnectGate,
     connections: ResourceTable,
 
     open: usize,
-    /// Connects refused in the iteration in flight.
-    refusals: u32,
     /// The last failure, with the host's detail, for messages.
     last_failure: Option<SocketFailure>,
     observer: Arc<dyn Observer>,
@@ -78,11 +72,10 @@ impl SocketCtx {
         Self {
             tls,
             allowed,
-            limits,
+            gate: ConnectGate::new(limits),
             connections: ResourceTable::new(),
 
             open: 0,
-            refusals: 0,
             last_failure: None,
             observer: shared.observer,
             output: shared.output,
@@ -104,27 +97,22 @@ impl SocketCtx {
 
     /// Starts counting a new iteration's refused connects.
     pub fn new_iteration(&mut self) {
-        self.refusals = 0;
+        self.gate.new_iteration();
     }
 
-    /// Answers a call the policy refuses, after [`REFUSAL_WAIT`]; past the
-    /// iteration's allowance of refusals, stops the guest as a storm.
+    /// Answers a call the policy refused, after [`REFUSAL_WAIT`], with its
+    /// line in the guest's output; a storm stops the guest.
     async fn refuse<T>(
         &mut self,
-        code: ErrorCode,
-        line: &str,
-    ) -> wasmtime::Result<Result<T, ErrorCode>> {
-        self.refusals += 1;
-        if self.refusals > self.limits.max_refusals {
-            return Err(LimitHit::ConnectStorm {
-                refused: self.refusals,
-                limit: self.limits.max_refusals,
-            }
-            .into());
-        }
-        self.warn(line);
+        verdict: Result<Result<(), Refusal>, LimitHit>,
+    ) -> wasmtime::Result<Option<Result<T, ErrorCode>>> {
+        let refusal = match verdict? {
+            Ok(()) => return Ok(None),
+            Err(refusal) => refusal,
+        };
+        self.warn(&refusal.line);
         tokio::time::sleep(REFUSAL_WAIT).await;
-        Ok(Err(code))
+        Ok(Some(Err(refusal.code.into())))
     }
 
     /// The last socket failure and forgets it.
@@ -189,29 +177,15 @@ impl Host for SocketCtx {
         port: u16,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<Resource<Connection>, ErrorCode>> {
-        if !self.permits(&host, port) {
-            let line = format!(
-                "guest asked for {host}:{port}, which is not allowed; answered not-permitted"
-            );
-            return self.refuse(ErrorCode::NotPermitted, &line).await;
-        }
-        if self.open >= self.limits.max_connections {
-            let line = format!(
-                "guest holds {} connections already; answered too-many-connections",
-                self.open
-            );
-            return self.refuse(ErrorCode::TooManyConnections, &line).await;
-        }
-        let allowed = self
-            .connects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .try_take(Instant::now());
-        if !allowed {
-            let line = format!(
-                "guest connects to {host}:{port} faster than allowed; answered rate-limited"
-            );
-            return self.refuse(ErrorCode::RateLimited, &line).await;
+        let verdict = self.gate.admit(
+            (&host, port),
+            self.permits(&host, port),
+            self.open,
+            &mut self.connects.lock().unwrap_or_else(|p| p.into_inner()),
+            Instant::now(),
+        );
+        if let Some(refused) = self.refuse(verdict).await? {
+            return Ok(refused);
         }
         // A device waits for its turn having given back any it held.
         self.turn = None;
@@ -247,12 +221,9 @@ impl HostConnection for SocketCtx {
         data: Vec<u8>,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<(), ErrorCode>> {
-        if data.len() > self.limits.max_io_bytes as usize {
-            let line = format!(
-                "guest sent {} bytes at once; answered message-too-large",
-                data.len()
-            );
-            return self.refuse(ErrorCode::MessageTooLarge, &line).await;
+        let verdict = self.gate.send(data.len());
+        if let Some(refused) = self.refuse(verdict).await? {
+            return Ok(refused);
         }
         let Some(stream) = self.stream(&conn)?.as_mut() else {
             return Ok(Err(ErrorCode::ConnectionClosed));
@@ -276,11 +247,9 @@ impl HostConnection for SocketCtx {
         max_len: u32,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, ErrorCode>> {
-        if max_len > self.limits.max_io_bytes {
-            let line = format!(
-                "guest asked to receive {max_len} bytes at once; answered message-too-large"
-            );
-            return self.refuse(ErrorCode::MessageTooLarge, &line).await;
+        let verdict = self.gate.receive(max_len);
+        if let Some(refused) = self.refuse(verdict).await? {
+            return Ok(refused);
         }
         let handle = Resource::<Stream>::new_borrow(conn.rep());
         let Some(stream) = self.connections.get_mut(&handle)?.0.as_mut() else {

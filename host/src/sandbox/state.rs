@@ -124,19 +124,8 @@ impl Sandbox {
     /// connect limits.
     pub fn new(name: String, reach: &Reach, observer: Arc<dyn Observer>) -> Self {
         let limits = reach.limits;
-        let connects = TokenBucket::new(
-            limits.connect_burst,
-            Duration::from_millis(u64::from(limits.connect_interval_ms)),
-            Instant::now(),
-        );
-        let per_sec = limits.state_writes_per_sec;
-        let state_writes = TokenBucket::new(
-            per_sec,
-            Duration::from_secs(1)
-                .checked_div(per_sec)
-                .unwrap_or(Duration::ZERO),
-            Instant::now(),
-        );
+        let connects = limits.connect_bucket(Instant::now());
+        let state_writes = limits.state_write_bucket(Instant::now());
         Self {
             output: GuestOutput::new(name.clone(), limits.output, observer.clone()),
             connects: Arc::new(Mutex::new(connects)),

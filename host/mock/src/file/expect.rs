@@ -8,9 +8,11 @@ use mqtt_core::packets::packet_name;
 use mqttbytes::v4::Packet;
 use regex::Regex;
 
-use super::format::{ExpectSpec, PacketSpec, SentSpec};
+use super::format::{
+    ExpectSpec, LevelSpec, LogSpec, PacketIdsSpec, PacketSpec, SentSpec, SleepKind,
+};
 use super::scenario::{kind_name, qos};
-use crate::{Call, IterationFailure, IterationReport, Record};
+use crate::{Call, IterationFailure, IterationReport, Level, Record, Stop};
 
 /// Field checks of one packet, compiled.
 pub struct PacketCheck {
@@ -203,8 +205,20 @@ impl PacketCheck {
     }
 
     /// The packet's virtual send time, when the pattern gives one.
-    fn at_ms(&self) -> Option<u64> {
+    fn at_ms(&self) -> Option<super::format::AtMs> {
         self.spec.at_ms
+    }
+
+    /// `Ok` when `packet`, sent at `at_ms`, matches the fields and the time.
+    fn check_at(&self, packet: &Packet, at_ms: u64) -> Result<(), String> {
+        self.check(packet)?;
+        match self.at_ms() {
+            Some(want) if !want.holds(at_ms) => Err(format!(
+                "expected {} {want} of virtual time, sent at {at_ms} ms",
+                self.kind
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -250,7 +264,9 @@ pub struct Checks {
     spec: ExpectSpec,
     sent: Option<Vec<PacketCheck>>,
     sent_start: Option<Vec<PacketCheck>>,
-    log: Vec<Regex>,
+    sent_in_order: Option<Vec<PacketCheck>>,
+    log: Vec<LogCheck>,
+    log_in_order: Vec<LogCheck>,
     no_log: Vec<Regex>,
     log_count: Vec<(Regex, usize)>,
 }
@@ -274,10 +290,23 @@ impl Checks {
         let all = |list: &Option<Vec<String>>| -> Result<Vec<Regex>, String> {
             list.iter().flatten().map(|p| regex(p)).collect()
         };
+        let lines = |list: &Option<Vec<LogSpec>>| -> Result<Vec<LogCheck>, String> {
+            list.iter().flatten().map(LogCheck::new).collect()
+        };
+        if let Some(name) = &spec.stop_limit
+            && !STOP_LIMITS.contains(&name.as_str())
+        {
+            return Err(format!(
+                "stop-limit = {name:?}: one of {}",
+                STOP_LIMITS.join(", ")
+            ));
+        }
         Ok(Self {
             sent: packets(&spec.sent)?,
             sent_start: packets(&spec.sent_start)?,
-            log: all(&spec.log)?,
+            sent_in_order: packets(&spec.sent_in_order)?,
+            log: lines(&spec.log)?,
+            log_in_order: lines(&spec.log_in_order)?,
             no_log: all(&spec.no_log)?,
             log_count: spec
                 .log_count
@@ -289,10 +318,21 @@ impl Checks {
         })
     }
 
-    /// Every failed check's message; empty when the scenario passed.
+    /// Every failed check's message; empty when the scenario passed. A
+    /// run that ended early when the scenario did not say it would is one
+    /// failure, that end: the other checks would only repeat its cause.
     pub fn failures(&self, out: &Record) -> Vec<String> {
         let mut f = Vec::new();
         let s = &self.spec;
+        match (&s.aborted_contains, &out.aborted) {
+            (Some(text), Some(msg)) if !msg.contains(text.as_str()) => {
+                return vec![format!(
+                    "aborted-contains: expected {text:?} in the run's end, got {msg:?}"
+                )];
+            }
+            (None, Some(msg)) => return vec![format!("the run ended early: {msg}")],
+            _ => {}
+        }
         for (key, want) in &s.store {
             let want = want.bytes();
             match out.store.get(key) {
@@ -367,15 +407,10 @@ impl Checks {
                 None => f.push(format!("report: no iteration returned ({})", ended(out))),
             }
         }
-        match (&s.aborted_contains, &out.aborted) {
-            (Some(text), Some(msg)) if !msg.contains(text.as_str()) => f.push(format!(
-                "aborted-contains: expected {text:?} in the run's end, got {msg:?}"
-            )),
-            (Some(text), None) => f.push(format!(
+        if let (Some(text), None) = (&s.aborted_contains, &out.aborted) {
+            f.push(format!(
                 "aborted-contains: expected the run to end early with {text:?}; it ran to its end"
-            )),
-            (None, Some(msg)) => f.push(format!("the run ended early: {msg}")),
-            _ => {}
+            ));
         }
         // Without `stops`, a guest that trapped and recovered still fails.
         let n = s.stops.unwrap_or(0);
@@ -394,6 +429,26 @@ impl Checks {
                 Some(m) if m.contains(text.as_str()) => {}
                 other => f.push(format!("stop-contains: expected {text:?}, got {other:?}")),
             }
+        }
+        if let Some(want) = &s.stop_limit {
+            let got = out.stops.first().map(stop_name);
+            if got.as_deref() != Some(want.as_str()) {
+                f.push(format!(
+                    "stop-limit: expected the first stop to be {want}, got {}",
+                    match (got, out.stops.first()) {
+                        (Some(name), Some(stop)) => format!("{name} ({stop})"),
+                        _ => "no stop".into(),
+                    }
+                ));
+            }
+        }
+        if let Some(n) = s.dropped_lines
+            && out.dropped_lines != n
+        {
+            f.push(format!(
+                "dropped-lines: expected {n} output lines dropped, got {}",
+                out.dropped_lines
+            ));
         }
         let count = |pred: &dyn Fn(&Call) -> bool| out.calls.iter().filter(|c| pred(c)).count();
         if let Some(n) = s.instances {
@@ -416,6 +471,14 @@ impl Checks {
         if let Some(checks) = &self.sent_start {
             packet_failures(&mut f, "sent-start", checks, &sent, false);
         }
+        if let Some(checks) = &self.sent_in_order {
+            in_order_failures(&mut f, checks, &sent);
+        }
+        if s.packet_ids == Some(PacketIdsSpec::Distinct)
+            && let Some(why) = packet_id_reuse(&out.calls)
+        {
+            f.push(format!("packet-ids: expected distinct non-zero ids, {why}"));
+        }
         if let Some(counts) = &s.sent_count {
             for (kind, n) in counts {
                 let kind = kind_name(kind).unwrap_or("?");
@@ -431,45 +494,88 @@ impl Checks {
                 f.push(format!("connects: expected {n}, got {got}"));
             }
         }
-        let sleeps = out.sleeps();
+        let kind = s.sleep_kind.unwrap_or_default();
+        let sleeps = sleeps_of(&out.calls, kind);
+        let which = match kind {
+            SleepKind::All => String::new(),
+            SleepKind::Connected => " (connected)".into(),
+            SleepKind::Disconnected => " (disconnected)".into(),
+        };
         if let Some(want) = &s.sleeps
             && &sleeps != want
         {
-            f.push(format!("sleeps: expected {want:?}, got {sleeps:?}"));
+            f.push(format!("sleeps{which}: expected {want:?}, got {sleeps:?}"));
         }
         if let Some(want) = &s.sleeps_start
             && !sleeps.starts_with(want)
         {
             f.push(format!(
-                "sleeps-start: expected {want:?} first, got {sleeps:?}"
+                "sleeps-start{which}: expected {want:?} first, got {sleeps:?}"
             ));
         }
         if let Some(n) = s.sleep_count
             && sleeps.len() != n
         {
             f.push(format!(
-                "sleep-count: expected {n}, got {} {sleeps:?}",
+                "sleep-count{which}: expected {n}, got {} {sleeps:?}",
                 sleeps.len()
             ));
         }
-        if let Some(bounds) = &s.sleeps_at_most {
-            let ok = sleeps.len() >= bounds.len()
-                && sleeps.iter().zip(bounds).all(|(got, bound)| got <= bound);
-            if !ok {
+        for (key, bounds, holds) in [
+            (
+                "sleeps-at-most",
+                &s.sleeps_at_most,
+                (|got, bound| got <= bound) as fn(u32, u32) -> bool,
+            ),
+            ("sleeps-at-least", &s.sleeps_at_least, |got, bound| {
+                got >= bound
+            }),
+        ] {
+            let Some(bounds) = bounds else { continue };
+            if bounds.len() != sleeps.len() {
                 f.push(format!(
-                    "sleeps-at-most: expected sleeps within {bounds:?}, got {sleeps:?}"
+                    "{key}{which}: {} bounds for {} sleeps {sleeps:?} (give one per sleep)",
+                    bounds.len(),
+                    sleeps.len()
                 ));
+            } else if let Some(i) = (0..sleeps.len()).find(|&i| !holds(sleeps[i], bounds[i])) {
+                f.push(format!(
+                    "{key}{which}: sleep {} is {} ms against a bound of {} ms; sleeps {sleeps:?}",
+                    i + 1,
+                    sleeps[i],
+                    bounds[i]
+                ));
+            }
+        }
+        let leveled = log_lines(&out.calls);
+        for check in &self.log {
+            if !leveled.iter().any(|l| check.holds(l)) {
+                f.push(format!(
+                    "log: no line matches {check}; lines: {}",
+                    lines(&leveled)
+                ));
+            }
+        }
+        if !self.log_in_order.is_empty() {
+            let mut rest = leveled.iter();
+            for (i, check) in self.log_in_order.iter().enumerate() {
+                if !rest.any(|l| check.holds(l)) {
+                    let anywhere = leveled.iter().find(|l| check.holds(l));
+                    f.push(format!(
+                        "log-in-order: entry {} ({check}) {}; lines: {}",
+                        i + 1,
+                        match anywhere {
+                            Some(l) =>
+                                format!("matches only before the entry ahead of it: {:?}", l.1),
+                            None => "matches no line".into(),
+                        },
+                        lines(&leveled)
+                    ));
+                    break;
+                }
             }
         }
         let log = out.log();
-        for re in &self.log {
-            if !log.iter().any(|l| re.is_match(l)) {
-                f.push(format!(
-                    "log: no line matches /{re}/; lines: {}",
-                    lines(&log)
-                ));
-            }
-        }
         for re in &self.no_log {
             if let Some(line) = log.iter().find(|l| re.is_match(l)) {
                 f.push(format!("no-log: /{re}/ matches {line:?}"));
@@ -584,10 +690,10 @@ fn packet_failures(
             return;
         }
         if let Some(want) = check.at_ms()
-            && want != *at_ms
+            && !want.holds(*at_ms)
         {
             f.push(format!(
-                "{key}: packet {} ({}): expected at {want} ms of virtual time, sent at {at_ms} ms",
+                "{key}: packet {} ({}): expected {want} of virtual time, sent at {at_ms} ms",
                 i + 1,
                 check.kind
             ));
@@ -610,9 +716,13 @@ fn names(sent: &[(Packet, u64)]) -> String {
         .join(" ")
 }
 
-fn lines(log: &[String]) -> String {
+fn lines(log: &[(Level, String)]) -> String {
     const SHOWN: usize = 12;
-    let mut shown: Vec<String> = log.iter().take(SHOWN).map(|l| format!("{l:?}")).collect();
+    let mut shown: Vec<String> = log
+        .iter()
+        .take(SHOWN)
+        .map(|(level, l)| format!("{} {l:?}", level_name(*level)))
+        .collect();
     if log.len() > SHOWN {
         shown.push(format!("... {} more", log.len() - SHOWN));
     }
@@ -641,6 +751,173 @@ fn ended(out: &Record) -> String {
         (Some(m), _) => format!("the run ended early: {m}"),
         (None, Some(stop)) => format!("the guest stopped: {}", stop),
         (None, None) => "nothing ran".into(),
+    }
+}
+
+/// Compares packets as a subsequence: each check matches a later packet
+/// than the one before it.
+fn in_order_failures(f: &mut Vec<String>, checks: &[PacketCheck], sent: &[(Packet, u64)]) {
+    let mut from = 0;
+    for (i, check) in checks.iter().enumerate() {
+        match (from..sent.len()).find(|&j| check.check_at(&sent[j].0, sent[j].1).is_ok()) {
+            Some(j) => from = j + 1,
+            None => {
+                // The nearest miss says what differed.
+                let near = (from..sent.len()).find_map(|j| {
+                    check
+                        .check_at(&sent[j].0, sent[j].1)
+                        .err()
+                        .filter(|_| packet_name(&sent[j].0) == check.kind)
+                });
+                f.push(format!(
+                    "sent-in-order: entry {} ({}) matches no packet after packet {from}{}; sent: {}",
+                    i + 1,
+                    check.kind,
+                    near.map(|why| format!(" (the first {} after it: {why})", check.kind))
+                        .unwrap_or_default(),
+                    names(sent)
+                ));
+                return;
+            }
+        }
+    }
+}
+
+/// The first packet id used twice on one connection, or zero, if any:
+/// PUBLISH at QoS 1 or 2 (a DUP resend excepted), SUBSCRIBE, UNSUBSCRIBE.
+fn packet_id_reuse(calls: &[Call]) -> Option<String> {
+    let mut used = std::collections::HashMap::new();
+    let mut connection = 0;
+    for call in calls {
+        let (kind, id) = match call {
+            Call::Connect { refused: None, .. } => {
+                connection += 1;
+                used.clear();
+                continue;
+            }
+            Call::Sent { packet, .. } => match packet {
+                Packet::Publish(p) if p.qos as u8 > 0 && !p.dup => ("PUBLISH", p.pkid),
+                Packet::Subscribe(s) => ("SUBSCRIBE", s.pkid),
+                Packet::Unsubscribe(u) => ("UNSUBSCRIBE", u.pkid),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        if id == 0 {
+            return Some(format!(
+                "a {kind} on connection {connection} has packet id 0"
+            ));
+        }
+        if let Some(first) = used.insert(id, kind) {
+            return Some(format!(
+                "packet id {id} is used by a {first} and then a {kind} on connection {connection}"
+            ));
+        }
+    }
+    None
+}
+
+/// The `sleep-ms` durations of `kind`: a sleep is disconnected when the
+/// logic holds no connection it opened and did not close.
+fn sleeps_of(calls: &[Call], kind: SleepKind) -> Vec<u32> {
+    let mut open = false;
+    let mut out = Vec::new();
+    for call in calls {
+        match call {
+            Call::Connect { refused: None, .. } => open = true,
+            Call::Close | Call::Instantiate => open = false,
+            Call::Sleep(ms) => {
+                let wanted = match kind {
+                    SleepKind::All => true,
+                    SleepKind::Connected => open,
+                    SleepKind::Disconnected => !open,
+                };
+                if wanted {
+                    out.push(*ms);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The log lines with their levels.
+fn log_lines(calls: &[Call]) -> Vec<(Level, String)> {
+    calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::Log(level, line) => Some((*level, line.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Debug => "DEBUG",
+        Level::Info => "INFO",
+        Level::Warn => "WARN",
+        Level::Error => "ERROR",
+    }
+}
+
+/// A log line's pattern and, if given, its level.
+struct LogCheck {
+    pattern: Regex,
+    level: Option<Level>,
+}
+
+impl LogCheck {
+    fn new(spec: &LogSpec) -> Result<Self, String> {
+        Ok(match spec {
+            LogSpec::Pattern(p) => Self {
+                pattern: regex(p)?,
+                level: None,
+            },
+            LogSpec::Line(line) => Self {
+                pattern: regex(&line.matches)?,
+                level: line.level.map(|l| match l {
+                    LevelSpec::Debug => Level::Debug,
+                    LevelSpec::Info => Level::Info,
+                    LevelSpec::Warn => Level::Warn,
+                    LevelSpec::Error => Level::Error,
+                }),
+            },
+        })
+    }
+
+    fn holds(&self, (level, line): &(Level, String)) -> bool {
+        self.level.is_none_or(|want| want == *level) && self.pattern.is_match(line)
+    }
+}
+
+impl std::fmt::Display for LogCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.level {
+            Some(level) => write!(f, "{} /{}/", level_name(level), self.pattern),
+            None => write!(f, "/{}/", self.pattern),
+        }
+    }
+}
+
+/// Every name `stop-limit` accepts: host-core's limits, kebab-case.
+pub const STOP_LIMITS: [&str; 8] = [
+    "iteration-timeout",
+    "cpu",
+    "cpu-budget",
+    "memory",
+    "table",
+    "output-flood",
+    "connect-storm",
+    "trap",
+];
+
+/// A stop's name in `stop-limit`: its limit, or "trap".
+fn stop_name(stop: &Stop) -> String {
+    match stop {
+        Stop::Limit(hit) => hit.kind().replace('_', "-"),
+        Stop::Trap { .. } => "trap".into(),
     }
 }
 
@@ -769,6 +1046,8 @@ mod tests {
             now_ms: 100,
             steps_left: 0,
             store: Default::default(),
+            dropped_lines: 0,
+            calls_cut: 0,
         }
     }
 

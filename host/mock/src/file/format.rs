@@ -44,9 +44,10 @@ pub struct Common {
     /// (a counter: 8 bytes, little-endian, as `increment` keeps it).
     #[serde(default)]
     pub store: BTreeMap<String, StoreValue>,
-    /// The iteration timeout, milliseconds (`--iteration-timeout-ms`; 0 =
-    /// none) [what the logic declares, at most an hour].
-    pub iteration_timeout_ms: Option<u64>,
+    /// The sandbox's limits, by the names of `host run`'s flags [its
+    /// defaults]; a scenario's keys win over `[defaults]`' one by one.
+    #[serde(default)]
+    pub limits: LimitsSpec,
     /// The next this many writes to the state fail as on a full disk.
     pub fail_writes: Option<u32>,
     /// The logic's own settings (`wasi:config`), as `--logic-config` gives them.
@@ -81,9 +82,10 @@ pub struct ScenarioSpec {
     /// (a counter: 8 bytes, little-endian, as `increment` keeps it).
     #[serde(default)]
     pub store: BTreeMap<String, StoreValue>,
-    /// The iteration timeout, milliseconds (`--iteration-timeout-ms`; 0 =
-    /// none) [what the logic declares, at most an hour].
-    pub iteration_timeout_ms: Option<u64>,
+    /// The sandbox's limits, by the names of `host run`'s flags [its
+    /// defaults]; a scenario's keys win over `[defaults]`' one by one.
+    #[serde(default)]
+    pub limits: LimitsSpec,
     /// The next this many writes to the state fail as on a full disk.
     pub fail_writes: Option<u32>,
     /// The logic's own settings (`wasi:config`), as `--logic-config` gives them.
@@ -98,6 +100,57 @@ pub struct ScenarioSpec {
     /// What must have happened.
     #[serde(default)]
     pub expect: ExpectSpec,
+    /// The line of each step in the file (set after reading it).
+    #[serde(skip)]
+    pub step_lines: Vec<usize>,
+}
+
+/// The sandbox's limits a scenario sets: each key is the `host run` flag
+/// of the same name, with its default and its meaning; the mock host
+/// applies them with the same code. Left out: the default (or `host
+/// test`'s `--max-memory-mib`).
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[allow(
+    missing_docs,
+    reason = "each field is the `host run` flag of the same name"
+)]
+pub struct LimitsSpec {
+    pub iteration_timeout_ms: Option<u64>,
+    pub cpu_limit_ms: Option<u32>,
+    pub cpu_budget_ms: Option<u32>,
+    pub max_memory_mib: Option<usize>,
+    pub max_table_elements: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_io_bytes: Option<u32>,
+    pub connect_burst: Option<u32>,
+    pub connect_interval_ms: Option<u32>,
+    pub log_lines_per_sec: Option<u32>,
+    pub log_burst: Option<u32>,
+    pub state_writes_per_sec: Option<u32>,
+}
+
+impl LimitsSpec {
+    /// These keys over `other`'s.
+    pub fn or(self, other: LimitsSpec) -> LimitsSpec {
+        macro_rules! or {
+            ($($f:ident),*) => { LimitsSpec { $($f: self.$f.or(other.$f)),* } };
+        }
+        or!(
+            iteration_timeout_ms,
+            cpu_limit_ms,
+            cpu_budget_ms,
+            max_memory_mib,
+            max_table_elements,
+            max_connections,
+            max_io_bytes,
+            connect_burst,
+            connect_interval_ms,
+            log_lines_per_sec,
+            log_burst,
+            state_writes_per_sec
+        )
+    }
 }
 
 /// How bytes reach the guest.
@@ -188,6 +241,10 @@ pub struct StepSpec {
     pub close: Option<bool>,
     /// Make the guest's next import call trap with this message.
     pub trap: Option<String>,
+    /// With `expect`: its reply reaches the logic this many milliseconds
+    /// of virtual time after the packet; with `send`: the bytes reach it
+    /// this long after the step's turn [0]. Bytes after them queue behind.
+    pub after_ms: Option<u64>,
     /// Do the step this many times [1].
     pub times: Option<usize>,
 }
@@ -296,8 +353,41 @@ pub struct PacketSpec {
     pub username: Option<String>,
     /// CONNECT password ("" = none).
     pub password: Option<String>,
-    /// Virtual time the packet was sent at, milliseconds (in `expect.sent`).
-    pub at_ms: Option<u64>,
+    /// Virtual time the packet was sent at, milliseconds: a number, or
+    /// `[from, to]` inclusive (in the `expect` lists of packets).
+    pub at_ms: Option<AtMs>,
+}
+
+/// A virtual time, exactly or within a range.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(
+    untagged,
+    expecting = "milliseconds, or a range [from, to] such as [1000, 2000]"
+)]
+pub enum AtMs {
+    /// Exactly.
+    Exactly(u64),
+    /// From the first to the second, inclusive.
+    Within([u64; 2]),
+}
+
+impl AtMs {
+    /// Whether `ms` is it.
+    pub fn holds(&self, ms: u64) -> bool {
+        match *self {
+            AtMs::Exactly(want) => ms == want,
+            AtMs::Within([from, to]) => (from..=to).contains(&ms),
+        }
+    }
+}
+
+impl std::fmt::Display for AtMs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AtMs::Exactly(ms) => write!(f, "at {ms} ms"),
+            AtMs::Within([from, to]) => write!(f, "between {from} and {to} ms"),
+        }
+    }
 }
 
 /// An entry of `expect.sent`: a kind, or a pattern.
@@ -346,12 +436,24 @@ pub struct ExpectSpec {
     pub stops: Option<usize>,
     /// Text in the first stop's message.
     pub stop_contains: Option<String>,
+    /// The limit of the first stop, by name: "iteration-timeout", "cpu",
+    /// "cpu-budget", "memory", "table", "output-flood", "connect-storm".
+    pub stop_limit: Option<String>,
+    /// Output lines dropped over the output limit (`log-lines-per-sec`,
+    /// `log-burst`).
+    pub dropped_lines: Option<u64>,
     /// Instances of the component made (1 + restarts).
     pub instances: Option<u64>,
     /// Every packet the guest sent, in order.
     pub sent: Option<Vec<SentSpec>>,
     /// The first packets the guest sent, in order.
     pub sent_start: Option<Vec<SentSpec>>,
+    /// Packets the guest sent in this order, others allowed between them.
+    pub sent_in_order: Option<Vec<SentSpec>>,
+    /// "distinct": every packet id the logic sent on a connection
+    /// (PUBLISH at QoS 1 or 2 but not a DUP resend, SUBSCRIBE,
+    /// UNSUBSCRIBE) is non-zero and not used before on it.
+    pub packet_ids: Option<PacketIdsSpec>,
     /// Packets sent, by kind.
     pub sent_count: Option<BTreeMap<String, usize>>,
     /// `connect` calls.
@@ -362,10 +464,20 @@ pub struct ExpectSpec {
     pub sleeps_start: Option<Vec<u32>>,
     /// Number of `sleep-ms` calls.
     pub sleep_count: Option<usize>,
-    /// The i-th sleep is at most the i-th bound (a backoff window).
+    /// The i-th sleep is at most the i-th bound (a backoff window); one
+    /// bound per sleep.
     pub sleeps_at_most: Option<Vec<u32>>,
-    /// Each regular expression matches some log line.
-    pub log: Option<Vec<String>>,
+    /// The i-th sleep is at least the i-th bound; one bound per sleep.
+    pub sleeps_at_least: Option<Vec<u32>>,
+    /// Which sleeps the sleep checks see: "all" [default], "connected"
+    /// (with a connection open: idle and publish waits) or "disconnected"
+    /// (none open: backoff waits before a connection attempt).
+    pub sleep_kind: Option<SleepKind>,
+    /// Each entry matches some log line: a regular expression, or a table
+    /// `{ matches = "...", level = "warn" }` that also names the level.
+    pub log: Option<Vec<LogSpec>>,
+    /// Log lines matching these, in this order (others between them).
+    pub log_in_order: Option<Vec<LogSpec>>,
     /// Each regular expression matches no log line.
     pub no_log: Option<Vec<String>>,
     /// Lines matching each regular expression, counted.
@@ -399,6 +511,61 @@ pub struct ReportSpec {
     pub acknowledged: Option<u32>,
     pub echoes: Option<u32>,
     pub connections: Option<u32>,
+}
+
+/// A log line: a regular expression, or one and its level.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a regular expression, or a table such as { matches = \"lost\", level = \"warn\" }"
+)]
+pub enum LogSpec {
+    /// A line matching it, at any level.
+    Pattern(String),
+    /// A line matching it at this level.
+    Line(LogLine),
+}
+
+/// A log line's pattern and level.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LogLine {
+    /// Regular expression.
+    pub matches: String,
+    /// "debug", "info", "warn" or "error" [any].
+    pub level: Option<LevelSpec>,
+}
+
+/// A log level.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+#[allow(missing_docs, reason = "the WIT log levels")]
+pub enum LevelSpec {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Which sleeps the sleep checks see.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SleepKind {
+    /// Every `sleep-ms`.
+    #[default]
+    All,
+    /// Those with a connection open.
+    Connected,
+    /// Those with none open (backoff before a connection attempt).
+    Disconnected,
+}
+
+/// A rule on the packet ids the logic sent.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PacketIdsSpec {
+    /// Non-zero, and new on each connection (DUP resends excepted).
+    Distinct,
 }
 
 /// Lines matching `matches`: exactly `count`.

@@ -25,7 +25,8 @@ use crate::{MemoryBackend, MockHost};
 use expect::Checks;
 use format::{Common, FileSpec, ScenarioSpec};
 
-/// Why a scenario file cannot be used; each names the file and the place.
+/// Why a scenario file cannot be used; each is one line that starts with
+/// the place, `FILE:LINE:COLUMN:` (editors jump to it), and names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
     /// It cannot be read.
@@ -37,31 +38,120 @@ pub enum FileError {
         source: std::io::Error,
     },
     /// It is not TOML of the scenario format.
-    #[error("{path}:{line}: {message}")]
+    #[error("{path}:{line}:{column}: {message}")]
     Parse {
         /// The file.
         path: PathBuf,
         /// Line of the problem, from 1.
         line: usize,
+        /// Column of the problem, from 1.
+        column: usize,
         /// What is wrong, on one line.
         message: String,
     },
     /// A scenario in it is wrong.
-    #[error("{path}: scenario {scenario:?}: {message}")]
+    #[error("{path}:{line}:{column}: scenario {scenario:?}: {message}")]
     Scenario {
         /// The file.
         path: PathBuf,
+        /// Line of the problem (the step, the expectations, or the
+        /// scenario), from 1.
+        line: usize,
+        /// Column of the problem, from 1.
+        column: usize,
         /// The scenario's name.
         scenario: String,
         /// What is wrong.
         message: String,
     },
     /// It has no scenario.
-    #[error("{path}: no [[scenario]] in it")]
+    #[error("{path}:1:1: no [[scenario]] in it")]
     Empty {
         /// The file.
         path: PathBuf,
     },
+}
+
+/// Line and column, from 1, of byte `offset` of `text`.
+fn place(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Where each scenario, its steps and its expectations are in the file.
+#[derive(Debug, Default, Clone)]
+struct Places {
+    scenario: (usize, usize),
+    steps: Vec<(usize, usize)>,
+    expect: Option<(usize, usize)>,
+}
+
+/// The places of the file's scenarios, in order (from the file's own
+/// spans, read apart from the format).
+fn places(text: &str) -> Vec<Places> {
+    use toml::de::{DeTable, DeValue};
+    let Ok(doc) = DeTable::parse(text) else {
+        return Vec::new();
+    };
+    let Some(DeValue::Array(scenarios)) = doc.get_ref().get("scenario").map(|v| v.get_ref()) else {
+        return Vec::new();
+    };
+    let at = |span: std::ops::Range<usize>| place(text, span.start);
+    scenarios
+        .iter()
+        .map(|scenario| {
+            let DeValue::Table(table) = scenario.get_ref() else {
+                return Places::default();
+            };
+            let key = |name: &str| table.iter().find(|(k, _)| k.get_ref().as_ref() == name);
+            let steps = match key("steps").map(|(_, v)| v.get_ref()) {
+                Some(DeValue::Array(steps)) => steps.iter().map(|s| at(s.span())).collect(),
+                _ => Vec::new(),
+            };
+            Places {
+                scenario: key("name").map_or(at(scenario.span()), |(k, _)| at(k.span())),
+                steps,
+                expect: key("expect").map(|(k, _)| at(k.span())),
+            }
+        })
+        .collect()
+}
+
+/// A parse error's message in the format's words: the key it is about,
+/// and no Rust type names.
+fn parse_message(text: &str, error: &toml::de::Error) -> String {
+    let mut message = error.message().trim().replace('\n', " ");
+    for (rust, words) in [
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected u64", "expected a whole number (0 or more)"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected i64", "expected a whole number"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a string", "expected text in quotes"),
+        ("expected a sequence", "expected a list [..]"),
+        ("expected a map", "expected a table { .. }"),
+    ] {
+        message = message.replace(rust, words);
+    }
+    let key = error
+        .span()
+        .and_then(|span| text.get(..span.start))
+        .and_then(|before| {
+            let line = before.rsplit('\n').next().unwrap_or(before);
+            let re = regex::Regex::new(r"([A-Za-z0-9_-]+)\s*=\s*(\[[^=]*)?$").ok()?;
+            re.captures(line).map(|c| c[1].to_string())
+        });
+    match key {
+        Some(key) if !message.contains(&format!("`{key}`")) => format!("`{key}`: {message}"),
+        _ => message,
+    }
 }
 
 /// A loaded, checked scenario file.
@@ -105,40 +195,60 @@ impl ScenarioFile {
 
     /// Like [`ScenarioFile::load`] on `text`; `path` names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, FileError> {
-        let spec: FileSpec = toml::from_str(text).map_err(|e| FileError::Parse {
-            path: path.to_path_buf(),
-            line: e
-                .span()
-                .and_then(|s| text.get(..s.start))
-                .map(|before| before.matches('\n').count() + 1)
-                .unwrap_or(1),
-            message: e.message().trim().replace('\n', " "),
+        let spec: FileSpec = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((1, 1), |s| place(text, s.start));
+            FileError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: parse_message(text, &e),
+            }
         })?;
         if spec.scenarios.is_empty() {
             return Err(FileError::Empty {
                 path: path.to_path_buf(),
             });
         }
+        let places = places(text);
         let mut scenarios: Vec<(ScenarioSpec, Checks)> = Vec::new();
-        for mut s in spec.scenarios {
-            let invalid = |message: String| FileError::Scenario {
+        for (i, mut s) in spec.scenarios.into_iter().enumerate() {
+            let at = places.get(i).cloned().unwrap_or_default();
+            s.step_lines = at.steps.iter().map(|(line, _)| *line).collect();
+            let invalid = |(line, column): (usize, usize), message: String| FileError::Scenario {
                 path: path.to_path_buf(),
+                line,
+                column,
                 scenario: s.name.clone(),
                 message,
             };
             if scenarios.iter().any(|(other, _)| other.name == s.name) {
-                return Err(invalid("a second scenario of this name".into()));
+                return Err(invalid(
+                    at.scenario,
+                    "a second scenario of this name".into(),
+                ));
             }
             // Made once here so that every mistake shows before any run.
-            scenario::scenario(&s, &spec.defaults).map_err(invalid)?;
+            if let Err(e) = scenario::scenario(&s, &spec.defaults, &crate::Limits::default()) {
+                let place = e
+                    .step
+                    .and_then(|step| at.steps.get(step).copied())
+                    .unwrap_or(at.scenario);
+                let message = match e.step {
+                    Some(step) => format!("step {}: {}", step + 1, e.message),
+                    None => e.message,
+                };
+                return Err(invalid(place, message));
+            }
             if let Some(before) = &s.store_after
                 && !scenarios.iter().any(|(other, _)| &other.name == before)
             {
-                return Err(invalid(format!(
-                    "store-after = {before:?} names no earlier scenario"
-                )));
+                return Err(invalid(
+                    at.scenario,
+                    format!("store-after = {before:?} names no earlier scenario"),
+                ));
             }
-            let checks = Checks::new(std::mem::take(&mut s.expect)).map_err(invalid)?;
+            let checks = Checks::new(std::mem::take(&mut s.expect))
+                .map_err(|e| invalid(at.expect.unwrap_or(at.scenario), format!("expect: {e}")))?;
             scenarios.push((s, checks));
         }
         Ok(Self {
@@ -204,9 +314,9 @@ fn run_one(
         virtual_ms,
         real: started.elapsed(),
     };
-    let scenario = match scenario::scenario(spec, defaults) {
+    let scenario = match scenario::scenario(spec, defaults, &host.limits().sandbox) {
         Ok(s) => s,
-        Err(e) => return (result(vec![e], 0), empty),
+        Err(e) => return (result(vec![e.message], 0), empty),
     };
     let device = scenario.settings.client_id.clone();
     if let Some(before) = spec.store_after.as_ref().and_then(|n| stores.get(n)) {

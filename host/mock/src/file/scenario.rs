@@ -9,11 +9,11 @@ use mqttbytes::v4::{
 };
 
 use super::format::{
-    AfterSpec, Common, DeliverySpec, IdOrSame, PublishSpec, ReplyPacket, ReplySpec, ScenarioSpec,
-    SettingsSpec, StepSpec,
+    AfterSpec, Common, DeliverySpec, IdOrSame, LimitsSpec, PublishSpec, ReplyPacket, ReplySpec,
+    ScenarioSpec, SettingsSpec, StepSpec,
 };
 use crate::script::{AfterScript, Delivery, Reply, Script, Step, auto_reply, echo_of};
-use crate::{Scenario, TransportError, default_settings};
+use crate::{Limits, Scenario, TransportError, default_settings};
 
 /// Every packet kind a step or check may name.
 pub const PACKET_KINDS: [&str; 14] = [
@@ -36,15 +36,26 @@ pub const PACKET_KINDS: [&str; 14] = [
 /// Most repetitions of one step, and most iterations of one scenario.
 pub const MAX_REPEAT: usize = 10_000;
 
-/// The scenario `spec` describes, over the file's `defaults`.
-pub fn scenario(spec: &ScenarioSpec, defaults: &Common) -> Result<Scenario, String> {
+/// The scenario `spec` describes, over the file's `defaults`, its limits
+/// over `base` (the mock host's).
+pub fn scenario(
+    spec: &ScenarioSpec,
+    defaults: &Common,
+    base: &Limits,
+) -> Result<Scenario, Invalid> {
     let mut settings = default_settings();
     apply(&mut settings, &defaults.settings);
     apply(&mut settings, &spec.settings);
     if spec.settings.topic.is_none() && defaults.settings.topic.is_none() {
         settings.topic = DeviceSettings::default_topic(&settings.client_id);
     }
-    let mut script = Script::steps(steps(&spec.steps)?);
+    let (steps, labels) =
+        steps(&spec.steps, &spec.step_lines).map_err(|(step, message)| Invalid {
+            step: Some(step),
+            message,
+        })?;
+    let mut script = Script::steps(steps);
+    script.labels = labels;
     script.delivery = match spec.delivery.or(defaults.delivery) {
         Some(DeliverySpec::OneByte) => Delivery::OneByte,
         Some(DeliverySpec::Coalesced) | None => Delivery::Coalesced,
@@ -58,7 +69,7 @@ pub fn scenario(spec: &ScenarioSpec, defaults: &Common) -> Result<Scenario, Stri
     scenario.seed = spec.seed.or(defaults.seed).unwrap_or(0);
     let iterations = spec.iterations.or(defaults.iterations).unwrap_or(1);
     if iterations == 0 || iterations as usize > MAX_REPEAT {
-        return Err(format!("iterations = {iterations}: give 1 to {MAX_REPEAT}"));
+        return Err(format!("iterations = {iterations}: give 1 to {MAX_REPEAT}").into());
     }
     scenario.plan.iterations = Some(iterations);
     if let Some(ms) = spec.iteration_delay_ms.or(defaults.iteration_delay_ms) {
@@ -68,7 +79,7 @@ pub fn scenario(spec: &ScenarioSpec, defaults: &Common) -> Result<Scenario, Stri
     for (key, value) in defaults.store.iter().chain(&spec.store) {
         scenario.store.seed(&device, key, value.bytes());
     }
-    scenario.iteration_timeout_ms = spec.iteration_timeout_ms.or(defaults.iteration_timeout_ms);
+    scenario.limits = Some(limits(spec.limits.or(defaults.limits), base)?);
     if let Some(n) = spec.fail_writes.or(defaults.fail_writes) {
         scenario.store.fail_writes(n);
     }
@@ -86,6 +97,59 @@ pub fn scenario(spec: &ScenarioSpec, defaults: &Common) -> Result<Scenario, Stri
         };
     }
     Ok(scenario)
+}
+
+/// What is wrong with a scenario, and the step it is in (from 0), if one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// The step, from 0.
+    pub step: Option<usize>,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+impl From<String> for Invalid {
+    fn from(message: String) -> Self {
+        Self {
+            step: None,
+            message,
+        }
+    }
+}
+
+/// The limits `spec` sets over `base`; a value no flag of `host run` takes
+/// is refused.
+pub fn limits(spec: LimitsSpec, base: &Limits) -> Result<Limits, String> {
+    let mut l = *base;
+    if let Some(ms) = spec.iteration_timeout_ms {
+        l.iteration_timeout_ms = Some(ms);
+    }
+    if let Some(mib) = spec.max_memory_mib {
+        if !(1..=4096).contains(&mib) {
+            return Err(format!("limits: max-memory-mib = {mib}: give 1 to 4096"));
+        }
+        l.max_memory_bytes = mib << 20;
+    }
+    macro_rules! set {
+        ($($field:ident),*) => { $(if let Some(v) = spec.$field { l.$field = v; })* };
+    }
+    set!(
+        cpu_limit_ms,
+        cpu_budget_ms,
+        max_table_elements,
+        max_connections,
+        max_io_bytes,
+        connect_burst,
+        connect_interval_ms,
+        state_writes_per_sec
+    );
+    if let Some(n) = spec.log_lines_per_sec {
+        l.output.lines_per_sec = n;
+    }
+    if let Some(n) = spec.log_burst {
+        l.output.burst = n;
+    }
+    Ok(l)
 }
 
 fn apply(s: &mut DeviceSettings, o: &SettingsSpec) {
@@ -121,22 +185,33 @@ fn apply(s: &mut DeviceSettings, o: &SettingsSpec) {
     }
 }
 
-/// The script's steps, `times` expanded.
-fn steps(specs: &[StepSpec]) -> Result<Vec<Step>, String> {
+/// The script's steps, `times` expanded, and their labels (with the line
+/// of each step when `lines` gives it); an error names the step, from 0.
+fn steps(specs: &[StepSpec], lines: &[usize]) -> Result<(Vec<Step>, Vec<String>), (usize, String)> {
     let mut out = Vec::new();
+    let mut labels = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let times = spec.times.unwrap_or(1);
         if times == 0 || times > MAX_REPEAT {
-            return Err(format!(
-                "step {}: times = {times}: give 1 to {MAX_REPEAT}",
-                i + 1
-            ));
+            return Err((i, format!("times = {times}: give 1 to {MAX_REPEAT}")));
         }
+        if spec.after_ms.is_some() && spec.expect.is_none() && spec.send.is_none() {
+            return Err((i, "`after-ms` goes with `expect` or `send`".into()));
+        }
+        let label = match lines.get(i) {
+            Some(line) => format!("step {} (line {line})", i + 1),
+            None => format!("step {}", i + 1),
+        };
         for _ in 0..times {
-            out.push(step(spec).map_err(|e| format!("step {}: {e}", i + 1))?);
+            if let Some(ms) = spec.after_ms {
+                out.push(Step::After(ms));
+                labels.push(label.clone());
+            }
+            out.push(step(spec).map_err(|e| (i, e))?);
+            labels.push(label.clone());
         }
     }
-    Ok(out)
+    Ok((out, labels))
 }
 
 fn step(spec: &StepSpec) -> Result<Step, String> {
@@ -422,9 +497,12 @@ mod tests {
     fn error(steps: &str) -> String {
         let text = format!("name = \"x\"\nsteps = [{steps}]\n");
         let spec: ScenarioSpec = toml::from_str(&text).expect(&text);
-        match scenario(&spec, &Common::default()) {
+        match scenario(&spec, &Common::default(), &Limits::default()) {
             Ok(_) => panic!("{steps} was taken"),
-            Err(e) => e,
+            Err(e) => match e.step {
+                Some(step) => format!("step {}: {}", step + 1, e.message),
+                None => e.message,
+            },
         }
     }
 
@@ -472,7 +550,7 @@ mod tests {
             toml::from_str("seed = 5\niterations = 2\nsettings = { client-id = \"d\" }").unwrap();
         let spec: ScenarioSpec =
             toml::from_str("name = \"x\"\nseed = 6\nsettings = { clean-session = false }").unwrap();
-        let s = scenario(&spec, &defaults).unwrap();
+        let s = scenario(&spec, &defaults, &Limits::default()).unwrap();
         assert_eq!(s.seed, 6);
         assert_eq!(s.plan.iterations, Some(2));
         assert_eq!(s.settings.client_id, "d");
@@ -489,6 +567,9 @@ mod tests {
 
     fn error_in(keys: &str) -> String {
         let spec: ScenarioSpec = toml::from_str(&format!("name = \"x\"\n{keys}")).unwrap();
-        scenario(&spec, &Common::default()).err().unwrap()
+        scenario(&spec, &Common::default(), &Limits::default())
+            .err()
+            .unwrap()
+            .message
     }
 }

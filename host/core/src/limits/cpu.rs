@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use host_core::outcome::LimitHit;
+use crate::outcome::LimitHit;
 
 use crate::limits::Limits;
 
