@@ -137,6 +137,9 @@ fn main() -> ExitCode {
 
 /// Prints `failure` on one line and returns its exit code.
 fn fail(failure: &Failure) -> ExitCode {
-    eprintln!("error: {}", explain::failure_line(failure));
+    match explain::editor_line(failure) {
+        Some(line) => eprintln!("{line}"),
+        None => eprintln!("error: {}", explain::failure_line(failure)),
+    }
     ExitCode::from(failure.exit_code())
 }

@@ -3,14 +3,15 @@
 //! once the MQTT session is up). The demo reopens a lost connection only
 //! after a Full-Jitter wait, so the gaps between its connects follow the
 //! backoff windows; and what it resends after a reconnect is counted once
-//! in its report.
+//! in its report, the fleet's summary line and the metrics.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use device_tests::{TestPki, host_run, output_within, text};
+use device_tests::{Running, TestPki, host_run, output_within, text};
+use host::broker::mosquitto::free_port;
 
 /// A TCP proxy on loopback that closes each of its first `closes`
 /// connections `after` it was accepted, and records when each was accepted.
@@ -150,4 +151,57 @@ fn what_a_reconnect_resends_is_counted_once() {
         stdout.contains("iteration 1 completed successfully: 3 published, 3 acknowledged, 3 echoes received, 2 TLS connection(s)."),
         "{stdout}"
     );
+}
+
+/// Two devices with persistent sessions, each losing its first connection
+/// while a publish is in flight or idle: the fleet's summary and the
+/// metrics count every message once, as the devices' reports do.
+#[test]
+fn what_a_fleet_resends_is_counted_once_in_its_summary_and_metrics() {
+    let pki = TestPki::new();
+    let broker = pki.broker();
+    let proxy = ClosingProxy::start(broker.port, 2, Duration::from_millis(600));
+    let metrics = free_port().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut fleet = Running::spawn(
+        host_run(proxy.port, &pki.ca, Some(&pki.device))
+            .args(["--devices", "2", "--client-id", "resent"])
+            .args(["--persistent-session", "--metrics-listen"])
+            .arg(format!("127.0.0.1:{metrics}"))
+            .args(["--publish-count", "3", "--publish-delay-ms", "1000"])
+            // One iteration each, then the counts hold still.
+            .args(["--iteration-delay-ms", "60000", "--state-dir"])
+            .arg(state.path()),
+    );
+    let limit = Duration::from_secs(120);
+    for device in ["resent-0001", "resent-0002"] {
+        let report = fleet.wait_for(&format!("[{device}] iteration 1 completed"), limit);
+        assert!(
+            report.contains("3 published, 3 acknowledged, 3 echoes received, 2 TLS connection(s)."),
+            "{report}"
+        );
+    }
+    let summary = fleet.wait_for(", 2 iterations done", limit);
+    assert!(
+        summary.contains("6 publishes acknowledged"),
+        "each message once: {summary}"
+    );
+    let text = ureq::get(&format!("http://127.0.0.1:{metrics}/metrics"))
+        .call()
+        .expect("scrape")
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let acknowledged: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("mqtt_device_acknowledgements_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(acknowledged, 6.0, "{text}");
+    let lines = fleet.kill();
+    let reconnects = lines
+        .iter()
+        .filter(|l| l.contains("Reconnecting with backoff and jitter"))
+        .count();
+    assert_eq!(reconnects, 2, "one lost connection each: {lines:#?}");
 }

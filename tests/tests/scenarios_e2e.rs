@@ -100,34 +100,79 @@ fn the_demos_file_fails_against_the_python_logic_with_expected_and_actual() {
 #[test]
 fn a_bad_scenario_file_is_refused_with_its_line_and_key_before_anything_runs() {
     let tmp = tempfile::tempdir().unwrap();
+    // Each problem is one line that starts with FILE:LINE:COLUMN, as a
+    // compiler's, and names the key (never a Rust type) and the step.
     let cases = [
         (
             "[[scenario]]\nname = \"x\"\n\n[scenario.expect]\nresutl = \"ok\"\n",
-            "bad.toml:5: unknown field `resutl`",
+            "bad.toml:5:1: error: unknown field `resutl`",
         ),
         (
             "[[scenario]]\nname = \"x\"\nsteps = [{ expect = \"PUBLSH\" }]\n",
-            "scenario \"x\": step 1: unknown packet kind \"PUBLSH\"",
+            "bad.toml:3:10: error: scenario \"x\": step 1: unknown packet kind \"PUBLSH\"",
         ),
         (
-            "[[scenario]]\nname = \"x\"\nsteps = [{ refuse-connect = \"refused\" }]\n",
-            "unknown error-code \"refused\" (one of not-permitted",
+            "[[scenario]]\nname = \"x\"\nsteps = [\n  { auto = 1 },\n  { refuse-connect = \"refused\" },\n]\n",
+            "bad.toml:5:3: error: scenario \"x\": step 2: unknown error-code \"refused\" (one of not-permitted",
         ),
         (
             "[[scenario]]\nname = \"x\"\n[scenario.expect]\nlog = ['(']\n",
-            "bad regular expression /(/",
+            "bad.toml:3:11: error: scenario \"x\": expect: bad regular expression /(/",
         ),
-        ("# nothing\n", "no [[scenario]] in it"),
+        (
+            "[[scenario]]\nname = \"x\"\niterations = \"two\"\n",
+            "bad.toml:3:14: error: `iterations`: invalid type: string \"two\", expected a whole number",
+        ),
+        (
+            "[[scenario]]\nname = \"x\"\nlimits = { cpu-budget-ms = -1 }\n",
+            "bad.toml:3:28: error: `cpu-budget-ms`: invalid value: integer `-1`, expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "[[scenario]]\nname = \"x\"\n[scenario.expect]\nstop-limit = \"cpu-time\"\n",
+            "bad.toml:3:11: error: scenario \"x\": expect: stop-limit = \"cpu-time\": one of iteration-timeout, cpu,",
+        ),
+        ("# nothing\n", "bad.toml:1:1: error: no [[scenario]] in it"),
     ];
     for (text, want) in cases {
         let file = tmp.path().join("bad.toml");
         std::fs::write(&file, text).unwrap();
         let (code, stdout, stderr) = host_test(&demo_wasm(), &[&file], &[]);
         assert_eq!(code, Some(1), "{text}: {stderr}");
-        assert!(stderr.contains(want), "{text}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        let line = stderr.trim_end();
+        assert_eq!(line.lines().count(), 1, "one line: {stderr}");
+        let place = file.display().to_string();
+        assert!(line.starts_with(&place), "the place first: {line}");
+        assert!(line.contains(want), "{text}\nwant: {want}\ngot:  {line}");
+        assert!(!line.contains("usize") && !line.contains("u32"), "{line}");
         assert!(stdout.is_empty(), "nothing ran: {stdout}");
     }
+}
+
+/// A wrong expectation on a step's packet is one failure, naming the step
+/// and its line; the checks that would only repeat it are not run.
+#[test]
+fn one_wrong_expectation_is_one_failure_naming_its_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("wrong.toml");
+    std::fs::write(
+        &file,
+        "[[scenario]]\nname = \"wrong topic\"\nsteps = [\n  { auto = 2 },\n  { expect = \"PUBLISH\", where = { topic = \"other/topic\" } },\n]\n[scenario.expect]\nresult = \"ok\"\nreport = { published = 5, acknowledged = 5, echoes = 5 }\nsent-count = { PUBLISH = 5 }\nlog = ['^Demo completed successfully']\n",
+    )
+    .unwrap();
+    let (code, stdout, _) = host_test(&demo_wasm(), &[&file], &[]);
+    assert_eq!(code, Some(2), "{stdout}");
+    let failures: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("FAIL"))
+        .skip(1)
+        .take_while(|l| l.starts_with("       "))
+        .collect();
+    assert_eq!(failures.len(), 1, "one failure: {stdout}");
+    assert!(
+        failures[0].contains("step 2 (line 5)")
+            && failures[0].contains("topic = \"other/topic\" (got \"mock-device/example/topic\")"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -162,7 +207,7 @@ fn a_missing_scenario_file_is_one_line_naming_it_and_its_cause_once() {
     let line = stderr.trim();
     assert_eq!(line.lines().count(), 1, "{stderr}");
     assert!(
-        line.contains("/nonexistent/scenarios.toml: cannot read it (check the path)"),
+        line.starts_with("/nonexistent/scenarios.toml: error: cannot read it (check the path)"),
         "{line}"
     );
     assert_eq!(

@@ -168,3 +168,20 @@ fn write_junit(
     std::fs::write(path, xml).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// A scenario's `[limits]` keys are `host run`'s flags of the same
+    /// names: one set of words for both hosts.
+    #[test]
+    fn every_limit_key_of_a_scenario_is_a_flag_of_host_run() {
+        let cli = crate::cli::Cli::command();
+        let run = cli.find_subcommand("run").expect("host run");
+        let flags: Vec<&str> = run.get_arguments().filter_map(|a| a.get_long()).collect();
+        for key in mock_host::file::format::LimitsSpec::KEYS {
+            assert!(flags.contains(&key), "--{key} is not a flag of host run");
+        }
+    }
+}

@@ -1040,6 +1040,7 @@ mod tests {
                     at_ms: 0,
                 },
                 Call::Log(Level::Info, "hello there".into()),
+                Call::Log(Level::Warn, "and again".into()),
                 Call::Sleep(100),
                 Call::Close,
             ],
@@ -1097,11 +1098,39 @@ mod tests {
             ("entropy-calls = 1", "entropy-calls = 2"),
             ("entropy-bytes = [32]", "entropy-bytes = [16]"),
             ("closes = 1", "closes = 0"),
-            ("calls-at-most = 7", "calls-at-most = 6"),
+            ("calls-at-most = 8", "calls-at-most = 7"),
             ("steps-left = 0", "steps-left = 1"),
             ("", r#"aborted-contains = "x""#),
             ("", r#"error-contains = "x""#),
             ("", r#"stop-contains = "x""#),
+            (
+                r#"sent-in-order = ["CONNECT"]"#,
+                r#"sent-in-order = ["CONNECT", "CONNECT"]"#,
+            ),
+            (
+                r#"sent = [{ kind = "CONNECT", at-ms = [0, 5] }]"#,
+                r#"sent = [{ kind = "CONNECT", at-ms = [1, 5] }]"#,
+            ),
+            ("sleeps-at-least = [100]", "sleeps-at-least = [101]"),
+            ("sleeps-at-most = [100]", "sleeps-at-most = [100, 100]"),
+            (
+                "sleep-kind = \"connected\"\nsleeps = [100]",
+                "sleep-kind = \"disconnected\"\nsleeps = [100]",
+            ),
+            (
+                "log = [{ matches = 'hello', level = \"info\" }]",
+                "log = [{ matches = 'hello', level = \"warn\" }]",
+            ),
+            (
+                "log-in-order = ['hello', { matches = 'again', level = \"warn\" }]",
+                "log-in-order = ['again', 'hello']",
+            ),
+            ("dropped-lines = 0", "dropped-lines = 1"),
+            ("", "stop-limit = \"cpu\""),
+            (
+                "packet-ids = \"distinct\"",
+                "packet-ids = \"distinct\"\nstops = 9",
+            ),
         ];
         for (holds, fails) in pairs {
             assert_eq!(failures(holds), Vec::<String>::new(), "{holds}");
@@ -1143,6 +1172,83 @@ mod tests {
             assert_eq!(check(&holds), Vec::<String>::new(), "{holds}");
             assert_eq!(check(&fails).len(), 1, "{fails}: {:?}", check(&fails));
         }
+    }
+
+    /// The packet-id rule: new non-zero ids on each connection, a DUP
+    /// resend excepted.
+    #[test]
+    fn packet_ids_must_be_new_on_their_connection() {
+        use mqttbytes::QoS;
+        use mqttbytes::v4::Publish;
+        let publish = |id: u16, dup: bool| {
+            let mut p = Publish::new("t", QoS::AtLeastOnce, "x");
+            p.pkid = id;
+            p.dup = dup;
+            Call::Sent {
+                packet: Packet::Publish(p),
+                at_ms: 0,
+            }
+        };
+        let connect = || Call::Connect {
+            host: "h".into(),
+            port: 1,
+            refused: None,
+        };
+        let run = |calls: Vec<Call>| packet_id_reuse(&calls);
+        assert_eq!(
+            run(vec![connect(), publish(1, false), publish(1, true)]),
+            None
+        );
+        assert_eq!(
+            run(vec![
+                connect(),
+                publish(1, false),
+                connect(),
+                publish(1, false)
+            ]),
+            None,
+            "a new connection starts anew"
+        );
+        assert!(run(vec![connect(), publish(1, false), publish(1, false)]).is_some());
+        assert!(run(vec![connect(), publish(0, false)]).is_some());
+    }
+
+    /// `stop-limit` names the first stop's limit, or "trap".
+    #[test]
+    fn a_stop_is_expected_by_its_limit() {
+        let mut out = outcome();
+        out.aborted = Some("restarts exhausted".into());
+        out.stops = vec![Stop::Limit(host_core::outcome::LimitHit::CpuBudget {
+            used_ms: 2001,
+            budget_ms: 2000,
+        })];
+        let check = |text: &str| {
+            let spec: ExpectSpec = toml::from_str(text).expect(text);
+            Checks::new(spec).expect(text).failures(&out)
+        };
+        let base = "aborted-contains = \"restarts\"\nstops = 1\n";
+        assert_eq!(
+            check(&format!("{base}stop-limit = \"cpu-budget\"")),
+            Vec::<String>::new()
+        );
+        assert_eq!(check(&format!("{base}stop-limit = \"cpu\"")).len(), 1);
+        assert!(
+            Checks::new(toml::from_str("stop-limit = \"cpu-time\"").unwrap()).is_err(),
+            "an unknown limit is refused"
+        );
+    }
+
+    /// A run that ended early when the scenario did not say so is one
+    /// failure, whatever else was expected.
+    #[test]
+    fn an_early_end_is_one_failure() {
+        let mut out = outcome();
+        out.aborted = Some("mock broker, step 2 (line 5): expected PUBLISH".into());
+        let spec: ExpectSpec =
+            toml::from_str("result = \"timed-out\"\nconnects = 3\nsleeps = [1]").unwrap();
+        let f = Checks::new(spec).unwrap().failures(&out);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(f[0].contains("step 2 (line 5)"), "{f:?}");
     }
 
     #[test]

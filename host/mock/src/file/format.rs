@@ -131,6 +131,22 @@ pub struct LimitsSpec {
 }
 
 impl LimitsSpec {
+    /// Every key of `[limits]`: each is a flag of `host run`.
+    pub const KEYS: [&'static str; 12] = [
+        "iteration-timeout-ms",
+        "cpu-limit-ms",
+        "cpu-budget-ms",
+        "max-memory-mib",
+        "max-table-elements",
+        "max-connections",
+        "max-io-bytes",
+        "connect-burst",
+        "connect-interval-ms",
+        "log-lines-per-sec",
+        "log-burst",
+        "state-writes-per-sec",
+    ];
+
     /// These keys over `other`'s.
     pub fn or(self, other: LimitsSpec) -> LimitsSpec {
         macro_rules! or {
@@ -617,5 +633,23 @@ impl std::fmt::Display for ConfigValue {
             ConfigValue::Number(n) => write!(f, "{n}"),
             ConfigValue::Switch(b) => write!(f, "{b}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`LimitsSpec::KEYS`] are exactly its fields: each is taken, and a
+    /// table of all of them leaves none unset.
+    #[test]
+    fn the_limit_keys_are_the_fields() {
+        let all: String = LimitsSpec::KEYS
+            .iter()
+            .map(|k| format!("{k} = 1\n"))
+            .collect();
+        let spec: LimitsSpec = toml::from_str(&all).expect(&all);
+        assert!(!format!("{spec:?}").contains("None"), "{spec:?}");
+        assert!(toml::from_str::<LimitsSpec>("cpu-limit = 1").is_err());
     }
 }

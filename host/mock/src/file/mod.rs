@@ -72,6 +72,38 @@ pub enum FileError {
     },
 }
 
+impl FileError {
+    /// The error as compilers print theirs, `FILE:LINE:COLUMN: error:
+    /// message`, so that an editor or CI annotation jumps to the place.
+    pub fn editor_line(&self) -> String {
+        match self {
+            FileError::Read { path, source } => format!(
+                "{}: error: cannot read it (check the path): {source}",
+                path.display()
+            ),
+            FileError::Parse {
+                path,
+                line,
+                column,
+                message,
+            } => format!("{}:{line}:{column}: error: {message}", path.display()),
+            FileError::Scenario {
+                path,
+                line,
+                column,
+                scenario,
+                message,
+            } => format!(
+                "{}:{line}:{column}: error: scenario {scenario:?}: {message}",
+                path.display()
+            ),
+            FileError::Empty { path } => {
+                format!("{}:1:1: error: no [[scenario]] in it", path.display())
+            }
+        }
+    }
+}
+
 /// Line and column, from 1, of byte `offset` of `text`.
 fn place(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);

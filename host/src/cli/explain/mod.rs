@@ -142,6 +142,18 @@ pub fn failure_line(failure: &Failure) -> String {
     line.replace('\n', " ")
 }
 
+/// A failure in a file the user wrote (a scenario file) as compilers
+/// print theirs, `FILE:LINE:COLUMN: error: message`, for editors and CI
+/// annotations to jump to; `None` for every other failure.
+pub fn editor_line(failure: &Failure) -> Option<String> {
+    match failure {
+        Failure::Setup(e) => e
+            .downcast_ref::<mock_host::file::FileError>()
+            .map(|e| e.editor_line().replace('\n', " ")),
+        _ => None,
+    }
+}
+
 /// A setup failure's chain on one line, each cause in the user's words
 /// where [`setup::line`] has them, else as it displays itself.
 fn setup_line(e: &anyhow::Error) -> String {
