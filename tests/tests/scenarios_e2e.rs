@@ -216,3 +216,24 @@ fn a_missing_scenario_file_is_one_line_naming_it_and_its_cause_once() {
         "{line}"
     );
 }
+
+/// The manual's scenario files run on the demo as printed, and pass.
+#[test]
+fn the_manuals_scenario_examples_pass_on_the_demo() {
+    let manual = std::fs::read_to_string(root().join("docs/testing.md")).unwrap();
+    let blocks: Vec<&str> = manual
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .filter(|b| b.contains("[[scenario]]"))
+        .collect();
+    assert!(blocks.len() >= 2, "the manual's examples: {}", blocks.len());
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, block) in blocks.iter().enumerate() {
+        let file = tmp.path().join(format!("example-{i}.toml"));
+        std::fs::write(&file, block).unwrap();
+        let (code, stdout, stderr) = host_test(&demo_wasm(), &[&file], &[]);
+        assert_eq!(code, Some(0), "{block}\n{stdout}\n{stderr}");
+        assert_eq!(tally(&stdout), (1, 0), "{stdout}");
+    }
+}
