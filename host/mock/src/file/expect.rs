@@ -324,6 +324,13 @@ impl Checks {
     pub fn failures(&self, out: &Record) -> Vec<String> {
         let mut f = Vec::new();
         let s = &self.spec;
+        if out.calls_cut > 0 && self.uses_calls() {
+            return vec![format!(
+                "the record of calls was full at {} MiB ({} calls not kept): the expectations on calls saw only its start; expect less of a run this long (result, report, stops, store, virtual time need no record)",
+                crate::MAX_RECORDED_BYTES >> 20,
+                out.calls_cut
+            )];
+        }
         match (&s.aborted_contains, &out.aborted) {
             (Some(text), Some(msg)) if !msg.contains(text.as_str()) => {
                 return vec![format!(
@@ -381,7 +388,7 @@ impl Checks {
         if let Some(want) = &s.results {
             let got: Vec<String> = out.results.iter().map(result_kind).collect();
             if &got != want {
-                f.push(format!("results: expected {want:?}, got {got:?}"));
+                f.push(results_failure(want, &got));
             }
         }
         if let Some(text) = &s.error_contains {
@@ -650,6 +657,58 @@ impl Checks {
             ));
         }
         f
+    }
+}
+
+impl Checks {
+    /// Whether any expectation reads the record of calls.
+    fn uses_calls(&self) -> bool {
+        let s = &self.spec;
+        self.sent.is_some()
+            || self.sent_start.is_some()
+            || self.sent_in_order.is_some()
+            || !self.log.is_empty()
+            || !self.log_in_order.is_empty()
+            || !self.no_log.is_empty()
+            || !self.log_count.is_empty()
+            || s.packet_ids.is_some()
+            || s.sent_count.is_some()
+            || s.connects.is_some()
+            || s.sleeps.is_some()
+            || s.sleeps_start.is_some()
+            || s.sleep_count.is_some()
+            || s.sleeps_at_most.is_some()
+            || s.sleeps_at_least.is_some()
+            || s.entropy_calls.is_some()
+            || s.entropy_bytes.is_some()
+            || s.closes.is_some()
+            || s.calls_at_most.is_some()
+            || s.instances.is_some()
+    }
+}
+
+/// Expected and actual results, shortened to their counts and the first
+/// difference when long.
+fn results_failure(want: &[String], got: &[String]) -> String {
+    if want.len() + got.len() <= 20 {
+        return format!("results: expected {want:?}, got {got:?}");
+    }
+    let at = want.iter().zip(got).position(|(w, g)| w != g);
+    match at {
+        Some(i) => format!(
+            "results: iteration {} is {:?}, expected {:?} ({} results expected, {} got)",
+            i + 1,
+            got[i],
+            want[i],
+            want.len(),
+            got.len()
+        ),
+        None => format!(
+            "results: expected {} results, got {} (the first {} as expected)",
+            want.len(),
+            got.len(),
+            want.len().min(got.len())
+        ),
     }
 }
 
@@ -1172,6 +1231,28 @@ mod tests {
             assert_eq!(check(&holds), Vec::<String>::new(), "{holds}");
             assert_eq!(check(&fails).len(), 1, "{fails}: {:?}", check(&fails));
         }
+    }
+
+    /// A record that was cut fails the expectations that read it, with
+    /// why; those that need no record still judge the run.
+    #[test]
+    fn a_cut_record_fails_only_the_expectations_that_read_it() {
+        let mut out = outcome();
+        out.calls_cut = 5;
+        let check = |text: &str| {
+            let spec: ExpectSpec = toml::from_str(text).expect(text);
+            Checks::new(spec).expect(text).failures(&out)
+        };
+        assert_eq!(
+            check("result = \"ok\"\nvirtual-ms-at-least = 100"),
+            Vec::<String>::new()
+        );
+        let f = check("connects = 1");
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(
+            f[0].contains("record of calls was full") && f[0].contains("5 calls"),
+            "{f:?}"
+        );
     }
 
     /// The packet-id rule: new non-zero ids on each connection, a DUP
