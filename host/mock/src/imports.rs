@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use host_core::limits::Limits;
-use host_core::limits::connects::{ConnectGate, REFUSAL_WAIT, Refusal};
+use host_core::limits::connects::{ConnectGate, RECEIVE_CHUNK, REFUSAL_WAIT, Refusal};
 use host_core::limits::cpu::CpuMeter;
 use host_core::limits::output::{OVER_LIMIT_WAIT, OutputMeter, shown};
 use host_core::limits::rate::TokenBucket;
@@ -55,7 +55,13 @@ pub enum Call {
     /// Bytes the guest received.
     Received(Vec<u8>),
     /// A `sleep-ms` call.
-    Sleep(u32),
+    Sleep {
+        /// Its duration, milliseconds.
+        ms: u32,
+        /// Whether the logic held a connection it opened (and had not
+        /// closed or dropped) as it slept.
+        connected: bool,
+    },
     /// A receive that waited out its timeout with nothing to deliver.
     WaitedOut(u32),
     /// A `close` of a connection.
@@ -88,7 +94,7 @@ pub struct MockConnection {
 pub struct MockState {
     wasi: WasiCtx,
     table: ResourceTable,
-    broker: Arc<Mutex<Broker>>,
+    pub(crate) broker: Arc<Mutex<Broker>>,
     pub(crate) limits: host_core::limiter::GrowthLimiter,
     /// The guest's computation, against the CPU limit and budget.
     pub(crate) cpu: CpuMeter,
@@ -180,6 +186,11 @@ impl Inbound {
         self.chunks.front().map(|(at, _)| *at)
     }
 
+    /// When the last bytes on their way are there.
+    fn last_at(&self) -> Option<u64> {
+        self.chunks.back().map(|(at, _)| *at)
+    }
+
     /// Up to `max` bytes of those there at `now_ms`.
     fn take(&mut self, now_ms: u64, max: usize) -> Vec<u8> {
         let mut out = Vec::new();
@@ -251,6 +262,8 @@ pub struct Broker {
     reply_delay_ms: u64,
     /// Script steps done so far (the index of the step at the head).
     steps_taken: usize,
+    /// When a `close` step waiting for delayed bytes closes the connection.
+    close_at: Option<u64>,
 }
 
 /// Bytes the record of calls may hold (each call's size with the text and
@@ -295,7 +308,16 @@ impl Broker {
             origin,
             reply_delay_ms: 0,
             steps_taken: 0,
+            close_at: None,
         }
+    }
+
+    /// The broker closes the connection: what the guest has not read is
+    /// lost, its next receive or send fails.
+    fn close_now(&mut self) {
+        self.current = None;
+        self.inbound.clear();
+        self.close_at = None;
     }
 
     /// The step at the head of the script: its label from the file, or
@@ -344,10 +366,11 @@ impl Broker {
 
     /// A new instance starts with no connection open.
     pub(crate) fn instantiated(&mut self) {
-        self.current = None;
-        self.inbound.clear();
-        // The store that held its connections is gone.
+        self.close_now();
+        // The store that held its connections is gone, and a flood that
+        // stopped the last instance is not this one's.
         self.open = 0;
+        self.output.restarted();
         self.instances += 1;
         self.push(Call::Instantiate);
     }
@@ -366,7 +389,7 @@ impl Broker {
                     // It delays what comes next: bytes to send now, or the
                     // reply to the next packet.
                     if let Some(Step::After(ms)) = self.take_step() {
-                        self.reply_delay_ms = ms;
+                        self.reply_delay_ms = self.reply_delay_ms.saturating_add(ms);
                     }
                     if !matches!(self.script.steps.front(), Some(Step::Send(_))) {
                         return Ok(());
@@ -374,8 +397,12 @@ impl Broker {
                 }
                 Some(Step::Close) => {
                     self.take_step();
-                    self.current = None;
-                    self.inbound.clear();
+                    // Bytes still on their way (`after-ms`) arrive first:
+                    // the close is behind them on the stream.
+                    match self.inbound.last_at() {
+                        Some(at) if at > self.now_ms => self.close_at = Some(at),
+                        _ => self.close_now(),
+                    }
                 }
                 Some(Step::Trap(_)) => {
                     if let Some(Step::Trap(message)) = self.take_step() {
@@ -387,18 +414,19 @@ impl Broker {
         }
     }
 
-    /// Waits `ms` of virtual time that the policy costs the guest.
+    /// Waits what the policy costs the guest, on virtual time.
     fn cost(&mut self, wait: Duration) -> wasmtime::Result<()> {
         self.wait(wait.as_millis() as u64)
     }
 
-    /// A guest output line at `level`, through the output limit: recorded
-    /// as the host would write it, or dropped and counted (the write then
-    /// costs [`OVER_LIMIT_WAIT`]).
-    pub(crate) fn output_line(&mut self, level: Level, line: &str) {
+    /// A guest output line at `level` from `source` ("", "stdout: ",
+    /// "host: "), through the output limit: recorded as the host writes
+    /// it (the line cut and escaped, then its source), or dropped and
+    /// counted (the write then costs [`OVER_LIMIT_WAIT`]).
+    pub(crate) fn output_line(&mut self, level: Level, source: &str, line: &str) {
         let (allowed, _) = self.output.permit(1, self.virtual_now());
         if allowed == 1 {
-            self.push(Call::Log(level, shown(line).into_owned()));
+            self.push(Call::Log(level, format!("{source}{}", shown(line))));
         } else {
             self.dropped_lines += 1;
             self.now_ms += OVER_LIMIT_WAIT.as_millis() as u64;
@@ -414,7 +442,7 @@ impl Broker {
         match verdict? {
             Ok(()) => Ok(None),
             Err(refusal) => {
-                self.output_line(Level::Warn, &format!("host: {}", refusal.line));
+                self.output_line(Level::Warn, "host: ", &refusal.line);
                 self.cost(REFUSAL_WAIT)?;
                 Ok(Some(refusal.code))
             }
@@ -449,6 +477,9 @@ impl Broker {
         if let Some(f) = &self.failure {
             return Err(wasmtime::Error::msg(f.clone()));
         }
+        if self.close_at.is_some_and(|at| at <= self.now_ms) {
+            self.close_now();
+        }
         self.output.flood()?;
         self.advance()
     }
@@ -465,11 +496,6 @@ impl Broker {
             packet: packet.clone(),
             at_ms: self.now_ms,
         });
-        // An `after-ms` step ahead of the expectation delays its reply.
-        if let Some(Step::After(ms)) = self.script.steps.front() {
-            self.reply_delay_ms = *ms;
-            self.take_step();
-        }
         let at = self.now_ms + std::mem::take(&mut self.reply_delay_ms);
         let label = self.step_label();
         let replies = match self.script.steps.pop_front() {
@@ -505,7 +531,7 @@ impl Broker {
                 auto_reply(&packet)
             }
             Some(other) => {
-                let expected = format!("{other:?}");
+                let expected = other.to_string();
                 self.script.steps.push_front(other);
                 return Err(self.fail(format!(
                     "mock broker, {label}: expected {expected}, got {packet:?}"
@@ -569,6 +595,10 @@ impl SocketHost for MockState {
             if let Some(Step::RefuseConnect(code)) = b.script.steps.front() {
                 let code = *code;
                 b.take_step();
+                // The host's line about a failed connect counts against
+                // the guest's output limit (its text is the host's own).
+                let now = b.virtual_now();
+                b.output.permit(1, now);
                 b.push(Call::Connect {
                     host,
                     port,
@@ -586,6 +616,7 @@ impl SocketHost for MockState {
             b.open += 1;
             b.current = Some(index);
             b.inbound.clear();
+            b.close_at = None;
             b.decoder.clear();
             index
         };
@@ -656,7 +687,7 @@ impl HostConnection for MockState {
             }
         }
         let limit = match b.script.delivery {
-            Delivery::Coalesced => max_len as usize,
+            Delivery::Coalesced => max_len.min(RECEIVE_CHUNK) as usize,
             Delivery::OneByte => 1,
         };
         let now = b.now_ms;
@@ -666,7 +697,7 @@ impl HostConnection for MockState {
     }
 
     async fn close(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
-        let c = self.table.get_mut(&connection(&conn))?;
+        let c = self.counted().table.get_mut(&connection(&conn))?;
         let (index, was_open) = (c.index, std::mem::replace(&mut c.open, false));
         let mut b = self.broker();
         if was_open {
@@ -681,6 +712,7 @@ impl HostConnection for MockState {
 
     async fn drop(&mut self, conn: Resource<Connection>) -> wasmtime::Result<()> {
         let c = self
+            .counted()
             .table
             .delete(Resource::<MockConnection>::new_own(conn.rep()))?;
         if c.open {
@@ -712,7 +744,11 @@ impl clock::Host for MockState {
 
     async fn sleep_ms(&mut self, duration_ms: u32) -> wasmtime::Result<()> {
         let mut b = self.call()?;
-        b.push(Call::Sleep(duration_ms));
+        let connected = b.open > 0;
+        b.push(Call::Sleep {
+            ms: duration_ms,
+            connected,
+        });
         b.wait(u64::from(duration_ms))?;
         Ok(())
     }
@@ -734,7 +770,7 @@ impl log::Host for MockState {
         message: String,
     ) -> wasmtime::Result<()> {
         let mut b = self.call()?;
-        b.output_line(level.into(), &message);
+        b.output_line(level.into(), "", &message);
         b.output.flood()?;
         Ok(())
     }

@@ -9,7 +9,10 @@
 //! iteration timeout and the connect and output rates on virtual time,
 //! the CPU limit and budget on the guest's real computation, memory and
 //! tables; a logic is stopped by the limit that would stop it under
-//! `host run`.
+//! `host run`. Everything but the CPU limits is deterministic: those time
+//! real computation, as the host's do, so a logic near them may pass on
+//! one machine and not another (a logic far from them, as the demo is at a
+//! few milliseconds an iteration, never meets them).
 //!
 //! ```no_run
 //! use mock_host::{MockHost, Scenario, Script, Step, TransportError};
@@ -175,13 +178,15 @@ impl Record {
         self.calls
             .iter()
             .filter_map(|c| match c {
-                Call::Sleep(ms) => Some(*ms),
+                Call::Sleep { ms, .. } => Some(*ms),
                 _ => None,
             })
             .collect()
     }
 
-    /// The guest's log lines.
+    /// The log lines: the guest's own, its stdout and stderr lines
+    /// ("stdout: ..."), and the host's lines about it ("host: ..."), as
+    /// `host run` logs them.
     pub fn log(&self) -> Vec<String> {
         self.calls
             .iter()
@@ -397,7 +402,13 @@ impl MockHost {
                 .collect(),
             events,
             now_ms: broker.now_ms,
-            steps_left: broker.script.steps.len(),
+            // The steps of the file: an `after-ms` is part of its step.
+            steps_left: broker
+                .script
+                .steps
+                .iter()
+                .filter(|s| !matches!(s, Step::After(_)))
+                .count(),
             store: scenario.store.bucket(&scenario.settings.client_id),
             dropped_lines: broker.dropped_lines,
             calls_cut: broker.calls_cut,
@@ -482,14 +493,19 @@ impl Runtime<MockLogic> for MockRuntime {
         let real_time = self.real_time;
         let limits = self.limits;
         store.set_epoch_deadline(1);
+        // The broker is never locked while wasm runs (an import takes and
+        // releases it within its call); `try_lock` keeps it so: were it
+        // held, the check waits for the next tick instead of a deadlock.
         store.epoch_deadline_callback(move |mut ctx| {
             let state = ctx.data_mut();
             state.cpu.check(&limits, Instant::now())?;
-            state.broker().output.flood()?;
+            let Ok(mut b) = state.broker.try_lock() else {
+                return Ok(UpdateDeadline::Continue(1));
+            };
+            b.output.flood()?;
             if Instant::now() < deadline {
                 return Ok(UpdateDeadline::Continue(1));
             }
-            let mut b = state.broker();
             Err(b.fail(format!(
                 "mock host: the scenario ran for over {} s of real time; the logic computes without end (host test --timeout-secs)",
                 real_time.as_secs_f64()

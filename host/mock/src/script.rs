@@ -55,6 +55,21 @@ impl fmt::Debug for Step {
     }
 }
 
+/// The step as a scenario file writes it, for failure messages.
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::RefuseConnect(c) => write!(f, "a connect (refuse-connect = {:?})", c.name()),
+            Step::Expect(k, _) | Step::ExpectWhere(k, _, _) => write!(f, "a {k} (expect)"),
+            Step::Auto(n) => write!(f, "{n} packet(s) (auto = {n})"),
+            Step::Send(_) => f.write_str("send"),
+            Step::Close => f.write_str("close"),
+            Step::Trap(_) => f.write_str("trap"),
+            Step::After(ms) => write!(f, "after-ms = {ms}"),
+        }
+    }
+}
+
 impl Step {
     /// Expects `kind` and sends nothing back.
     pub fn swallow(kind: &'static str) -> Self {

@@ -162,7 +162,7 @@ impl LineWriter {
         };
         let mut b = broker.lock().unwrap_or_else(|p| p.into_inner());
         for line in self.lines.split(buf, line_ends(buf)) {
-            b.output_line(self.out.level, &format!("{}{line}", self.out.source));
+            b.output_line(self.out.level, self.out.source, &line);
         }
     }
 
@@ -172,7 +172,7 @@ impl LineWriter {
             && let Some(broker) = self.out.broker.upgrade()
         {
             let mut b = broker.lock().unwrap_or_else(|p| p.into_inner());
-            b.output_line(self.out.level, &format!("{}{line}", self.out.source));
+            b.output_line(self.out.level, self.out.source, &line);
         }
     }
 }

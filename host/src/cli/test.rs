@@ -180,8 +180,17 @@ mod tests {
         let cli = crate::cli::Cli::command();
         let run = cli.find_subcommand("run").expect("host run");
         let flags: Vec<&str> = run.get_arguments().filter_map(|a| a.get_long()).collect();
-        for key in mock_host::file::format::LimitsSpec::KEYS {
+        let keys = mock_host::file::format::LimitsSpec::KEYS;
+        for key in keys {
             assert!(flags.contains(&key), "--{key} is not a flag of host run");
+        }
+        // And every sandbox limit of host run can be set by a scenario.
+        for arg in run.get_arguments() {
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            if help.starts_with("Sandbox:") {
+                let flag = arg.get_long().unwrap_or_default();
+                assert!(keys.contains(&flag), "--{flag} is no key of [limits]");
+            }
         }
     }
 }

@@ -14,13 +14,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmtime::component::{Resource, ResourceTable};
 
 use crate::limits::SocketLimits;
-use crate::limits::connects::{ConnectGate, REFUSAL_WAIT, Refusal};
+use crate::limits::connects::{ConnectGate, RECEIVE_CHUNK, REFUSAL_WAIT, Refusal};
 use crate::limits::output::GuestOutput;
 use crate::limits::rate::TokenBucket;
 use crate::tls::{Endpoint, TlsClient, TlsConnection, Turn, classify_io};
-
-/// Most bytes one `receive` returns (a TLS record's plaintext is at most 16 KiB).
-const RECEIVE_CHUNK: u32 = 64 * 1024;
 
 /// One guest connection: the TLS stream, or nothing once closed.
 struct Stream(Option<TlsConnection>);

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use host_core::Level;
 pub use host_core::limits::OutputLimits;
+pub use host_core::limits::output::OVER_LIMIT_WAIT;
 use host_core::limits::output::{LineSplitter, OutputMeter, line_ends, shown};
-pub use host_core::limits::output::{MAX_LINE, OVER_LIMIT_WAIT};
 use host_core::observer::{Event, Observer};
 use host_core::outcome::LimitHit;
 use tokio::io::AsyncWrite;
@@ -76,6 +76,12 @@ impl GuestOutput {
     /// How long the guest's next write waits, if it went over the limit.
     pub fn owed_wait(&self) -> Option<std::time::Duration> {
         self.meter().owed_wait(Instant::now())
+    }
+
+    /// A restarted guest starts with no drops counted against its flood
+    /// limit.
+    pub fn restarted(&self) {
+        self.meter().restarted();
     }
 
     /// Starts counting iteration `iteration`'s dropped lines; its lines
@@ -234,6 +240,16 @@ impl AsyncWrite for LineWriter {
     }
 }
 
+/// A last line the guest did not end is written when its stream goes
+/// (WASI does not shut a stream down), as the mock host records it.
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if let Some(line) = self.lines.finish() {
+            self.output.line(self.level, self.source, &line);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,15 +266,29 @@ mod tests {
         assert_eq!(packet_id("no id here"), None);
     }
 
+    /// Counts the lines the notices announce.
+    #[derive(Default)]
+    struct Notices(std::sync::atomic::AtomicU64);
+
+    impl Observer for Notices {
+        fn observe(&self, event: &Event) {
+            if let Event::OutputDropped { lines, .. } = event {
+                self.0
+                    .fetch_add(*lines, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
     #[test]
     fn lines_over_the_burst_are_dropped_and_announced() {
+        let notices = Arc::new(Notices::default());
         let out = GuestOutput::new(
             "d".into(),
             OutputLimits {
                 lines_per_sec: 1,
                 burst: 5,
             },
-            Arc::new(host_core::observer::Ignore),
+            notices.clone(),
         );
         let written = (0..100)
             .filter(|i| out.line(Level::Info, "", &format!("line {i}")))
@@ -269,7 +299,12 @@ mod tests {
             "95 dropped is over ten seconds' worth"
         );
         out.flush_notice();
-        assert_eq!(out.meter().take_notice(Instant::now()), None, "announced");
+        assert_eq!(notices.0.load(std::sync::atomic::Ordering::Relaxed), 95);
+        assert_eq!(
+            out.meter().take_notice(Instant::now()),
+            None,
+            "announced once"
+        );
         out.new_iteration(2);
         assert_eq!(out.flood(), Ok(()));
     }

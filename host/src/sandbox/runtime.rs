@@ -155,6 +155,8 @@ impl Runtime<Arc<Logic>> for SandboxRuntime {
     type Error = wasmtime::Error;
 
     async fn instantiate(&mut self, logic: &Arc<Logic>) -> wasmtime::Result<Self::Instance> {
+        // A flood that stopped the last instance is not this one's.
+        self.sandbox.restarted();
         let mut store = new_store(logic.pre.engine(), self.sandbox.state());
         // A start function that never ends is bounded like an iteration
         // (nothing declared yet).

@@ -148,6 +148,12 @@ impl Sandbox {
         self.output.flush_notice();
     }
 
+    /// A new instance starts with no dropped output lines counted against
+    /// its flood limit.
+    pub fn restarted(&self) {
+        self.output.restarted();
+    }
+
     /// Starts counting iteration `iteration`'s dropped output lines.
     pub fn new_iteration(&self, iteration: u32) {
         self.output.new_iteration(iteration);

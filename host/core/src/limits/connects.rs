@@ -18,6 +18,10 @@ use crate::outcome::LimitHit;
 /// once it passes its allowance of refusals.
 pub const REFUSAL_WAIT: Duration = Duration::from_millis(1);
 
+/// Most bytes one `receive` returns, whatever it asks for (a TLS record's
+/// plaintext is at most 16 KiB).
+pub const RECEIVE_CHUNK: u32 = 64 * 1024;
+
 /// A refused call: the error the guest gets and the host's line about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {

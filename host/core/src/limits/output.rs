@@ -111,9 +111,10 @@ impl OutputMeter {
         self.iteration
     }
 
-    /// Lines dropped in the iteration in flight.
-    pub fn dropped_this_iteration(&self) -> u64 {
-        self.dropped_this_iteration
+    /// A restarted guest starts with no drops counted against its flood
+    /// limit: the stopped one's are not its own.
+    pub fn restarted(&mut self) {
+        self.dropped_this_iteration = 0;
     }
 
     /// Lines that may be dropped in one iteration before the guest is
@@ -144,7 +145,7 @@ pub fn shown(line: &str) -> std::borrow::Cow<'_, str> {
 
 /// `line` with control characters escaped, so one guest line is one host
 /// line and cannot pass for another device's or the host's.
-pub fn escape(line: &str) -> std::borrow::Cow<'_, str> {
+fn escape(line: &str) -> std::borrow::Cow<'_, str> {
     if !line.chars().any(char::is_control) {
         return line.into();
     }
@@ -161,7 +162,7 @@ pub fn escape(line: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Cuts `line` to at most [`MAX_LINE`] bytes, on a character boundary.
-pub fn cut(line: &str) -> &str {
+fn cut(line: &str) -> &str {
     if line.len() <= MAX_LINE {
         return line;
     }
@@ -249,9 +250,13 @@ mod tests {
         );
         m.new_iteration(2);
         assert_eq!(m.flood(), Ok(()));
-        // A second later one more line passes, and the notice is due.
-        let (n, _) = m.permit(2, t0 + Duration::from_secs(1));
-        assert_eq!(n, 1);
+        // A second later one more line passes, and the notice of the one
+        // dropped with it is due.
+        let (n, notice) = m.permit(2, t0 + Duration::from_secs(1));
+        assert_eq!((n, notice), (1, Some(1)));
+        m.permit(1, t0);
+        m.restarted();
+        assert_eq!(m.flood(), Ok(()), "a restart starts the count anew");
     }
 
     #[test]

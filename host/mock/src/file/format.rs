@@ -416,7 +416,7 @@ pub enum SentSpec {
     /// Just the kind.
     Kind(String),
     /// A kind and field checks.
-    Packet(PacketSpec),
+    Packet(Box<PacketSpec>),
 }
 
 /// An iteration's result: "ok", or the WIT `iteration-error` case
@@ -453,7 +453,8 @@ pub struct ExpectSpec {
     /// Text in the first stop's message.
     pub stop_contains: Option<String>,
     /// The limit of the first stop, by name: "iteration-timeout", "cpu",
-    /// "cpu-budget", "memory", "table", "output-flood", "connect-storm".
+    /// "cpu-budget", "memory", "table", "output-flood", "connect-storm",
+    /// or "trap" for a stop by no limit.
     pub stop_limit: Option<String>,
     /// Output lines dropped over the output limit (`log-lines-per-sec`,
     /// `log-burst`).

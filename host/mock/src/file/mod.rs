@@ -118,6 +118,8 @@ struct Places {
     scenario: (usize, usize),
     steps: Vec<(usize, usize)>,
     expect: Option<(usize, usize)>,
+    /// Each key of the scenario's `expect` table.
+    expect_keys: HashMap<String, (usize, usize)>,
 }
 
 /// The places of the file's scenarios, in order (from the file's own
@@ -142,13 +144,31 @@ fn places(text: &str) -> Vec<Places> {
                 Some(DeValue::Array(steps)) => steps.iter().map(|s| at(s.span())).collect(),
                 _ => Vec::new(),
             };
+            let expect_keys = match key("expect").map(|(_, v)| v.get_ref()) {
+                Some(DeValue::Table(expect)) => expect
+                    .iter()
+                    .map(|(k, _)| (k.get_ref().to_string(), at(k.span())))
+                    .collect(),
+                _ => HashMap::new(),
+            };
             Places {
                 scenario: key("name").map_or(at(scenario.span()), |(k, _)| at(k.span())),
                 steps,
                 expect: key("expect").map(|(k, _)| at(k.span())),
+                expect_keys,
             }
         })
         .collect()
+}
+
+/// Where the `[defaults]` table starts, if the file has one.
+fn defaults_place(text: &str) -> Option<(usize, usize)> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let (key, _) = doc
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == "defaults")?;
+    Some(place(text, key.span().start))
 }
 
 /// A parse error's message in the format's words: the key it is about,
@@ -180,6 +200,15 @@ fn parse_message(text: &str, error: &toml::de::Error) -> String {
             let re = regex::Regex::new(r"([A-Za-z0-9_-]+)\s*=\s*(\[[^=]*)?$").ok()?;
             re.captures(line).map(|c| c[1].to_string())
         });
+    // A limit written where the scenario's other keys go.
+    if let Some(limit) = format::LimitsSpec::KEYS
+        .iter()
+        .find(|k| message.starts_with(&format!("unknown field `{k}`")))
+    {
+        message = format!(
+            "unknown field `{limit}` here: it is a limit, written in the scenario's (or [defaults]') `limits = {{ {limit} = ... }}`"
+        );
+    }
     match key {
         Some(key) if !message.contains(&format!("`{key}`")) => format!("`{key}`: {message}"),
         _ => message,
@@ -241,6 +270,18 @@ impl ScenarioFile {
                 path: path.to_path_buf(),
             });
         }
+        // The defaults alone, so that a mistake in them is placed there and
+        // not on the first scenario.
+        let alone: ScenarioSpec = toml::from_str("name = \"[defaults]\"").expect("a name alone");
+        if let Err(e) = scenario::scenario(&alone, &spec.defaults, &crate::Limits::default()) {
+            let (line, column) = defaults_place(text).unwrap_or((1, 1));
+            return Err(FileError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: format!("[defaults]: {}", e.message),
+            });
+        }
         let places = places(text);
         let mut scenarios: Vec<(ScenarioSpec, Checks)> = Vec::new();
         for (i, mut s) in spec.scenarios.into_iter().enumerate() {
@@ -279,8 +320,15 @@ impl ScenarioFile {
                     format!("store-after = {before:?} names no earlier scenario"),
                 ));
             }
-            let checks = Checks::new(std::mem::take(&mut s.expect))
-                .map_err(|e| invalid(at.expect.unwrap_or(at.scenario), format!("expect: {e}")))?;
+            let checks = Checks::new(std::mem::take(&mut s.expect)).map_err(|e| {
+                let place = at
+                    .expect_keys
+                    .get(e.key)
+                    .copied()
+                    .or(at.expect)
+                    .unwrap_or(at.scenario);
+                invalid(place, format!("expect: {e}"))
+            })?;
             scenarios.push((s, checks));
         }
         Ok(Self {

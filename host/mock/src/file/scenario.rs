@@ -117,8 +117,9 @@ impl From<String> for Invalid {
     }
 }
 
-/// The limits `spec` sets over `base`; a value no flag of `host run` takes
-/// is refused.
+/// The limits `spec` sets over `base`. Each key takes what its flag's type
+/// takes (the parse refuses the rest); `max-memory-mib` is also held to
+/// `host test --max-memory-mib`'s range, 1 to 4096.
 pub fn limits(spec: LimitsSpec, base: &Limits) -> Result<Limits, String> {
     let mut l = *base;
     if let Some(ms) = spec.iteration_timeout_ms {
@@ -563,6 +564,33 @@ mod tests {
             error_in("iterations = 0"),
             "iterations = 0: give 1 to 10000"
         );
+    }
+
+    /// Every `[limits]` key changes the limit of its flag's name.
+    #[test]
+    fn every_limit_key_is_applied() {
+        let base = Limits::default();
+        let all: String = LimitsSpec::KEYS
+            .iter()
+            .map(|k| format!("{k} = 7\n"))
+            .collect();
+        let l = limits(toml::from_str(&all).expect(&all), &base).unwrap();
+        let changed = [
+            l.iteration_timeout_ms != base.iteration_timeout_ms,
+            l.cpu_limit_ms != base.cpu_limit_ms,
+            l.cpu_budget_ms != base.cpu_budget_ms,
+            l.max_memory_bytes != base.max_memory_bytes,
+            l.max_table_elements != base.max_table_elements,
+            l.max_connections != base.max_connections,
+            l.max_io_bytes != base.max_io_bytes,
+            l.connect_burst != base.connect_burst,
+            l.connect_interval_ms != base.connect_interval_ms,
+            l.output.lines_per_sec != base.output.lines_per_sec,
+            l.output.burst != base.output.burst,
+            l.state_writes_per_sec != base.state_writes_per_sec,
+        ];
+        assert_eq!(changed.len(), LimitsSpec::KEYS.len());
+        assert!(changed.iter().all(|c| *c), "{changed:?}");
     }
 
     fn error_in(keys: &str) -> String {

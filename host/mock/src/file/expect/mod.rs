@@ -3,259 +3,28 @@
 //! Each failed check is one message saying what was expected and what
 //! happened.
 
-use host_core::outcome::ConnackRefusal;
 use mqtt_core::packets::packet_name;
 use mqttbytes::v4::Packet;
 use regex::Regex;
 
-use super::format::{
-    ExpectSpec, LevelSpec, LogSpec, PacketIdsSpec, PacketSpec, SentSpec, SleepKind,
+use super::format::{ExpectSpec, LogSpec, PacketIdsSpec, SentSpec, SleepKind};
+use super::scenario::kind_name;
+use crate::{Call, Record};
+
+mod lines;
+mod packets;
+mod results;
+
+use lines::{LogCheck, lines, log_lines, sleeps_of};
+pub use packets::PacketCheck;
+use packets::{in_order_failures, packet_failures, packet_id_reuse, sent_check};
+pub use results::{RESULT_KINDS, STOP_LIMITS};
+use results::{
+    describe_result, ended, error_text, report_failures, result_kind, result_kind_known,
+    results_failure, shown, stop_name,
 };
-use super::scenario::{kind_name, qos};
-use crate::{Call, IterationFailure, IterationReport, Level, Record, Stop};
 
-/// Field checks of one packet, compiled.
-pub struct PacketCheck {
-    kind: &'static str,
-    spec: PacketSpec,
-    payload: Option<Regex>,
-}
-
-impl PacketCheck {
-    /// A check of a packet of `kind` against `spec`'s fields; a field the
-    /// kind does not carry is an error (it could never fail).
-    pub fn new(kind: &'static str, spec: &PacketSpec) -> Result<Self, String> {
-        if let Some(q) = spec.qos {
-            qos(q)?;
-        }
-        let given = [
-            ("topic", spec.topic.is_some()),
-            ("payload", spec.payload.is_some()),
-            ("payload-matches", spec.payload_matches.is_some()),
-            ("qos", spec.qos.is_some()),
-            ("dup", spec.dup.is_some()),
-            ("retain", spec.retain.is_some()),
-            ("packet-id", spec.packet_id.is_some()),
-            ("filters", spec.filters.is_some()),
-            ("client-id", spec.client_id.is_some()),
-            ("clean-session", spec.clean_session.is_some()),
-            ("keep-alive", spec.keep_alive.is_some()),
-            ("username", spec.username.is_some()),
-            ("password", spec.password.is_some()),
-        ];
-        let carries = fields_of(kind);
-        if let Some((field, _)) = given.iter().find(|(f, set)| *set && !carries.contains(f)) {
-            let fields = if carries.is_empty() {
-                "none".to_string()
-            } else {
-                carries.join(", ")
-            };
-            return Err(format!(
-                "a {kind} has no `{field}` to check (its fields: {fields})"
-            ));
-        }
-        let payload = spec.payload_matches.as_deref().map(regex).transpose()?;
-        Ok(Self {
-            kind,
-            spec: spec.clone(),
-            payload,
-        })
-    }
-
-    /// `Ok` when `packet` is of the kind and has every field given; else
-    /// what differs.
-    pub fn check(&self, packet: &Packet) -> Result<(), String> {
-        let name = packet_name(packet);
-        if name != self.kind {
-            return Err(format!("expected {}, got {name}", self.kind));
-        }
-        let s = &self.spec;
-        let mut wrong = Vec::new();
-        match packet {
-            Packet::Publish(p) => {
-                if let Some(t) = &s.topic {
-                    field(
-                        &mut wrong,
-                        "topic",
-                        format!("{t:?}"),
-                        format!("{:?}", p.topic),
-                    );
-                }
-                let text = String::from_utf8_lossy(&p.payload);
-                if let Some(want) = &s.payload {
-                    field(
-                        &mut wrong,
-                        "payload",
-                        format!("{want:?}"),
-                        format!("{text:?}"),
-                    );
-                }
-                if let Some(re) = &self.payload
-                    && !re.is_match(&text)
-                {
-                    wrong.push(format!("payload matches /{re}/ (got {text:?})"));
-                }
-                if let Some(q) = s.qos {
-                    field(&mut wrong, "qos", q.to_string(), (p.qos as u8).to_string());
-                }
-                if let Some(d) = s.dup {
-                    field(&mut wrong, "dup", d.to_string(), p.dup.to_string());
-                }
-                if let Some(r) = s.retain {
-                    field(&mut wrong, "retain", r.to_string(), p.retain.to_string());
-                }
-                if let Some(id) = s.packet_id {
-                    field(&mut wrong, "packet-id", id.to_string(), p.pkid.to_string());
-                }
-            }
-            Packet::Connect(c) => {
-                if let Some(id) = &s.client_id {
-                    field(
-                        &mut wrong,
-                        "client-id",
-                        format!("{id:?}"),
-                        format!("{:?}", c.client_id),
-                    );
-                }
-                if let Some(v) = s.clean_session {
-                    field(
-                        &mut wrong,
-                        "clean-session",
-                        v.to_string(),
-                        c.clean_session.to_string(),
-                    );
-                }
-                if let Some(v) = s.keep_alive {
-                    field(
-                        &mut wrong,
-                        "keep-alive",
-                        v.to_string(),
-                        c.keep_alive.to_string(),
-                    );
-                }
-                // "" stands for no user name (and so no login at all).
-                let login = |text: Option<&String>| match text {
-                    None => "(none)".to_string(),
-                    Some(t) => format!("{t:?}"),
-                };
-                if let Some(u) = &s.username {
-                    let want = login(Some(u).filter(|u| !u.is_empty()));
-                    let got = login(c.login.as_ref().map(|l| &l.username));
-                    field(&mut wrong, "username", want, got);
-                }
-                if let Some(p) = &s.password {
-                    let want = login(Some(p).filter(|p| !p.is_empty()));
-                    let got = login(
-                        c.login
-                            .as_ref()
-                            .map(|l| &l.password)
-                            .filter(|p| !p.is_empty()),
-                    );
-                    field(&mut wrong, "password", want, got);
-                }
-            }
-            Packet::Subscribe(sub) => {
-                if let Some(f) = &s.filters {
-                    let got: Vec<_> = sub.filters.iter().map(|f| f.path.clone()).collect();
-                    field(&mut wrong, "filters", format!("{f:?}"), format!("{got:?}"));
-                }
-                if let Some(q) = s.qos {
-                    let got: Vec<String> = sub
-                        .filters
-                        .iter()
-                        .map(|f| (f.qos as u8).to_string())
-                        .collect();
-                    let want = vec![q.to_string(); got.len().max(1)];
-                    field(&mut wrong, "qos", want.join(","), got.join(","));
-                }
-                if let Some(id) = s.packet_id {
-                    field(
-                        &mut wrong,
-                        "packet-id",
-                        id.to_string(),
-                        sub.pkid.to_string(),
-                    );
-                }
-            }
-            Packet::Unsubscribe(u) => {
-                if let Some(f) = &s.filters {
-                    field(
-                        &mut wrong,
-                        "filters",
-                        format!("{f:?}"),
-                        format!("{:?}", u.topics),
-                    );
-                }
-                if let Some(id) = s.packet_id {
-                    field(&mut wrong, "packet-id", id.to_string(), u.pkid.to_string());
-                }
-            }
-            Packet::PubAck(a) => {
-                if let Some(id) = s.packet_id {
-                    field(&mut wrong, "packet-id", id.to_string(), a.pkid.to_string());
-                }
-            }
-            _ => {}
-        }
-        if wrong.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("expected {} with {}", self.kind, wrong.join(", ")))
-        }
-    }
-
-    /// The packet's virtual send time, when the pattern gives one.
-    fn at_ms(&self) -> Option<super::format::AtMs> {
-        self.spec.at_ms
-    }
-
-    /// `Ok` when `packet`, sent at `at_ms`, matches the fields and the time.
-    fn check_at(&self, packet: &Packet, at_ms: u64) -> Result<(), String> {
-        self.check(packet)?;
-        match self.at_ms() {
-            Some(want) if !want.holds(at_ms) => Err(format!(
-                "expected {} {want} of virtual time, sent at {at_ms} ms",
-                self.kind
-            )),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// The fields a packet of `kind` has for checks.
-fn fields_of(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "PUBLISH" => &[
-            "topic",
-            "payload",
-            "payload-matches",
-            "qos",
-            "dup",
-            "retain",
-            "packet-id",
-        ],
-        "CONNECT" => &[
-            "client-id",
-            "clean-session",
-            "keep-alive",
-            "username",
-            "password",
-        ],
-        "SUBSCRIBE" => &["filters", "qos", "packet-id"],
-        "UNSUBSCRIBE" => &["filters", "packet-id"],
-        "PUBACK" => &["packet-id"],
-        _ => &[],
-    }
-}
-
-/// Notes `key` as wrong when `want` and `got` differ.
-fn field(wrong: &mut Vec<String>, key: &str, want: String, got: String) {
-    if want != got {
-        wrong.push(format!("{key} = {want} (got {got})"));
-    }
-}
-
-fn regex(pattern: &str) -> Result<Regex, String> {
+pub(super) fn regex(pattern: &str) -> Result<Regex, String> {
     Regex::new(pattern).map_err(|e| format!("bad regular expression /{pattern}/: {e}"))
 }
 
@@ -271,49 +40,79 @@ pub struct Checks {
     log_count: Vec<(Regex, usize)>,
 }
 
+/// A wrong expectation: the key it is under, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadKey {
+    /// The key in `[scenario.expect]`, as the file spells it.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for BadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}`: {}", self.key, self.message)
+    }
+}
+
 impl Checks {
-    /// Compiles `spec`; a bad kind, QoS or pattern is an error.
-    pub fn new(spec: ExpectSpec) -> Result<Self, String> {
-        let packets = |list: &Option<Vec<SentSpec>>| -> Result<Option<Vec<PacketCheck>>, String> {
+    /// Compiles `spec`; a bad kind, QoS, name or pattern is an error
+    /// naming its key.
+    pub fn new(spec: ExpectSpec) -> Result<Self, BadKey> {
+        let at = |key: &'static str| move |message: String| BadKey { key, message };
+        let packets = |key: &'static str, list: &Option<Vec<SentSpec>>| {
             list.as_ref()
-                .map(|l| l.iter().map(sent_check).collect())
+                .map(|l| l.iter().map(|p| sent_check(key, p)).collect())
                 .transpose()
+                .map_err(at(key))
         };
-        for r in spec.result.iter().chain(spec.results.iter().flatten()) {
-            result_kind_known(r)?;
+        if let Some(r) = &spec.result {
+            result_kind_known(r).map_err(at("result"))?;
+        }
+        for r in spec.results.iter().flatten() {
+            result_kind_known(r).map_err(at("results"))?;
         }
         if let Some(counts) = &spec.sent_count {
             for kind in counts.keys() {
-                kind_name(kind)?;
+                kind_name(kind).map_err(at("sent-count"))?;
             }
         }
-        let all = |list: &Option<Vec<String>>| -> Result<Vec<Regex>, String> {
-            list.iter().flatten().map(|p| regex(p)).collect()
+        let patterns = |key: &'static str, list: &Option<Vec<String>>| {
+            list.iter()
+                .flatten()
+                .map(|p| regex(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(at(key))
         };
-        let lines = |list: &Option<Vec<LogSpec>>| -> Result<Vec<LogCheck>, String> {
-            list.iter().flatten().map(LogCheck::new).collect()
+        let lines = |key: &'static str, list: &Option<Vec<LogSpec>>| {
+            list.iter()
+                .flatten()
+                .map(LogCheck::new)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(at(key))
         };
         if let Some(name) = &spec.stop_limit
             && !STOP_LIMITS.contains(&name.as_str())
         {
-            return Err(format!(
-                "stop-limit = {name:?}: one of {}",
+            return Err(at("stop-limit")(format!(
+                "{name:?} is no limit: one of {}",
                 STOP_LIMITS.join(", ")
-            ));
+            )));
         }
         Ok(Self {
-            sent: packets(&spec.sent)?,
-            sent_start: packets(&spec.sent_start)?,
-            sent_in_order: packets(&spec.sent_in_order)?,
-            log: lines(&spec.log)?,
-            log_in_order: lines(&spec.log_in_order)?,
-            no_log: all(&spec.no_log)?,
+            sent: packets("sent", &spec.sent)?,
+            sent_start: packets("sent-start", &spec.sent_start)?,
+            sent_in_order: packets("sent-in-order", &spec.sent_in_order)?,
+            log: lines("log", &spec.log)?,
+            log_in_order: lines("log-in-order", &spec.log_in_order)?,
+            no_log: patterns("no-log", &spec.no_log)?,
             log_count: spec
                 .log_count
                 .iter()
                 .flatten()
                 .map(|c| Ok((regex(&c.matches)?, c.count)))
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, String>>()
+                .map_err(at("log-count"))?,
             spec,
         })
     }
@@ -322,15 +121,7 @@ impl Checks {
     /// run that ended early when the scenario did not say it would is one
     /// failure, that end: the other checks would only repeat its cause.
     pub fn failures(&self, out: &Record) -> Vec<String> {
-        let mut f = Vec::new();
         let s = &self.spec;
-        if out.calls_cut > 0 && self.uses_calls() {
-            return vec![format!(
-                "the record of calls was full at {} MiB ({} calls not kept): the expectations on calls saw only its start; expect less of a run this long (result, report, stops, store, virtual time need no record)",
-                crate::MAX_RECORDED_BYTES >> 20,
-                out.calls_cut
-            )];
-        }
         match (&s.aborted_contains, &out.aborted) {
             (Some(text), Some(msg)) if !msg.contains(text.as_str()) => {
                 return vec![format!(
@@ -340,6 +131,25 @@ impl Checks {
             (None, Some(msg)) => return vec![format!("the run ended early: {msg}")],
             _ => {}
         }
+        let mut f = Vec::new();
+        self.outcome_failures(&mut f, out);
+        if out.calls_cut > 0 && self.uses_calls() {
+            // The checks that read the record would fail for the cut alone.
+            f.push(format!(
+                "the record of calls was full at {} MiB ({} calls not kept): the expectations on calls saw only its start; expect less of a run this long (result, report, stops, store, virtual time need no record)",
+                crate::MAX_RECORDED_BYTES >> 20,
+                out.calls_cut
+            ));
+        } else {
+            self.record_failures(&mut f, out);
+        }
+        f
+    }
+
+    /// The checks of the run's outcome: its state, results, report, stops,
+    /// virtual time and script (no record of calls needed).
+    fn outcome_failures(&self, f: &mut Vec<String>, out: &Record) {
+        let s = &self.spec;
         for (key, want) in &s.store {
             let want = want.bytes();
             match out.store.get(key) {
@@ -406,7 +216,7 @@ impl Checks {
         }
         if let Some(want) = &s.report {
             match first {
-                Some(Ok(r)) => report_failures(&mut f, want, r),
+                Some(Ok(r)) => report_failures(f, want, r),
                 Some(r) => f.push(format!(
                     "report: expected a report, got {}",
                     describe_result(r)
@@ -457,6 +267,35 @@ impl Checks {
                 out.dropped_lines
             ));
         }
+        if let Some(ms) = s.virtual_ms_at_least
+            && out.now_ms < ms
+        {
+            f.push(format!(
+                "virtual-ms-at-least: expected {ms} ms, ran {} ms",
+                out.now_ms
+            ));
+        }
+        if let Some(ms) = s.virtual_ms_at_most
+            && out.now_ms > ms
+        {
+            f.push(format!(
+                "virtual-ms-at-most: expected {ms} ms, ran {} ms",
+                out.now_ms
+            ));
+        }
+        let left = s.steps_left.unwrap_or(0);
+        if out.steps_left != left {
+            f.push(format!(
+                "steps-left: expected {left} script steps left undone, got {}",
+                out.steps_left
+            ));
+        }
+    }
+
+    /// The checks that read the record of calls: packets, connects,
+    /// sleeps, log lines, entropy, closes.
+    fn record_failures(&self, f: &mut Vec<String>, out: &Record) {
+        let s = &self.spec;
         let count = |pred: &dyn Fn(&Call) -> bool| out.calls.iter().filter(|c| pred(c)).count();
         if let Some(n) = s.instances {
             let got = count(&|c| *c == Call::Instantiate) as u64;
@@ -473,13 +312,13 @@ impl Checks {
             })
             .collect();
         if let Some(checks) = &self.sent {
-            packet_failures(&mut f, "sent", checks, &sent, true);
+            packet_failures(f, "sent", checks, &sent, true);
         }
         if let Some(checks) = &self.sent_start {
-            packet_failures(&mut f, "sent-start", checks, &sent, false);
+            packet_failures(f, "sent-start", checks, &sent, false);
         }
         if let Some(checks) = &self.sent_in_order {
-            in_order_failures(&mut f, checks, &sent);
+            in_order_failures(f, checks, &sent);
         }
         if s.packet_ids == Some(PacketIdsSpec::Distinct)
             && let Some(why) = packet_id_reuse(&out.calls)
@@ -596,22 +435,6 @@ impl Checks {
                 ));
             }
         }
-        if let Some(ms) = s.virtual_ms_at_least
-            && out.now_ms < ms
-        {
-            f.push(format!(
-                "virtual-ms-at-least: expected {ms} ms, ran {} ms",
-                out.now_ms
-            ));
-        }
-        if let Some(ms) = s.virtual_ms_at_most
-            && out.now_ms > ms
-        {
-            f.push(format!(
-                "virtual-ms-at-most: expected {ms} ms, ran {} ms",
-                out.now_ms
-            ));
-        }
         if let Some(n) = s.closes {
             let got = count(&|c| *c == Call::Close);
             if got != n {
@@ -649,14 +472,6 @@ impl Checks {
                 f.push(format!("entropy-calls: expected {n}, got {got}"));
             }
         }
-        let left = s.steps_left.unwrap_or(0);
-        if out.steps_left != left {
-            f.push(format!(
-                "steps-left: expected {left} script steps left undone, got {}",
-                out.steps_left
-            ));
-        }
-        f
     }
 }
 
@@ -687,391 +502,14 @@ impl Checks {
     }
 }
 
-/// Expected and actual results, shortened to their counts and the first
-/// difference when long.
-fn results_failure(want: &[String], got: &[String]) -> String {
-    if want.len() + got.len() <= 20 {
-        return format!("results: expected {want:?}, got {got:?}");
-    }
-    let at = want.iter().zip(got).position(|(w, g)| w != g);
-    match at {
-        Some(i) => format!(
-            "results: iteration {} is {:?}, expected {:?} ({} results expected, {} got)",
-            i + 1,
-            got[i],
-            want[i],
-            want.len(),
-            got.len()
-        ),
-        None => format!(
-            "results: expected {} results, got {} (the first {} as expected)",
-            want.len(),
-            got.len(),
-            want.len().min(got.len())
-        ),
-    }
-}
-
-fn sent_check(spec: &SentSpec) -> Result<PacketCheck, String> {
-    match spec {
-        SentSpec::Kind(kind) => PacketCheck::new(kind_name(kind)?, &PacketSpec::default()),
-        SentSpec::Packet(p) => {
-            let kind = p
-                .kind
-                .as_deref()
-                .ok_or("a packet in `sent` needs its `kind`")?;
-            PacketCheck::new(kind_name(kind)?, p)
-        }
-    }
-}
-
-/// Compares packets in order: all of them (`exact`) or the first ones.
-fn packet_failures(
-    f: &mut Vec<String>,
-    key: &str,
-    checks: &[PacketCheck],
-    sent: &[(Packet, u64)],
-    exact: bool,
-) {
-    for (i, check) in checks.iter().enumerate() {
-        let Some((packet, at_ms)) = sent.get(i) else {
-            f.push(format!(
-                "{key}: expected packet {} to be {}, but the logic sent only {} packets: {}",
-                i + 1,
-                check.kind,
-                sent.len(),
-                names(sent)
-            ));
-            return;
-        };
-        if let Err(why) = check.check(packet) {
-            f.push(format!("{key}: packet {}: {why}; actual {packet:?}", i + 1));
-            return;
-        }
-        if let Some(want) = check.at_ms()
-            && !want.holds(*at_ms)
-        {
-            f.push(format!(
-                "{key}: packet {} ({}): expected {want} of virtual time, sent at {at_ms} ms",
-                i + 1,
-                check.kind
-            ));
-        }
-    }
-    if exact && sent.len() > checks.len() {
-        f.push(format!(
-            "{key}: expected {} packets, the logic sent {}: {}",
-            checks.len(),
-            sent.len(),
-            names(sent)
-        ));
-    }
-}
-
-fn names(sent: &[(Packet, u64)]) -> String {
-    sent.iter()
-        .map(|(p, _)| packet_name(p))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn lines(log: &[(Level, String)]) -> String {
-    const SHOWN: usize = 12;
-    let mut shown: Vec<String> = log
-        .iter()
-        .take(SHOWN)
-        .map(|(level, l)| format!("{} {l:?}", level_name(*level)))
-        .collect();
-    if log.len() > SHOWN {
-        shown.push(format!("... {} more", log.len() - SHOWN));
-    }
-    shown.join(", ")
-}
-
-fn report_failures(f: &mut Vec<String>, want: &super::format::ReportSpec, got: &IterationReport) {
-    let pairs = [
-        ("published", want.published, got.published),
-        ("acknowledged", want.acknowledged, got.acknowledged),
-        ("echoes", want.echoes, got.echoes),
-        ("connections", want.connections, got.connections),
-    ];
-    for (key, want, got) in pairs {
-        if let Some(want) = want
-            && want != got
-        {
-            f.push(format!("report: expected {key} = {want}, got {got}"));
-        }
-    }
-}
-
-/// How the run ended, when no iteration returned.
-fn ended(out: &Record) -> String {
-    match (&out.aborted, out.stops.last()) {
-        (Some(m), _) => format!("the run ended early: {m}"),
-        (None, Some(stop)) => format!("the guest stopped: {}", stop),
-        (None, None) => "nothing ran".into(),
-    }
-}
-
-/// Compares packets as a subsequence: each check matches a later packet
-/// than the one before it.
-fn in_order_failures(f: &mut Vec<String>, checks: &[PacketCheck], sent: &[(Packet, u64)]) {
-    let mut from = 0;
-    for (i, check) in checks.iter().enumerate() {
-        match (from..sent.len()).find(|&j| check.check_at(&sent[j].0, sent[j].1).is_ok()) {
-            Some(j) => from = j + 1,
-            None => {
-                // The nearest miss says what differed.
-                let near = (from..sent.len()).find_map(|j| {
-                    check
-                        .check_at(&sent[j].0, sent[j].1)
-                        .err()
-                        .filter(|_| packet_name(&sent[j].0) == check.kind)
-                });
-                f.push(format!(
-                    "sent-in-order: entry {} ({}) matches no packet after packet {from}{}; sent: {}",
-                    i + 1,
-                    check.kind,
-                    near.map(|why| format!(" (the first {} after it: {why})", check.kind))
-                        .unwrap_or_default(),
-                    names(sent)
-                ));
-                return;
-            }
-        }
-    }
-}
-
-/// The first packet id used twice on one connection, or zero, if any:
-/// PUBLISH at QoS 1 or 2 (a DUP resend excepted), SUBSCRIBE, UNSUBSCRIBE.
-fn packet_id_reuse(calls: &[Call]) -> Option<String> {
-    let mut used = std::collections::HashMap::new();
-    let mut connection = 0;
-    for call in calls {
-        let (kind, id) = match call {
-            Call::Connect { refused: None, .. } => {
-                connection += 1;
-                used.clear();
-                continue;
-            }
-            Call::Sent { packet, .. } => match packet {
-                Packet::Publish(p) if p.qos as u8 > 0 && !p.dup => ("PUBLISH", p.pkid),
-                Packet::Subscribe(s) => ("SUBSCRIBE", s.pkid),
-                Packet::Unsubscribe(u) => ("UNSUBSCRIBE", u.pkid),
-                _ => continue,
-            },
-            _ => continue,
-        };
-        if id == 0 {
-            return Some(format!(
-                "a {kind} on connection {connection} has packet id 0"
-            ));
-        }
-        if let Some(first) = used.insert(id, kind) {
-            return Some(format!(
-                "packet id {id} is used by a {first} and then a {kind} on connection {connection}"
-            ));
-        }
-    }
-    None
-}
-
-/// The `sleep-ms` durations of `kind`: a sleep is disconnected when the
-/// logic holds no connection it opened and did not close.
-fn sleeps_of(calls: &[Call], kind: SleepKind) -> Vec<u32> {
-    let mut open = false;
-    let mut out = Vec::new();
-    for call in calls {
-        match call {
-            Call::Connect { refused: None, .. } => open = true,
-            Call::Close | Call::Instantiate => open = false,
-            Call::Sleep(ms) => {
-                let wanted = match kind {
-                    SleepKind::All => true,
-                    SleepKind::Connected => open,
-                    SleepKind::Disconnected => !open,
-                };
-                if wanted {
-                    out.push(*ms);
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// The log lines with their levels.
-fn log_lines(calls: &[Call]) -> Vec<(Level, String)> {
-    calls
-        .iter()
-        .filter_map(|c| match c {
-            Call::Log(level, line) => Some((*level, line.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-fn level_name(level: Level) -> &'static str {
-    match level {
-        Level::Debug => "DEBUG",
-        Level::Info => "INFO",
-        Level::Warn => "WARN",
-        Level::Error => "ERROR",
-    }
-}
-
-/// A log line's pattern and, if given, its level.
-struct LogCheck {
-    pattern: Regex,
-    level: Option<Level>,
-}
-
-impl LogCheck {
-    fn new(spec: &LogSpec) -> Result<Self, String> {
-        Ok(match spec {
-            LogSpec::Pattern(p) => Self {
-                pattern: regex(p)?,
-                level: None,
-            },
-            LogSpec::Line(line) => Self {
-                pattern: regex(&line.matches)?,
-                level: line.level.map(|l| match l {
-                    LevelSpec::Debug => Level::Debug,
-                    LevelSpec::Info => Level::Info,
-                    LevelSpec::Warn => Level::Warn,
-                    LevelSpec::Error => Level::Error,
-                }),
-            },
-        })
-    }
-
-    fn holds(&self, (level, line): &(Level, String)) -> bool {
-        self.level.is_none_or(|want| want == *level) && self.pattern.is_match(line)
-    }
-}
-
-impl std::fmt::Display for LogCheck {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.level {
-            Some(level) => write!(f, "{} /{}/", level_name(level), self.pattern),
-            None => write!(f, "/{}/", self.pattern),
-        }
-    }
-}
-
-/// Every name `stop-limit` accepts: host-core's limits, kebab-case.
-pub const STOP_LIMITS: [&str; 8] = [
-    "iteration-timeout",
-    "cpu",
-    "cpu-budget",
-    "memory",
-    "table",
-    "output-flood",
-    "connect-storm",
-    "trap",
-];
-
-/// A stop's name in `stop-limit`: its limit, or "trap".
-fn stop_name(stop: &Stop) -> String {
-    match stop {
-        Stop::Limit(hit) => hit.kind().replace('_', "-"),
-        Stop::Trap { .. } => "trap".into(),
-    }
-}
-
-/// Every name `result` accepts.
-pub const RESULT_KINDS: [&str; 9] = [
-    "ok",
-    "connect-retries-exhausted",
-    "transport-permanent",
-    "transport",
-    "connack-refused",
-    "subscribe-retries-exhausted",
-    "timed-out",
-    "protocol-violation",
-    "invalid-settings",
-];
-
-fn result_kind_known(name: &str) -> Result<(), String> {
-    if RESULT_KINDS.contains(&name) {
-        Ok(())
-    } else {
-        Err(format!(
-            "unknown result {name:?} (one of {})",
-            RESULT_KINDS.join(", ")
-        ))
-    }
-}
-
-/// "ok" or the WIT `iteration-error` case.
-fn result_kind(r: &Result<IterationReport, IterationFailure>) -> String {
-    let name = match r {
-        Ok(_) => "ok",
-        Err(IterationFailure::ConnectRetriesExhausted(_)) => "connect-retries-exhausted",
-        Err(IterationFailure::TransportPermanent(_)) => "transport-permanent",
-        Err(IterationFailure::Transport(_)) => "transport",
-        Err(IterationFailure::ConnackRefused(_)) => "connack-refused",
-        Err(IterationFailure::SubscribeRetriesExhausted(_)) => "subscribe-retries-exhausted",
-        Err(IterationFailure::TimedOut(_)) => "timed-out",
-        Err(IterationFailure::ProtocolViolation(_)) => "protocol-violation",
-        Err(IterationFailure::InvalidSettings(_)) => "invalid-settings",
-    };
-    name.to_string()
-}
-
-/// The error's payload as text: the error-code or refusal name, or the
-/// string the guest gave.
-fn error_text(e: &IterationFailure) -> String {
-    match e {
-        IterationFailure::ConnectRetriesExhausted(c)
-        | IterationFailure::TransportPermanent(c)
-        | IterationFailure::Transport(c) => c.name().to_string(),
-        IterationFailure::ConnackRefused(r) => refusal_name(*r).to_string(),
-        IterationFailure::SubscribeRetriesExhausted(s)
-        | IterationFailure::TimedOut(s)
-        | IterationFailure::ProtocolViolation(s)
-        | IterationFailure::InvalidSettings(s) => s.clone(),
-    }
-}
-
-fn refusal_name(r: ConnackRefusal) -> &'static str {
-    match r {
-        ConnackRefusal::UnacceptableProtocolVersion => "unacceptable-protocol-version",
-        ConnackRefusal::IdentifierRejected => "identifier-rejected",
-        ConnackRefusal::ServerUnavailable => "server-unavailable",
-        ConnackRefusal::BadUserNameOrPassword => "bad-user-name-or-password",
-        ConnackRefusal::NotAuthorized => "not-authorized",
-    }
-}
-
-fn describe_result(r: &Result<IterationReport, IterationFailure>) -> String {
-    match r {
-        Ok(report) => format!(
-            "ok ({} published, {} acknowledged, {} echoes, {} connections)",
-            report.published, report.acknowledged, report.echoes, report.connections
-        ),
-        Err(e) => format!("{}({})", result_kind(r), error_text(e)),
-    }
-}
-
-/// A stored value as a scenario file writes it: text, or a counter.
-fn shown(value: &[u8]) -> String {
-    match std::str::from_utf8(value) {
-        Ok(text) if !text.chars().any(char::is_control) => format!("{text:?}"),
-        _ => match <[u8; 8]>::try_from(value) {
-            Ok(n) => i64::from_le_bytes(n).to_string(),
-            Err(_) => format!("{} bytes {}", value.len(), hex::encode(value)),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use mqttbytes::v4::Connect;
 
     use super::*;
     use crate::Level;
+    use crate::file::format::PacketSpec;
+    use crate::{IterationFailure, IterationReport, Stop};
 
     /// A run that connected once, sent CONNECT, logged, slept and closed.
     fn outcome() -> Record {
@@ -1100,7 +538,10 @@ mod tests {
                 },
                 Call::Log(Level::Info, "hello there".into()),
                 Call::Log(Level::Warn, "and again".into()),
-                Call::Sleep(100),
+                Call::Sleep {
+                    ms: 100,
+                    connected: true,
+                },
                 Call::Close,
             ],
             now_ms: 100,
@@ -1186,10 +627,6 @@ mod tests {
             ),
             ("dropped-lines = 0", "dropped-lines = 1"),
             ("", "stop-limit = \"cpu\""),
-            (
-                "packet-ids = \"distinct\"",
-                "packet-ids = \"distinct\"\nstops = 9",
-            ),
         ];
         for (holds, fails) in pairs {
             assert_eq!(failures(holds), Vec::<String>::new(), "{holds}");
@@ -1292,6 +729,17 @@ mod tests {
         );
         assert!(run(vec![connect(), publish(1, false), publish(1, false)]).is_some());
         assert!(run(vec![connect(), publish(0, false)]).is_some());
+        // The key reaches the rule.
+        let mut out = outcome();
+        let check = |out: &Record| {
+            Checks::new(toml::from_str("packet-ids = \"distinct\"").unwrap())
+                .unwrap()
+                .failures(out)
+        };
+        out.calls.extend([publish(1, false), publish(2, false)]);
+        assert_eq!(check(&out), Vec::<String>::new());
+        out.calls.push(publish(2, false));
+        assert_eq!(check(&out).len(), 1, "{:?}", check(&out));
     }
 
     /// `stop-limit` names the first stop's limit, or "trap".
