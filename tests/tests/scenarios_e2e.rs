@@ -117,7 +117,7 @@ fn a_bad_scenario_file_is_refused_with_its_line_and_key_before_anything_runs() {
         ),
         (
             "[[scenario]]\nname = \"x\"\n[scenario.expect]\nlog = ['(']\n",
-            "bad.toml:3:11: error: scenario \"x\": expect: bad regular expression /(/",
+            "bad.toml:4:1: error: scenario \"x\": expect: `log`: bad regular expression /(/",
         ),
         (
             "[[scenario]]\nname = \"x\"\niterations = \"two\"\n",
@@ -129,7 +129,15 @@ fn a_bad_scenario_file_is_refused_with_its_line_and_key_before_anything_runs() {
         ),
         (
             "[[scenario]]\nname = \"x\"\n[scenario.expect]\nstop-limit = \"cpu-time\"\n",
-            "bad.toml:3:11: error: scenario \"x\": expect: stop-limit = \"cpu-time\": one of iteration-timeout, cpu,",
+            "bad.toml:4:1: error: scenario \"x\": expect: `stop-limit`: \"cpu-time\" is no limit: one of iteration-timeout, cpu,",
+        ),
+        (
+            "[defaults]\niterations = 0\n\n[[scenario]]\nname = \"x\"\n",
+            "bad.toml:1:2: error: [defaults]: iterations = 0: give 1 to 10000",
+        ),
+        (
+            "[[scenario]]\nname = \"x\"\ncpu-budget-ms = 5\n",
+            "bad.toml:3:1: error: unknown field `cpu-budget-ms` here: it is a limit, written in the scenario's (or [defaults]') `limits = { cpu-budget-ms = ... }`",
         ),
         ("# nothing\n", "bad.toml:1:1: error: no [[scenario]] in it"),
     ];
