@@ -7,7 +7,7 @@ use mqttbytes::v4::{
     ConnAck, Connect, Packet, PubAck, Publish, SubAck, Subscribe, SubscribeFilter, Unsubscribe,
 };
 
-use crate::packets::{Decoder, encode, packet_name};
+use crate::packets::{Decoder, Version, encode_for, packet_name};
 use crate::session::SessionStore;
 use crate::transport::{Clock, Transport, TransportError};
 
@@ -81,6 +81,8 @@ pub struct Client<T: Transport, C: Clock> {
     clock: C,
     timing: Timing,
     decoder: Decoder,
+    /// The MQTT version of the connection (its CONNECT's).
+    version: Version,
     /// Last packet id handed out; ids run 1..=65535 and skip 0.
     last_pkid: u16,
     /// QoS 1 publishes sent and not yet acknowledged, oldest first.
@@ -105,6 +107,7 @@ impl<T: Transport, C: Clock> Client<T, C> {
             clock,
             timing,
             decoder: Decoder::default(),
+            version: Version::V311,
             last_pkid: 0,
             outgoing: Vec::new(),
             last_sent_ms: now,
@@ -151,6 +154,8 @@ impl<T: Transport, C: Clock> Client<T, C> {
     /// Sends CONNECT and waits up to `timeout_ms` for CONNACK, which must be
     /// the first packet. The caller checks its return code.
     pub fn connect(&mut self, connect: &Connect, timeout_ms: u32) -> Result<ConnAck, ClientError> {
+        self.version = Version::of(connect);
+        self.decoder.set_version(self.version);
         self.send_packet(&Packet::Connect(connect.clone()))?;
         let start = self.clock.now_ms();
         loop {
@@ -204,8 +209,8 @@ impl<T: Transport, C: Clock> Client<T, C> {
         }
         let mut publish = Publish::new(topic, QoS::AtLeastOnce, payload.to_vec());
         publish.pkid = self.next_pkid();
-        let bytes =
-            encode(&Packet::Publish(publish.clone())).map_err(|e| ClientError::Encode(e.0))?;
+        let bytes = encode_for(&Packet::Publish(publish.clone()), self.version)
+            .map_err(|e| ClientError::Encode(e.0))?;
         // Kept before it is sent: a crash in between resends it (once
         // more, with DUP) rather than losing it.
         if let Some(store) = &mut self.session {
@@ -246,8 +251,8 @@ impl<T: Transport, C: Clock> Client<T, C> {
         }
         let mut publish = Publish::new(&old.topic, QoS::AtLeastOnce, old.payload.to_vec());
         publish.pkid = self.next_pkid_besides(old.pkid);
-        let bytes =
-            encode(&Packet::Publish(publish.clone())).map_err(|e| ClientError::Encode(e.0))?;
+        let bytes = encode_for(&Packet::Publish(publish.clone()), self.version)
+            .map_err(|e| ClientError::Encode(e.0))?;
         if let Some(store) = &mut self.session {
             store.save(&publish).map_err(ClientError::NotKept)?;
             store.remove(old.pkid);
@@ -441,7 +446,7 @@ impl<T: Transport, C: Clock> Client<T, C> {
     }
 
     fn send_packet(&mut self, packet: &Packet) -> Result<(), ClientError> {
-        let bytes = encode(packet).map_err(|e| ClientError::Encode(e.0))?;
+        let bytes = encode_for(packet, self.version).map_err(|e| ClientError::Encode(e.0))?;
         self.send_bytes(&bytes)
     }
 
@@ -487,6 +492,7 @@ mod tests {
     use mqttbytes::v4::{ConnectReturnCode, SubscribeReasonCode};
 
     use super::*;
+    use crate::packets::encode;
 
     /// Virtual clock: sleeping and waiting advance it.
     #[derive(Clone, Default)]
@@ -556,6 +562,39 @@ mod tests {
             false,
         )))
         .unwrap()
+    }
+
+    /// A client whose CONNECT asks for MQTT 5 speaks it both ways: what it
+    /// sends is 5's, and a broker's 5 answers (here mosquitto's bytes) are
+    /// read, a PUBACK's reason code "no matching subscribers" included.
+    #[cfg(feature = "mqtt5")]
+    #[test]
+    fn a_connection_in_mqtt5_speaks_it_both_ways() {
+        let connack5 = vec![
+            0x20, 0x09, 0x00, 0x00, 0x06, 0x22, 0x00, 0x0a, 0x21, 0x00, 0x14,
+        ];
+        let puback5 = vec![0x40, 0x03, 0x00, 0x01, 0x10];
+        let (mut c, t) = client(vec![connack5, puback5]);
+        let mut connect = Connect::new("id");
+        connect.protocol = mqttbytes::Protocol::V5;
+        let ack = c.connect(&connect, 1000).unwrap();
+        assert_eq!(ack.code, ConnectReturnCode::Success);
+        let id = c.publish("t", b"x").unwrap();
+        let mut events = Vec::new();
+        c.process_loop(10, &mut |e| {
+            events.push(e.clone());
+            Flow::Continue
+        })
+        .unwrap();
+        assert_eq!(events, [Event::PubAck(id)]);
+        assert_eq!(c.outstanding(), Vec::<u16>::new());
+        assert_eq!(c.decoder.last_reason(), Some(0x10));
+        let sent = t.sent.borrow().clone();
+        assert_eq!(sent[8], 5, "protocol level 5: {sent:02x?}");
+        let mut d = Decoder::new(Version::V5);
+        d.push(&sent);
+        let packets: Vec<Packet> = std::iter::from_fn(|| d.next_packet().unwrap()).collect();
+        assert!(matches!(&packets[..], [Packet::Connect(_), Packet::Publish(p)] if p.pkid == id));
     }
 
     #[test]

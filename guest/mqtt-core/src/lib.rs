@@ -1,5 +1,6 @@
 //! The MQTT core of a device logic, apart from any world it runs in (as
-//! coreMQTT keeps `transport_interface.h` apart): pure MQTT 3.1.1 packets,
+//! coreMQTT keeps `transport_interface.h` apart): pure MQTT packets (3.1.1
+//! in memory, 3.1.1 or 5 on the wire, [`wire5`]),
 //! the client state machine over a [`Transport`] and a [`Clock`], the
 //! Full-Jitter [`Backoff`] policy, the durable [`session`] of a
 //! persistent session, and the
@@ -14,6 +15,8 @@ pub mod packets;
 pub mod platform;
 pub mod session;
 pub mod transport;
+#[cfg(feature = "mqtt5")]
+pub mod wire5;
 
 pub use backoff::{Backoff, RETRY_FOREVER};
 pub use client::{Client, ClientError, Event, Flow, MAX_OUTGOING, Timing};

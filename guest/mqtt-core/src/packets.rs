@@ -1,5 +1,7 @@
-//! Pure MQTT 3.1.1 packet handling: encoding to bytes and a stream decoder
-//! that copes with packets split across reads and several packets per read.
+//! Pure MQTT packet handling: encoding to bytes and a stream decoder that
+//! copes with packets split across reads and several packets per read.
+//! Packets are MQTT 3.1.1's in memory; on the wire a connection speaks
+//! 3.1.1 or 5 ([`Version`], through [`crate::wire5`]).
 
 use bytes::BytesMut;
 use mqttbytes::v4::{self, Packet};
@@ -60,7 +62,66 @@ fn strings(packet: &Packet) -> Vec<(&'static str, &str)> {
     }
 }
 
-/// Encodes one packet to its wire form, or says why it cannot be.
+/// The MQTT version a connection speaks on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Version {
+    /// MQTT 3.1.1 (protocol level 4), the original demo's.
+    #[default]
+    V311,
+    /// MQTT 5 (protocol level 5).
+    V5,
+}
+
+impl Version {
+    /// The version a CONNECT asks for (its protocol level).
+    pub fn of(connect: &v4::Connect) -> Self {
+        match connect.protocol {
+            mqttbytes::Protocol::V5 => Version::V5,
+            mqttbytes::Protocol::V4 => Version::V311,
+        }
+    }
+}
+
+/// Encodes one packet to its wire form in `version`, or says why it
+/// cannot be.
+pub fn encode_for(packet: &Packet, version: Version) -> Result<Vec<u8>, EncodeError> {
+    let bytes = encode(packet)?;
+    match version {
+        Version::V311 => Ok(bytes),
+        #[cfg(feature = "mqtt5")]
+        Version::V5 => crate::wire5::to_v5(&bytes),
+        #[cfg(not(feature = "mqtt5"))]
+        Version::V5 => Err(no_mqtt5()),
+    }
+}
+
+/// The error of a logic built without MQTT 5 asked to speak it.
+#[cfg(not(feature = "mqtt5"))]
+fn no_mqtt5() -> EncodeError {
+    EncodeError("this logic was built without MQTT 5 (mqtt-core's mqtt5 feature)".into())
+}
+
+/// The version a connection's first bytes ask for, when they hold a
+/// CONNECT's protocol level (4: 3.1.1, 5: MQTT 5); `None` for anything else
+/// or too few bytes.
+pub fn connect_version(bytes: &[u8]) -> Option<Version> {
+    if bytes.first()? >> 4 != 1 {
+        return None;
+    }
+    // The remaining length (1 to 4 bytes), then the protocol name.
+    let used = 1 + bytes[1..].iter().take(4).position(|b| b & 0x80 == 0)? + 1;
+    let name = usize::from(u16::from_be_bytes([
+        *bytes.get(used)?,
+        *bytes.get(used + 1)?,
+    ]));
+    match bytes.get(used + 2 + name)? {
+        4 => Some(Version::V311),
+        5 => Some(Version::V5),
+        _ => None,
+    }
+}
+
+/// Encodes one packet to its MQTT 3.1.1 wire form, or says why it cannot be.
 pub fn encode(packet: &Packet) -> Result<Vec<u8>, EncodeError> {
     let name = packet_name(packet);
     if let Some((what, s)) = strings(packet)
@@ -99,9 +160,32 @@ pub fn encode(packet: &Packet) -> Result<Vec<u8>, EncodeError> {
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: BytesMut,
+    version: Version,
+    /// The reason code the last MQTT 5 packet carried, if any.
+    reason: Option<u8>,
 }
 
 impl Decoder {
+    /// A decoder of packets in `version`.
+    pub fn new(version: Version) -> Self {
+        Self {
+            version,
+            ..Self::default()
+        }
+    }
+
+    /// Reads the packets that follow in `version` (after a CONNECT).
+    pub fn set_version(&mut self, version: Version) {
+        self.version = version;
+    }
+
+    /// The reason code the last packet carried: MQTT 5's CONNACK, PUBACK,
+    /// SUBACK failure, UNSUBACK or DISCONNECT reason (0 is success), or
+    /// `None` (MQTT 3.1.1, or a packet without one).
+    pub fn last_reason(&self) -> Option<u8> {
+        self.reason
+    }
+
     /// Appends bytes as they came off the transport.
     pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
@@ -123,6 +207,9 @@ impl Decoder {
         if self.buf.is_empty() {
             return Ok(None);
         }
+        if self.version == Version::V5 {
+            return self.next_v5();
+        }
         match v4::read(&mut self.buf, MAX_INCOMING_PACKET) {
             Ok(packet) => Ok(Some(packet)),
             Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
@@ -131,6 +218,37 @@ impl Decoder {
             ))),
             Err(e) => Err(DecodeError(format!("malformed MQTT packet: {e:?}"))),
         }
+    }
+}
+
+impl Decoder {
+    /// The next whole MQTT 5 packet, read in its 3.1.1 form.
+    #[cfg(not(feature = "mqtt5"))]
+    fn next_v5(&mut self) -> Result<Option<Packet>, DecodeError> {
+        Err(DecodeError(no_mqtt5().0))
+    }
+
+    /// The next whole MQTT 5 packet, read in its 3.1.1 form.
+    #[cfg(feature = "mqtt5")]
+    fn next_v5(&mut self) -> Result<Option<Packet>, DecodeError> {
+        let header = match mqttbytes::check(self.buf.iter(), MAX_INCOMING_PACKET) {
+            Ok(header) => header,
+            Err(mqttbytes::Error::InsufficientBytes(_)) => return Ok(None),
+            Err(mqttbytes::Error::PayloadSizeLimitExceeded(n)) => {
+                return Err(DecodeError(format!(
+                    "incoming packet of {n} bytes is over the limit of {MAX_INCOMING_PACKET} bytes"
+                )));
+            }
+            Err(e) => return Err(DecodeError(format!("malformed MQTT packet: {e:?}"))),
+        };
+        let frame = self.buf.split_to(header.frame_length());
+        let (v311, reason) = crate::wire5::from_v5(&frame)?;
+        self.reason = reason;
+        let mut v311 = BytesMut::from(&v311[..]);
+        // The frame is whole: too few bytes now is a malformed packet.
+        v4::read(&mut v311, MAX_INCOMING_PACKET)
+            .map(Some)
+            .map_err(|e| DecodeError(format!("malformed MQTT 5 packet: {e:?}")))
     }
 }
 
@@ -194,6 +312,18 @@ mod tests {
             Packet::PingResp,
             Packet::Disconnect,
         ]
+    }
+
+    #[test]
+    fn a_connects_first_bytes_say_its_version() {
+        let mut c = Connect::new("d");
+        let v311 = encode(&Packet::Connect(c.clone())).unwrap();
+        assert_eq!(connect_version(&v311), Some(Version::V311));
+        c.protocol = mqttbytes::Protocol::V5;
+        let v5 = encode(&Packet::Connect(c)).unwrap();
+        assert_eq!(connect_version(&v5), Some(Version::V5));
+        assert_eq!(connect_version(&v5[..5]), None, "too few bytes");
+        assert_eq!(connect_version(&[0x30, 0x00]), None, "not a CONNECT");
     }
 
     #[test]

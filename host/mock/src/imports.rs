@@ -23,7 +23,7 @@ use host_core::state::ctx::{Permit, StateCtx};
 use host_core::wit::mtls_socket::{Connection, ErrorCode, Host as SocketHost, HostConnection};
 use host_core::wit::{clock, entropy, iteration, log, types};
 use host_core::{Level, TransportError};
-use mqtt_core::packets::{Decoder, encode, packet_name};
+use mqtt_core::packets::{Decoder, Version, connect_version, encode_for, packet_name};
 use mqttbytes::v4::Packet;
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
@@ -264,6 +264,8 @@ pub struct Broker {
     steps_taken: usize,
     /// When a `close` step waiting for delayed bytes closes the connection.
     close_at: Option<u64>,
+    /// The MQTT version of the connection, from its CONNECT.
+    version: Version,
 }
 
 /// Bytes the record of calls may hold (each call's size with the text and
@@ -309,6 +311,7 @@ impl Broker {
             reply_delay_ms: 0,
             steps_taken: 0,
             close_at: None,
+            version: Version::V311,
         }
     }
 
@@ -545,7 +548,8 @@ impl Broker {
             }
         };
         for reply in replies {
-            let bytes = encode(&reply).map_err(|e| self.fail(format!("mock broker: {e}")))?;
+            let bytes = encode_for(&reply, self.version)
+                .map_err(|e| self.fail(format!("mock broker: {e}")))?;
             self.inbound.push(at, bytes);
         }
         self.advance()
@@ -618,6 +622,8 @@ impl SocketHost for MockState {
             b.inbound.clear();
             b.close_at = None;
             b.decoder.clear();
+            b.version = Version::V311;
+            b.decoder.set_version(Version::V311);
             index
         };
         let handle = self.table.push(MockConnection { index, open: true })?;
@@ -640,6 +646,14 @@ impl HostConnection for MockState {
         }
         if b.current != Some(index) {
             return Ok(Err(ErrorCode::ConnectionClosed));
+        }
+        // A connection's first bytes say its MQTT version (its CONNECT's
+        // protocol level); the broker answers in it.
+        if b.decoder.buffered() == 0
+            && let Some(version) = connect_version(&data)
+        {
+            b.version = version;
+            b.decoder.set_version(version);
         }
         b.decoder.push(&data);
         loop {
