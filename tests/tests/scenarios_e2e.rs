@@ -137,7 +137,7 @@ fn a_bad_scenario_file_is_refused_with_its_line_and_key_before_anything_runs() {
         ),
         (
             "[[scenario]]\nname = \"x\"\ncpu-budget-ms = 5\n",
-            "bad.toml:3:1: error: unknown field `cpu-budget-ms` here: it is a limit, written in the scenario's (or [defaults]') `limits = { cpu-budget-ms = ... }`",
+            "bad.toml:3:1: error: unknown field `cpu-budget-ms` here: it is a limit; write it as `limits = { cpu-budget-ms = 5 }`",
         ),
         ("# nothing\n", "bad.toml:1:1: error: no [[scenario]] in it"),
     ];
@@ -244,4 +244,23 @@ fn the_manuals_scenario_examples_pass_on_the_demo() {
         assert_eq!(code, Some(0), "{block}\n{stdout}\n{stderr}");
         assert_eq!(tally(&stdout), (1, 0), "{stdout}");
     }
+}
+
+/// The hint for a limit written outside `limits` works when pasted as
+/// printed.
+#[test]
+fn the_hint_for_a_misplaced_limit_works_as_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("limit.toml");
+    std::fs::write(&file, "[[scenario]]\nname = \"x\"\ncpu-budget-ms = 500\n").unwrap();
+    let (code, _, stderr) = host_test(&demo_wasm(), &[&file], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let hint = stderr
+        .split("write it as `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or_else(|| panic!("no hint: {stderr}"));
+    std::fs::write(&file, format!("[[scenario]]\nname = \"x\"\n{hint}\n")).unwrap();
+    let (code, stdout, stderr) = host_test(&demo_wasm(), &[&file], &[]);
+    assert_eq!(code, Some(0), "{hint}: {stdout}{stderr}");
 }

@@ -273,7 +273,7 @@ pub fn packet_name(packet: &Packet) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use mqttbytes::QoS;
     use mqttbytes::v4::{
@@ -281,7 +281,9 @@ mod tests {
         SubscribeReasonCode, UnsubAck, Unsubscribe,
     };
 
-    fn samples() -> Vec<Packet> {
+    /// One packet of every kind the client and a broker exchange (also
+    /// the MQTT 5 converter's round-trip cases).
+    pub(crate) fn samples() -> Vec<Packet> {
         let mut connect = Connect::new("thing-1");
         connect.keep_alive = 60;
         connect.clean_session = true;

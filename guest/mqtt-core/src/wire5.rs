@@ -231,10 +231,7 @@ mod tests {
     use super::*;
     use crate::packets::encode;
     use mqttbytes::QoS;
-    use mqttbytes::v4::{
-        ConnAck, Connect, ConnectReturnCode, LastWill, Login, Packet, PubAck, Publish, SubAck,
-        Subscribe, SubscribeFilter, SubscribeReasonCode, UnsubAck, Unsubscribe,
-    };
+    use mqttbytes::v4::{ConnAck, Connect, ConnectReturnCode, LastWill, Login, Packet, Publish};
 
     fn hex(text: &str) -> Vec<u8> {
         text.split_whitespace()
@@ -283,37 +280,16 @@ mod tests {
         persistent.login = Some(Login::new("user", "pass"));
         let mut with_will = Connect::new("thing-2");
         with_will.last_will = Some(LastWill::new("will/topic", "gone", QoS::AtLeastOnce, false));
-        let mut publish = Publish::new("a/b", QoS::AtLeastOnce, "Hello World!");
-        publish.pkid = 7;
-        let packets = [
-            Packet::Connect(Connect::new("thing-1")),
+        // Those 3.1.1 itself has, and the CONNECTs and CONNACK whose MQTT 5
+        // forms differ most.
+        let mut packets = crate::packets::tests::samples();
+        packets.extend([
             Packet::Connect(persistent),
             Packet::Connect(with_will),
             Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, true)),
             Packet::ConnAck(ConnAck::new(ConnectReturnCode::NotAuthorized, false)),
-            Packet::Publish(publish),
             Packet::Publish(Publish::new("a/b", QoS::AtMostOnce, "x")),
-            Packet::PubAck(PubAck::new(7)),
-            Packet::Subscribe(Subscribe {
-                pkid: 1,
-                filters: vec![SubscribeFilter::new("a/#".into(), QoS::AtLeastOnce)],
-            }),
-            Packet::SubAck(SubAck::new(
-                1,
-                vec![
-                    SubscribeReasonCode::Success(QoS::AtLeastOnce),
-                    SubscribeReasonCode::Failure,
-                ],
-            )),
-            Packet::Unsubscribe(Unsubscribe {
-                pkid: 2,
-                topics: vec!["a/#".into()],
-            }),
-            Packet::UnsubAck(UnsubAck::new(2)),
-            Packet::PingReq,
-            Packet::PingResp,
-            Packet::Disconnect,
-        ];
+        ]);
         for packet in packets {
             let v311 = encode(&packet).unwrap();
             let v5 = to_v5(&v311).unwrap();

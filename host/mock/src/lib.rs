@@ -48,7 +48,7 @@ use mqttbytes::v4::Packet;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{CallHook, Config, Engine, Store, UpdateDeadline};
+use wasmtime::{Config, Engine, Store, UpdateDeadline};
 use wasmtime_wasi_config::WasiConfigVariables;
 
 pub use crate::imports::{Broker, Call, MAX_RECORDED_BYTES, MockConnection, MockState};
@@ -478,12 +478,7 @@ impl Runtime<MockLogic> for MockRuntime {
         // Guest computation is timed as under `host run`: every stretch of
         // wasm between host calls (host-core's CPU meter).
         store.call_hook(|mut ctx, hook| {
-            let now = Instant::now();
-            let cpu = &mut ctx.data_mut().cpu;
-            match hook {
-                CallHook::ReturningFromHost | CallHook::CallingWasm => cpu.enter(now),
-                CallHook::CallingHost | CallHook::ReturningFromWasm => cpu.leave(now),
-            }
+            ctx.data_mut().cpu.on_hook(hook, Instant::now());
             Ok(())
         });
         // Checked at every epoch tick while wasm runs: the CPU limits and

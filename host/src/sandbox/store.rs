@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use wasmtime::{CallHook, Engine, Store, UpdateDeadline};
+use wasmtime::{Engine, Store, UpdateDeadline};
 
 use crate::sandbox::state::DeviceState;
 
@@ -20,12 +20,7 @@ pub fn new_store(engine: &Engine, state: DeviceState) -> Store<DeviceState> {
     // the guest spends its time (even calling cheap host functions without
     // pause), checks the limits and yields to the other tasks.
     store.call_hook(|mut ctx, hook| {
-        let now = Instant::now();
-        let cpu = &mut ctx.data_mut().cpu;
-        match hook {
-            CallHook::ReturningFromHost | CallHook::CallingWasm => cpu.enter(now),
-            CallHook::CallingHost | CallHook::ReturningFromWasm => cpu.leave(now),
-        }
+        ctx.data_mut().cpu.on_hook(hook, Instant::now());
         Ok(())
     });
     store.set_epoch_deadline(1);

@@ -39,6 +39,16 @@ impl CpuMeter {
         self.in_wasm_since = Some(now);
     }
 
+    /// Times the stretch a store's call hook marks: wasm runs from a call
+    /// into it or a return from the host, until a call out or its return.
+    pub fn on_hook(&mut self, hook: wasmtime::CallHook, now: Instant) {
+        use wasmtime::CallHook;
+        match hook {
+            CallHook::ReturningFromHost | CallHook::CallingWasm => self.enter(now),
+            CallHook::CallingHost | CallHook::ReturningFromWasm => self.leave(now),
+        }
+    }
+
     /// Wasm stops running (a host call, a yield, or a return).
     pub fn leave(&mut self, now: Instant) {
         if let Some(since) = self.in_wasm_since.take() {

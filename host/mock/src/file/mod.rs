@@ -205,8 +205,18 @@ fn parse_message(text: &str, error: &toml::de::Error) -> String {
         .iter()
         .find(|k| message.starts_with(&format!("unknown field `{k}`")))
     {
+        // The line as written, moved into the table: ready to paste.
+        let written = error
+            .span()
+            .and_then(|span| {
+                let start = text.get(..span.start)?.rfind('\n').map_or(0, |i| i + 1);
+                let line = text.get(start..)?.lines().next()?;
+                Some(line.split('#').next()?.trim().to_string())
+            })
+            .filter(|l| l.starts_with(*limit))
+            .unwrap_or_else(|| format!("{limit} = N"));
         message = format!(
-            "unknown field `{limit}` here: it is a limit, written in the scenario's (or [defaults]') `limits = {{ {limit} = ... }}`"
+            "unknown field `{limit}` here: it is a limit; write it as `limits = {{ {written} }}`"
         );
     }
     match key {
